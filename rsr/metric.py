@@ -1,0 +1,103 @@
+"""The Rank-Surprisal Ratio (arXiv 2601.14249), exactly as the paper defines it.
+
+Per response token k, under the student:
+    surprisal_k = logsumexp(logits) - logit[target]            (natural log)
+    rank_k      = 1 + #{v : logit_v > logit[target]}           (strictly greater; 1 = top token)
+    RSR(trajectory) = sum_k min(rank_k, r_max) / sum_k surprisal_k      (lower is better)
+    RSR(dataset)    = sum_j mean_rank_j / sum_j mean_surprisal_j
+
+Sums are kept (not only ratios) so dataset figures can be recomputed in SQL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+METRIC_VERSION = "rsr-v1"
+R_MAX = 100
+
+
+def token_ranks_surprisals(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank (1-based, strictly-greater count) and natural-log surprisal of each target under its logits row.
+
+    logits: [n, vocab] (any float dtype; compared in float32), targets: [n] token ids.
+    """
+    logits = logits.float()
+    target_logit = logits.gather(1, targets.view(-1, 1))
+    ranks = 1 + (logits > target_logit).sum(dim=1)
+    surprisals = torch.logsumexp(logits, dim=1) - target_logit.squeeze(1)
+    return ranks, surprisals
+
+
+@dataclass(frozen=True)
+class TrajectoryStats:
+    """Sufficient statistics of one scored trajectory (sums, so that means and ratios can be recomputed)."""
+
+    n_tokens: int
+    sum_rank: float  # sum of min(rank, r_max)
+    sum_surprisal: float
+    sum_rank_unclipped: float
+    truncated: bool = False
+    r_max: int = R_MAX
+
+    @classmethod
+    def from_tokens(
+        cls, ranks: torch.Tensor, surprisals: torch.Tensor, r_max: int = R_MAX, truncated: bool = False
+    ) -> TrajectoryStats:
+        ranks = ranks.double()
+        return cls(
+            n_tokens=int(ranks.numel()),
+            sum_rank=float(ranks.clamp(max=r_max).sum()),
+            sum_surprisal=float(surprisals.double().sum()),
+            sum_rank_unclipped=float(ranks.sum()),
+            truncated=truncated,
+            r_max=r_max,
+        )
+
+    @property
+    def rsr(self) -> float:
+        return _ratio(self.sum_rank, self.sum_surprisal)
+
+    @property
+    def mean_rank(self) -> float:
+        return _ratio(self.sum_rank, self.n_tokens)
+
+    @property
+    def mean_surprisal(self) -> float:
+        return _ratio(self.sum_surprisal, self.n_tokens)
+
+    @property
+    def mean_rank_unclipped(self) -> float:
+        return _ratio(self.sum_rank_unclipped, self.n_tokens)
+
+    def as_dict(self) -> dict:
+        return {
+            "n_tokens": self.n_tokens,
+            "sum_rank": self.sum_rank,
+            "sum_surprisal": self.sum_surprisal,
+            "rsr": self.rsr,
+            "mean_rank": self.mean_rank,
+            "mean_surprisal": self.mean_surprisal,
+            "mean_rank_unclipped": self.mean_rank_unclipped,
+            "truncated": self.truncated,
+        }
+
+
+def _ratio(num: float, den: float) -> float:
+    # A response the student predicts perfectly (surprisal 0) has no finite RSR; NaN keeps it out of min().
+    return num / den if den > 0 else math.nan
+
+
+def trajectory_rsr(ranks: torch.Tensor, surprisals: torch.Tensor, r_max: int = R_MAX) -> float:
+    """RSR of one trajectory from its per-token ranks and surprisals: a ratio of sums."""
+    return TrajectoryStats.from_tokens(ranks, surprisals, r_max).rsr
+
+
+def dataset_rsr(stats: Iterable[TrajectoryStats]) -> float:
+    """Dataset RSR: sum of per-trajectory mean ranks over sum of per-trajectory mean surprisals."""
+    scored = [s for s in stats if s.n_tokens > 0]
+    return _ratio(sum(s.mean_rank for s in scored), sum(s.mean_surprisal for s in scored))

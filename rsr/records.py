@@ -1,0 +1,126 @@
+"""The records that flow through the DAG. Pydantic at the boundaries; ids are content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()[:20]
+
+
+def normalize_text(text: str) -> str:
+    """Normalisation under which two problem/response texts count as the same (NFKC, case, whitespace)."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().lower()
+
+
+def problem_id_for(problem: str) -> str:
+    """Teachers' outputs on the same problem meet on this id."""
+    return "p-" + _digest(normalize_text(problem))
+
+
+def trajectory_id_for(teacher: str, problem_id: str, response: str) -> str:
+    """Ingesting the same trajectory twice yields the same id, so re-ingest adds nothing."""
+    return "t-" + _digest(teacher, problem_id, response)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str
+
+
+class Problem(BaseModel):
+    problem_id: str
+    text: str
+    gold_answer: str | None = None
+    source: str | None = None  # file the gold answer came from
+
+
+class Trajectory(BaseModel):
+    """One teacher's answer to one problem, as a chat, with where it came from."""
+
+    trajectory_id: str
+    source_id: str | None = None  # the input record's own `id`, if it had one
+    teacher: str
+    problem_id: str
+    problem: str
+    messages: list[Message]  # prompt turns + the assistant response turn(s)
+    response: str  # text of the (last) assistant turn: what is verified, deduplicated, published
+    declared_answer: str | None = None  # an answer field the teacher emitted (e.g. zeroeval's JSON `answer`)
+    gold_answer: str | None = None
+    source_file: str
+    source_line: int  # 1-based line (JSONL/CSV) or 0-based index (JSON list, Parquet, HF dataset)
+
+    @classmethod
+    def build(cls, *, teacher: str, problem: str, messages: list[Message], **kw) -> Trajectory:
+        response = next((m.content for m in reversed(messages) if m.role == "assistant"), "")
+        pid = kw.pop("problem_id", None) or problem_id_for(problem)
+        return cls(
+            trajectory_id=trajectory_id_for(teacher, pid, response),
+            teacher=teacher,
+            problem_id=pid,
+            problem=problem,
+            messages=messages,
+            response=response,
+            **kw,
+        )
+
+
+class Rejected(BaseModel):
+    """A record that could not be ingested: quarantined with its place and reason, never dropped."""
+
+    source_file: str
+    source_line: int
+    reason: str
+    raw: str = Field(default="", description="the raw text, cut to a bounded size")
+
+
+DupKind = Literal["exact", "near"]
+
+
+class Duplicate(BaseModel):
+    trajectory_id: str
+    dup_of: str  # the kept trajectory (first seen)
+    similarity: float
+    kind: DupKind
+
+
+VerdictKind = Literal["correct", "incorrect", "no_answer", "no_gold", "error"]
+
+
+class Verdict(BaseModel):
+    trajectory_id: str
+    verdict: VerdictKind
+    extracted_answer: str | None = None
+    gold_answer: str | None = None
+    detail: str | None = None  # why: extraction rule used, or the error
+
+
+class Score(BaseModel):
+    """One student's RSR statistics for one trajectory. Keyed by (trajectory, student, metric version, r_max)."""
+
+    trajectory_id: str
+    student_id: str
+    metric_version: str
+    r_max: int
+    n_tokens: int = 0
+    sum_rank: float = 0.0
+    sum_surprisal: float = 0.0
+    sum_rank_unclipped: float = 0.0
+    rsr: float | None = None
+    mean_rank: float | None = None
+    mean_surprisal: float | None = None
+    mean_rank_unclipped: float | None = None
+    truncated: bool = False
+    error: str | None = None
