@@ -1,0 +1,724 @@
+"""DuckDB store: one file, the single writer. Schema and migrations live here, in code.
+
+Open it with ``Store.open(path)`` (read-write, the flow's one writer) or ``Store.open(path, read_only=True)``
+(dashboards, notebooks, the CLI). Each ``add_*``/``set_*`` call is one transaction; bulk inserts go through an
+Arrow batch (one round trip per call, not per row).
+
+Tables (see ``docs/sql.md`` for columns and examples):
+
+=================== ====================================================================================
+runs                one row per flow run: Prefect flow-run id <-> MLflow run id, params, status, times
+problems            problem text + gold answer (filled in when it arrives later)
+trajectories        ingested teacher trajectories (id = hash(teacher, problem_id, response)); immutable
+quarantine          rejected input records with file, line, reason and raw text; never dropped
+duplicates          trajectories marked as exact/near duplicates of a kept one
+verdicts            one verdict per trajectory; the latest write wins (e.g. re-verified once gold arrives)
+students            registered students (id = ref + digest of weights/tokenizer/template)
+scores              append-only score history, one successful row per (trajectory, student, metric, r_max)
+publications        published datasets; a row is written only after the dataset's files are complete
+publication_items   which trajectory (and which score row) went into which published dataset
+=================== ====================================================================================
+
+Views (recreated from code on every read-write open, so they always match this module):
+
+=================== ====================================================================================
+teacher_summary     teacher, n_trajectories, n_unique, n_correct, n_incorrect, n_no_answer, accuracy
+                    (accuracy = correct / all trajectories of the teacher; n_unique = not a duplicate)
+trajectory_verdicts trajectory_id, source_id, teacher, problem_id, extracted_answer, gold_answer, verdict
+score_history       every score row + teacher, problem_id, student (ref), flow_name of the run
+latest_scores       newest non-error score per (trajectory, student) for the current METRIC_VERSION:
+                    trajectory_id, teacher, problem_id, student_id, student, rsr, n_tokens, mean_rank,
+                    mean_surprisal, truncated, score_id, run_id, scored_at, r_max
+teacher_leaderboard student_id, student, teacher, dataset_rsr, accuracy, n
+                    (dataset_rsr = sum(mean_rank) / sum(mean_surprisal) over the teacher's latest scores)
+dataset_lineage     dataset_id, dataset_name, trajectory_id, teacher, score_id, rsr, score_run_id,
+                    publish_run_id, mlflow_run_id
+=================== ====================================================================================
+
+Scores: a successful score (``error IS NULL``) is never recomputed for the same key; rows that carry an
+``error`` are kept as history but do not count as scored, so ``unscored`` offers them again (unless
+``retry_errors=False``). ``score_id`` hashes the key (+ the error text for failed rows), so a retried shard
+inserts nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from rsr.metric import METRIC_VERSION
+from rsr.records import Duplicate, Message, Problem, Rejected, Score, Trajectory, Verdict
+
+# Ordered, append-only: never edit a shipped entry, add a new one. Index i is schema version i + 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        run_id VARCHAR PRIMARY KEY,
+        flow_name VARCHAR NOT NULL,
+        prefect_flow_run_id VARCHAR,
+        mlflow_run_id VARCHAR,
+        status VARCHAR NOT NULL,
+        params JSON,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP
+    );
+    CREATE TABLE problems (
+        problem_id VARCHAR PRIMARY KEY,
+        text VARCHAR NOT NULL,
+        gold_answer VARCHAR,
+        source VARCHAR
+    );
+    CREATE TABLE trajectories (
+        trajectory_id VARCHAR PRIMARY KEY,
+        source_id VARCHAR,
+        teacher VARCHAR NOT NULL,
+        problem_id VARCHAR NOT NULL,
+        problem VARCHAR NOT NULL,
+        messages JSON NOT NULL,
+        response VARCHAR NOT NULL,
+        declared_answer VARCHAR,
+        gold_answer VARCHAR,
+        source_file VARCHAR NOT NULL,
+        source_line BIGINT NOT NULL,
+        run_id VARCHAR,
+        ingested_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE quarantine (
+        quarantine_id VARCHAR PRIMARY KEY,
+        source_file VARCHAR NOT NULL,
+        source_line BIGINT NOT NULL,
+        reason VARCHAR NOT NULL,
+        raw VARCHAR,
+        run_id VARCHAR,
+        "at" TIMESTAMP NOT NULL
+    );
+    CREATE TABLE duplicates (
+        trajectory_id VARCHAR PRIMARY KEY,
+        dup_of VARCHAR NOT NULL,
+        similarity DOUBLE,
+        kind VARCHAR NOT NULL,
+        run_id VARCHAR
+    );
+    CREATE TABLE verdicts (
+        trajectory_id VARCHAR PRIMARY KEY,
+        verdict VARCHAR NOT NULL,
+        extracted_answer VARCHAR,
+        gold_answer VARCHAR,
+        detail VARCHAR,
+        run_id VARCHAR,
+        "at" TIMESTAMP NOT NULL
+    );
+    CREATE TABLE students (
+        student_id VARCHAR PRIMARY KEY,
+        ref VARCHAR NOT NULL,
+        digest VARCHAR,
+        info JSON,
+        registered_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE scores (
+        score_id VARCHAR PRIMARY KEY,
+        trajectory_id VARCHAR NOT NULL,
+        student_id VARCHAR NOT NULL,
+        metric_version VARCHAR NOT NULL,
+        r_max INTEGER NOT NULL,
+        n_tokens INTEGER NOT NULL,
+        sum_rank DOUBLE,
+        sum_surprisal DOUBLE,
+        sum_rank_unclipped DOUBLE,
+        rsr DOUBLE,
+        mean_rank DOUBLE,
+        mean_surprisal DOUBLE,
+        mean_rank_unclipped DOUBLE,
+        truncated BOOLEAN NOT NULL,
+        error VARCHAR,
+        run_id VARCHAR,
+        scored_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE publications (
+        dataset_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        path VARCHAR NOT NULL,
+        student_id VARCHAR NOT NULL,
+        policy VARCHAR NOT NULL,
+        params JSON,
+        n_rows BIGINT NOT NULL,
+        content_digest VARCHAR NOT NULL,
+        mlflow_run_id VARCHAR,
+        run_id VARCHAR,
+        created_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE publication_items (
+        dataset_id VARCHAR NOT NULL,
+        trajectory_id VARCHAR NOT NULL,
+        score_id VARCHAR,
+        PRIMARY KEY (dataset_id, trajectory_id)
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def view_sql(metric_version: str = METRIC_VERSION) -> dict[str, str]:
+    """The views, in creation order (later ones read earlier ones). Views are code, not data: no migration."""
+    return {
+        "teacher_summary": """
+            SELECT t.teacher,
+                   count(*) AS n_trajectories,
+                   count(*) FILTER (WHERE d.trajectory_id IS NULL) AS n_unique,
+                   count(*) FILTER (WHERE v.verdict = 'correct') AS n_correct,
+                   count(*) FILTER (WHERE v.verdict = 'incorrect') AS n_incorrect,
+                   count(*) FILTER (WHERE v.verdict = 'no_answer') AS n_no_answer,
+                   CAST(count(*) FILTER (WHERE v.verdict = 'correct') AS DOUBLE) / count(*) AS accuracy
+            FROM trajectories t
+            LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
+            LEFT JOIN duplicates d ON d.trajectory_id = t.trajectory_id
+            GROUP BY t.teacher""",
+        "trajectory_verdicts": """
+            SELECT t.trajectory_id, t.source_id, t.teacher, t.problem_id, v.extracted_answer,
+                   coalesce(v.gold_answer, t.gold_answer, p.gold_answer) AS gold_answer, v.verdict
+            FROM trajectories t
+            LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
+            LEFT JOIN problems p ON p.problem_id = t.problem_id""",
+        "score_history": """
+            SELECT s.*, t.teacher, t.problem_id, st.ref AS student, r.flow_name
+            FROM scores s
+            LEFT JOIN trajectories t ON t.trajectory_id = s.trajectory_id
+            LEFT JOIN students st ON st.student_id = s.student_id
+            LEFT JOIN runs r ON r.run_id = s.run_id""",
+        # Newest wins; score_id breaks ties within one batch (same scored_at) deterministically.
+        "latest_scores": f"""
+            SELECT s.trajectory_id, t.teacher, t.problem_id, s.student_id, st.ref AS student, s.rsr,
+                   s.n_tokens, s.mean_rank, s.mean_surprisal, s.truncated, s.score_id, s.run_id, s.scored_at,
+                   s.r_max
+            FROM scores s
+            JOIN trajectories t ON t.trajectory_id = s.trajectory_id
+            LEFT JOIN students st ON st.student_id = s.student_id
+            WHERE s.error IS NULL AND s.metric_version = {_sql_str(metric_version)}
+            QUALIFY row_number() OVER (
+                PARTITION BY s.trajectory_id, s.student_id ORDER BY s.scored_at DESC, s.score_id DESC) = 1""",
+        # As in the paper (and rsr.metric.dataset_rsr): ratio of summed per-trajectory means, empty ones skipped.
+        "teacher_leaderboard": """
+            SELECT l.student_id, any_value(l.student) AS student, l.teacher,
+                   sum(l.mean_rank) / NULLIF(sum(l.mean_surprisal), 0) AS dataset_rsr,
+                   any_value(ts.accuracy) AS accuracy,
+                   count(*) AS n
+            FROM latest_scores l
+            LEFT JOIN teacher_summary ts ON ts.teacher = l.teacher
+            WHERE l.n_tokens > 0 AND isfinite(l.mean_rank) AND isfinite(l.mean_surprisal)
+            GROUP BY l.student_id, l.teacher""",
+        "dataset_lineage": """
+            SELECT p.dataset_id, p.name AS dataset_name, i.trajectory_id, t.teacher, i.score_id, s.rsr,
+                   s.run_id AS score_run_id, p.run_id AS publish_run_id, p.mlflow_run_id
+            FROM publication_items i
+            JOIN publications p ON p.dataset_id = i.dataset_id
+            LEFT JOIN trajectories t ON t.trajectory_id = i.trajectory_id
+            LEFT JOIN scores s ON s.score_id = i.score_id""",
+    }
+
+
+def _now() -> datetime:
+    # TIMESTAMP columns hold naive UTC: DuckDB's TIMESTAMP has no zone, and the session zone must not matter.
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _hash(*parts: object) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(str(part).encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()[:20]
+
+
+def score_id_for(score: Score) -> str:
+    """Deterministic id: the score key, plus the error text for failed rows (so distinct failures are kept)."""
+    return "s-" + _hash(score.trajectory_id, score.student_id, score.metric_version, score.r_max, score.error or "")
+
+
+def quarantine_id_for(rejected: Rejected) -> str:
+    return "q-" + _hash(rejected.source_file, rejected.source_line, rejected.reason, rejected.raw)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class StudentRow:
+    student_id: str
+    ref: str
+    digest: str | None
+    info: dict[str, Any]
+    registered_at: datetime
+
+
+# Arrow schemas of the insert batches: explicit so that all-None columns still get the right type.
+_TRAJ_SCHEMA = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("source_id", pa.string()),
+        ("teacher", pa.string()),
+        ("problem_id", pa.string()),
+        ("problem", pa.string()),
+        ("messages", pa.string()),
+        ("response", pa.string()),
+        ("declared_answer", pa.string()),
+        ("gold_answer", pa.string()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int64()),
+        ("run_id", pa.string()),
+        ("ingested_at", pa.timestamp("us")),
+    ]
+)
+_SCORE_SCHEMA = pa.schema(
+    [
+        ("score_id", pa.string()),
+        ("trajectory_id", pa.string()),
+        ("student_id", pa.string()),
+        ("metric_version", pa.string()),
+        ("r_max", pa.int32()),
+        ("n_tokens", pa.int32()),
+        ("sum_rank", pa.float64()),
+        ("sum_surprisal", pa.float64()),
+        ("sum_rank_unclipped", pa.float64()),
+        ("rsr", pa.float64()),
+        ("mean_rank", pa.float64()),
+        ("mean_surprisal", pa.float64()),
+        ("mean_rank_unclipped", pa.float64()),
+        ("truncated", pa.bool_()),
+        ("error", pa.string()),
+        ("run_id", pa.string()),
+        ("scored_at", pa.timestamp("us")),
+    ]
+)
+_QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("quarantine_id", pa.string()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int64()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("run_id", pa.string()),
+        ("at", pa.timestamp("us")),
+    ]
+)
+_DUP_SCHEMA = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("dup_of", pa.string()),
+        ("similarity", pa.float64()),
+        ("kind", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+_VERDICT_SCHEMA = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("verdict", pa.string()),
+        ("extracted_answer", pa.string()),
+        ("gold_answer", pa.string()),
+        ("detail", pa.string()),
+        ("run_id", pa.string()),
+        ("at", pa.timestamp("us")),
+    ]
+)
+_PROBLEM_SCHEMA = pa.schema(
+    [("problem_id", pa.string()), ("text", pa.string()), ("gold_answer", pa.string()), ("source", pa.string())]
+)
+_IDS_SCHEMA = pa.schema([("pos", pa.int64()), ("id", pa.string())])
+
+
+def _columns(schema: pa.Schema) -> str:
+    # Quoted: `at` is a SQL keyword.
+    return ", ".join(f'"{name}"' for name in schema.names)
+
+
+class Store:
+    """The DuckDB state. One read-write opener at a time (DuckDB's own rule); any number of read-only ones."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+        self._con = con
+        self.path = path
+        self.read_only = read_only
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, read_only: bool = False) -> Store:
+        """Open (and create/migrate when read-write) the database at ``path``. Use as a context manager."""
+        path = Path(path)
+        if read_only:
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no database yet; run a flow (or open it read-write) to create it")
+            con = duckdb.connect(str(path), read_only=True)
+            store = cls(con, path, read_only=True)
+            store._check_version()
+            return store
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(duckdb.connect(str(path)), path, read_only=False)
+        try:
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        exists = self._con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        ).fetchone()
+        if not exists or exists[0] == 0:
+            return 0
+        row = self._con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _check_version(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {version} is newer than this code ({SCHEMA_VERSION}); upgrade rsr-curate"
+            )
+        if self.read_only and version < SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {version} is older than this code ({SCHEMA_VERSION}); "
+                "open it read-write once (any flow run does) to migrate"
+            )
+
+    def _migrate(self) -> None:
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
+        )
+        self._check_version()
+        current = self.schema_version
+        for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self._tx():
+                self._con.execute(sql)
+                self._con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
+        with self._tx():
+            for name, sql in view_sql().items():
+                self._con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self._con.begin()
+        try:
+            yield
+        except BaseException:
+            self._con.rollback()
+            raise
+        self._con.commit()
+
+    @contextmanager
+    def _batch(self, table: pa.Table) -> Iterator[str]:
+        """Expose an Arrow table to SQL under a unique name for the duration of one statement group."""
+        name = f"_batch_{uuid.uuid4().hex}"
+        self._con.register(name, table)
+        try:
+            yield name
+        finally:
+            self._con.unregister(name)
+
+    def _insert_count(self, sql: str, params: Sequence[Any] | None = None) -> int:
+        row = self._con.execute(sql, params).fetchone()
+        return int(row[0]) if row else 0
+
+    # ---- runs ------------------------------------------------------------------------------------------
+
+    def start_run(
+        self, flow_name: str, params: dict[str, Any] | None = None, prefect_flow_run_id: str | None = None
+    ) -> str:
+        run_id = "r-" + uuid.uuid4().hex[:20]
+        with self._tx():
+            self._con.execute(
+                "INSERT INTO runs (run_id, flow_name, prefect_flow_run_id, status, params, started_at) "
+                "VALUES (?, ?, ?, 'running', ?, ?)",
+                [run_id, flow_name, prefect_flow_run_id, _json(params or {}), _now()],
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, mlflow_run_id: str | None = None) -> None:
+        with self._tx():
+            self._con.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, mlflow_run_id = coalesce(?, mlflow_run_id) "
+                "WHERE run_id = ?",
+                [status, _now(), mlflow_run_id, run_id],
+            )
+
+    def set_run_mlflow(self, run_id: str, mlflow_run_id: str) -> None:
+        with self._tx():
+            self._con.execute("UPDATE runs SET mlflow_run_id = ? WHERE run_id = ?", [mlflow_run_id, run_id])
+
+    # ---- problems and trajectories ---------------------------------------------------------------------
+
+    def upsert_problems(self, problems: Sequence[Problem]) -> None:
+        """Insert new problems; for known ones, fill in the gold answer (and its source) only if it was missing."""
+        rows = {p.problem_id: p.model_dump() for p in problems}  # last one wins within a batch
+        if not rows:
+            return
+        table = pa.Table.from_pylist(list(rows.values()), schema=_PROBLEM_SCHEMA)
+        with self._batch(table) as batch, self._tx():
+            self._con.execute(
+                f"""INSERT INTO problems SELECT {_columns(_PROBLEM_SCHEMA)} FROM {batch}
+                ON CONFLICT (problem_id) DO UPDATE SET
+                    source = CASE WHEN problems.gold_answer IS NULL AND excluded.gold_answer IS NOT NULL
+                                  THEN excluded.source ELSE problems.source END,
+                    gold_answer = coalesce(problems.gold_answer, excluded.gold_answer)"""
+            )
+
+    def add_trajectories(self, trajectories: Sequence[Trajectory], run_id: str | None) -> int:
+        """Insert trajectories whose id is new; returns how many were new (re-ingest adds nothing)."""
+        now = _now()
+        rows: dict[str, dict[str, Any]] = {}
+        for t in trajectories:
+            row = t.model_dump(exclude={"messages"})
+            row["messages"] = _json([m.model_dump() for m in t.messages])
+            row["run_id"] = run_id
+            row["ingested_at"] = now
+            rows.setdefault(t.trajectory_id, row)  # first one wins within a batch, as across batches
+        if not rows:
+            return 0
+        table = pa.Table.from_pylist(list(rows.values()), schema=_TRAJ_SCHEMA)
+        cols = _columns(_TRAJ_SCHEMA)
+        with self._batch(table) as batch, self._tx():
+            return self._insert_count(
+                f"INSERT INTO trajectories ({cols}) SELECT {cols} FROM {batch} b "
+                "WHERE NOT EXISTS (SELECT 1 FROM trajectories t WHERE t.trajectory_id = b.trajectory_id)"
+            )
+
+    def get_trajectories(self, ids: Sequence[str] | None = None, teacher: str | None = None) -> list[Trajectory]:
+        """Trajectories by id (in the order given, missing ids skipped) and/or teacher (in file order)."""
+        cols = ", ".join(f"t.{c}" for c in _TRAJ_SCHEMA.names if c not in ("run_id", "ingested_at"))
+        where, params = [], []
+        if teacher is not None:
+            where.append("t.teacher = ?")
+            params.append(teacher)
+        cond = f"WHERE {' AND '.join(where)}" if where else ""
+        if ids is None:
+            cur = self._con.execute(
+                f"SELECT {cols} FROM trajectories t {cond} ORDER BY t.teacher, t.source_file, t.source_line", params
+            )
+            return [self._trajectory(cur.description, row) for row in cur.fetchall()]
+        table = pa.Table.from_pylist([{"pos": i, "id": x} for i, x in enumerate(ids)], schema=_IDS_SCHEMA)
+        with self._batch(table) as batch:
+            cur = self._con.execute(
+                f"SELECT {cols} FROM {batch} b JOIN trajectories t ON t.trajectory_id = b.id {cond} ORDER BY b.pos",
+                params,
+            )
+            return [self._trajectory(cur.description, row) for row in cur.fetchall()]
+
+    @staticmethod
+    def _trajectory(description: Any, row: tuple) -> Trajectory:
+        data = dict(zip([d[0] for d in description], row, strict=True))
+        data["messages"] = [Message(**m) for m in json.loads(data["messages"])]
+        return Trajectory(**data)
+
+    # ---- quarantine, duplicates, verdicts --------------------------------------------------------------
+
+    def add_rejected(self, rejected: Sequence[Rejected], run_id: str | None) -> int:
+        """Quarantine rejected records; the same (file, line, reason, raw) twice is a no-op. Returns # new."""
+        now = _now()
+        rows = {
+            quarantine_id_for(r): {"quarantine_id": quarantine_id_for(r), **r.model_dump(), "run_id": run_id, "at": now}
+            for r in rejected
+        }
+        if not rows:
+            return 0
+        table = pa.Table.from_pylist(list(rows.values()), schema=_QUARANTINE_SCHEMA)
+        cols = _columns(_QUARANTINE_SCHEMA)
+        with self._batch(table) as batch, self._tx():
+            return self._insert_count(
+                f"INSERT INTO quarantine ({cols}) SELECT {cols} FROM {batch} b "
+                "WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.quarantine_id = b.quarantine_id)"
+            )
+
+    def set_duplicates(self, duplicates: Sequence[Duplicate], run_id: str | None) -> None:
+        """Mark duplicates (upsert by trajectory_id: the latest dedup run's view wins)."""
+        rows = {d.trajectory_id: {**d.model_dump(), "run_id": run_id} for d in duplicates}
+        if not rows:
+            return
+        table = pa.Table.from_pylist(list(rows.values()), schema=_DUP_SCHEMA)
+        with self._batch(table) as batch, self._tx():
+            self._con.execute(f"INSERT OR REPLACE INTO duplicates SELECT {_columns(_DUP_SCHEMA)} FROM {batch}")
+
+    def set_verdicts(self, verdicts: Sequence[Verdict], run_id: str | None) -> None:
+        """Store verdicts; the latest write per trajectory wins (e.g. re-verification once gold arrives)."""
+        now = _now()
+        rows = {v.trajectory_id: {**v.model_dump(), "run_id": run_id, "at": now} for v in verdicts}
+        if not rows:
+            return
+        table = pa.Table.from_pylist(list(rows.values()), schema=_VERDICT_SCHEMA)
+        with self._batch(table) as batch, self._tx():
+            self._con.execute(f"INSERT OR REPLACE INTO verdicts SELECT {_columns(_VERDICT_SCHEMA)} FROM {batch}")
+
+    def unverified_ids(self, teacher: str | None = None) -> list[str]:
+        """Trajectories with no verdict, or with a `no_gold` verdict whose gold answer is now known."""
+        cur = self._con.execute(
+            """SELECT t.trajectory_id FROM trajectories t
+            LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
+            LEFT JOIN problems p ON p.problem_id = t.problem_id
+            WHERE (v.trajectory_id IS NULL
+                   OR (v.verdict = 'no_gold' AND coalesce(t.gold_answer, p.gold_answer) IS NOT NULL))
+              AND (CAST(? AS VARCHAR) IS NULL OR t.teacher = ?)
+            ORDER BY t.trajectory_id""",
+            [teacher, teacher],
+        )
+        return [r[0] for r in cur.fetchall()]
+
+    # ---- students and scores ---------------------------------------------------------------------------
+
+    def register_student(
+        self, student_id: str, ref: str, digest: str | None, info: dict[str, Any] | None = None
+    ) -> None:
+        """Register (or refresh the ref/info of) a student; registered_at keeps the first registration time."""
+        with self._tx():
+            self._con.execute(
+                """INSERT INTO students VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (student_id) DO UPDATE SET ref = excluded.ref, digest = excluded.digest,
+                    info = excluded.info""",
+                [student_id, ref, digest, _json(info or {}), _now()],
+            )
+
+    def students(self) -> list[StudentRow]:
+        rows = self._con.execute(
+            "SELECT student_id, ref, digest, info, registered_at FROM students ORDER BY registered_at, student_id"
+        ).fetchall()
+        return [StudentRow(sid, ref, dig, json.loads(info) if info else {}, at) for sid, ref, dig, info, at in rows]
+
+    def unscored(
+        self,
+        student_id: str,
+        metric_version: str,
+        r_max: int,
+        teacher: str | None = None,
+        retry_errors: bool = True,
+    ) -> list[str]:
+        """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors)."""
+        error_cond = "AND s.error IS NULL" if retry_errors else ""
+        cur = self._con.execute(
+            f"""SELECT t.trajectory_id FROM trajectories t
+            WHERE (CAST(? AS VARCHAR) IS NULL OR t.teacher = ?)
+              AND NOT EXISTS (
+                SELECT 1 FROM scores s
+                WHERE s.trajectory_id = t.trajectory_id AND s.student_id = ? AND s.metric_version = ?
+                  AND s.r_max = ? {error_cond})
+            ORDER BY t.trajectory_id""",
+            [teacher, teacher, student_id, metric_version, r_max],
+        )
+        return [r[0] for r in cur.fetchall()]
+
+    def add_scores(self, scores: Sequence[Score], run_id: str | None) -> int:
+        """Append scores whose key has no successful row yet (and whose score_id is new). Returns # inserted."""
+        now = _now()
+        rows: dict[str, dict[str, Any]] = {}
+        for s in scores:
+            sid = score_id_for(s)
+            rows.setdefault(sid, {"score_id": sid, **s.model_dump(), "run_id": run_id, "scored_at": now})
+        if not rows:
+            return 0
+        table = pa.Table.from_pylist(list(rows.values()), schema=_SCORE_SCHEMA)
+        cols = _columns(_SCORE_SCHEMA)
+        with self._batch(table) as batch, self._tx():
+            return self._insert_count(
+                f"""INSERT INTO scores ({cols}) SELECT {cols} FROM {batch} b
+                WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.score_id = b.score_id)
+                  AND NOT EXISTS (
+                    SELECT 1 FROM scores s
+                    WHERE s.trajectory_id = b.trajectory_id AND s.student_id = b.student_id
+                      AND s.metric_version = b.metric_version AND s.r_max = b.r_max AND s.error IS NULL)"""
+            )
+
+    # ---- publications ----------------------------------------------------------------------------------
+
+    def record_publication(
+        self,
+        *,
+        dataset_id: str,
+        name: str,
+        path: str | Path,
+        student_id: str,
+        policy: str,
+        params: dict[str, Any],
+        n_rows: int,
+        content_digest: str,
+        mlflow_run_id: str | None,
+        run_id: str | None,
+        items: Sequence[tuple[str, str | None]],
+    ) -> bool:
+        """Register a published dataset and its (trajectory_id, score_id) items, in one transaction.
+
+        The caller must call this only once the dataset's files are complete at ``path`` (rsr.publish renames
+        the folder into place first), so a registered publication always points at a whole dataset.
+        Returns False (and writes nothing) if ``dataset_id`` is already registered.
+        """
+        items_table = pa.table(
+            {
+                "dataset_id": pa.array([dataset_id] * len(items), pa.string()),
+                "trajectory_id": pa.array([t for t, _ in items], pa.string()),
+                "score_id": pa.array([s for _, s in items], pa.string()),
+            }
+        )
+        # Registered outside the transaction: unregistering inside an aborted one would itself fail.
+        with self._batch(items_table) as batch, self._tx():
+            if self._con.execute("SELECT 1 FROM publications WHERE dataset_id = ?", [dataset_id]).fetchone():
+                return False
+            self._con.execute(
+                "INSERT INTO publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    dataset_id,
+                    name,
+                    str(path),
+                    student_id,
+                    policy,
+                    _json(params),
+                    n_rows,
+                    content_digest,
+                    mlflow_run_id,
+                    run_id,
+                    _now(),
+                ],
+            )
+            self._con.execute(f"INSERT INTO publication_items SELECT dataset_id, trajectory_id, score_id FROM {batch}")
+        return True
+
+    def get_publication(self, dataset_id: str) -> dict[str, Any] | None:
+        cols, rows = self.query("SELECT * FROM publications WHERE dataset_id = ?", [dataset_id])
+        if not rows:
+            return None
+        pub = dict(zip(cols, rows[0], strict=True))
+        pub["params"] = json.loads(pub["params"]) if pub["params"] else {}
+        return pub
+
+    # ---- read-only queries -----------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """Run a read query; returns (column names, rows). Meant for SELECTs over the tables and views."""
+        cur = self._con.execute(sql, params)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, cur.fetchall()
+
+    def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        return self._con.execute(sql, params).df()

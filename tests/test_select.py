@@ -1,0 +1,137 @@
+"""rsr.select: pure policies on hand-made candidates, and candidates() read from a real store."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from rsr.metric import METRIC_VERSION
+from rsr.records import Duplicate, Message, Score, Trajectory, Verdict
+from rsr.select import Candidate, SelectionPolicy, candidates, eligible, rank_teachers, select
+from rsr.store import Store
+
+
+def cand(
+    tid: str,
+    teacher: str,
+    problem: str,
+    rsr: float | None,
+    mean_rank: float | None = None,
+    mean_surprisal: float | None = 1.0,
+    verdict: str | None = "correct",
+    dup: bool = False,
+) -> Candidate:
+    if mean_rank is None and rsr is not None and mean_surprisal is not None:
+        mean_rank = rsr * mean_surprisal
+    return Candidate(tid, "s-" + tid, teacher, problem, rsr, mean_rank, mean_surprisal, verdict, dup)
+
+
+def ids(cs: list[Candidate]) -> list[str]:
+    return [c.trajectory_id for c in cs]
+
+
+POOL = [
+    cand("t01", "A", "p1", 2.0),
+    cand("t02", "B", "p1", 1.0),
+    cand("t03", "C", "p1", 1.0),  # ties t02 on RSR: t02 wins on trajectory_id
+    cand("t04", "A", "p2", 3.0),
+    cand("t05", "B", "p2", 0.1, verdict="incorrect"),  # best RSR but wrong
+    cand("t06", "C", "p2", 0.2, dup=True),  # good RSR but a duplicate
+    cand("t07", "A", "p3", math.nan),  # only candidate of p3 has no RSR
+    cand("t08", "B", "p4", None, mean_rank=None, mean_surprisal=None),
+]
+
+
+def test_per_problem_min_rsr_ties_and_nan() -> None:
+    policy = SelectionPolicy(name="per_problem_min_rsr")
+    assert ids(select(POOL, policy)) == ["t02", "t04"]
+    # The result does not depend on the candidates' order.
+    shuffled = POOL[:]
+    random.Random(0).shuffle(shuffled)
+    assert ids(select(shuffled, policy)) == ["t02", "t04"]
+    assert ids(select(list(reversed(POOL)), policy)) == ["t02", "t04"]
+
+
+def test_filters_can_be_relaxed() -> None:
+    assert ids(select(POOL, SelectionPolicy(name="per_problem_min_rsr", verified_only=False))) == ["t02", "t05"]
+    assert ids(select(POOL, SelectionPolicy(name="per_problem_min_rsr", exclude_duplicates=False))) == ["t02", "t06"]
+    everything = SelectionPolicy(name="rsr_threshold", threshold=100, verified_only=False, exclude_duplicates=False)
+    assert ids(select(POOL, everything)) == ["t01", "t02", "t03", "t04", "t05", "t06"]  # NaN/None never selected
+
+
+def test_rank_teachers_is_ratio_of_sums() -> None:
+    cs = [
+        cand("a1", "A", "p1", 2.0, mean_rank=2.0, mean_surprisal=1.0),
+        cand("a2", "A", "p2", 1.0, mean_rank=4.0, mean_surprisal=4.0),
+        cand("b1", "B", "p1", 3.0, mean_rank=3.0, mean_surprisal=1.0),
+        cand("b2", "B", "p2", 0.5, mean_rank=1.0, mean_surprisal=2.0),
+        cand("c1", "C", "p1", 1.2, mean_rank=1.2, mean_surprisal=1.0),  # ties A exactly: name breaks it
+        cand("d1", "D", "p1", None, mean_rank=None, mean_surprisal=None),  # no usable rows
+    ]
+    # A = (2 + 4) / (1 + 4) = 1.2 (mean of RSRs would be 1.5); B = (3 + 1) / (1 + 2) = 4/3; C = 1.2.
+    ranked = rank_teachers(cs)
+    assert [t for t, _, _ in ranked] == ["A", "C", "B"]
+    assert ranked[0] == ("A", pytest.approx(1.2), 2)
+    assert ranked[2] == ("B", pytest.approx(4 / 3), 2)
+
+
+def test_top_teachers_uses_eligible_rows() -> None:
+    # Over eligible rows: A = (2 + 3) / 2 = 2.5, B = 1.0 (t05 wrong), C = 1.0 (t06 dup) -> B, C tie -> B first.
+    assert [t for t, _, _ in rank_teachers(eligible(POOL, SelectionPolicy(name="top_teachers")))] == ["B", "C", "A"]
+    assert ids(select(POOL, SelectionPolicy(name="top_teachers", k=1))) == ["t02"]
+    assert ids(select(POOL, SelectionPolicy(name="top_teachers", k=2))) == ["t02", "t03"]
+    assert ids(select(POOL, SelectionPolicy(name="top_teachers", k=10))) == ["t01", "t02", "t03", "t04"]
+
+
+def test_rsr_threshold_is_inclusive() -> None:
+    assert ids(select(POOL, SelectionPolicy(name="rsr_threshold", threshold=2.0))) == ["t01", "t02", "t03"]
+    assert select(POOL, SelectionPolicy(name="rsr_threshold", threshold=0.5)) == []
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ValidationError, match="threshold"):
+        SelectionPolicy(name="rsr_threshold")
+    with pytest.raises(ValidationError):
+        SelectionPolicy(name="top_teachers", k=0)
+    with pytest.raises(ValidationError):
+        SelectionPolicy(name="best_vibes")  # type: ignore[arg-type]
+
+
+def test_candidates_from_store(state_dir: Path) -> None:
+    def traj(teacher: str, problem: str, response: str) -> Trajectory:
+        msgs = [Message(role="user", content=problem), Message(role="assistant", content=response)]
+        return Trajectory.build(teacher=teacher, problem=problem, messages=msgs, source_file="f", source_line=1)
+
+    a, b, c = traj("A", "p1", "x"), traj("B", "p1", "y"), traj("B", "p2", "z")
+    with Store.open(state_dir / "rsr.duckdb") as store:
+        store.add_trajectories([a, b, c], "r")
+        store.set_verdicts([Verdict(trajectory_id=a.trajectory_id, verdict="correct")], "r")
+        store.set_duplicates(
+            [Duplicate(trajectory_id=b.trajectory_id, dup_of=a.trajectory_id, similarity=1, kind="exact")], "r"
+        )
+        scores = [
+            Score(
+                trajectory_id=t.trajectory_id,
+                student_id="stu",
+                metric_version=METRIC_VERSION,
+                r_max=100,
+                n_tokens=4,
+                sum_rank=8,
+                sum_surprisal=4,
+                rsr=2.0,
+                mean_rank=2.0,
+                mean_surprisal=1.0,
+            )  # fmt: skip
+            for t in (a, b)
+        ]
+        store.add_scores(scores + [scores[0].model_copy(update={"student_id": "other"})], "r")
+        got = {x.trajectory_id: x for x in candidates(store, "stu")}
+    assert set(got) == {a.trajectory_id, b.trajectory_id}  # c has no score for stu
+    assert got[a.trajectory_id].verdict == "correct" and not got[a.trajectory_id].is_duplicate
+    assert got[b.trajectory_id].verdict is None and got[b.trajectory_id].is_duplicate
+    assert (got[a.trajectory_id].teacher, got[a.trajectory_id].rsr, got[a.trajectory_id].mean_rank) == ("A", 2.0, 2.0)
+    assert ids(select(list(got.values()), SelectionPolicy(name="per_problem_min_rsr"))) == [a.trajectory_id]
