@@ -43,7 +43,9 @@ class StateDir:
 
     @property
     def models(self) -> Path:
-        return self.root / "models"
+        # Converted students are big and immutable: RSR_MODELS lets many state folders (tests) share them.
+        shared = os.environ.get("RSR_MODELS")
+        return Path(shared).expanduser().resolve() if shared else self.root / "models"
 
     def ensure(self) -> StateDir:
         for p in (self.root, self.mlflow_artifacts, self.datasets, self.prefect_home, self.models):

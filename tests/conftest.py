@@ -13,6 +13,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+# Converted students are shared by all tests (and kept between local runs); each test still gets its own RSR_HOME.
+os.environ.setdefault("RSR_MODELS", str(REPO / ".rsr-cache" / "models"))
 SHARED_DATA = Path(os.environ.get("RSR_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -30,3 +32,19 @@ def state_dir(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "rsr-home"
     monkeypatch.setenv("RSR_HOME", str(home))
     return home
+
+
+def zeroeval_conversations(shared: Path, teacher: str, n: int, start: int = 0) -> list[list[dict]]:
+    """Real trajectories as [user: problem, assistant: raw teacher text]."""
+    import json
+
+    records = json.loads((shared / "zeroeval-math-l5" / f"{teacher}.json").read_text())[start : start + n]
+    return [[{"role": "user", "content": r["problem"]}, {"role": "assistant", "content": r["output"][0]}] for r in records]
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The embedded default student, float32 (exact comparisons)."""
+    from rsr.student import Student
+
+    return Student.load("smollm2-135m", dtype="float32")
