@@ -129,7 +129,8 @@ def convert_embedded(name: str, models_dir: Path) -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 # Identity: the digest of weights + tokenizer + chat template identifies the exact student.
 # ---------------------------------------------------------------------------------------------------------------
-_DIGEST_FILES = ("*.safetensors", "*.bin", "tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+# tokenizer_config.json is left out: it records load-time flags (local_files_only) that differ between runs.
+_DIGEST_FILES = ("*.safetensors", "*.bin", "tokenizer.json", "tokenizer.model")
 
 
 def folder_digest(folder: Path, chat_template: str | None) -> str:

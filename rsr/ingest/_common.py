@@ -1,0 +1,182 @@
+"""What every adapter shares: record errors, field checks, and the loop that turns raw records into outcomes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from rsr.ingest._io import RawRecord, cut, dump_raw
+from rsr.records import Message, Problem, Rejected, Trajectory
+
+ROLES = ("system", "user", "assistant")
+
+
+class RecordError(ValueError):
+    """One input record is unusable; the message is the quarantine reason."""
+
+
+@dataclass
+class IngestResult:
+    trajectories: list[Trajectory] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    duplicates_skipped: int = 0  # records whose trajectory id already appeared earlier in the same file
+
+    def extend(self, other: IngestResult) -> None:
+        self.trajectories.extend(other.trajectories)
+        self.rejected.extend(other.rejected)
+        self.duplicates_skipped += other.duplicates_skipped
+
+
+def type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def check_text(value: str, what: str) -> str:
+    """Lone surrogates come from invalid UTF-8 bytes (or \\ud800 escapes); they cannot be stored or tokenised."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RecordError(f"{what} is not valid UTF-8 text (bad character at position {e.start})") from None
+    return value
+
+
+def req_str(rec: dict, key: str, what: str | None = None) -> str:
+    """A required non-empty string field."""
+    what = what or f"`{key}`"
+    if key not in rec or rec[key] is None:
+        raise RecordError(f"missing {what}")
+    value = rec[key]
+    if not isinstance(value, str):
+        raise RecordError(f"{what} must be a string, got {type_name(value)}")
+    if not value.strip():
+        raise RecordError(f"{what} is empty")
+    return check_text(value, what)
+
+
+def opt_str(rec: dict, key: str, what: str | None = None) -> str | None:
+    """An optional string field: absent/null/blank -> None; a wrong type is an error, not silently dropped."""
+    what = what or f"`{key}`"
+    value = rec.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RecordError(f"{what} must be a string, got {type_name(value)}")
+    value = check_text(value, what).strip()
+    return value or None
+
+
+def opt_id(rec: dict, key: str, what: str | None = None) -> str | None:
+    """An optional identifier: strings and integers (JSON ids are often numbers)."""
+    value = rec.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return opt_str(rec, key, what)
+
+
+def answer_str(value: Any, what: str = "`answer`") -> str | None:
+    """An answer as text: 38.0 -> "38" (numeric golds in some files are floats), None/blank -> None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise RecordError(f"{what} must be a string or a number, got bool")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RecordError(f"{what} is not a finite number ({value})")
+        return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+    if isinstance(value, str):
+        return check_text(value, what).strip() or None
+    raise RecordError(f"{what} must be a string or a number, got {type_name(value)}")
+
+
+def parse_messages(value: Any) -> list[Message]:
+    """HF chat format -> Messages; strict about shape, because a wrong role or type means a wrong training row."""
+    if not isinstance(value, list):
+        raise RecordError(f"`messages` must be a list, got {type_name(value)}")
+    if not value:
+        raise RecordError("`messages` is empty")
+    out: list[Message] = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            raise RecordError(f"message {i} must be an object with role and content, got {type_name(m)}")
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(role, str):
+            raise RecordError(f"message {i} has no string `role` (got {type_name(role)})")
+        if role not in ROLES:
+            raise RecordError(f"message {i} has unknown role {role[:40]!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(content, str):
+            raise RecordError(f"message {i} ({role}) content must be a string, got {type_name(content)}")
+        out.append(Message(role=role, content=check_text(content, f"message {i} ({role}) content")))
+    return out
+
+
+def split_chat(messages: list[Message]) -> str:
+    """The problem of a chat (its last user turn), after checking there is a real answer to it."""
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last_user is None:
+        raise RecordError("no user turn: the problem is the last user turn's content")
+    problem = messages[last_user].content
+    if not problem.strip():
+        raise RecordError(f"the last user turn (message {last_user}) is empty")
+    answers = [i for i, m in enumerate(messages) if m.role == "assistant" and i > last_user]
+    if not answers:
+        raise RecordError("no assistant turn after the last user turn")
+    if not messages[answers[-1]].content.strip():
+        raise RecordError(f"the last assistant turn (message {answers[-1]}) is empty")
+    return problem
+
+
+def pick_teacher(value: Any, fallback: str | None, where: str = "`teacher`") -> str:
+    if value is not None:
+        if not isinstance(value, str):
+            raise RecordError(f"{where} must be a string, got {type_name(value)}")
+        if value.strip():
+            return check_text(value.strip(), where)
+    if fallback:
+        return fallback
+    raise RecordError(f"no teacher: the record has no {where} and none was given (pass teacher=...)")
+
+
+RecordFn = Callable[[Any, int], Trajectory]
+
+
+def collect(raws: Iterable[RawRecord], source_file: str, to_trajectory: RecordFn) -> IngestResult:
+    """Run one adapter over raw records: good ones become Trajectories (first of equal ids kept), bad ones Rejected."""
+    result = IngestResult()
+    seen: set[str] = set()
+    for raw in raws:
+        if raw.error is not None:
+            result.rejected.append(
+                Rejected(source_file=source_file, source_line=raw.line, reason=raw.error, raw=raw.raw)
+            )
+            continue
+        try:
+            traj = to_trajectory(raw.value, raw.line)
+        except RecordError as e:
+            reason = str(e)
+        except ValidationError as e:  # a field the adapter let through that the record model refuses
+            reason = f"invalid record: {e.errors()[0].get('msg', e)}"
+        else:
+            if traj.trajectory_id in seen:
+                result.duplicates_skipped += 1
+            else:
+                seen.add(traj.trajectory_id)
+                result.trajectories.append(traj)
+            continue
+        raw_text = raw.raw or dump_raw(raw.value)
+        result.rejected.append(
+            Rejected(source_file=source_file, source_line=raw.line, reason=reason, raw=cut(raw_text))
+        )
+    return result
+
+
+def as_record(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise RecordError(f"record must be a JSON object, got {type_name(value)}")
+    return value

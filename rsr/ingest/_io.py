@@ -1,0 +1,238 @@
+"""Readers that turn a file into raw records, one per line/row, without ever failing on one bad record.
+
+A reader yields `RawRecord`s: either a parsed value or an error with the raw text, so the adapters can
+quarantine bad records with their place and keep going. Only a missing path raises.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RAW_LIMIT = 4096  # bytes of raw text kept with a rejected record
+MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer JSONL line is rejected unread rather than parsed
+_SNIFF_BYTES = 8192
+_PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    line: int  # 1-based for JSONL/CSV, 0-based for JSON lists/Parquet, 0 for a whole-file problem
+    value: Any = None
+    raw: str = ""
+    error: str | None = None
+
+
+def cut(text: str, limit: int = RAW_LIMIT) -> str:
+    """The raw text kept with a rejected record: bounded, and always encodable as UTF-8."""
+    text = text[:limit]
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def dump_raw(value: Any) -> str:
+    """A bounded JSON rendering of an already parsed record (for rejects from lists/Parquet/HF)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)[: RAW_LIMIT * 2]
+    return cut(text)
+
+
+def require_path(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path} (check the path; a directory must be a saved HF dataset)")
+    if not os.access(path, os.R_OK):
+        raise FileNotFoundError(f"input not readable: {path} (check its permissions)")
+    return path
+
+
+def whole_file_problem(path: Path) -> str | None:
+    """Why a whole file cannot hold records (empty, binary), or None if it may."""
+    if path.is_dir():
+        return None
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file"
+    with path.open("rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if head.startswith(_PARQUET_MAGIC):
+        return None
+    if not head.strip():
+        return "empty file (whitespace only)"
+    if _looks_binary(head):
+        return "binary file: not JSON, JSONL, CSV or Parquet"
+    return None
+
+
+def _is_control(code: int) -> bool:
+    return code < 9 or 13 < code < 32
+
+
+def _looks_binary(head: bytes) -> bool:
+    """Control bytes and not one clean text line: binary. A text file with one corrupt record is not binary
+    (that record is quarantined on its own line), so a single clean line anywhere in the head clears the file."""
+    if not any(_is_control(b) for b in head):
+        return False
+    for line in head.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if not any(_is_control(ord(c)) for c in text):
+            return False
+    return True
+
+
+def suffix_of(path: Path) -> str:
+    return path.suffix.lower().lstrip(".")
+
+
+def iter_records(path: Path) -> Iterator[RawRecord]:
+    """Raw records of a JSONL / JSON list / CSV / TSV / Parquet file, chosen by suffix (JSONL otherwise)."""
+    problem = whole_file_problem(path)
+    if problem:
+        yield RawRecord(0, raw=_head_text(path), error=problem)
+        return
+    kind = suffix_of(path)
+    if kind == "json":
+        yield from iter_json_list(path)
+    elif kind == "parquet" or _is_parquet(path):
+        yield from iter_parquet(path)
+    elif kind in ("csv", "tsv"):
+        yield from iter_csv(path, delimiter="\t" if kind == "tsv" else ",")
+    else:
+        yield from iter_jsonl(path)
+
+
+def _is_parquet(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == _PARQUET_MAGIC
+
+
+def _head_text(path: Path) -> str:
+    with path.open("rb") as f:
+        return cut(f.read(RAW_LIMIT).decode("utf-8", "replace"))
+
+
+def _lines(f: io.BufferedReader) -> Iterator[tuple[int, bytes, bool]]:
+    """(1-based line number, bytes, too_long) without ever holding more than MAX_LINE_BYTES of one line."""
+    number = 0
+    while True:
+        line = f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            head = line[:RAW_LIMIT]
+            while line and not line.endswith(b"\n"):  # skip the rest of the huge line in bounded chunks
+                line = f.readline(MAX_LINE_BYTES)
+            yield number, head, True
+            continue
+        yield number, line, False
+
+
+def parse_json_text(text: str) -> tuple[Any, str | None]:
+    """json.loads that reports instead of raising (deep nesting raises RecursionError, not ValueError)."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"broken JSON: {e.msg} at line {e.lineno} column {e.colno}"
+    except RecursionError:
+        return None, "broken JSON: nested too deeply"
+    except ValueError as e:  # e.g. integer strings longer than Python's digit limit
+        return None, f"broken JSON: {e}"
+
+
+def iter_jsonl(path: Path) -> Iterator[RawRecord]:
+    with path.open("rb") as f:
+        for number, data, too_long in _lines(f):
+            if too_long:
+                raw = data.decode("utf-8", "replace")
+                yield RawRecord(number, raw=cut(raw), error=f"line longer than {MAX_LINE_BYTES} bytes")
+                continue
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raw = data.decode("utf-8", "replace")
+                yield RawRecord(number, raw=cut(raw), error=f"invalid UTF-8 at byte {e.start} of the line")
+                continue
+            if not text.strip():
+                continue  # blank lines separate nothing in JSONL; they are not records
+            value, error = parse_json_text(text)
+            yield RawRecord(number, value=value, raw=cut(text), error=error)
+
+
+def iter_json_list(path: Path) -> Iterator[RawRecord]:
+    """A JSON list of records. Bad bytes are kept as surrogates so one bad record does not sink the file."""
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    value, error = parse_json_text(text)
+    if error:
+        yield RawRecord(0, raw=cut(text), error=f"{error} (the whole JSON file is unreadable)")
+        return
+    if not isinstance(value, list):
+        yield RawRecord(0, raw=cut(text), error=f"expected a JSON list of records, got {type(value).__name__}")
+        return
+    for index, item in enumerate(value):
+        yield RawRecord(index, value=item, raw="")  # raw is rendered lazily by the caller only on reject
+
+
+def iter_csv(path: Path, delimiter: str = ",") -> Iterator[RawRecord]:
+    csv.field_size_limit(2**31 - 1)  # long responses are normal; the default 128 KiB limit would reject them
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        yield RawRecord(0, error="empty CSV file")
+        return
+    except csv.Error as e:
+        yield RawRecord(0, raw=cut(text), error=f"unreadable CSV header: {e}")
+        return
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    line = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield RawRecord(line, error=f"broken CSV row: {e}")
+            line = reader.line_num + 1
+            continue
+        if row:
+            if len(row) != len(header):
+                yield RawRecord(
+                    line,
+                    raw=cut(delimiter.join(row)),
+                    error=f"CSV row has {len(row)} fields, the header has {len(header)}",
+                )
+            else:
+                yield RawRecord(line, value=dict(zip(header, row, strict=True)))
+        line = reader.line_num + 1
+
+
+def iter_parquet(path: Path) -> Iterator[RawRecord]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        yield RawRecord(0, raw=_head_text(path), error=f"unreadable Parquet file: {e}")
+        return
+    index = 0
+    try:
+        for batch in pf.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                yield RawRecord(index, value=row)
+                index += 1
+    except (pa.ArrowException, OSError) as e:
+        yield RawRecord(index, error=f"unreadable Parquet data from row {index} on: {e}")

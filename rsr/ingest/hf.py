@@ -1,0 +1,63 @@
+"""`hf` adapter: a `datasets` folder written by save_to_disk (or a hub id), in messages or mapped-table form."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rsr.ingest import messages as messages_adapter
+from rsr.ingest import table as table_adapter
+from rsr.ingest._common import IngestResult, collect
+from rsr.ingest._io import RawRecord
+from rsr.records import Trajectory
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """save_to_disk writes dataset_info.json + state.json (a Dataset) or dataset_dict.json (a DatasetDict)."""
+    if not path.is_dir():
+        return False
+    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+    return any((path / m).is_file() for m in markers)
+
+
+def _splits(source: str | Path) -> list[tuple[str | None, Any]]:
+    import datasets
+
+    if isinstance(source, Path):
+        loaded = datasets.load_from_disk(str(source))
+    else:
+        try:
+            loaded = datasets.load_dataset(source)
+        except (FileNotFoundError, ConnectionError, ValueError) as e:
+            raise FileNotFoundError(f"cannot load HF dataset {source!r}: {e}") from e
+    if isinstance(loaded, datasets.DatasetDict):
+        return [(name, loaded[name]) for name in loaded]
+    return [(None, loaded)]
+
+
+def _rows(dataset: Any) -> Iterator[RawRecord]:
+    for index, row in enumerate(dataset):
+        yield RawRecord(index, value=row)
+
+
+def ingest_hf(
+    source: str | Path, *, teacher: str | None = None, mapping: Mapping[str, str] | str | None = None
+) -> IngestResult:
+    """Every split is ingested; rows of split S are reported as source_file "<path>[S]", line = row index."""
+    result = IngestResult()
+    fields = table_adapter.parse_mapping(mapping) if mapping is not None else None
+    for split, dataset in _splits(source):
+        name = f"{source}[{split}]" if split else str(source)
+        if "messages" in dataset.column_names and fields is None:
+
+            def one(value: Any, line: int, name: str = name) -> Trajectory:
+                return messages_adapter.record_to_trajectory(value, line, source_file=name, teacher=teacher)
+        else:
+            cols = fields or table_adapter.parse_mapping(None)
+
+            def one(value: Any, line: int, name: str = name, cols: dict[str, str] = cols) -> Trajectory:
+                return table_adapter.record_to_trajectory(value, line, source_file=name, teacher=teacher, mapping=cols)
+
+        result.extend(collect(_rows(dataset), name, one))
+    return result

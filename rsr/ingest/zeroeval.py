@@ -1,0 +1,180 @@
+"""`zeroeval` adapter: ZeroEval result files (a JSON list; `problem`, `answer` gold, `output` = [raw teacher text]).
+
+Teachers were asked for a ```json block with "reasoning" and "answer". Most write LaTeX inside it without
+escaping backslashes (`\\frac` arrives as a form feed + "rac" under strict JSON, `\\(` is a JSON error), mixed
+with proper `\\n` escapes. `parse_teacher_json` reads that leniently; whatever cannot be read keeps the raw text
+as the response, so no trajectory is lost to a formatting slip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rsr.ingest._common import (
+    IngestResult,
+    RecordError,
+    answer_str,
+    as_record,
+    check_text,
+    collect,
+    opt_id,
+    pick_teacher,
+    req_str,
+    type_name,
+)
+from rsr.ingest._io import iter_records
+from rsr.records import Message, Trajectory
+
+# LaTeX commands that start with a letter JSON would read as an escape (\n, \t, \r). A backslash before one of
+# these words is LaTeX; before any other word it is the JSON escape (e.g. "\nThe" is a newline + "The").
+_LATEX_N = {
+    "ne", "neq", "nu", "nabla", "not", "ni", "neg", "nmid", "nleq", "ngeq", "nless", "ngtr", "notin", "newline",
+    "noindent", "nexists", "nsubseteq", "nsupseteq", "nparallel", "ncong", "nsim", "nearrow", "nwarrow", "natural",
+    "nolimits", "nonumber", "normalsize", "nrightarrow", "nleftarrow", "nleftrightarrow", "nprec", "nsucc",
+    "nvdash", "nRightarrow", "nLeftarrow", "nleqslant", "ngeqslant",
+}  # fmt: skip
+_LATEX_T = {
+    "text", "textbf", "textit", "textrm", "textsf", "texttt", "textnormal", "textstyle", "textdegree",
+    "times", "theta", "tau", "tan", "tanh", "to", "top", "tfrac", "tbinom", "triangle", "triangleleft",
+    "triangleright", "trianglelefteq", "trianglerighteq", "tilde", "therefore", "tt", "tiny", "textup", "textsc",
+}  # fmt: skip
+_LATEX_R = {
+    "right", "rangle", "rceil", "rfloor", "rho", "rm", "rbrace", "rbrack", "rvert", "rVert", "rightarrow",
+    "rightleftharpoons", "rightharpoonup", "rgroup", "restriction", "root", "rtimes", "rightrightarrows", "rmoustache",
+}  # fmt: skip
+_LATEX_WORDS = {"n": _LATEX_N, "t": _LATEX_T, "r": _LATEX_R}
+
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|[\\\"/]|[ntr][A-Za-z]*|.)", re.DOTALL)
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|\Z)", re.DOTALL)
+_ANSWER_QUOTED = re.compile(r'"?answer"\s*:\s*"((?:[^"\\]|\\.)*)"', re.DOTALL)  # also a lost opening quote
+_ANSWER_BARE = re.compile(r'"?answer"\s*:\s*(-?[\w.+/^-]+)')
+# the closing quote and comma after the reasoning are optional: some teachers forget them before "answer"
+_REASONING = re.compile(r'"reasoning"\s*:\s*"(.*?)(?:"\s*,?)?\s*"answer"\s*:', re.DOTALL)
+
+
+def _fix_escape(m: re.Match[str]) -> str:
+    body = m.group(1)
+    head = body[0]
+    if (head == "u" and len(body) == 5) or head in '\\"/':
+        return m.group(0)  # a real JSON escape
+    if head in "ntr" and body not in _LATEX_WORDS[head]:
+        return m.group(0)  # \n, \t, \r before a plain word: the JSON escape the model meant
+    return "\\" + m.group(0)  # LaTeX (\frac, \(, \boxed, \neq, ...): keep the backslash literally
+
+
+def lenient_json_loads(text: str) -> Any:
+    """json.loads for model-written JSON: raw LaTeX backslashes kept literally, raw newlines allowed."""
+    return json.loads(_ESCAPE.sub(_fix_escape, text), strict=False)
+
+
+def _decode_fragment(fragment: str) -> str:
+    """A JSON string body cut out by a regex, decoded the same lenient way (raw text if even that fails)."""
+    try:
+        return lenient_json_loads('"' + fragment + '"')
+    except (ValueError, RecursionError):
+        return fragment
+
+
+@dataclass(frozen=True)
+class TeacherOutput:
+    reasoning: str | None  # None when no well-formed reasoning/answer object was found
+    answer: str | None  # the declared answer, when one could be read
+    how: str  # "json", "regex" or "raw": which reading succeeded
+
+
+def _candidate_json(text: str) -> str | None:
+    fence = _FENCE.search(text)
+    if fence and "{" in fence.group(1):
+        body = fence.group(1)
+    else:
+        body = text
+    start, end = body.find("{"), body.rfind("}")
+    return body[start : end + 1] if start >= 0 and end > start else None
+
+
+def parse_teacher_json(text: str) -> TeacherOutput:
+    """Read a teacher's {"reasoning", "answer"} answer: strict-ish JSON first, then regexes, then nothing."""
+    candidate = _candidate_json(text)
+    if candidate is not None:
+        try:
+            obj = lenient_json_loads(candidate)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict):
+            try:
+                answer = answer_str(obj.get("answer"))
+            except RecordError:
+                answer = None  # e.g. a list or an object as the answer: not a usable declared answer
+            reasoning = obj.get("reasoning")
+            if answer is not None and isinstance(reasoning, str):
+                return TeacherOutput(reasoning.strip(), answer, "json")
+            if answer is not None:
+                return TeacherOutput(None, answer, "json")
+    answer = None
+    if m := _ANSWER_QUOTED.search(text):
+        answer = _decode_fragment(m.group(1)).strip() or None
+    elif m := _ANSWER_BARE.search(text):
+        answer = m.group(1).strip() or None
+    if answer is not None and (r := _REASONING.search(text)):
+        return TeacherOutput(_decode_fragment(r.group(1)).strip(), answer, "regex")
+    return TeacherOutput(None, answer, "regex" if answer else "raw")
+
+
+def render_response(reasoning: str, answer: str) -> str:
+    """The assistant turn we train on: the reasoning, then the answer in the form most students know."""
+    shown = answer.strip()
+    if shown.startswith("$") and shown.endswith("$") and len(shown) > 1:
+        shown = shown.strip("$").strip()
+    tail = f"The answer is $\\boxed{{{shown}}}$."
+    return f"{reasoning}\n\n{tail}" if reasoning else tail
+
+
+def record_to_trajectory(value: Any, line: int, *, source_file: str, teacher: str | None) -> Trajectory:
+    rec = as_record(value)
+    problem = req_str(rec, "problem")
+    output = rec.get("output")
+    if output is None:
+        raise RecordError("missing `output`")
+    if isinstance(output, list):
+        if not output:
+            raise RecordError("`output` is an empty list")
+        output = output[0]
+    if not isinstance(output, str):
+        raise RecordError(f"`output` must be a list holding the teacher's text, got {type_name(output)} inside")
+    raw = check_text(output, "`output`")
+    if not raw.strip():
+        raise RecordError("`output` is empty: the teacher wrote nothing")
+    parsed = parse_teacher_json(raw)
+    if parsed.reasoning is not None and parsed.answer is not None:
+        response = render_response(parsed.reasoning, parsed.answer)
+    else:
+        response = raw.strip()  # malformed JSON: keep the teacher's own text rather than drop the trajectory
+    return Trajectory.build(
+        teacher=pick_teacher(rec.get("generator"), teacher, "`generator`"),
+        problem=problem,
+        messages=[Message(role="user", content=problem), Message(role="assistant", content=response)],
+        source_id=opt_id(rec, "id"),
+        gold_answer=answer_str(rec.get("answer")),
+        declared_answer=parsed.answer,
+        source_file=source_file,
+        source_line=line,
+    )
+
+
+def ingest_zeroeval(path: Path, *, teacher: str | None = None) -> IngestResult:
+    """Teacher = the teacher argument, else the file stem (upstream names files by model), else `generator`."""
+    source = str(path)
+    name = teacher or path.stem or None
+
+    def one(value: Any, line: int) -> Trajectory:
+        # the argument/stem wins over `generator`; `generator` only fills in when there is neither
+        rec = as_record(value)
+        if name:
+            rec = {**rec, "generator": name}
+        return record_to_trajectory(rec, line, source_file=source, teacher=None)
+
+    return collect(iter_records(path), source, one)

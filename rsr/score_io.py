@@ -1,0 +1,68 @@
+"""`rsr score` input and output: conversations from JSONL/Parquet, one JSON line of statistics per record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rsr.metric import TrajectoryStats, dataset_rsr
+from rsr.student import ScoredTrajectory
+
+
+@dataclass
+class ScoreInput:
+    line: int  # 1-based line (JSONL) or 0-based row (Parquet)
+    id: str | None
+    messages: list | None
+    error: str | None = None
+
+
+def read_score_input(path: Path) -> list[ScoreInput]:
+    """Every record of the file, in order; unreadable ones carry an error naming the file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [_record(path, i, row) for i, row in enumerate(pq.read_table(path).to_pylist())]
+    return list(_jsonl(path))
+
+
+def _jsonl(path: Path) -> Iterator[ScoreInput]:
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                yield ScoreInput(n, None, None, f"{path}:{n}: not valid JSON ({err})")
+                continue
+            yield _record(path, n, row)
+
+
+def _record(path: Path, n: int, row: object) -> ScoreInput:
+    if not isinstance(row, dict):
+        return ScoreInput(n, None, None, f"{path}:{n}: a record must be a JSON object")
+    rid = row.get("id")
+    rid = None if rid is None else str(rid)
+    messages = row.get("messages")
+    if not isinstance(messages, list):
+        return ScoreInput(n, rid, None, f"{path}:{n}: `messages` must be a list of {{role, content}}")
+    return ScoreInput(n, rid, messages)
+
+
+def output_row(item: ScoreInput, result: ScoredTrajectory | None) -> dict:
+    rid = item.id if item.id is not None else str(item.line)
+    if item.error:
+        return {"id": rid, "error": item.error}
+    if result is None or result.stats is None:
+        return {"id": rid, "error": result.error if result else "not scored"}
+    return {"id": rid, **result.stats.as_dict()}
+
+
+def summary(results: list[ScoredTrajectory]) -> tuple[int, int, float]:
+    stats: list[TrajectoryStats] = [r.stats for r in results if r.stats is not None]
+    return len(stats), len(results) - len(stats), dataset_rsr(stats)
