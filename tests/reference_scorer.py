@@ -17,4 +17,6 @@ def reference_stats(student, messages, max_tokens: int | None = None) -> Traject
         row, target = logits[pos - 1], p.ids[pos]
         ranks.append(1 + int((row > row[target]).sum()))
         surprisals.append(float(-torch.log_softmax(row.double(), dim=0)[target]))
-    return TrajectoryStats.from_tokens(torch.tensor(ranks), torch.tensor(surprisals, dtype=torch.float64), truncated=p.truncated)
+    return TrajectoryStats.from_tokens(
+        torch.tensor(ranks), torch.tensor(surprisals, dtype=torch.float64), truncated=p.truncated
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from rsr.ingest._common import IngestResult, RecordError
-from rsr.ingest._io import iter_jsonl, require_path, suffix_of, whole_file_problem
+from rsr.ingest._io import head_text, iter_jsonl, require_path, suffix_of, whole_file_problem
 from rsr.ingest.hf import ingest_hf, is_saved_dataset
 from rsr.ingest.messages import ingest_messages
 from rsr.ingest.problems import join_gold, load_problem_index, load_problems, problems_of
@@ -109,7 +109,8 @@ def ingest_file(
         unreadable = whole_file_problem(p)
         if unreadable:
             # detection cannot read such a file either; one quarantined entry says why
-            result = IngestResult(rejected=[Rejected(source_file=str(p), source_line=0, reason=unreadable)])
+            reject = Rejected(source_file=str(p), source_line=0, reason=unreadable, raw=head_text(p))
+            result = IngestResult(rejected=[reject])
         else:
             result = _dispatch(p, fmt or detect_format(p), teacher=teacher, mapping=mapping)
     result.trajectories, skipped = _first_of_each(result)

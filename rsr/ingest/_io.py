@@ -30,9 +30,9 @@ class RawRecord:
 
 
 def cut(text: str, limit: int = RAW_LIMIT) -> str:
-    """The raw text kept with a rejected record: bounded, and always encodable as UTF-8."""
-    text = text[:limit]
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """The raw text kept with a rejected record: at most `limit` UTF-8 bytes, and always encodable."""
+    data = text[:limit].encode("utf-8", "replace")[:limit]
+    return data.decode("utf-8", "ignore")  # "ignore" drops a multi-byte character split by the cut
 
 
 def dump_raw(value: Any) -> str:
@@ -99,7 +99,7 @@ def iter_records(path: Path) -> Iterator[RawRecord]:
     """Raw records of a JSONL / JSON list / CSV / TSV / Parquet file, chosen by suffix (JSONL otherwise)."""
     problem = whole_file_problem(path)
     if problem:
-        yield RawRecord(0, raw=_head_text(path), error=problem)
+        yield RawRecord(0, raw=head_text(path), error=problem)
         return
     kind = suffix_of(path)
     if kind == "json":
@@ -117,7 +117,7 @@ def _is_parquet(path: Path) -> bool:
         return f.read(4) == _PARQUET_MAGIC
 
 
-def _head_text(path: Path) -> str:
+def head_text(path: Path) -> str:
     with path.open("rb") as f:
         return cut(f.read(RAW_LIMIT).decode("utf-8", "replace"))
 
@@ -226,7 +226,7 @@ def iter_parquet(path: Path) -> Iterator[RawRecord]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
-        yield RawRecord(0, raw=_head_text(path), error=f"unreadable Parquet file: {e}")
+        yield RawRecord(0, raw=head_text(path), error=f"unreadable Parquet file: {e}")
         return
     index = 0
     try:

@@ -1,0 +1,31 @@
+"""What every writing flow does around its body: one writer at a time, and a run row linking Prefect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.runtime import flow_run
+
+from rsr.config import StateDir, apply_env
+from rsr.lock import writer_lock
+from rsr.store import Store
+
+
+def state_dir(state: str | None) -> StateDir:
+    return apply_env(StateDir.from_env(state))
+
+
+@contextmanager
+def recorded_run(state: StateDir, flow_name: str, params: dict) -> Iterator[str]:
+    """Hold the state folder's writer lock and record the run (status failed if the body raises)."""
+    with writer_lock(state.root, f"flow {flow_name}"):
+        with Store.open(state.duckdb) as store:
+            run_id = store.start_run(flow_name, params, prefect_flow_run_id=flow_run.get_id())
+        status = "failed"
+        try:
+            yield run_id
+            status = "completed"
+        finally:
+            with Store.open(state.duckdb) as store:
+                store.finish_run(run_id, status)

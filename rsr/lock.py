@@ -1,0 +1,58 @@
+"""One writer per state folder: flows that write take this lock; a second one waits, then exits clearly."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class StateBusy(RuntimeError):
+    pass
+
+
+_held: dict[Path, int] = {}  # re-entrant within a process: a flow's subflows share their parent's lock
+
+
+@contextmanager
+def writer_lock(root: Path, what: str, wait_s: float = 600.0) -> Iterator[None]:
+    """An OS file lock (released by the kernel if the holder is killed, so a crash never leaves it stuck)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = (root / "writer.lock").resolve()
+    if _held.get(path):
+        _held[path] += 1
+        try:
+            yield
+        finally:
+            _held[path] -= 1
+        return
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "another process"
+                    raise StateBusy(
+                        f"{root} is busy: {holder} is writing to it; waited {wait_s:.0f}s. "
+                        "Try again when it finishes (or use another RSR_HOME)."
+                    ) from None
+                time.sleep(0.5)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} ({what})")
+        fh.flush()
+        _held[path] = 1
+        try:
+            yield
+        finally:
+            _held[path] = 0
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks over rsr/: arguments in, one library call, result out. Retries are declared here."""

@@ -1,0 +1,52 @@
+"""The GPU-worker stage. `score_shard` is pure compute (no DuckDB): it runs in-process, on a Prefect worker or
+on a Ray GPU node, and returns Score records that the flow, the only writer, stores."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from prefect import task
+
+from rsr.config import StudentSpec
+from rsr.records import Score
+from rsr.store import Store
+from rsr.student import Student
+
+
+@lru_cache(maxsize=2)
+def _student(ref: str, dtype: str, device: str, chat_template: str | None) -> Student:
+    # One load per process: a worker scoring many shards keeps the model in memory.
+    return Student.load(ref, dtype=dtype, device=device, chat_template=chat_template)
+
+
+def load_student(spec: StudentSpec) -> Student:
+    return _student(spec.ref, spec.dtype, spec.device, spec.chat_template)
+
+
+@task(name="register-student")
+def register_student(db: Path, spec: StudentSpec) -> dict:
+    """Load the student (converting an embedded GGUF once) and record its identity."""
+    student = load_student(spec)
+    if student.chat_template is None:
+        raise ValueError(f"student {spec.ref!r} has no chat template: set chat_template (chatml, llama3 or a file)")
+    info = student.info() | {"chat_template": spec.chat_template}
+    with Store.open(db) as store:
+        store.register_student(student.student_id, spec.ref, student.digest, info)
+    return info
+
+
+@task(name="score-shard", retries=2, retry_delay_seconds=2)
+def score_shard(
+    spec: StudentSpec,
+    student_id: str,
+    items: list[tuple[str, list[dict]]],
+    batch_tokens: int = 8192,
+    max_tokens: int | None = None,
+) -> list[Score]:
+    """Score one shard of (trajectory_id, messages). Refuses to run a different student than was registered."""
+    student = load_student(spec)
+    if student.student_id != student_id:
+        raise RuntimeError(f"worker has {student.student_id}, the flow registered {student_id}: same weights needed")
+    results = student.score([m for _, m in items], batch_tokens=batch_tokens, max_tokens=max_tokens, progress=False)
+    return [r.to_score(tid, student_id) for (tid, _), r in zip(items, results, strict=True)]
