@@ -106,6 +106,8 @@ def ingest_file(
         result = ingest_hf(str(path), teacher=teacher, mapping=mapping)  # a hub id rather than a folder
     else:
         p = require_path(Path(path))
+        if p.is_dir() and fmt not in (None, "hf"):
+            raise ValueError(f"{p} is a directory; only the hf format reads directories (a save_to_disk folder)")
         unreadable = whole_file_problem(p)
         if unreadable:
             # detection cannot read such a file either; one quarantined entry says why
