@@ -1,0 +1,101 @@
+"""The whole DAG on real data: 3 real teachers (a subset of problems) -> DuckDB -> published dataset -> MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+TEACHERS = ["claude-3-5-sonnet-20241022", "Qwen2.5-7B-Instruct", "gemma-2-9b-it"]
+N_PROBLEMS = 8
+
+
+def _subset(shared: Path, out: Path) -> list[Path]:
+    """The first problems of each teacher's real file (same problems for all), written to tmp for CI time."""
+    files = []
+    for teacher in TEACHERS:
+        records = json.loads((shared / "zeroeval-math-l5" / f"{teacher}.json").read_text())[:N_PROBLEMS]
+        path = out / f"{teacher}.json"
+        path.write_text(json.dumps(records))
+        files.append(path)
+    return files
+
+
+def _counts(db: Path) -> dict:
+    from rsr.store import Store
+
+    with Store.open(db, read_only=True) as store:
+        return {
+            table: store.query(f"SELECT count(*) FROM {table}")[1][0][0]
+            for table in ("trajectories", "verdicts", "scores", "duplicates", "quarantine", "publications")
+        }
+
+
+@pytest.mark.slow
+def test_pipeline_on_real_teachers(shared_data, state_dir, tmp_path):
+    import datasets
+    from mlflow import MlflowClient
+
+    from flows.pipeline import pipeline
+    from rsr.config import StateDir
+    from rsr.publish import file_digest
+    from rsr.store import Store
+
+    files = _subset(shared_data, tmp_path)
+    config = {
+        "teachers": [{"name": t, "path": str(f), "format": "zeroeval"} for t, f in zip(TEACHERS, files, strict=True)],
+        "students": [{"ref": "smollm2-135m", "dtype": "bfloat16"}],
+        "policy": {"name": "per_problem_min_rsr"},
+        "scoring": {"shard_size": 8},
+        "output": "real-sft",
+    }
+    config_path = tmp_path / "pipeline.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    result = pipeline(str(config_path), state=str(state_dir))
+    st = StateDir.from_env(state_dir)
+    n = len(TEACHERS) * N_PROBLEMS
+    counts = _counts(st.duckdb)
+    assert counts["trajectories"] == n
+    assert counts["verdicts"] == n
+    assert counts["scores"] == n
+    assert counts["publications"] == 1
+
+    with Store.open(st.duckdb, read_only=True) as store:
+        _, summary = store.query("SELECT teacher, n_trajectories, n_correct FROM teacher_summary ORDER BY teacher")
+        assert {row[0] for row in summary} == set(TEACHERS)
+        assert all(row[1] == N_PROBLEMS for row in summary)
+        assert sum(row[2] for row in summary) > 0  # strong teachers get level-5 problems right
+        _, scores = store.query("SELECT rsr, n_tokens, truncated FROM latest_scores")
+        assert len(scores) == n and all(r[0] > 0 and r[1] > 0 for r in scores)
+        _, board = store.query("SELECT teacher, dataset_rsr FROM teacher_leaderboard")
+        assert len(board) == len(TEACHERS) and all(r[1] > 0 for r in board)
+        _, runs = store.query("SELECT flow_name, prefect_flow_run_id, status FROM runs ORDER BY started_at")
+        assert {r[0] for r in runs} >= {"pipeline", "curate-teacher", "publish-dataset"}
+        assert all(r[1] and r[2] == "completed" for r in runs)
+        _, lineage = store.query("SELECT DISTINCT dataset_id, mlflow_run_id FROM dataset_lineage")
+        _, selected = store.query("SELECT count(*) FROM publication_items")
+
+    published = result["published"][0]
+    ds = datasets.load_from_disk(published["path"])
+    assert len(ds) == published["n_rows"] == selected[0][0]
+    assert 0 < len(ds) <= N_PROBLEMS  # per problem at most one trajectory, verified correct only
+    assert ds[0]["messages"][-1]["role"] == "assistant"
+    assert lineage == [(published["dataset_id"], published["mlflow_run_id"])]
+
+    run = MlflowClient(st.mlflow_uri).get_run(published["mlflow_run_id"])
+    digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    used = {Path(f).name: f for f in files}
+    for name, digest in digests.items():
+        if name in used:
+            assert digest == file_digest(used[name])
+    assert set(digests) & set(used)
+    assert run.data.tags["prefect.flow_run_id"]
+
+    # Re-running with the same inputs changes nothing: no new trajectory, score or publication.
+    again = pipeline(str(config_path), state=str(state_dir))
+    assert _counts(st.duckdb) == counts
+    assert again["published"][0]["dataset_id"] == published["dataset_id"]
+    assert all(s["scored"] == 0 for s in again["scores"])
