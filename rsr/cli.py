@@ -70,6 +70,25 @@ def score(
 # The DAG commands. Flows are imported lazily: Prefect must see this state folder's settings first.
 # ---------------------------------------------------------------------------------------------------------------
 StateOpt = Annotated[str | None, typer.Option("--state", help="state folder (default: $RSR_HOME or ./.rsr)")]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="score on a Ray cluster (ray://HEAD:10001 or auto), one GPU per task unless the YAML's `ray:` says "
+        "otherwise; overrides the YAML's ray.address (docs/scaling.md)",
+    ),
+]
+
+
+def _use_ray(address: str | None, run_async: bool = False) -> None:
+    """--ray-address reaches the scoring flow as RSR_RAY_ADDRESS (flows/score.py), as a deployment's env would."""
+    if not address:
+        return
+    if run_async:
+        _fail("--ray-address applies to a run in this process; with --async set RSR_RAY_ADDRESS for `rsr serve`")
+    import os
+
+    os.environ["RSR_RAY_ADDRESS"] = address
 
 
 def _state(state: str | None):
@@ -115,8 +134,13 @@ def _run_flow(fn, *args, **kwargs):
 
 
 @app.command()
-def run(config: Annotated[Path, typer.Argument(help="pipeline YAML")], state: StateOpt = None) -> None:
+def run(
+    config: Annotated[Path, typer.Argument(help="pipeline YAML")],
+    state: StateOpt = None,
+    ray_address: RayAddressOpt = None,
+) -> None:
     """The whole DAG from a config: teachers -> dedup -> verify -> score -> select -> publish."""
+    _use_ray(ray_address)
     st = _state(state)
     from flows.pipeline import pipeline
 
@@ -140,6 +164,21 @@ def demo(state: StateOpt = None) -> None:
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
 
 
+def _emit_async(event: str, resource: dict, payload: dict, state: str | None) -> None:
+    """--async: send the event to the configured Prefect server for `rsr serve` (or a gpu worker) to act on."""
+    from deployments.events import NoPrefectApi, emit
+
+    if state:
+        typer.echo("note: --state is not sent; the flow writes to the state folder its server side uses", err=True)
+    try:
+        event_id = emit(event, resource, payload)
+    except NoPrefectApi as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"could not send {event} to the Prefect server: {err}")
+    typer.echo(f"emitted {event} ({event_id}): {json.dumps(payload)}")
+
+
 @app.command("add-teacher")
 def add_teacher(
     name: Annotated[str, typer.Argument(help="teacher name")],
@@ -149,13 +188,22 @@ def add_teacher(
     problems: Annotated[str | None, typer.Option(help="JSONL of problems with gold answers")] = None,
     no_score: Annotated[bool, typer.Option("--no-score", help="ingest, dedup, verify only")] = False,
     state: StateOpt = None,
+    run_async: Annotated[bool, typer.Option("--async", help="emit rsr.teacher.added for `rsr serve`")] = False,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Curate a new teacher: ingest -> dedup -> verify -> score for every registered student."""
+    _use_ray(ray_address, run_async)
+    p = str(Path(path).resolve()) if Path(path).exists() else path
+    pr = str(Path(problems).resolve()) if problems else None
+    if run_async:
+        from deployments.events import teacher_added
+
+        args = teacher_added(name, p, format, _parse_mapping(mapping), pr, not no_score)
+        _emit_async("rsr.teacher.added", *args, state)
+        return
     st = _state(state)
     from flows.curate import curate_teacher
 
-    p = str(Path(path).resolve()) if Path(path).exists() else path
-    pr = str(Path(problems).resolve()) if problems else None
     result = _run_flow(
         curate_teacher,
         name,
@@ -180,8 +228,16 @@ def add_student(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
     state: StateOpt = None,
+    run_async: Annotated[bool, typer.Option("--async", help="emit rsr.student.added for `rsr serve`")] = False,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Register a student and score every stored trajectory for it."""
+    _use_ray(ray_address, run_async)
+    if run_async:
+        from deployments.events import student_added
+
+        _emit_async("rsr.student.added", *student_added(ref, dtype, chat_template), state)
+        return
     st = _state(state)
     from flows.rescore import rescore_students
     from rsr.config import StudentSpec
@@ -228,6 +284,30 @@ def publish(
 
 
 @app.command()
+def serve(
+    rescore_cron: Annotated[
+        str, typer.Option(help='cron for the rescore of every registered student; "" disables')
+    ] = "0 2 * * *",
+    timezone: Annotated[str, typer.Option(help="time zone of --rescore-cron")] = "UTC",
+    publish_name: Annotated[str, typer.Option(help="dataset name of the publish after each rescore")] = "sft",
+    limit: Annotated[int, typer.Option(help="flow runs at a time (they share one DuckDB writer)")] = 1,
+    state: StateOpt = None,
+) -> None:
+    """Serve the deployments from this process: curate on rsr.teacher.added, rescore nightly and on
+    rsr.student.added, publish after each rescore. Needs PREFECT_API_URL (a running `prefect server start`)."""
+    st = _state(state)
+    from deployments.events import NoPrefectApi, require_api
+    from deployments.serve import serve as serve_deployments
+
+    try:
+        url = require_api()
+    except NoPrefectApi as err:
+        _fail(str(err))
+    typer.echo(f"serving curate-teacher, rescore-students, publish for {st.root} from {url}", err=True)
+    serve_deployments(st, rescore_cron or None, timezone, publish_name, limit)
+
+
+@app.command()
 def status(state: StateOpt = None) -> None:
     """What the state folder holds: teachers, students, scores, publications, recent runs."""
     st = _state(state)
@@ -241,16 +321,21 @@ def _print_report(st, result: dict | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from rsr.store import Store
+    from rsr.sql import open_read_only
 
     console = Console()
-    with Store.open(st.duckdb, read_only=True) as store:
-        _, students = store.query("SELECT student_id FROM students ORDER BY registered_at")
+    # The guarded reader: never a lock error, and never in the way of a flow that is writing.
+    with open_read_only(st.duckdb) as (con, _note):
+
+        def query(sql: str, params: list | None = None) -> list[tuple]:
+            return con.execute(sql, params or []).fetchall()
+
+        students = query("SELECT student_id FROM students ORDER BY registered_at")
         for (student_id,) in students:
             table = Table(title=f"teachers for student {student_id}")
             for col in ("teacher", "trajectories", "accuracy", "dataset RSR", "selected"):
                 table.add_column(col, justify="right" if col != "teacher" else "left")
-            _, rows = store.query(
+            rows = query(
                 """SELECT s.teacher, s.n_trajectories, s.accuracy, l.dataset_rsr,
                           (SELECT count(*) FROM publication_items i JOIN publications p USING (dataset_id)
                             JOIN trajectories t USING (trajectory_id)
@@ -270,10 +355,8 @@ def _print_report(st, result: dict | None) -> None:
                     str(selected),
                 )
             console.print(table)
-        _, q = store.query("SELECT count(*) FROM quarantine")
-        _, pubs = store.query(
-            "SELECT name, path, n_rows, mlflow_run_id FROM publications ORDER BY created_at DESC LIMIT 1"
-        )
+        q = query("SELECT count(*) FROM quarantine")
+        pubs = query("SELECT name, path, n_rows, mlflow_run_id FROM publications ORDER BY created_at DESC LIMIT 1")
     console.print(f"quarantined records: {q[0][0]} (rsr sql: SELECT * FROM quarantine)")
     if pubs:
         name, path, n_rows, mlflow_run_id = pubs[0]
@@ -284,6 +367,126 @@ def _print_report(st, result: dict | None) -> None:
     console.print(f"  open the UI:  mlflow ui --backend-store-uri {st.mlflow_uri}")
     console.print(f"Prefect:  PREFECT_HOME={st.prefect_home}")
     console.print(f"  open the UI:  PREFECT_HOME={st.prefect_home} prefect server start")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Read-only SQL and reports (rsr/sql.py, rsr/report.py). No apply_env: reading must not create the state folder.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _SqlHelp(typer.core.TyperCommand):
+    """`rsr sql --help` ends with the documented views and their columns, read from rsr.store's view SQL."""
+
+    def format_help(self, ctx, formatter) -> None:
+        super().format_help(ctx, formatter)
+        from rich.console import Console
+        from rich.table import Table
+
+        from rsr.sql import VIEW_DOCS, view_columns
+
+        # Computed here, not at import: the columns come from a small in-memory DuckDB built from rsr.store.
+        table = Table(title="Views (tables and details: docs/sql.md)", title_justify="left", show_lines=True)
+        table.add_column("view", style="bold", no_wrap=True)
+        table.add_column("what, and its columns")
+        for name, cols in view_columns().items():
+            table.add_row(name, f"{VIEW_DOCS.get(name, '')}\n[dim]{', '.join(c for c, _ in cols)}[/dim]")
+        Console().print(table)
+
+
+def _sql_param(text: str) -> object:
+    # Numbers, true/false/null as JSON; anything else (ids, refs) as text.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int | float | bool) or value is None else text
+
+
+@app.command(cls=_SqlHelp)
+def sql(
+    query: Annotated[str | None, typer.Argument(help="one read-only statement, e.g. SELECT ... (or --file)")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="read the statement from this file")] = None,
+    format: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="value for the next ? placeholder (repeatable)")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="seconds to retry a locked database before reading a snapshot")] = 2.0,
+    timeout: Annotated[float | None, typer.Option(help="stop the query after this many seconds")] = None,
+    max_rows: Annotated[int | None, typer.Option(help="keep at most this many rows")] = None,
+    state: StateOpt = None,
+) -> None:
+    """Run a read-only SQL query on the state's DuckDB. Writes are refused; works while a flow is writing."""
+    from rsr.config import StateDir
+    from rsr.sql import SqlError, run_query, to_csv, to_json
+
+    fmt = format.lower()
+    if fmt not in ("table", "csv", "json"):
+        _fail(f"--format {format!r}: use table, csv or json")
+    if (query is None) == (file is None):
+        _fail('give the query as an argument or with --file (one of them), e.g. rsr sql "SELECT * FROM runs"')
+    if file is not None:
+        try:
+            query = file.read_text(encoding="utf-8")
+        except OSError as err:
+            _fail(f"{file}: cannot read the query file: {err.strerror or err}")
+    st = StateDir.from_env(state)
+    params = [_sql_param(p) for p in param] if param else None
+    try:
+        result = run_query(st.duckdb, query or "", params, wait_s=wait, timeout_s=timeout, max_rows=max_rows)
+    except (SqlError, FileNotFoundError) as err:
+        _fail(str(err))
+    if result.note:
+        typer.secho(f"note: {result.note}", fg=typer.colors.YELLOW, err=True)
+    if fmt == "csv":
+        typer.echo(to_csv(result), nl=False)
+    elif fmt == "json":
+        typer.echo(to_json(result))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_lines=False)
+        import re
+
+        numeric = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DOUBLE|FLOAT|REAL|DECIMAL)\b", re.IGNORECASE)
+        for col, typ in zip(result.columns, result.types, strict=True):
+            table.add_column(col, overflow="fold", justify="right" if numeric.match(typ) else "left")
+        for row in result.rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        console = Console()
+        console.print(table)
+        console.print(f"{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}", style="dim")
+    if result.truncated:
+        typer.secho(f"note: only the first {max_rows} rows are shown (--max-rows)", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command()
+def report(
+    student: Annotated[str, typer.Option("--student", help="student ref (e.g. smollm2-135m) or student_id")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the PNGs and report.html")],
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="log the files to the latest publication's MLflow run")
+    ] = True,
+    state: StateOpt = None,
+) -> None:
+    """Plots + one HTML page for a student: RSR per teacher, RSR vs accuracy, selection, score history."""
+    import logging
+
+    from rsr.config import StateDir
+    from rsr.report import build_report
+    from rsr.sql import SqlError
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        result = build_report(StateDir.from_env(state), student, out, log_to_mlflow=mlflow)
+    except (ValueError, FileNotFoundError, SqlError) as err:
+        _fail(str(err))
+    for path in [*result.pngs, result.html]:
+        typer.echo(f"wrote {path}")
+    for warning in result.warnings:
+        typer.secho(f"note: {warning}", fg=typer.colors.YELLOW, err=True)
+    if result.mlflow_run_id:
+        typer.echo(f"logged to MLflow run {result.mlflow_run_id} under report/")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,305 @@
+"""`rsr report`: PNG plots + one self-contained HTML page about the teachers for one student.
+
+    build_report(StateDir.from_env(), "smollm2-135m", Path("report"))  # -> ReportResult(pngs, html, mlflow_run_id)
+
+Plots (matplotlib's object API with the Agg canvas: no pyplot global state, no display needed):
+
+- ``rsr_distribution.png``     trajectory RSR per teacher (box plot + the points), teachers by dataset RSR
+- ``rsr_vs_accuracy.png``      dataset RSR vs verified accuracy, one labelled point per teacher
+- ``selected_per_teacher.png`` rows each teacher contributed to the student's latest publication
+- ``score_history.png``        dataset RSR per teacher after each scoring run (cumulative: the latest score per
+                               trajectory up to that run, as ``latest_scores`` would have shown then)
+
+``report.html`` embeds the PNGs (base64, so the page works on its own) and links the files beside it. The files
+are also logged to the MLflow run of the student's latest publication, under ``report/``.
+
+The student is resolved from the ``students`` table by ref (most recent registration) or exact student_id; the
+model is never loaded. The store is read through ``rsr.sql.open_read_only``, so a report works while a flow writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+from matplotlib.figure import Figure
+
+from rsr.config import StateDir
+from rsr.metric import METRIC_VERSION
+from rsr.sql import open_read_only
+
+PNG_NAMES = ("rsr_distribution.png", "rsr_vs_accuracy.png", "selected_per_teacher.png", "score_history.png")
+
+
+@dataclass
+class ReportResult:
+    pngs: list[Path]
+    html: Path
+    mlflow_run_id: str | None  # the run the files were logged to (None: no publication, or logging failed)
+    student_id: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Data:
+    student_id: str
+    student_ref: str
+    other_ids: list[str]
+    scores: pd.DataFrame  # latest_scores rows of the student
+    board: pd.DataFrame  # one row per teacher: dataset_rsr, accuracy, n, selected
+    publication: dict[str, Any] | None
+    history: pd.DataFrame  # run_id, at, teacher, dataset_rsr
+    note: str | None  # snapshot note from open_read_only
+
+
+def resolve_student(con: duckdb.DuckDBPyConnection, ref: str) -> tuple[str, str, list[str]]:
+    """(student_id, ref, other student_ids with this ref) for a ref or a student_id; newest registration wins."""
+    rows = con.execute(
+        "SELECT student_id, ref FROM students WHERE ref = ? OR student_id = ? "
+        "ORDER BY (student_id = ?) DESC, registered_at DESC, student_id DESC",
+        [ref, ref, ref],
+    ).fetchall()
+    if not rows:
+        known = [r[0] for r in con.execute("SELECT DISTINCT ref FROM students ORDER BY 1").fetchall()]
+        raise ValueError(
+            f"no student {ref!r} in the store (registered: {', '.join(known) or 'none'}); "
+            "register it with `rsr add-student REF`"
+        )
+    return rows[0][0], rows[0][1], [r[0] for r in rows[1:]]
+
+
+def _history(con: duckdb.DuckDBPyConnection, student_id: str) -> pd.DataFrame:
+    rows = con.execute(
+        """SELECT teacher, trajectory_id, run_id, scored_at, score_id, mean_rank, mean_surprisal
+        FROM score_history
+        WHERE student_id = ? AND error IS NULL AND metric_version = ? AND teacher IS NOT NULL
+          AND n_tokens > 0 AND isfinite(mean_rank) AND isfinite(mean_surprisal)""",
+        [student_id, METRIC_VERSION],
+    ).df()
+    if rows.empty:
+        return pd.DataFrame(columns=["run_id", "at", "teacher", "dataset_rsr"])
+    # Cumulative, like latest_scores at that moment: a rescore run may cover only some trajectories.
+    points = []
+    for run_id, at in rows.groupby("run_id")["scored_at"].max().sort_values().items():
+        upto = rows[rows["scored_at"] <= at].sort_values(["scored_at", "score_id"])
+        latest = upto.drop_duplicates("trajectory_id", keep="last")
+        sums = latest.groupby("teacher")[["mean_rank", "mean_surprisal"]].sum()
+        for teacher, s in sums.iterrows():
+            rsr = s["mean_rank"] / s["mean_surprisal"] if s["mean_surprisal"] else math.nan
+            points.append({"run_id": run_id, "at": at, "teacher": teacher, "dataset_rsr": rsr})
+    return pd.DataFrame(points)
+
+
+def _load(state: StateDir, student_ref: str) -> _Data:
+    with open_read_only(state.duckdb) as (con, note):
+        student_id, ref, others = resolve_student(con, student_ref)
+        scores = con.execute(
+            "SELECT teacher, trajectory_id, rsr FROM latest_scores WHERE student_id = ? AND isfinite(rsr)",
+            [student_id],
+        ).df()
+        pubs = con.execute(
+            "SELECT dataset_id, name, path, policy, n_rows, mlflow_run_id, created_at FROM publications "
+            "WHERE student_id = ? ORDER BY created_at DESC LIMIT 1",
+            [student_id],
+        ).df()
+        publication = pubs.iloc[0].to_dict() if not pubs.empty else None
+        # Every known teacher, scored or not, with its selected count in the latest publication (0 if none).
+        board = con.execute(
+            """SELECT s.teacher, l.dataset_rsr, s.accuracy, coalesce(l.n, 0) AS n,
+                      (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
+                        WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
+               FROM teacher_summary s
+               LEFT JOIN teacher_leaderboard l ON l.teacher = s.teacher AND l.student_id = ?
+               ORDER BY l.dataset_rsr NULLS LAST, s.teacher""",
+            [publication["dataset_id"] if publication else None, student_id],
+        ).df()
+        history = _history(con, student_id)
+    return _Data(student_id, ref, others, scores, board, publication, history, note)
+
+
+# ---- plots --------------------------------------------------------------------------------------------------
+
+
+def _figure(title: str) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11)
+    return fig, ax
+
+
+def _empty(ax: Any, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.35")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _plot_distribution(d: _Data, path: Path) -> None:
+    fig, ax = _figure(f"Trajectory RSR per teacher, student {d.student_ref} (lower is better)")
+    teachers = [t for t in d.board["teacher"] if t in set(d.scores["teacher"])]
+    if not teachers:
+        _empty(ax, "no scores for this student yet")
+    else:
+        data = [d.scores.loc[d.scores["teacher"] == t, "rsr"].to_numpy() for t in teachers]
+        ax.boxplot(data, tick_labels=teachers, showfliers=False, widths=0.5)
+        for i, values in enumerate(data, start=1):
+            # Deterministic jitter (no RNG): the same store gives the same picture.
+            offsets = [((k * 0.618) % 1 - 0.5) * 0.3 for k in range(len(values))]
+            ax.scatter([i + o for o in offsets], values, s=10, alpha=0.55, color="tab:blue", zorder=3)
+        ax.set_ylabel("trajectory RSR")
+        ax.tick_params(axis="x", labelrotation=20 if len(teachers) > 4 else 0)
+        ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path)
+
+
+def _plot_accuracy(d: _Data, path: Path) -> None:
+    fig, ax = _figure(f"Dataset RSR vs verified accuracy, student {d.student_ref}")
+    board = d.board.dropna(subset=["dataset_rsr", "accuracy"])
+    if board.empty:
+        _empty(ax, "no scored teachers for this student yet")
+    else:
+        ax.scatter(board["dataset_rsr"], board["accuracy"], s=60, color="tab:orange", zorder=3)
+        for _, row in board.iterrows():
+            ax.annotate(
+                row["teacher"], (row["dataset_rsr"], row["accuracy"]), xytext=(6, 4), textcoords="offset points"
+            )
+        ax.set_xlabel("dataset RSR (lower is better)")
+        ax.set_ylabel("verified accuracy")
+        ax.margins(x=0.25, y=0.15)
+        ax.grid(alpha=0.3)
+    fig.savefig(path)
+
+
+def _plot_selected(d: _Data, path: Path) -> None:
+    if d.publication is None:
+        fig, ax = _figure(f"Selected per teacher, student {d.student_ref}")
+        _empty(ax, "no publication for this student yet (rsr publish)")
+    else:
+        p = d.publication
+        fig, ax = _figure(f"Selected per teacher: {p['name']} ({p['dataset_id']}, {p['n_rows']} rows)")
+        bars = ax.bar(d.board["teacher"], d.board["selected"], color="tab:green")
+        ax.bar_label(bars)
+        ax.set_ylabel("rows in the published dataset")
+        ax.tick_params(axis="x", labelrotation=20 if len(d.board) > 4 else 0)
+        ax.margins(y=0.15)
+    fig.savefig(path)
+
+
+def _plot_history(d: _Data, path: Path) -> None:
+    fig, ax = _figure(f"Dataset RSR per teacher after each scoring run, student {d.student_ref}")
+    if d.history.empty:
+        _empty(ax, "no score history for this student yet")
+    else:
+        # One x position per run (ordinal, labelled with its time): a date axis around a single run spans years.
+        runs = d.history.drop_duplicates("run_id").sort_values("at")
+        pos = {r: i for i, r in enumerate(runs["run_id"])}
+        for teacher, g in d.history.groupby("teacher"):
+            g = g.sort_values("at")
+            ax.plot([pos[r] for r in g["run_id"]], g["dataset_rsr"], marker="o", label=str(teacher))
+        ax.set_xticks(range(len(runs)))
+        labels = [f"{pd.Timestamp(a):%m-%d %H:%M}\n{r[:10]}" for r, a in zip(runs["run_id"], runs["at"], strict=True)]
+        ax.set_xticklabels(labels)
+        ax.set_xlim(-0.5, len(runs) - 0.5)
+        ax.set_xlabel("scoring run (UTC time of its last score, run id)")
+        ax.set_ylabel("dataset RSR")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.savefig(path)
+
+
+# ---- HTML ---------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(str(r['teacher']))}</td><td>{_fmt(r['dataset_rsr'], '.4f')}</td>"
+        f"<td>{_fmt(r['accuracy'], '.1%')}</td><td>{int(r['n'])}</td><td>{int(r['selected'])}</td></tr>"
+        for _, r in d.board.iterrows()
+    )
+    pub = d.publication
+    pub_line = (
+        f"latest publication: <code>{e(str(pub['name']))}</code> <code>{e(str(pub['dataset_id']))}</code>, "
+        f"{int(pub['n_rows'])} rows, policy {e(str(pub['policy']))}, MLflow run "
+        f"<code>{e(str(pub['mlflow_run_id']))}</code>"
+        if pub
+        else "no publication for this student yet"
+    )
+    others = f"<li>other registrations of this ref: {e(', '.join(d.other_ids))}</li>" if d.other_ids else ""
+    snapshot = f"<li>{e(d.note)}</li>" if d.note else ""
+    figures = "".join(
+        f'<figure><img alt="{e(p.name)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        f'<figcaption><a href="{e(p.name)}">{e(p.name)}</a></figcaption></figure>'
+        for p in pngs
+    )
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>RSR report: {e(d.student_ref)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+code {{ background: #f4f4f4; padding: 0 3px; }}
+</style></head><body>
+<h1>RSR report for student {e(d.student_ref)}</h1>
+<ul>
+<li>student_id <code>{e(d.student_id)}</code>, metric {e(METRIC_VERSION)}; lower RSR is better</li>
+<li>{pub_line}</li>{others}{snapshot}
+<li>state folder <code>{e(str(state.root))}</code>; generated {generated}</li>
+</ul>
+<h2>Teachers</h2>
+<table><tr><th>teacher</th><th>dataset RSR</th><th>accuracy</th><th>scored</th><th>selected</th></tr>{rows}</table>
+<h2>Plots</h2>
+{figures}
+</body></html>
+"""
+
+
+# ---- entry point ----------------------------------------------------------------------------------------------
+
+
+def build_report(state: StateDir, student_ref: str, out: Path, *, log_to_mlflow: bool = True) -> ReportResult:
+    """Write the PNGs and report.html into ``out`` and log them to the latest publication's MLflow run."""
+    data = _load(state, student_ref)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = [out / name for name in PNG_NAMES]
+    for plot, path in zip((_plot_distribution, _plot_accuracy, _plot_selected, _plot_history), pngs, strict=True):
+        plot(data, path)
+    page = out / "report.html"
+    page.write_text(_html(data, pngs, state), encoding="utf-8")
+    result = ReportResult(pngs, page, None, data.student_id)
+    if data.note:
+        result.warnings.append(data.note)
+    run_id = data.publication["mlflow_run_id"] if data.publication else None
+    if not log_to_mlflow:
+        return result
+    if not run_id:
+        result.warnings.append("no publication with an MLflow run for this student: nothing logged to MLflow")
+        return result
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=state.mlflow_uri)
+    try:
+        # Only our files: `out` may hold other things the user keeps there.
+        for path in [*pngs, page]:
+            client.log_artifact(run_id, str(path), artifact_path="report")
+    except (MlflowException, OSError) as err:
+        # The files are written either way; say why they are not in MLflow instead of failing the command.
+        result.warnings.append(f"could not log the report to MLflow run {run_id}: {err}")
+        return result
+    result.mlflow_run_id = run_id
+    return result
