@@ -290,7 +290,7 @@ def serve(
     ] = "0 2 * * *",
     timezone: Annotated[str, typer.Option(help="time zone of --rescore-cron")] = "UTC",
     publish_name: Annotated[str, typer.Option(help="dataset name of the publish after each rescore")] = "sft",
-    limit: Annotated[int, typer.Option(help="flow runs at a time (they share one DuckDB writer)")] = 1,
+    limit: Annotated[int, typer.Option(min=1, help="flow runs at a time (they share one DuckDB writer)")] = 1,
     state: StateOpt = None,
 ) -> None:
     """Serve the deployments from this process: curate on rsr.teacher.added, rescore nightly and on

@@ -1,0 +1,418 @@
+"""Event-driven deployments: the triggers' templates, prefect.yaml == serve.py, and end to end on a real server.
+
+The slow tests start a real `prefect server start` (SQLite in tmp, a free port on 127.0.0.1), then either run
+`rsr serve` and send `rsr.teacher.added` / `rsr.student.added` through `rsr add-teacher/add-student --async`, or
+deploy deployments/prefect.yaml to a `gpu` process pool and run one flow with `prefect worker start --run-once`.
+Every process is started in its own session and its group killed whatever happens; every wait has a deadline.
+DuckDB has one writer (the flow-run process): the test opens it read-only, only after the runs have finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
+N_PROBLEMS = 10
+SERVER_START_S = 180
+RUN_S = 420
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fast: the trigger definitions themselves
+# ---------------------------------------------------------------------------------------------------------------
+def _render(parameters: dict, context: dict) -> dict:
+    """Render deployment-trigger parameters the way the Prefect server's RunDeployment action does."""
+    from prefect.server.events.actions import RunDeployment
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    params = copy.deepcopy(parameters)
+    RunDeployment._upgrade_v1_templates(params)
+    return hydrate(params, HydrationContext(render_jinja=True, jinja_context=context, raise_on_error=True))
+
+
+def _event(name: str, resource: dict, payload: dict):
+    from prefect.events import Event
+
+    return Event(event=name, resource=resource, payload=payload)
+
+
+def test_trigger_parameters_render_from_event_payloads():
+    from prefect.client.schemas.objects import FlowRun
+
+    from deployments import events
+    from deployments.serve import CURATE_PARAMETERS, PUBLISH_PARAMETERS, RESCORE_PARAMETERS
+
+    resource, payload = events.teacher_added("t1", "/data/t1.jsonl", "messages", None, "/data/p.jsonl", True)
+    got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, payload)})
+    assert got == {
+        "teacher": "t1",
+        "path": "/data/t1.jsonl",
+        "format": "messages",
+        "mapping": None,
+        "problems": "/data/p.jsonl",
+        "score": True,
+    }
+    # A hand-written event with only the required keys still renders (optional keys default to null / true).
+    minimal = _event(events.TEACHER_ADDED, resource, {"name": "t2", "file": "x.parquet"})
+    got = _render(CURATE_PARAMETERS, {"event": minimal})
+    assert got == {
+        "teacher": "t2",
+        "path": "x.parquet",
+        "format": None,
+        "mapping": None,
+        "problems": None,
+        "score": True,
+    }
+    mapped = events.teacher_added("t3", "x.csv", "table", {"problem": "q"}, None, False)
+    got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, *mapped)})
+    assert got["mapping"] == {"problem": "q"} and got["score"] is False
+
+    resource, payload = events.student_added("smollm2-135m", "float32", None)
+    got = _render(RESCORE_PARAMETERS, {"event": _event(events.STUDENT_ADDED, resource, payload)})
+    assert got == {"students": [{"ref": "smollm2-135m", "dtype": "float32", "chat_template": None}]}
+
+    # publish: the student of the completed rescore run, or null (the default student) after a scheduled run.
+    spec = {"ref": "smollm2-135m", "dtype": "auto", "chat_template": "llama3"}
+    triggered = FlowRun(flow_id=uuid4(), parameters={"state": "/s", "students": [spec]})
+    assert _render(PUBLISH_PARAMETERS, {"flow_run": triggered}) == {"student": spec}
+    scheduled = FlowRun(flow_id=uuid4(), parameters={"state": "/s"})
+    assert _render(PUBLISH_PARAMETERS, {"flow_run": scheduled}) == {"student": None}
+
+
+def test_prefect_yaml_declares_the_served_deployments(tmp_path):
+    from prefect.events import DeploymentEventTrigger
+    from prefect.flows import load_flow_from_entrypoint
+
+    from deployments.serve import DEFAULT_RESCORE_CRON, build_deployments, triggers
+    from rsr.config import StateDir
+
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    declared = {d["name"]: d for d in spec["deployments"]}
+    served = {d.name: d for d in build_deployments(StateDir(tmp_path), publish_name="sft")}
+    assert set(declared) == set(served) == set(triggers())
+    for name, d in declared.items():
+        assert d["work_pool"]["name"] == "gpu"
+        assert d["work_pool"]["job_variables"]["env"]["RSR_HOME"] == "{{ $RSR_HOME }}"
+        assert load_flow_from_entrypoint(d["entrypoint"]).name == served[name].flow_name
+        assert served[name].parameters["state"] == str(tmp_path)
+        yaml_triggers = [DeploymentEventTrigger.model_validate(t).model_dump() for t in d["triggers"]]
+        assert yaml_triggers == [t.model_dump() for t in triggers()[name]], name
+    assert [s["cron"] for s in declared["rescore-students"]["schedules"]] == [DEFAULT_RESCORE_CRON]
+    assert [s.schedule.cron for s in served["rescore-students"].schedules] == [DEFAULT_RESCORE_CRON]
+    assert declared["publish"]["parameters"] == {"name": "sft"}
+    assert served["publish"].parameters["name"] == "sft"
+
+
+def test_async_needs_a_prefect_server():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from rsr.cli import app
+
+    runner = CliRunner()
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = runner.invoke(app, ["add-student", "smollm2-135m", "--async"])
+    assert result.exit_code == 2
+    assert "PREFECT_API_URL is unset" in result.output and "prefect server start" in result.output
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}):
+        result = runner.invoke(app, ["add-teacher", "t", "x.jsonl", "--async"])
+    assert result.exit_code == 2 and "does not answer" in result.output
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Slow: a real server, `rsr serve`, `prefect deploy` + a process worker
+# ---------------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], env: dict, log: Path, cwd: Path) -> subprocess.Popen:
+    """A background process in its own session (so its whole group can be killed), output to a log file."""
+    with open(log, "ab") as fh:
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+    try:  # the group may hold children (flow-run subprocesses) that outlived the leader
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=grace_s)
+
+
+def _tail(log: Path, n: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else "(no log)"
+
+
+def _until(what: str, check: Callable[[], object], timeout_s: float, log: Path | None = None, every_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every_s)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}\n{_tail(log) if log else ''}")
+
+
+def _base_env(api_url: str | None, home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_LOGGING_LEVEL="INFO",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+class Server:
+    def __init__(self, url: str, tmp: Path):
+        self.url = url
+        self.tmp = tmp
+
+    def env(self, name: str, **extra: str) -> dict:
+        """Environment for a client process of this server, with its own PREFECT_HOME."""
+        return _base_env(self.url, self.tmp / f"{name}-prefect") | extra
+
+    def client(self):
+        from prefect.client.orchestration import SyncPrefectClient
+
+        return SyncPrefectClient(self.url)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory) -> Iterator[Server]:
+    import httpx
+
+    tmp = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = _base_env(None, tmp / "server-home") | {"PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    log = tmp / "server.log"
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = _start(cmd, env, log, tmp)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"prefect server exited ({proc.returncode})\n{_tail(log)}")
+            try:
+                return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _until("prefect server health", healthy, SERVER_START_S, log)
+        yield Server(url, tmp)
+    finally:
+        _stop(proc)
+
+
+def _demo(tmp: Path) -> tuple[Path, Path]:
+    """The first N_PROBLEMS of one demo teacher (all correct), and the problems file with gold answers."""
+    from rsr.demo import write_demo_data
+
+    folder = tmp / "demo"
+    write_demo_data(folder)
+    teacher = tmp / "careful-tutor.jsonl"
+    lines = (folder / "careful-tutor.jsonl").read_text().splitlines()[:N_PROBLEMS]
+    teacher.write_text("\n".join(lines) + "\n")
+    return teacher, folder / "problems.jsonl"
+
+
+def _rsr(args: list[str], env: dict, cwd: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "rsr.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, f"rsr {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _deployment_runs(server: Server, flow: str, deployment: str) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowFilter, FlowFilterName
+
+    with server.client() as client:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+        )
+
+
+def _wait_final(server: Server, flow: str, deployment: str, log: Path, n: int = 1, timeout_s: float = RUN_S):
+    """Wait until `n` runs of the deployment exist and all have finished; fail at once on a failed one."""
+
+    def finished():
+        runs = _deployment_runs(server, flow, deployment)
+        for run in runs:
+            if run.state and run.state.is_final() and not run.state.is_completed():
+                pytest.fail(f"{flow}/{deployment} run {run.name} ended {run.state.name}\n{_tail(log, 120)}")
+        started = [r for r in runs if r.state and not r.state.is_scheduled()]
+        if len(started) >= n and all(r.state.is_completed() for r in started):
+            return started
+        return None
+
+    return _until(f"{n} completed run(s) of {flow}/{deployment}", finished, timeout_s, log)
+
+
+@pytest.fixture
+def served(prefect_server: Server, tmp_path) -> Iterator[tuple[Server, Path, Path, dict]]:
+    """`rsr serve` on a fresh RSR_HOME, its deployments and automations registered; stopped afterwards."""
+    home = tmp_path / "rsr-home"
+    env = prefect_server.env("serve", RSR_HOME=str(home), PREFECT_RUNNER_POLL_FREQUENCY="1")
+    log = tmp_path / "serve.log"
+    # A cron that will not fire during the test (the schedule itself is checked on the deployment).
+    proc = _start([sys.executable, "-m", "rsr.cli", "serve", "--rescore-cron", "0 0 1 1 *"], env, log, tmp_path)
+    try:
+
+        def registered() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"rsr serve exited ({proc.returncode})\n{_tail(log)}")
+            with prefect_server.client() as client:
+                names = {a.name for a in client.read_automations()}
+            return {"rsr-teacher-added", "rsr-student-added", "rsr-rescore-completed"} <= names
+
+        _until("rsr serve to register its deployments", registered, SERVER_START_S, log)
+        yield prefect_server, home, log, prefect_server.env("client", RSR_HOME=str(tmp_path / "client-home"))
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.slow
+def test_serve_runs_flows_on_events(served, tmp_path):
+    from rsr.store import Store
+
+    server, home, log, client_env = served
+    teacher, problems = _demo(tmp_path)
+
+    with server.client() as client:
+        rescore = client.read_deployment_by_name("rescore-students/rescore-students")
+    assert [s.schedule.cron for s in rescore.schedules] == ["0 0 1 1 *"]
+    assert rescore.parameters["state"] == str(home.resolve())
+
+    # rsr.teacher.added -> curate-teacher: ingest, dedup, verify, score for the default student.
+    out = _rsr(
+        ["add-teacher", "careful-tutor", str(teacher), "--format", "messages", "--problems", str(problems), "--async"],
+        client_env,
+        tmp_path,
+    )
+    assert "emitted rsr.teacher.added" in out
+    (run,) = _wait_final(server, "curate-teacher", "curate-teacher", log)
+    assert run.parameters["teacher"] == "careful-tutor" and run.parameters["path"] == str(teacher.resolve())
+    with Store.open(home / "rsr.duckdb", read_only=True) as store:
+        _, rows = store.query(
+            """SELECT count(*), count(v.trajectory_id), count(s.trajectory_id) FROM trajectories t
+               LEFT JOIN verdicts v USING (trajectory_id) LEFT JOIN scores s USING (trajectory_id)
+               WHERE t.teacher = 'careful-tutor'"""
+        )
+        assert rows == [(N_PROBLEMS, N_PROBLEMS, N_PROBLEMS)]
+        (first,) = store.students()
+        _, runs = store.query("SELECT flow_name, status, prefect_flow_run_id FROM runs")
+        assert ("curate-teacher", "completed", str(run.id)) in runs
+
+    # rsr.student.added -> rescore-students for that student (another template: another student_id) -> publish.
+    out = _rsr(["add-student", "smollm2-135m", "--chat-template", "llama3", "--async"], client_env, tmp_path)
+    assert "emitted rsr.student.added" in out
+    (rescored,) = _wait_final(server, "rescore-students", "rescore-students", log)
+    assert rescored.parameters["students"][0]["chat_template"] == "llama3"
+    (published,) = _wait_final(server, "publish-dataset", "publish", log)
+    assert published.parameters["student"]["chat_template"] == "llama3"
+    with Store.open(home / "rsr.duckdb", read_only=True) as store:
+        (new,) = [s for s in store.students() if s.student_id != first.student_id]
+        assert new.info["chat_template"] == "llama3"
+        _, scored = store.query("SELECT count(*) FROM scores WHERE student_id = ?", [new.student_id])
+        assert scored == [(N_PROBLEMS,)]
+        _, pubs = store.query("SELECT student_id, name, n_rows FROM publications")
+        assert pubs == [(new.student_id, "sft", N_PROBLEMS)]
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
+    """`prefect deploy` of deployments/prefect.yaml, then one triggered run executed by a process worker."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from rsr.store import Store
+
+    server = prefect_server
+    home = tmp_path / "gpu-home"
+    teacher, problems = _demo(tmp_path)
+    with server.client() as client:
+        client.create_work_pool(WorkPoolCreate(name="gpu", type="process"))
+    env = server.env("deploy", RSR_HOME=str(home))
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with server.client() as client:
+        for name in ("curate-teacher/curate-teacher", "rescore-students/rescore-students", "publish-dataset/publish"):
+            d = client.read_deployment_by_name(name)
+            assert d.work_pool_name == "gpu" and d.job_variables == {"env": {"RSR_HOME": str(home)}}, name
+        names = {a.name for a in client.read_automations()}
+    assert {"rsr-teacher-added", "rsr-student-added", "rsr-rescore-completed"} <= names
+
+    out = _rsr(
+        ["add-teacher", "tutor", str(teacher), "--format", "messages", "--problems", str(problems), "--no-score"]
+        + ["--async"],
+        server.env("client"),
+        tmp_path,
+    )
+    assert "emitted rsr.teacher.added" in out
+    log = tmp_path / "worker.log"
+    _until(
+        "the triggered run in the gpu pool",
+        lambda: [r for r in _deployment_runs(server, "curate-teacher", "curate-teacher") if r.state.is_scheduled()],
+        60,
+    )
+    worker = _start(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", "--run-once"],
+        server.env("worker"),
+        log,
+        tmp_path,
+    )
+    try:
+        worker.wait(timeout=RUN_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not finish in {RUN_S}s\n{_tail(log)}")
+    finally:
+        _stop(worker)
+    (run,) = [
+        r for r in _deployment_runs(server, "curate-teacher", "curate-teacher") if r.parameters["teacher"] == "tutor"
+    ]
+    assert run.state.is_completed(), _tail(log)
+    with Store.open(home / "rsr.duckdb", read_only=True) as store:
+        _, rows = store.query(
+            """SELECT count(*), count(v.trajectory_id) FROM trajectories t LEFT JOIN verdicts v USING (trajectory_id)
+               WHERE t.teacher = 'tutor'"""
+        )
+    assert rows == [(N_PROBLEMS, N_PROBLEMS)]
