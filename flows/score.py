@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import flow
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -11,6 +16,30 @@ from rsr.metric import METRIC_VERSION, R_MAX
 from rsr.store import Store
 from tasks.score import register_student, score_shard
 
+# What a Ray worker needs from the flow's environment: where converted students live (RSR_MODELS, else
+# RSR_HOME/models), the Hugging Face cache and offline switches, quiet Prefect. Never the DuckDB path: workers
+# only compute. Ray workers on other hosts do not inherit the driver's environment, so it travels explicitly.
+FORWARDED_ENV = (
+    "RSR_HOME",
+    "RSR_MODELS",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "DO_NOT_TRACK",
+    "PREFECT_LOGGING_LEVEL",
+)
+
+
+def resolve_ray(ray: RaySpec | None) -> RaySpec | None:
+    """The config's Ray settings, with RSR_RAY_ADDRESS (what `rsr ... --ray-address` sets, or a deployment's env)
+    taking precedence over its address: ray://HEAD:10001, auto (a cluster on this host) or local (a fresh
+    instance). Given only an address, each scoring task asks for one GPU."""
+    address = os.environ.get("RSR_RAY_ADDRESS")
+    if not address:
+        return ray
+    return (ray or RaySpec(num_gpus_per_task=1)).model_copy(update={"address": address})
+
 
 def _task_runner(ray: RaySpec | None):
     if ray is None:
@@ -18,8 +47,71 @@ def _task_runner(ray: RaySpec | None):
         return ThreadPoolTaskRunner(max_workers=1)
     from prefect_ray import RayTaskRunner
 
-    init = {"num_cpus": 2} if ray.address is None else {}
-    return RayTaskRunner(address=ray.address, init_kwargs=init)
+    return RayTaskRunner(address=ray.address, init_kwargs=ray_init_kwargs(ray))
+
+
+def ray_init_kwargs(ray: RaySpec) -> dict:
+    """ray.init arguments (used when this process starts or joins Ray; ignored where Ray is already up)."""
+    if ray.address is None:
+        # A temporary local Ray instance for this flow run (a laptop, a test): one model per CPU, at most 8.
+        # "local": never join a cluster that `ray start` left running on this host (use "auto" for that).
+        return {"address": "local", "num_cpus": min(os.cpu_count() or 1, 8), "include_dashboard": False}
+    # A cluster's workers may run another checkout (or none): ship ours, so they run this code. Local paths are
+    # only allowed in the job's runtime_env, hence here and not per task. Dependencies (torch, transformers,
+    # prefect, the embedded student's wheel) must be installed on the cluster's hosts.
+    import rsr.config
+    import tasks.score
+
+    # From a module's file, not the package's: an editable install can make `tasks` a namespace package.
+    modules = [str(Path(m.__file__).parent) for m in (rsr.config, tasks.score)]
+    return {"runtime_env": {"py_modules": modules, "excludes": ["__pycache__", "*.pyc"]}}
+
+
+def _prefect_api_url() -> str | None:
+    """The API this flow run talks to. A worker must report its task runs there: without PREFECT_API_URL a
+    Ray worker would start an ephemeral Prefect server of its own."""
+    ctx = FlowRunContext.get()
+    url = str(ctx.client.api_url) if ctx and ctx.client else os.environ.get("PREFECT_API_URL")
+    return url.rstrip("/") if url else None
+
+
+def ray_remote_options(ray: RaySpec, api_url: str | None = None) -> dict:
+    """Ray options for one scoring task: its GPU/CPU share, a long-lived worker, and the env it needs."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return {
+        "num_gpus": ray.num_gpus_per_task,
+        "num_cpus": ray.num_cpus_per_task,
+        # Ray ends a GPU task's worker after each call by default (max_calls=1): the model would be loaded
+        # again for every shard. 0 = unlimited, so the lru_cache in tasks.score keeps one model per worker.
+        "max_calls": 0,
+        # Merged with the job's runtime_env (its py_modules stay).
+        "runtime_env": {"env_vars": env},
+    }
+
+
+def _check_cluster(ray: RaySpec, api_url: str | None) -> None:
+    """Warn about what would otherwise fail late or wait forever."""
+    import ray as ray_api
+
+    logger = get_run_logger()
+    host = urlparse(api_url or "").hostname
+    if ray.address not in (None, "auto", "local") and host in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(
+            "Ray workers on other hosts cannot reach this flow's Prefect API at %s: run `prefect server start "
+            "--host 0.0.0.0` on the head and set PREFECT_API_URL=http://HEAD:4200/api (docs/scaling.md)",
+            api_url,
+        )
+    gpus = ray_api.cluster_resources().get("GPU", 0)
+    if ray.num_gpus_per_task > gpus:
+        # Not an error: an autoscaling cluster adds GPU nodes when the tasks ask for them.
+        logger.warning(
+            "each scoring task asks Ray for %s GPU but the cluster has %s now: tasks wait until GPU nodes join "
+            "(set ray.num_gpus_per_task: 0 in the pipeline YAML to score on CPUs)",
+            ray.num_gpus_per_task,
+            gpus,
+        )
 
 
 @flow(name="score-student")
@@ -42,14 +134,17 @@ def score_student(
     items = [(t.trajectory_id, [m.model_dump() for m in t.messages]) for t in trajectories]
     shards = [items[i : i + scoring.shard_size] for i in range(0, len(items), scoring.shard_size)]
     task = score_shard.with_options(retries=scoring.retries)
+    args = [(student, student_id, s, scoring.batch_tokens, scoring.max_tokens) for s in shards]
     if ray is not None:
         # Each scoring task asks Ray for its GPU share, so GPU nodes take the scoring and nothing else.
         from prefect_ray.context import remote_options
 
-        with remote_options(num_gpus=ray.num_gpus_per_task, num_cpus=ray.num_cpus_per_task):
-            futures = [task.submit(student, student_id, s, scoring.batch_tokens, scoring.max_tokens) for s in shards]
+        api_url = _prefect_api_url()
+        _check_cluster(ray, api_url)
+        with remote_options(**ray_remote_options(ray, api_url)):
+            futures = [task.submit(*a) for a in args]
     else:
-        futures = [task.submit(student, student_id, s, scoring.batch_tokens, scoring.max_tokens) for s in shards]
+        futures = [task.submit(*a) for a in args]
     stored = errors = 0
     for future in as_completed(futures):
         scores = future.result()
@@ -60,4 +155,5 @@ def score_student(
 
 
 def run_score_student(state: StateDir, run_id: str, student: StudentSpec, scoring, ray, teacher=None) -> dict:
+    ray = resolve_ray(ray)
     return score_student.with_options(task_runner=_task_runner(ray))(state, run_id, student, scoring, ray, teacher)

@@ -74,8 +74,8 @@ RayAddressOpt = Annotated[
     str | None,
     typer.Option(
         "--ray-address",
-        help="score on a Ray cluster (ray://HEAD:10001 or auto), one GPU per task unless the YAML's `ray:` says "
-        "otherwise; overrides the YAML's ray.address (docs/scaling.md)",
+        help="score on Ray: ray://HEAD:10001, auto (a cluster on this host) or local (a fresh instance); one GPU "
+        "per task unless the YAML's `ray:` says otherwise; overrides the YAML's ray.address (docs/scaling.md)",
     ),
 ]
 
