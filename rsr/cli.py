@@ -101,7 +101,9 @@ def _state(state: str | None):
 def _quiet_libraries() -> None:
     """Our own progress and report are what a user reads; libraries' per-step bars and INFO lines are noise."""
     import logging
+    import os
 
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures its logger
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import datasets
     import transformers
