@@ -38,6 +38,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -415,9 +416,13 @@ def _wal(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
 
 
-def _copy_stable(db: Path, dest: Path, attempts: int = 6) -> None:
-    """Copy db (+ .wal) into dest; retry until neither changed while copying (a writer may be mid-write)."""
-    for attempt in range(attempts):
+def _copy_stable(db: Path, dest: Path, budget_s: float = 20.0) -> None:
+    """Copy db (+ .wal) into dest; retry until neither changed while copying (a writer may be mid-write).
+
+    A flow commits once per shard, so quiet windows are frequent; the time budget covers a loaded machine."""
+    deadline = time.monotonic() + budget_s
+    attempt = 0
+    while True:
         before = (_signature(db), _signature(_wal(db)))
         for name in (db.name, _wal(db).name):
             (dest / name).unlink(missing_ok=True)
@@ -429,7 +434,10 @@ def _copy_stable(db: Path, dest: Path, attempts: int = 6) -> None:
             pass  # the WAL was checkpointed away mid-copy: the signatures differ, so we copy again
         if (_signature(db), _signature(_wal(db))) == before:
             return
-        time.sleep(0.05 * 2**attempt)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(1.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.0))  # jitter: don't beat in step with it
+        attempt += 1
     raise SqlError(f"{db}: the database kept changing while a snapshot was copied; try again in a moment")
 
 

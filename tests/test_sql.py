@@ -268,6 +268,7 @@ HOLDER = textwrap.dedent(
                 if i % 25 == 0:
                     store._con.execute("CHECKPOINT")
                 i += 1
+                time.sleep(0.01)  # far more often than a flow commits (once per shard), yet not a busy loop
         else:
             time.sleep(hold_s)
     """
