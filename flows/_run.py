@@ -19,8 +19,10 @@ def state_dir(state: str | None) -> StateDir:
 @contextmanager
 def recorded_run(state: StateDir, flow_name: str, params: dict) -> Iterator[str]:
     """Hold the state folder's writer lock and record the run (status failed if the body raises)."""
-    with writer_lock(state.root, f"flow {flow_name}"):
+    with writer_lock(state.root, f"flow {flow_name}") as outermost:
         with Store.open(state.duckdb) as store:
+            if outermost:  # nobody else can be writing now: a run still "running" was killed mid-way
+                store.mark_interrupted_runs()
             run_id = store.start_run(flow_name, params, prefect_flow_run_id=flow_run.get_id())
         status = "failed"
         try:

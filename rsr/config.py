@@ -151,8 +151,20 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: the config must be a YAML mapping")
-        config = cls.model_validate(raw)
-        return config.resolved(path.parent)
+        config = cls.model_validate(raw).resolved(path.parent)
+        config.check_inputs(path)
+        return config
+
+    def check_inputs(self, config_path: Path) -> None:
+        """Fail before any work with an error naming the config and the teacher, not deep inside a flow."""
+        where = f"relative paths are taken from the config's folder {config_path.parent.resolve()}"
+        for t in self.teachers:
+            if t.format == "hf" and not Path(t.path).is_absolute():
+                continue  # not a local folder (resolved() keeps those absolute): a hub dataset id
+            if not Path(t.path).exists():
+                raise FileNotFoundError(f"{config_path}: teacher {t.name!r}: input {t.path} does not exist ({where})")
+        if self.problems is not None and not Path(self.problems).is_file():
+            raise FileNotFoundError(f"{config_path}: problems file {self.problems} does not exist ({where})")
 
     def resolved(self, base: Path) -> PipelineConfig:
         """Relative paths are taken from the config's folder, so a config works from any working directory."""

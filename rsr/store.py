@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -342,6 +344,33 @@ _PROBLEM_SCHEMA = pa.schema(
 _IDS_SCHEMA = pa.schema([("pos", pa.int64()), ("id", pa.string())])
 
 
+def _is_lock_conflict(err: duckdb.Error) -> bool:
+    return "Could not set lock" in str(err) or "Conflicting lock" in str(err)
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, waiting while another process holds the file (DuckDB's own lock, not ours).
+
+    A reader (a notebook, `rsr status`) holding the file for a moment must not crash a days-long flow whose next
+    task opens it read-write, nor the other way round: retry with backoff for $RSR_DB_WAIT_S (default 60) s."""
+    wait_s = float(os.environ.get("RSR_DB_WAIT_S", "") or 60.0)
+    deadline = time.monotonic() + wait_s
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as err:
+            if not _is_lock_conflict(err) or time.monotonic() >= deadline:
+                if _is_lock_conflict(err):
+                    raise duckdb.IOException(
+                        f"{err}\n(waited {wait_s:g}s for the other process to close {path}; "
+                        "set RSR_DB_WAIT_S to wait longer)"
+                    ) from None
+                raise
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.5)
+
+
 def _columns(schema: pa.Schema) -> str:
     # Quoted: `at` is a SQL keyword.
     return ", ".join(f'"{name}"' for name in schema.names)
@@ -364,12 +393,12 @@ class Store:
         if read_only:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: no database yet; run a flow (or open it read-write) to create it")
-            con = duckdb.connect(str(path), read_only=True)
+            con = _connect(path, read_only=True)
             store = cls(con, path, read_only=True)
             store._check_version()
             return store
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(duckdb.connect(str(path)), path, read_only=False)
+        store = cls(_connect(path, read_only=False), path, read_only=False)
         try:
             store._migrate()
         except BaseException:
@@ -468,6 +497,17 @@ class Store:
                 [status, _now(), mlflow_run_id, run_id],
             )
 
+    def mark_interrupted_runs(self) -> int:
+        """Runs left "running" by a process that died (SIGKILL, OOM, power loss) become "interrupted".
+
+        Call only while holding the state folder's writer lock as its outermost holder: then no other flow can
+        be running, so every "running" row is stale. Returns how many rows were marked."""
+        with self._tx():
+            return self._insert_count(
+                "WITH m AS (UPDATE runs SET status = 'interrupted' WHERE status = 'running' RETURNING 1) "
+                "SELECT count(*) FROM m"
+            )
+
     def set_run_mlflow(self, run_id: str, mlflow_run_id: str) -> None:
         with self._tx():
             self._con.execute("UPDATE runs SET mlflow_run_id = ? WHERE run_id = ?", [mlflow_run_id, run_id])
@@ -556,13 +596,22 @@ class Store:
             )
 
     def set_duplicates(self, duplicates: Sequence[Duplicate], run_id: str | None) -> None:
-        """Mark duplicates (upsert by trajectory_id: the latest dedup run's view wins)."""
+        """Mark duplicates (upsert by trajectory_id: the latest dedup run's view wins).
+
+        A row whose finding is unchanged is left alone (run_id included), so a re-run changes nothing."""
         rows = {d.trajectory_id: {**d.model_dump(), "run_id": run_id} for d in duplicates}
         if not rows:
             return
         table = pa.Table.from_pylist(list(rows.values()), schema=_DUP_SCHEMA)
         with self._batch(table) as batch, self._tx():
-            self._con.execute(f"INSERT OR REPLACE INTO duplicates SELECT {_columns(_DUP_SCHEMA)} FROM {batch}")
+            self._con.execute(
+                f"""INSERT INTO duplicates SELECT {_columns(_DUP_SCHEMA)} FROM {batch}
+                ON CONFLICT (trajectory_id) DO UPDATE SET dup_of = excluded.dup_of,
+                    similarity = excluded.similarity, kind = excluded.kind, run_id = excluded.run_id
+                WHERE duplicates.dup_of IS DISTINCT FROM excluded.dup_of
+                   OR duplicates.similarity IS DISTINCT FROM excluded.similarity
+                   OR duplicates.kind IS DISTINCT FROM excluded.kind"""
+            )
 
     def set_verdicts(self, verdicts: Sequence[Verdict], run_id: str | None) -> None:
         """Store verdicts; the latest write per trajectory wins (e.g. re-verification once gold arrives)."""

@@ -342,9 +342,16 @@ class Student:
         return text, spans
 
     def _apply(self, msgs: list[dict], add_generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(
-            msgs, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        from jinja2 import TemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(
+                msgs, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except TemplateError as err:
+            # e.g. a template that raise_exception()s on a system turn: this record's error, not the run's crash
+            roles = ", ".join(m["role"] for m in msgs[:8]) + (", ..." if len(msgs) > 8 else "")
+            raise RecordError(f"the chat template refused this conversation (roles: {roles}): {err}") from None
 
     def prepare(self, messages: Sequence[Mapping | object], max_tokens: int | None = None, index: int = 0) -> Prepared:
         text, spans = self.render(messages)

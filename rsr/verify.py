@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # imported lazily at run time: the worker runs this file alon
 RULES = ("declared", "boxed", "the_answer_is", "final_answer", "answer", "a", "hashes")
 _WORKER_NAME = "__rsr_verify_worker__"  # the module name a worker process runs this file under
 _MAX_ANSWER_CHARS = 1000  # an "answer" longer than this is prose, not a final answer
+_SPAN_SEARCH_CHARS = 2 * _MAX_ANSWER_CHARS + 100  # how far into an answer line a $...$ / \\(...\\) span is sought
 
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOX_BARE = re.compile(r"\\boxed +([^\s$]+)")  # \boxed 5 (no braces)
@@ -79,7 +80,9 @@ def _clean(answer: str) -> str | None:
     s = answer.replace("**", "").strip().lstrip(":：").strip()
     if "\\boxed" in s or "\\fbox" in s:
         s = last_boxed(s) or s
-    m = _MATH_SPAN.search(s)
+    # a usable span starts near the front: bounding where the lazy scans run keeps hostile text (thousands of
+    # unclosed "\\(") linear instead of quadratic; a longer span could not give an answer of allowed length anyway
+    m = _MATH_SPAN.search(s, 0, _SPAN_SEARCH_CHARS)
     if m and (m.start() < 3 or not re.search(r"[A-Za-z0-9]", s[: m.start()])):
         s = next(g for g in m.groups() if g is not None)  # "$5$ dollars." -> "5"; text before it -> keep all
     s = s.strip().rstrip(".,;。").strip()

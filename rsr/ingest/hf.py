@@ -10,7 +10,7 @@ from rsr.ingest import messages as messages_adapter
 from rsr.ingest import table as table_adapter
 from rsr.ingest._common import IngestResult, collect
 from rsr.ingest._io import RawRecord
-from rsr.records import Trajectory
+from rsr.records import Rejected, Trajectory
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -21,11 +21,19 @@ def is_saved_dataset(path: Path) -> bool:
     return any((path / m).is_file() for m in markers)
 
 
+class _Unreadable(Exception):
+    """A saved-dataset folder whose metadata or Arrow files cannot be read (one quarantined entry, like Parquet)."""
+
+
 def _splits(source: str | Path) -> list[tuple[str | None, Any]]:
     import datasets
+    import pyarrow as pa
 
     if isinstance(source, Path):
-        loaded = datasets.load_from_disk(str(source))
+        try:
+            loaded = datasets.load_from_disk(str(source))
+        except (ValueError, KeyError, TypeError, pa.ArrowException) as e:  # broken JSON metadata, bad Arrow
+            raise _Unreadable(f"unreadable saved HF dataset: {type(e).__name__}: {e}") from e
     else:
         try:
             loaded = datasets.load_dataset(source)
@@ -37,8 +45,15 @@ def _splits(source: str | Path) -> list[tuple[str | None, Any]]:
 
 
 def _rows(dataset: Any) -> Iterator[RawRecord]:
-    for index, row in enumerate(dataset):
-        yield RawRecord(index, value=row)
+    import pyarrow as pa
+
+    index = 0
+    try:
+        for row in dataset:
+            yield RawRecord(index, value=row)
+            index += 1
+    except (pa.ArrowException, OSError, ValueError) as e:  # a corrupt Arrow file: the rest of the split is lost
+        yield RawRecord(index, error=f"unreadable dataset data from row {index} on: {type(e).__name__}: {e}")
 
 
 def ingest_hf(
@@ -47,7 +62,12 @@ def ingest_hf(
     """Every split is ingested; rows of split S are reported as source_file "<path>[S]", line = row index."""
     result = IngestResult()
     fields = table_adapter.parse_mapping(mapping) if mapping is not None else None
-    for split, dataset in _splits(source):
+    try:
+        splits = _splits(source)
+    except _Unreadable as e:
+        result.rejected.append(Rejected(source_file=str(source), source_line=0, reason=str(e)[:1000], raw=""))
+        return result
+    for split, dataset in splits:
         name = f"{source}[{split}]" if split else str(source)
         if "messages" in dataset.column_names and fields is None:
 

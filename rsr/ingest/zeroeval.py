@@ -52,8 +52,10 @@ _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|[\\\"/]|[ntr][A-Za-z]*|.)", re.DOTALL)
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _ANSWER_QUOTED = re.compile(r'"?answer"\s*:\s*"((?:[^"\\]|\\.)*)"', re.DOTALL)  # also a lost opening quote
 _ANSWER_BARE = re.compile(r'"?answer"\s*:\s*(-?[\w.+/^-]+)')
-# the closing quote and comma after the reasoning are optional: some teachers forget them before "answer"
-_REASONING = re.compile(r'"reasoning"\s*:\s*"(.*?)(?:"\s*,?)?\s*"answer"\s*:', re.DOTALL)
+# the reasoning runs from its key to the next "answer" key; the closing quote and comma after it are optional:
+# some teachers forget them before "answer" (see _reasoning_fragment)
+_REASONING_KEY = re.compile(r'"reasoning"\s*:\s*"')
+_ANSWER_KEY = re.compile(r'"answer"\s*:')
 
 
 def _fix_escape(m: re.Match[str]) -> str:
@@ -77,6 +79,23 @@ def _decode_fragment(fragment: str) -> str:
         return lenient_json_loads('"' + fragment + '"')
     except (ValueError, RecursionError):
         return fragment
+
+
+def _reasoning_fragment(text: str) -> str | None:
+    """The raw reasoning string: from the first `"reasoning": "` to the next `"answer":`, less the `"` / `",`
+    (and spaces) before it; None without both keys. The same as the regex
+    `"reasoning"\\s*:\\s*"(.*?)(?:"\\s*,?)?\\s*"answer"\\s*:` but in linear time: that regex's lazy scan is
+    quadratic on hostile text (a key repeated with no "answer" after it, or long runs of spaces: minutes for
+    a few hundred kB, with no time limit at ingest)."""
+    key = _REASONING_KEY.search(text)
+    end = _ANSWER_KEY.search(text, key.end()) if key else None
+    if end is None:
+        return None
+    fragment = text[key.end() : end.start()].rstrip()
+    if fragment.endswith(","):
+        before = fragment[:-1].rstrip()
+        return before[:-1] if before.endswith('"') else fragment
+    return fragment[:-1] if fragment.endswith('"') else fragment
 
 
 @dataclass(frozen=True)
@@ -119,8 +138,8 @@ def parse_teacher_json(text: str) -> TeacherOutput:
         answer = _decode_fragment(m.group(1)).strip() or None
     elif m := _ANSWER_BARE.search(text):
         answer = m.group(1).strip() or None
-    if answer is not None and (r := _REASONING.search(text)):
-        return TeacherOutput(_decode_fragment(r.group(1)).strip(), answer, "regex")
+    if answer is not None and (reasoning := _reasoning_fragment(text)) is not None:
+        return TeacherOutput(_decode_fragment(reasoning).strip(), answer, "regex")
     return TeacherOutput(None, answer, "regex" if answer else "raw")
 
 

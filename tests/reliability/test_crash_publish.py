@@ -1,0 +1,98 @@
+"""SIGKILL `rsr publish` at each step between writing the dataset and registering it, then publish again.
+
+After every kill: no `publications` row points at an incomplete folder (each registered dataset loads, and its
+Arrow, Parquet and JSONL hold the registered rows with the registered content digest); the dataset's final folder
+is either complete or absent (temporary folders are dot-named and never registered). The re-run then publishes
+the same dataset (same id) correctly, registered once, with the killed attempt's leftovers cleaned up.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ._util import CHILD, child_env, finish, spawn
+
+NAME = "crash-sft"
+POINTS = ["mid-write", "before-register", "after-register"]
+
+
+def _publications(db: Path) -> list[dict]:
+    from rsr.store import Store
+
+    with Store.open(db) as store:  # read-write: replays the killed writer's WAL, as the next flow would
+        cols, rows = store.query("SELECT * FROM publications ORDER BY name")
+        pubs = [dict(zip(cols, r, strict=True)) for r in rows]
+        for pub in pubs:
+            pub["n_items"] = store.query(
+                "SELECT count(*) FROM publication_items WHERE dataset_id = ?", [pub["dataset_id"]]
+            )[1][0][0]
+    return pubs
+
+
+def assert_complete(folder: Path, n_rows: int | None = None, digest: str | None = None) -> None:
+    """The dataset folder holds every file, and all three copies of the rows agree."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from rsr.publish import content_digest
+
+    for name in ("dataset_info.json", "state.json", "data.parquet", "data.jsonl", "README.md"):
+        assert (folder / name).is_file(), f"{folder} lacks {name}"
+    ds = datasets.load_from_disk(str(folder))
+    rows = [json.loads(line) for line in (folder / "data.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(ds) == pq.read_metadata(folder / "data.parquet").num_rows == len(rows) > 0
+    if n_rows is not None:
+        assert len(rows) == n_rows
+    if digest is not None:
+        assert content_digest(rows) == digest
+
+
+def _check_state(state: Path) -> list[dict]:
+    pubs = _publications(state / "rsr.duckdb")
+    for pub in pubs:  # nothing registered points at a half-written folder
+        assert pub["n_items"] == pub["n_rows"]
+        assert_complete(Path(pub["path"]), pub["n_rows"], pub["content_digest"])
+    for final in (state / "datasets" / NAME).glob("[!.]*"):  # visible final folders: complete or absent
+        assert_complete(final)
+    return pubs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_mid_publish_leaves_no_half_dataset_and_rerun_publishes(point, scored_state, prefect_api_url, tmp_path):
+    from flows.publish import publish_dataset
+    from rsr.config import PipelineConfig
+
+    state, config_path = scored_state
+    config = PipelineConfig.load(config_path)
+    before = {p["dataset_id"] for p in _check_state(state)}
+
+    proc = spawn(
+        [sys.executable, str(CHILD), "--kill-at", point, "--", "publish", "--name", NAME, "--state", str(state)],
+        child_env(prefect_api_url),
+        tmp_path / "publish.log",
+    )
+    rc, log = finish(proc, timeout=300)
+    assert rc == -9, f"the publish child was not killed at {point} (rc {rc}):\n{log[-3000:]}"
+
+    after_kill = _check_state(state)
+    registered = {p["dataset_id"] for p in after_kill} - before
+    assert len(registered) == (1 if point == "after-register" else 0)
+    leftovers = sorted(p.name for p in (state / "datasets" / NAME).iterdir())
+    finals = [n for n in leftovers if not n.startswith(".")]
+    if point == "mid-write":
+        assert finals == [] and any(".tmp-" in n for n in leftovers)  # only a dot-named temporary folder
+    else:
+        assert len(finals) == 1  # renamed into place whole: complete (checked above)
+
+    result = publish_dataset(config.students[0], config.policy, NAME, state=str(state))
+    pubs = [p for p in _check_state(state) if p["name"] == NAME]
+    assert [p["dataset_id"] for p in pubs] == [result["dataset_id"]]
+    assert Path(pubs[0]["path"]) == Path(result["path"]) == state / "datasets" / NAME / result["dataset_id"]
+    assert sorted(p.name for p in (state / "datasets" / NAME).iterdir()) == [result["dataset_id"]]  # no leftovers
+    if point != "mid-write":
+        assert finals == [result["dataset_id"]]  # the killed attempt was publishing this very dataset

@@ -1,0 +1,78 @@
+"""Re-running any flow with the same inputs changes nothing: every content table keeps its rows, byte for byte.
+
+The `runs` table is excluded on purpose: each flow run adds its own row (that is its job); the test checks those
+rows separately. The published dataset folders are compared file by file as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ._util import CONTENT_TABLES, diff, snapshot
+
+
+def _files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _runs(db: Path) -> list[tuple]:
+    from rsr.store import Store
+
+    with Store.open(db, read_only=True) as store:
+        return store.query("SELECT flow_name, status FROM runs ORDER BY started_at")[1]
+
+
+@pytest.mark.slow
+def test_every_flow_rerun_with_the_same_inputs_changes_nothing(scored_state):
+    from flows.curate import curate_teacher
+    from flows.pipeline import pipeline
+    from flows.publish import publish_dataset
+    from flows.rescore import rescore_students
+    from rsr.config import PipelineConfig
+
+    state, config_path = scored_state
+    config = PipelineConfig.load(config_path)
+    db = state / "rsr.duckdb"
+    before = snapshot(db)
+    for table in CONTENT_TABLES:  # every table holds something, so "unchanged" means something
+        assert before[table], f"the template state has no {table} rows"
+    datasets_before = _files(state / "datasets")
+    runs_before = len(_runs(db))
+
+    reruns = {
+        "curate_teacher": lambda: [
+            curate_teacher(
+                t.name,
+                t.path,
+                format=t.format,
+                mapping=t.mapping,
+                problems=config.problems,
+                dedup_threshold=config.dedup_threshold,
+                verify_timeout_s=config.verify_timeout_s,
+                state=str(state),
+            )
+            for t in config.teachers
+        ],
+        "rescore_students": lambda: rescore_students(state=str(state)),
+        "publish_dataset": lambda: publish_dataset(config.students[0], config.policy, config.output, state=str(state)),
+        "pipeline": lambda: pipeline(str(config_path), state=str(state)),
+    }
+    changed = {}
+    for name, rerun in reruns.items():
+        result = rerun()
+        if name == "curate_teacher":
+            assert all(r["new"] == 0 and r["quarantined_new"] == 0 for r in result)
+            assert all(s["scored"] == 0 for r in result for s in r["scores"])
+        if name == "rescore_students":
+            assert all(s["scored"] == 0 for s in result)
+        changed.update({f"{name}: {t}": d for t, d in diff(before, snapshot(db)).items()})
+    assert changed == {}, changed
+    assert _files(state / "datasets") == datasets_before
+
+    runs = _runs(db)
+    # 3 curate + 1 rescore (+1 score-student subflow run inside each is not a recorded run) + 1 publish
+    # + pipeline (itself, 3 curate subflows, 1 publish subflow)
+    assert len(runs) == runs_before + 3 + 1 + 1 + 5
+    assert all(status == "completed" for _, status in runs)

@@ -1,0 +1,96 @@
+"""Adversarial answers cannot hang a run.
+
+- math-verify runs in worker processes with a per-check time limit: huge exponents, towers, factorials, products
+  and deeply nested LaTeX end as verdict "error" ("timed out after Xs") or a plain verdict, and the batch's wall
+  time is bounded by the limit, not by the expressions;
+- the text work done outside those workers (answer extraction at verify time, reading a teacher's JSON at ingest
+  time) has no time limit, so it must stay linear on hostile text. Two regexes were quadratic (300 kB took 11 s
+  and 205 s, 1 MB hours); these cases pin them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rsr.ingest.zeroeval import parse_teacher_json
+from rsr.records import Message, Trajectory
+from rsr.verify import VerifierPool, extract_answer, verify_many
+
+SIZE = 300_000
+HOSTILE_TEXT = {
+    "unclosed \\( on the answer line": "The answer is " + "\\(" * (SIZE // 2),
+    "unclosed \\[ on the answer line": "Final answer: " + "\\[" * (SIZE // 2),
+    "unclosed $ spans": "The answer is " + "$x" * (SIZE // 2),
+    "unclosed \\boxed{": "\\boxed{" * (SIZE // 7),
+    "nested \\boxed{": "\\boxed{" * (SIZE // 16) + "1" + "}" * (SIZE // 16),
+    "reasoning keys, no answer after": '"answer": "5"' + '"reasoning": "x' * (SIZE // 16),
+    "reasoning key, then spaces": '"answer": "5", "reasoning": "' + " " * SIZE,
+    "answer keys": '"answer": "' * (SIZE // 11),
+    "code fences": "```json\n{" * (SIZE // 9),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_TEXT))
+def test_hostile_text_is_read_in_linear_time(name):
+    text = HOSTILE_TEXT[name]
+    started = time.perf_counter()
+    extract_answer(text)
+    parse_teacher_json(text)
+    extract_answer(text, declared=text[:5000])
+    elapsed = time.perf_counter() - started
+    assert elapsed < 3.0, f"{name}: {elapsed:.1f}s for {len(text)} characters"
+
+
+ADVERSARIAL = {
+    "tower of 9s": "9^{9^{9^{9^{9}}}}",
+    "tower of 2s": "2^{2^{2^{2^{2^{2^{2^{2}}}}}}}",
+    "factorial of a huge number": "(10^{10^{10}})!",
+    "huge cancelling powers": "10^{10^{10^{10}}} - 10^{10^{10^{10}}} + 5",
+    "long product": "\\prod_{k=1}^{10^{9}} (1 + \\frac{1}{k^2})",
+    "huge sum": "\\sum_{k=1}^{10^{12}} k",
+    "nested fractions": "\\frac{" * 90 + "1" + "}{2}" * 90,
+    "nested roots": "\\sqrt{" * 120 + "2" + "}" * 120,
+    "nested parentheses": "(" * 450 + "5" + ")" * 450,
+    "nested exponents": "2^{" * 150 + "2" + "}" * 150,
+}
+GOOD = [("5", "5", "correct"), ("\\frac{10}{2}", "5", "correct"), ("2+3", "5", "correct"), ("7", "5", "incorrect")]
+
+
+def _trajectory(problem: str, answer: str, gold: str) -> Trajectory:
+    return Trajectory.build(
+        teacher="t",
+        problem=problem,
+        messages=[
+            Message(role="user", content=problem),
+            Message(role="assistant", content=f"So the answer is $\\boxed{{{answer}}}$."),
+        ],
+        gold_answer=gold,
+        source_file="adversarial.jsonl",
+        source_line=0,
+    )
+
+
+@pytest.mark.slow
+def test_adversarial_answers_are_cut_off_by_the_time_limit():
+    timeout_s, workers = 2.0, 2
+    trajectories = [_trajectory(f"adversarial {name}", a, "5") for name, a in ADVERSARIAL.items()]
+    trajectories += [_trajectory(f"good {i}", a, g) for i, (a, g, _) in enumerate(GOOD)]
+    with VerifierPool(workers=workers) as pool:
+        pool.check_many([("1", "1")], timeout_s=60)  # start the workers: their start-up is not a check's time
+        started = time.perf_counter()
+        verdicts = verify_many(trajectories, timeout_s=timeout_s, pool=pool)
+        elapsed = time.perf_counter() - started
+    by_problem = {t.problem: v for t, v in zip(trajectories, verdicts, strict=True)}
+    for i, (_, _, expected) in enumerate(GOOD):
+        assert by_problem[f"good {i}"].verdict == expected
+    adversarial = [by_problem[f"adversarial {name}"] for name in ADVERSARIAL]
+    assert all(v.verdict in ("error", "incorrect", "correct") for v in adversarial)
+    timed_out = [v for v in adversarial if v.verdict == "error" and "timed out" in (v.detail or "")]
+    assert len(timed_out) >= 3  # the towers and the factorial really would run for ever
+    # each check is cut at the limit (a killed worker is replaced: ~1 s to restart on a small box)
+    bound = len(ADVERSARIAL) * (timeout_s + 3.0) / workers + 10.0
+    assert elapsed < bound, f"{elapsed:.1f}s for {len(trajectories)} answers (bound {bound:.0f}s)"
+    print(f"\nverification: {len(ADVERSARIAL)} adversarial + {len(GOOD)} good answers in {elapsed:.1f}s, "
+          f"{len(timed_out)} cut at {timeout_s:g}s")  # fmt: skip
