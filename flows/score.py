@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -135,23 +136,30 @@ def score_student(
     shards = [items[i : i + scoring.shard_size] for i in range(0, len(items), scoring.shard_size)]
     task = score_shard.with_options(retries=scoring.retries)
     args = [(student, student_id, s, scoring.batch_tokens, scoring.max_tokens) for s in shards]
-    if ray is not None:
-        # Each scoring task asks Ray for its GPU share, so GPU nodes take the scoring and nothing else.
-        from prefect_ray.context import remote_options
-
-        api_url = _prefect_api_url()
-        _check_cluster(ray, api_url)
-        with remote_options(**ray_remote_options(ray, api_url)):
-            futures = [task.submit(*a) for a in args]
-    else:
-        futures = [task.submit(*a) for a in args]
     stored = errors = 0
-    for future in as_completed(futures):
-        scores = future.result()
+    for scores in _finished_shards(task, args, ray):
         with Store.open(state.duckdb) as store:  # the flow is the only writer; workers never open DuckDB
             stored += store.add_scores(scores, run_id)
         errors += sum(1 for s in scores if s.error)
     return {"student_id": student_id, "ref": student.ref, "scored": stored, "errors": errors, "shards": len(shards)}
+
+
+def _finished_shards(task, args: list[tuple], ray: RaySpec | None) -> Iterator[list]:
+    """Score lists as shards finish. In-process, one shard at a time, stored before the next starts: a crash
+    costs at most one shard. On Ray, every shard is submitted at once (one per free GPU runs)."""
+    if ray is None:
+        for a in args:
+            yield task.submit(*a).result()
+        return
+    # Each scoring task asks Ray for its GPU share, so GPU nodes take the scoring and nothing else.
+    from prefect_ray.context import remote_options
+
+    api_url = _prefect_api_url()
+    _check_cluster(ray, api_url)
+    with remote_options(**ray_remote_options(ray, api_url)):
+        futures = [task.submit(*a) for a in args]
+    for future in as_completed(futures):
+        yield future.result()
 
 
 def run_score_student(state: StateDir, run_id: str, student: StudentSpec, scoring, ray, teacher=None) -> dict:

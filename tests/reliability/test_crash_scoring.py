@@ -90,6 +90,8 @@ def test_sigkill_mid_scoring_then_rerun_scores_each_trajectory_exactly_once(
         assert added % SHARD == 0, f"a partial shard was stored: {added} rows"
         # finished-but-unstored work is at most the shard whose write was in progress
         assert done - added <= SHARD
+        # shards run one at a time and are stored before the next starts: a kill re-scores at most one shard
+        assert began - added <= SHARD
         figures.append(
             {
                 "kill": k,
