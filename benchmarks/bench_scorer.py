@@ -449,7 +449,7 @@ def report(args: argparse.Namespace, device: str, tp: dict, mem: list[dict], met
     L.append(
         f"{meta['hardware']}; torch {meta['torch']}, transformers {meta['transformers']}; {args.threads} torch "
         f"thread(s); throughput student `{args.student}`; wall time {wall / 60:.1f} min; 1-min load average "
-        f"{meta['load_start']:.1f} at start, {loadavg():.1f} at end (shared machine).\n"
+        f"{meta['load_start']:.1f} at start, {_fmt(meta.get('load_end'), '.1f')} at end (shared machine).\n"
     )
     L.append("## Targets\n")
     L.append("| target | goal | measured | result |")
@@ -523,15 +523,24 @@ def report(args: argparse.Namespace, device: str, tp: dict, mem: list[dict], met
                 L.append(f"| {dt} | {kind} | {secs} | {loads} |")
 
     L.append("\n## Ceiling: the transformer body alone (no LM head) on the subset, total tokens/s\n")
-    L.append("| dtype | forward alone (batch 1) | forward length-sorted batches | fast scorer total tok/s | fraction |")
-    L.append("|---|---|---|---|---|")
+    L.append(
+        "| dtype | forward alone (batch 1) | forward length-sorted batches | fast scorer total tok/s | fraction "
+        "| speed-up bound |"
+    )
+    L.append("|---|---|---|---|---|---|")
     for dt in DTYPES:
         x = d[dt]
         batched = f"{x['forward_batched']['subset_tok_s']:.0f}" if "forward_batched" in x else "(GPU only)"
+        best = min(x[k]["subset_median_s"] for k in ("forward_alone", "forward_batched") if k in x)
         L.append(
             f"| {dt} | {x['forward_alone']['subset_tok_s']:.0f} | {batched} | "
-            f"{x['fast_total_tok_s_subset']:.0f} | {x['fast_fraction_of_ceiling']:.0%} |"
+            f"{x['fast_total_tok_s_subset']:.0f} | {x['fast_fraction_of_ceiling']:.0%} | "
+            f"{x['naive']['subset_median_s'] / best:.2f}x |"
         )
+    L.append(
+        "\nSpeed-up bound = naive median time / ceiling time: the speed-up of a scorer that costs no more than the "
+        "transformer body alone (no LM head, no metric), i.e. the most any scorer that runs the body can reach here."
+    )
 
     L.append("\n## Identity (fast vs naive RSR)\n")
     L.append("| dtype | on | max rel diff (trajectory RSR) | dataset RSR fast | naive | rel diff | equal sum_rank |")
@@ -583,6 +592,10 @@ def report(args: argparse.Namespace, device: str, tp: dict, mem: list[dict], met
     return "\n".join(L) + "\n"
 
 
+def _fmt(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
 def _cell(m: dict, key: str, fmt: str) -> str:
     if key in m:
         return format(m[key], fmt)
@@ -619,6 +632,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run (~3 min): 8 trajectories cut to 128 tokens")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    ap.add_argument("--render", type=Path, help="re-render the markdown from a results JSON, without measuring")
     # internal: one memory measurement in a fresh process
     ap.add_argument("--mem-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
@@ -627,6 +641,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.mem_child:
         mem_child(args)
+        return
+    if args.render:
+        payload = json.loads(args.render.read_text(encoding="utf-8"))
+        saved = argparse.Namespace(**payload["meta"]["args"])
+        device = "cuda" if "cuda" in args.render.stem else "cpu"
+        text = report(saved, device, payload["throughput"], payload["memory"], payload["meta"], payload["wall_s"])
+        args.render.with_suffix(".md").write_text(text, encoding="utf-8")
+        print(text)
         return
     if args.quick:
         args.n, args.subset, args.repeats = min(args.n, 48), 8, 2
@@ -659,6 +681,7 @@ def main() -> None:
         }
         tp = throughput(args, device, convs)
         mem = [] if args.skip_memory else memory(args, device)
+        meta["load_end"] = loadavg()
         text = report(args, device, tp, mem, meta, time.perf_counter() - t0)
         print("\n" + text, flush=True)
         name = device + ("-quick" if args.quick else "")
