@@ -1,10 +1,12 @@
 """Run the `rsr` command in a child process, with test hooks installed first.
 
-    python _child.py [--marker FILE] [--kill-at POINT] -- rsr-arguments...
+    python _child.py [--marker FILE] [--min-shard-s SECONDS] [--kill-at POINT] -- rsr-arguments...
 
 --marker FILE    append one JSON line per scoring event: {"ev": "start"|"done", "n": trajectories} around each
                  Student.score call (one per shard) and {"ev": "stored", "n": rows} after each Store.add_scores,
                  each flushed and fsynced, so a test can tell when scoring started and what was lost on a kill.
+--min-shard-s S  with --marker: each Student.score call (one shard) takes at least S seconds, as on a slow
+                 worker, so that a test's kill lands mid-scoring however fast this machine scores tiny shards.
 --kill-at POINT  SIGKILL this process at a point inside rsr.publish (no finally/except runs, as in a real crash):
                  mid-write        the dataset's Arrow files written to the temporary folder, nothing else
                  before-rename    every file written and logged to MLflow, not yet renamed into place
@@ -25,7 +27,7 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _install_marker(path: str) -> None:
+def _install_marker(path: str, min_shard_s: float = 0.0) -> None:
     from rsr.store import Store
     from rsr.student import Student
 
@@ -39,7 +41,9 @@ def _install_marker(path: str) -> None:
 
     def marked_score(self, conversations, **kwargs):
         mark("start", len(conversations))
+        began = time.monotonic()
         out = score(self, conversations, **kwargs)
+        time.sleep(max(0.0, min_shard_s - (time.monotonic() - began)))
         mark("done", len(conversations))
         return out
 
@@ -85,14 +89,19 @@ def _install_kill(point: str) -> None:
 def main(argv: list[str]) -> None:
     sep = argv.index("--")
     opts, rsr_args = argv[:sep], argv[sep + 1 :]
+    marker, min_shard_s = None, 0.0
     while opts:
         flag, value, opts = opts[0], opts[1], opts[2:]
         if flag == "--marker":
-            _install_marker(value)
+            marker = value
+        elif flag == "--min-shard-s":
+            min_shard_s = float(value)
         elif flag == "--kill-at":
             _install_kill(value)
         else:
             raise SystemExit(f"unknown option {flag}")
+    if marker:
+        _install_marker(marker, min_shard_s)
     from rsr.cli import app
 
     app(rsr_args, prog_name="rsr")

@@ -3,8 +3,10 @@
 Each killed run is a real `rsr run CONFIG --state DIR` child process (tests/reliability/_child.py adds a progress
 marker: one line per shard started, finished, stored). The kill lands at a seeded-random point of the scoring
 phase: after 0 or 1 of the run's shards were stored, a random fraction of one shard's scoring time later
-(RSR_FAULT_SEED overrides the seed). After each kill the test opens the database (replaying the
-killed writer's WAL, as the next run would) and checks:
+(RSR_FAULT_SEED overrides the seed). The child holds each shard for at least MIN_SHARD_S seconds, as a slow
+worker would, so that the kill lands mid-scoring on a fast machine too (the tiny demo shards score in a blink
+there, and a kill timed off them once landed after scoring had finished). After each kill the test opens the
+database (replaying the killed writer's WAL, as the next run would) and checks:
 
 - whole shards only: each stored shard is one transaction, so the rows the run added are a multiple of the shard
   size; and they are exactly the rows the run reported stored (no committed write lost);
@@ -33,7 +35,7 @@ N_PROBLEMS = 4  # x 3 teachers = 12 trajectories
 SHARD = 2  # 6 shards
 N_KILLS = 3
 SEED = int(os.environ.get("RSR_FAULT_SEED", "20260126"))
-DEFAULT_SHARD_S = 4.0  # a first guess at one shard's scoring time, before the run has timed one
+MIN_SHARD_S = 2.0  # each killed run's shards take at least this long (see _child.py --min-shard-s)
 
 
 def _scores(db) -> int:
@@ -55,7 +57,19 @@ def test_sigkill_mid_scoring_then_rerun_scores_each_trajectory_exactly_once(
         before = _scores(db)
         marker = tmp_path / f"marker-{k}.jsonl"
         proc = spawn(
-            [sys.executable, str(CHILD), "--marker", str(marker), "--", "run", str(config), "--state", str(state)],
+            [
+                sys.executable,
+                str(CHILD),
+                "--marker",
+                str(marker),
+                "--min-shard-s",
+                str(MIN_SHARD_S),
+                "--",
+                "run",
+                str(config),
+                "--state",
+                str(state),
+            ],
             env,
             tmp_path / f"run-{k}.log",
         )
@@ -155,4 +169,4 @@ def _shard_seconds(marker) -> float:
     starts = [e["t"] for e in events if e["ev"] == "start"]
     dones = [e["t"] for e in events if e["ev"] == "done"]
     spans = [d - s for s, d in zip(starts, dones, strict=False) if d > s]
-    return max(spans) if spans else DEFAULT_SHARD_S
+    return max(spans) if spans else MIN_SHARD_S
