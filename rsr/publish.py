@@ -343,6 +343,24 @@ def _log_run(
     client.log_artifacts(mlflow_run_id, str(folder), "dataset")
 
 
+def _settle_interrupted_runs(
+    client: MlflowClient, experiment_id: str, dataset_id: str, registered_run_id: str | None
+) -> None:
+    """Close the MLflow runs that a killed publish of this dataset left RUNNING.
+
+    Called under the state folder's writer lock, so no live publish of this dataset exists. The registered run
+    logged everything before it was registered (only its end was lost): FINISHED. Any other was abandoned before
+    registering, and its files were never used: KILLED.
+    """
+    stale = client.search_runs(
+        [experiment_id], filter_string=f"tags.`rsr.dataset_id` = '{dataset_id}' AND attributes.status = 'RUNNING'"
+    )
+    for run in stale:
+        done = run.info.run_id == registered_run_id
+        client.set_tag(run.info.run_id, "rsr.settled", "interrupted after registering" if done else "abandoned")
+        client.set_terminated(run.info.run_id, "FINISHED" if done else "KILLED")
+
+
 def _move_into_place(tmp: Path, final: Path) -> None:
     """Atomic rename; a complete-but-unregistered leftover at `final` (crash after rename) is replaced."""
     if final.exists():
@@ -379,16 +397,18 @@ def publish_dataset(
     dataset_id = dataset_id_for(name, student_id, policy, digest)
     final = Path(out_root) / name / dataset_id
     existing = store.get_publication(dataset_id)
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    experiment_id = _experiment_id(client, Path(mlflow_artifacts))
+    _settle_interrupted_runs(client, experiment_id, dataset_id, existing["mlflow_run_id"] if existing else None)
     if existing is not None and final.is_dir():
         return Publication(dataset_id, final, existing["n_rows"], digest, existing["mlflow_run_id"])
 
     sources = [(Path(p), file_digest(Path(p))) for p in source_files]
     stats = teacher_stats(rows)
-    client = MlflowClient(tracking_uri=mlflow_uri)
     tags = {"rsr.run_id": run_id, "rsr.dataset_id": dataset_id, "rsr.student_id": student_id}
     if prefect_flow_run_id:
         tags["prefect.flow_run_id"] = prefect_flow_run_id
-    run = client.create_run(_experiment_id(client, Path(mlflow_artifacts)), run_name=f"publish-{name}", tags=tags)
+    run = client.create_run(experiment_id, run_name=f"publish-{name}", tags=tags)
     mlflow_run_id = run.info.run_id
     params: dict[str, Any] = {
         "name": name,

@@ -96,3 +96,18 @@ def test_sigkill_mid_publish_leaves_no_half_dataset_and_rerun_publishes(point, s
     assert sorted(p.name for p in (state / "datasets" / NAME).iterdir()) == [result["dataset_id"]]  # no leftovers
     if point != "mid-write":
         assert finals == [result["dataset_id"]]  # the killed attempt was publishing this very dataset
+
+    # MLflow: nothing left RUNNING; the killed attempt's run is closed (FINISHED if it had registered, else KILLED)
+    runs = _mlflow_runs(state, result["dataset_id"])
+    assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_id, r.info.status) for r in runs]
+    statuses = {r.info.run_id: r.info.status for r in runs}
+    assert statuses[pubs[0]["mlflow_run_id"]] == "FINISHED"
+    assert sorted(statuses.values()) == (["FINISHED"] if point == "after-register" else ["FINISHED", "KILLED"])
+
+
+def _mlflow_runs(state: Path, dataset_id: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, filter_string=f"tags.`rsr.dataset_id` = '{dataset_id}'")
