@@ -45,10 +45,11 @@ from naive_scorer import naive_score, naive_score_prepared, split_batches
 from tqdm.auto import tqdm
 
 from rsr.metric import TrajectoryStats, dataset_rsr
-from rsr.student import Prepared, Student, _length_sorted_batches
+from rsr.student import Prepared, RecordError, Student, _length_sorted_batches
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "zeroeval-math-l5"
+# RSR_SHARED_DATA: where ../shared/data is not beside the checkout (the tests honour it too)
+DATA = Path(os.environ.get("RSR_SHARED_DATA", REPO.parent / "shared" / "data")) / "zeroeval-math-l5"
 RESULTS = REPO / "benchmarks" / "results"
 DTYPES = ("bfloat16", "float32")
 CHAT_TEMPLATE = {"gemma3-270m": "chatml"}  # a base model without a chat template
@@ -210,7 +211,16 @@ def throughput(args: argparse.Namespace, device: str, convs: list[Conversation])
     students = {dt: load_student(args.student, dt, device) for dt in DTYPES}
     dev = students[DTYPES[0]].device
     vocab = int(students["float32"].model.config.vocab_size)
-    prepared = [students["float32"].prepare(c, max_tokens=args.max_tokens, index=i) for i, c in enumerate(convs)]
+    kept: list[Conversation] = []
+    prepared: list[Prepared] = []
+    for c in convs:
+        try:
+            prepared.append(students["float32"].prepare(c, max_tokens=args.max_tokens, index=len(kept)))
+        except RecordError as err:  # e.g. a prompt longer than --max-tokens: left out of both scorers' workload
+            print(f"[{device}] left out of the pool: {err}", flush=True)
+            continue
+        kept.append(c)
+    convs = kept
     pool = Workload(convs, prepared)
     idx = stride_subset(len(convs), args.subset)
     sub = Workload([convs[i] for i in idx], [prepared[i] for i in idx])
@@ -629,8 +639,14 @@ def main() -> None:
         default=1,
         help="torch threads (default 1: on this shared 2-core box 2 threads ran 2-3x slower than 1 under load)",
     )
-    ap.add_argument("--quick", action="store_true", help="smoke run (~3 min): 8 trajectories cut to 128 tokens")
+    ap.add_argument("--quick", action="store_true", help="smoke run (~3 min): 8 trajectories cut to 192 tokens")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument(
+        "--devices",
+        nargs="+",
+        choices=("cpu", "cuda"),
+        help="devices to measure (default: the CPU, then CUDA when a GPU is present)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     ap.add_argument("--render", type=Path, help="re-render the markdown from a results JSON, without measuring")
     # internal: one memory measurement in a fresh process
@@ -652,7 +668,7 @@ def main() -> None:
         return
     if args.quick:
         args.n, args.subset, args.repeats = min(args.n, 48), 8, 2
-        args.max_tokens, args.mem_tokens, args.mem_students = 128, 512, ["smollm2-135m"]
+        args.max_tokens, args.mem_tokens, args.mem_students = 192, 512, ["smollm2-135m"]
     if args.n < NAIVE_BATCH:
         sys.exit(f"bench_scorer: --n must be at least {NAIVE_BATCH}")
     torch.set_num_threads(args.threads)
@@ -660,8 +676,10 @@ def main() -> None:
     import transformers
 
     convs = load_conversations(args.n)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    if len(devices) == 1:
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" in devices and not torch.cuda.is_available():
+        sys.exit("bench_scorer: --devices cuda asked for, but torch sees no CUDA GPU")
+    if devices == ["cpu"] and not args.devices:
         print("no CUDA GPU present: the GPU table is skipped (it runs the same protocol when one is)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     for device in devices:
