@@ -33,7 +33,9 @@ def score(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     max_tokens: Annotated[int | None, typer.Option(help="score the first N tokens (default: the context)")] = None,
-    batch_tokens: Annotated[int, typer.Option(help="padded tokens per forward batch")] = 8192,
+    batch_tokens: Annotated[
+        int | None, typer.Option(help="padded tokens per forward batch [default: 8192; 32768 on CUDA in bf16]")
+    ] = None,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
 ) -> None:
     """Score trajectories with a student: per-record RSR statistics, then the dataset RSR."""

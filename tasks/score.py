@@ -41,7 +41,7 @@ def score_shard(
     spec: StudentSpec,
     student_id: str,
     items: list[tuple[str, list[dict]]],
-    batch_tokens: int = 8192,
+    batch_tokens: int | None = None,
     max_tokens: int | None = None,
 ) -> list[Score]:
     """Score one shard of (trajectory_id, messages). Refuses to run a different student than was registered."""

@@ -152,3 +152,12 @@ def test_gemma3_base_needs_a_template_and_matches_brute_force_with_chatml(gemma,
     results = gemma.score(convs, progress=False)
     _assert_matches_reference(gemma, convs, results)
     assert all(math.isfinite(r.stats.rsr) for r in results)
+
+
+def test_default_batch_tokens_follow_the_measurements():
+    from rsr.student import default_batch_tokens
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_batch_tokens(cpu, torch.bfloat16) == default_batch_tokens(cpu, torch.float32) == 8192
+    assert default_batch_tokens(cuda, torch.bfloat16) == 32768  # 1.40x on an H100 (benchmarks/results)
+    assert default_batch_tokens(cuda, torch.float32) == 8192  # no gain there, 4x the memory
