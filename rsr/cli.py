@@ -243,12 +243,12 @@ def add_student(
         _emit_async("rsr.student.added", *student_added(ref, dtype, chat_template), state)
         return
     st = _state(state)
-    from flows.rescore import rescore_students
+    from flows.rescore import rescore_student
     from rsr.config import StudentSpec
 
     spec = StudentSpec(ref=ref, dtype=dtype, chat_template=chat_template)
-    for s in _run_flow(rescore_students, [spec], state=str(st.root)):
-        typer.echo(f"scored {s['scored']} trajectories for {s['student_id']} ({s['errors']} errors)")
+    s = _run_flow(rescore_student, spec, state=str(st.root))
+    typer.echo(f"scored {s['scored']} trajectories for {s['student_id']} ({s['errors']} errors)")
 
 
 @app.command()

@@ -29,7 +29,7 @@ def test_every_flow_rerun_with_the_same_inputs_changes_nothing(scored_state):
     from flows.curate import curate_teacher
     from flows.pipeline import pipeline
     from flows.publish import publish_dataset
-    from flows.rescore import rescore_students
+    from flows.rescore import rescore_student, rescore_students
     from rsr.config import PipelineConfig
 
     state, config_path = scored_state
@@ -56,6 +56,7 @@ def test_every_flow_rerun_with_the_same_inputs_changes_nothing(scored_state):
             for t in config.teachers
         ],
         "rescore_students": lambda: rescore_students(state=str(state)),
+        "rescore_student": lambda: [rescore_student(config.students[0], state=str(state))],
         "publish_dataset": lambda: publish_dataset(config.students[0], config.policy, config.output, state=str(state)),
         "pipeline": lambda: pipeline(str(config_path), state=str(state)),
     }
@@ -65,14 +66,14 @@ def test_every_flow_rerun_with_the_same_inputs_changes_nothing(scored_state):
         if name == "curate_teacher":
             assert all(r["new"] == 0 and r["quarantined_new"] == 0 for r in result)
             assert all(s["scored"] == 0 for r in result for s in r["scores"])
-        if name == "rescore_students":
+        if name.startswith("rescore_"):
             assert all(s["scored"] == 0 for s in result)
         changed.update({f"{name}: {t}": d for t, d in diff(before, snapshot(db)).items()})
     assert changed == {}, changed
     assert _files(state / "datasets") == datasets_before
 
     runs = _runs(db)
-    # 3 curate + 1 rescore (+1 score-student subflow run inside each is not a recorded run) + 1 publish
+    # 3 curate + 2 rescore (the score-student subflow inside each is not a recorded run) + 1 publish
     # + pipeline (itself, 3 curate subflows, 1 publish subflow)
-    assert len(runs) == runs_before + 3 + 1 + 1 + 5
+    assert len(runs) == runs_before + 3 + 2 + 1 + 5
     assert all(status == "completed" for _, status in runs)
