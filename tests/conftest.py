@@ -15,6 +15,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Prefect reads its home when first imported: one temporary server database for the whole session.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rsr-test-prefect-"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# In-process flows start Prefect's temporary server; on a busy box it needs more than Prefect's default 20 s.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")
 
 REPO = Path(__file__).resolve().parents[1]
 # Converted students are shared by all tests (and kept between local runs); each test still gets its own RSR_HOME.
@@ -54,3 +56,14 @@ def smollm():
     from rsr.student import Student
 
     return Student.load("smollm2-135m", dtype="float32")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Stop the temporary Prefect server that in-process flows started (atexit alone misses a pytest that is
+    interrupted); servers started by fixtures stop themselves (tests/servers.py)."""
+    import sys
+
+    if "prefect.server.api.server" in sys.modules:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        SubprocessASGIServer().stop()

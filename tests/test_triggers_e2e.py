@@ -10,23 +10,21 @@ DuckDB has one writer (the flow-run process): the test opens it read-only, only 
 from __future__ import annotations
 
 import copy
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 import yaml
 
+from tests import servers
+
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
 N_PROBLEMS = 10
-SERVER_START_S = 180
+SERVER_START_S = servers.START_S
 RUN_S = 420
 
 
@@ -127,7 +125,7 @@ def test_async_needs_a_prefect_server():
         result = runner.invoke(app, ["add-student", "smollm2-135m", "--async"])
     assert result.exit_code == 2
     assert "PREFECT_API_URL is unset" in result.output and "prefect server start" in result.output
-    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}):
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{servers.free_port()}/api"}):
         result = runner.invoke(app, ["add-teacher", "t", "x.jsonl", "--async"])
     assert result.exit_code == 2 and "does not answer" in result.output
 
@@ -135,64 +133,6 @@ def test_async_needs_a_prefect_server():
 # ---------------------------------------------------------------------------------------------------------------
 # Slow: a real server, `rsr serve`, `prefect deploy` + a process worker
 # ---------------------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(cmd: list[str], env: dict, log: Path, cwd: Path) -> subprocess.Popen:
-    """A background process in its own session (so its whole group can be killed), output to a log file."""
-    with open(log, "ab") as fh:
-        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            return
-    try:  # the group may hold children (flow-run subprocesses) that outlived the leader
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=grace_s)
-
-
-def _tail(log: Path, n: int = 60) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else "(no log)"
-
-
-def _until(what: str, check: Callable[[], object], timeout_s: float, log: Path | None = None, every_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every_s)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}\n{_tail(log) if log else ''}")
-
-
-def _base_env(api_url: str | None, home: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        PREFECT_LOGGING_LEVEL="INFO",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    return env
-
-
 class Server:
     def __init__(self, url: str, tmp: Path):
         self.url = url
@@ -200,7 +140,7 @@ class Server:
 
     def env(self, name: str, **extra: str) -> dict:
         """Environment for a client process of this server, with its own PREFECT_HOME."""
-        return _base_env(self.url, self.tmp / f"{name}-prefect") | extra
+        return servers.base_env(self.tmp / f"{name}-prefect", self.url) | extra
 
     def client(self):
         from prefect.client.orchestration import SyncPrefectClient
@@ -210,29 +150,9 @@ class Server:
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory) -> Iterator[Server]:
-    import httpx
-
     tmp = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    env = _base_env(None, tmp / "server-home") | {"PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
-    log = tmp / "server.log"
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = _start(cmd, env, log, tmp)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-
-        def healthy() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"prefect server exited ({proc.returncode})\n{_tail(log)}")
-            try:
-                return httpx.get(f"{url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _until("prefect server health", healthy, SERVER_START_S, log)
+    with servers.prefect_server(tmp) as url:
         yield Server(url, tmp)
-    finally:
-        _stop(proc)
 
 
 def _demo(tmp: Path) -> tuple[Path, Path]:
@@ -272,13 +192,13 @@ def _wait_final(server: Server, flow: str, deployment: str, log: Path, n: int = 
         runs = _deployment_runs(server, flow, deployment)
         for run in runs:
             if run.state and run.state.is_final() and not run.state.is_completed():
-                pytest.fail(f"{flow}/{deployment} run {run.name} ended {run.state.name}\n{_tail(log, 120)}")
+                pytest.fail(f"{flow}/{deployment} run {run.name} ended {run.state.name}\n{servers.tail(log, 120)}")
         started = [r for r in runs if r.state and not r.state.is_scheduled()]
         if len(started) >= n and all(r.state.is_completed() for r in started):
             return started
         return None
 
-    return _until(f"{n} completed run(s) of {flow}/{deployment}", finished, timeout_s, log)
+    return servers.until(f"{n} completed run(s) of {flow}/{deployment}", finished, timeout_s, log)
 
 
 @pytest.fixture
@@ -288,20 +208,20 @@ def served(prefect_server: Server, tmp_path) -> Iterator[tuple[Server, Path, Pat
     env = prefect_server.env("serve", RSR_HOME=str(home), PREFECT_RUNNER_POLL_FREQUENCY="1")
     log = tmp_path / "serve.log"
     # A cron that will not fire during the test (the schedule itself is checked on the deployment).
-    proc = _start([sys.executable, "-m", "rsr.cli", "serve", "--rescore-cron", "0 0 1 1 *"], env, log, tmp_path)
+    proc = servers.start([sys.executable, "-m", "rsr.cli", "serve", "--rescore-cron", "0 0 1 1 *"], env, log, tmp_path)
     try:
 
         def registered() -> bool:
             if proc.poll() is not None:
-                pytest.fail(f"rsr serve exited ({proc.returncode})\n{_tail(log)}")
+                pytest.fail(f"rsr serve exited ({proc.returncode})\n{servers.tail(log)}")
             with prefect_server.client() as client:
                 names = {a.name for a in client.read_automations()}
             return {"rsr-teacher-added", "rsr-student-added", "rsr-rescore-completed"} <= names
 
-        _until("rsr serve to register its deployments", registered, SERVER_START_S, log)
+        servers.until("rsr serve to register its deployments", registered, SERVER_START_S, log)
         yield prefect_server, home, log, prefect_server.env("client", RSR_HOME=str(tmp_path / "client-home"))
     finally:
-        _stop(proc)
+        servers.stop(proc)
 
 
 @pytest.mark.slow
@@ -389,12 +309,12 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
     )
     assert "emitted rsr.teacher.added" in out
     log = tmp_path / "worker.log"
-    _until(
+    servers.until(
         "the triggered run in the gpu pool",
         lambda: [r for r in _deployment_runs(server, "curate-teacher", "curate-teacher") if r.state.is_scheduled()],
-        60,
+        servers.START_S,
     )
-    worker = _start(
+    worker = servers.start(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", "--run-once"],
         server.env("worker"),
         log,
@@ -403,13 +323,13 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
     try:
         worker.wait(timeout=RUN_S)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the worker did not finish in {RUN_S}s\n{_tail(log)}")
+        pytest.fail(f"the worker did not finish in {RUN_S}s\n{servers.tail(log)}")
     finally:
-        _stop(worker)
+        servers.stop(worker)
     (run,) = [
         r for r in _deployment_runs(server, "curate-teacher", "curate-teacher") if r.parameters["teacher"] == "tutor"
     ]
-    assert run.state.is_completed(), _tail(log)
+    assert run.state.is_completed(), servers.tail(log)
     with Store.open(home / "rsr.duckdb", read_only=True) as store:
         _, rows = store.query(
             """SELECT count(*), count(v.trajectory_id) FROM trajectories t LEFT JOIN verdicts v USING (trajectory_id)

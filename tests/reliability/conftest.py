@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import servers
 
 from ._util import small_demo
 
@@ -13,16 +16,13 @@ TEMPLATE_PROBLEMS = 4  # 4 problems x 3 teachers = 12 trajectories, 1 near dupli
 
 
 @pytest.fixture(scope="session")
-def prefect_api_url() -> str:
-    """The session's temporary Prefect server (the one in-process flows use), shared with child processes.
+def prefect_api_url(tmp_path_factory) -> Iterator[str]:
+    """One real Prefect server for the child processes, stopped (its whole process group) when the session ends.
 
-    Each child would otherwise start its own server (~8 s on a small box); a shared server is also what a real
-    deployment has. Children killed mid-flow leave their flow run "Running" there, which nothing here reads."""
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start()
-    return server.api_url
+    Each child would otherwise start its own temporary server (~8 s on a small box); a shared server is also what
+    a real deployment has. Children killed mid-flow leave their flow run "Running" there, which nothing reads."""
+    with servers.prefect_server(tmp_path_factory.mktemp("rel-prefect")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

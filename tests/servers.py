@@ -1,0 +1,111 @@
+"""Background servers for tests (Prefect, MLflow): started in their own session on a port the OS chose, waited
+for with a generous deadline (a busy 2-core box), and stopped with their whole process group, even on failure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+START_S = 240  # a server's start-up on a loaded CI box; the product itself allows 120 s for Prefect's
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict, log: Path, cwd: Path) -> subprocess.Popen:
+    """A background process in its own session (so its whole group can be killed), output to a log file."""
+    with open(log, "ab") as fh:
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+    try:  # the group may hold children (workers, flow-run subprocesses) that outlived the leader
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=grace_s)
+
+
+def tail(log: Path, n: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else "(no log)"
+
+
+def until(what: str, check: Callable[[], object], timeout_s: float, log: Path | None = None, every_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every_s)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tail(log) if log else ''}")
+
+
+def base_env(home: Path, api_url: str | None = None) -> dict:
+    """This process's environment without its Prefect settings, with a Prefect home of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_LOGGING_LEVEL="INFO",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+@contextmanager
+def http_server(cmd: list[str], env: dict, tmp: Path, health_url: str, name: str) -> Iterator[Path]:
+    """Run `cmd` until the block ends; yields its log once `health_url` answers 200."""
+    import httpx
+
+    log = tmp / f"{name}.log"
+    proc = start(cmd, env, log, tmp)
+    try:
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited ({proc.returncode})\n{tail(log)}")
+            try:
+                return httpx.get(health_url, timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        until(f"{name} health", healthy, START_S, log)
+        yield log
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def prefect_server(tmp: Path) -> Iterator[str]:
+    """A real `prefect server start` (SQLite under tmp); yields its API URL."""
+    port = free_port()
+    env = base_env(tmp / "server-home") | {"PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/api"
+    with http_server(cmd, env, tmp, f"{url}/health", "prefect-server"):
+        yield url
