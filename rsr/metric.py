@@ -15,7 +15,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 METRIC_VERSION = "rsr-v1"
 R_MAX = 100
@@ -100,4 +102,14 @@ def trajectory_rsr(ranks: torch.Tensor, surprisals: torch.Tensor, r_max: int = R
 def dataset_rsr(stats: Iterable[TrajectoryStats]) -> float:
     """Dataset RSR: sum of per-trajectory mean ranks over sum of per-trajectory mean surprisals."""
     scored = [s for s in stats if s.n_tokens > 0]
-    return _ratio(sum(s.mean_rank for s in scored), sum(s.mean_surprisal for s in scored))
+    return float(dataset_rsr_of_means([s.mean_rank for s in scored], [s.mean_surprisal for s in scored]))
+
+
+def dataset_rsr_of_means(mean_ranks: ArrayLike, mean_surprisals: ArrayLike) -> float | np.ndarray:
+    """Dataset RSR from per-trajectory means, summed over the last axis: one number for 1-D input, one per row
+    for [resamples, n] (a bootstrap draws all its resamples in one call). NaN where the surprisals sum to <= 0."""
+    num = np.sum(np.asarray(mean_ranks, dtype=np.float64), axis=-1)
+    den = np.sum(np.asarray(mean_surprisals, dtype=np.float64), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
