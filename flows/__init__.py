@@ -1,1 +1,1 @@
-"""The DAG as Prefect flows: curate_teacher, rescore_students, publish_dataset, pipeline."""
+"""The DAG as Prefect flows: curate_teacher, score_student, rescore_student(s), publish_dataset, pipeline."""

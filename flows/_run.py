@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from prefect.runtime import flow_run
 
 from rsr.config import StateDir, apply_env
-from rsr.lock import writer_lock
+from rsr.db import writer_lock
 from rsr.store import Store
 
 
@@ -17,10 +17,10 @@ def state_dir(state: str | None) -> StateDir:
 
 
 @contextmanager
-def recorded_run(state: StateDir, flow_name: str, params: dict) -> Iterator[str]:
+def recorded_run(home: StateDir, flow_name: str, params: dict) -> Iterator[str]:
     """Hold the state folder's writer lock and record the run (status failed if the body raises)."""
-    with writer_lock(state.root, f"flow {flow_name}") as outermost:
-        with Store.open(state.duckdb) as store:
+    with writer_lock(home.root, f"flow {flow_name}") as outermost:
+        with Store.open(home.duckdb) as store:
             if outermost:  # nobody else can be writing now: a run still "running" was killed mid-way
                 store.mark_interrupted_runs()
             run_id = store.start_run(flow_name, params, prefect_flow_run_id=flow_run.get_id())
@@ -29,5 +29,5 @@ def recorded_run(state: StateDir, flow_name: str, params: dict) -> Iterator[str]
             yield run_id
             status = "completed"
         finally:
-            with Store.open(state.duckdb) as store:
+            with Store.open(home.duckdb) as store:
                 store.finish_run(run_id, status)

@@ -9,14 +9,16 @@ from flows._run import recorded_run, state_dir
 from flows.curate import curate_teacher
 from flows.publish import publish_dataset
 from flows.score import run_score_student
-from rsr.config import PipelineConfig
+from rsr.config import PipelineConfig, RaySpec
 
 
 @flow(name="pipeline")
-def pipeline(config_path: str, state: str | None = None) -> dict:
+def pipeline(config_path: str, state: str | None = None, ray: RaySpec | None = None) -> dict:
+    """`ray` (from `--ray-address`) overrides the config's Ray address."""
     config = PipelineConfig.load(config_path)
-    st = state_dir(state)
-    with recorded_run(st, "pipeline", {"config": config_path}) as run_id:
+    home = state_dir(state)
+    ray = ray_for(config, ray)
+    with recorded_run(home, "pipeline", {"config": config_path}) as run_id:
         teachers = [
             curate_teacher(
                 t.name,
@@ -27,13 +29,22 @@ def pipeline(config_path: str, state: str | None = None) -> dict:
                 score=False,
                 dedup_threshold=config.dedup_threshold,
                 verify_timeout_s=config.verify_timeout_s,
-                state=str(st.root),
+                state=str(home.root),
             )
             for t in config.teachers
         ]
-        scores = [run_score_student(st, run_id, s, config.scoring, config.ray) for s in config.students]
+        scores = [run_score_student(home, run_id, s, config.scoring, ray) for s in config.students]
         published = []
-        for i, spec in enumerate(config.students):
-            name = config.output if len(config.students) == 1 else f"{config.output}-{i}"
-            published.append(publish_dataset(spec, config.policy, name, state=str(st.root)))
+        for spec in config.students:
+            # One student: the config's output name; several: each named by its student.
+            name = config.output if len(config.students) == 1 else spec.dataset_name(config.output)
+            policy = spec.policy or config.policy
+            published.append(publish_dataset(spec, policy, spec.output or name, state=str(home.root)))
         return {"teachers": teachers, "scores": scores, "published": published}
+
+
+def ray_for(config: PipelineConfig, given: RaySpec | None) -> RaySpec | None:
+    """The config's Ray settings with the command line's address (and its GPU share only if the config has none)."""
+    if given is None:
+        return config.ray
+    return config.ray.model_copy(update={"address": given.address}) if config.ray else given

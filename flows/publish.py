@@ -6,31 +6,43 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows._run import recorded_run, state_dir
-from rsr.config import StudentSpec
+from rsr.config import StateDir, StudentSpec
 from rsr.select import SelectionPolicy
-from tasks.publish import publish
-from tasks.score import register_student
+from tasks.publish import select_and_publish
+from tasks.score import find_student
+
+DEFAULT_POLICY = SelectionPolicy(name="per_problem_min_rsr")
 
 
 @flow(name="publish-dataset")
 def publish_dataset(
     student: StudentSpec | None = None,
     policy: SelectionPolicy | None = None,
-    name: str = "sft",
+    name: str | None = None,
     state: str | None = None,
 ) -> dict:
-    st = state_dir(state)
+    """`name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own."""
+    home = state_dir(state)
     student = student or StudentSpec()
-    policy = policy or SelectionPolicy(name="per_problem_min_rsr")
+    policy = policy or student.policy or DEFAULT_POLICY
+    name = name or student.dataset_name()
     params = {"student": student.ref, "policy": policy.model_dump(), "name": name}
-    with recorded_run(st, "publish-dataset", params) as run_id:
-        info = register_student(st.duckdb, student)
-        pub, ranking = publish(st, run_id, info["student_id"], student.ref, policy, name, flow_run.get_id())
+    with recorded_run(home, "publish-dataset", params) as run_id:
+        found = find_student(home.duckdb, student)  # the students table knows its id: no model is loaded
+        pub, ranking = select_and_publish(home, run_id, found, policy, name, flow_run.get_id())
         return {
             "dataset_id": pub.dataset_id,
             "path": str(pub.path),
             "n_rows": pub.n_rows,
             "mlflow_run_id": pub.mlflow_run_id,
-            "student_id": info["student_id"],
+            "student_id": found["student_id"],
             "teacher_ranking": ranking,
         }
+
+
+def publish_rescored(specs: list[StudentSpec], scored: list[dict], home: StateDir) -> list[dict | None]:
+    """After a (re-)score: publish for each student that got new scores, under its own policy and name."""
+    return [
+        publish_dataset(spec, state=str(home.root)) if result["scored"] else None
+        for spec, result in zip(specs, scored, strict=True)
+    ]

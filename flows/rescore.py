@@ -1,4 +1,5 @@
-"""Re-scoring: every stored trajectory lacking a score for a student gets one (nothing already scored is redone).
+"""Re-scoring: every stored trajectory lacking a score for a student gets one (nothing already scored is redone),
+then each student that got new scores has its dataset published under the policy configured for it.
 
 rescore_student   one student (`rsr add-student`)
 rescore_students  every registered student, or the given ones (the nightly schedule, `rsr.student.added`)
@@ -10,6 +11,7 @@ from prefect import flow
 
 from flows._run import recorded_run, state_dir
 from flows.curate import registered_students
+from flows.publish import publish_rescored
 from flows.score import run_score_student
 from rsr.config import RaySpec, ScoringSpec, StudentSpec
 
@@ -19,11 +21,14 @@ def rescore_student(
     student: StudentSpec,
     scoring: ScoringSpec | None = None,
     ray: RaySpec | None = None,
+    publish: bool = False,
     state: str | None = None,
 ) -> dict:
-    st = state_dir(state)
-    with recorded_run(st, "rescore-student", {"students": [student.ref]}) as run_id:
-        return run_score_student(st, run_id, student, scoring, ray)
+    home = state_dir(state)
+    with recorded_run(home, "rescore-student", {"students": [student.ref]}) as run_id:
+        scored = run_score_student(home, run_id, student, scoring, ray)
+        scored["published"] = publish_rescored([student], [scored], home)[0] if publish else None
+        return scored
 
 
 @flow(name="rescore-students")
@@ -31,9 +36,14 @@ def rescore_students(
     students: list[StudentSpec] | None = None,
     scoring: ScoringSpec | None = None,
     ray: RaySpec | None = None,
+    publish: bool = True,
     state: str | None = None,
 ) -> list[dict]:
-    st = state_dir(state)
-    specs = list(students or []) or registered_students(st.duckdb)
-    with recorded_run(st, "rescore-students", {"students": [s.ref for s in specs]}) as run_id:
-        return [run_score_student(st, run_id, spec, scoring, ray) for spec in specs]
+    home = state_dir(state)
+    specs = list(students or []) or registered_students(home.duckdb)
+    with recorded_run(home, "rescore-students", {"students": [s.ref for s in specs]}) as run_id:
+        scored = [run_score_student(home, run_id, spec, scoring, ray) for spec in specs]
+        published = publish_rescored(specs, scored, home) if publish else [None] * len(specs)
+        for result, pub in zip(scored, published, strict=True):
+            result["published"] = pub
+        return scored

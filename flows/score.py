@@ -32,16 +32,6 @@ FORWARDED_ENV = (
 )
 
 
-def resolve_ray(ray: RaySpec | None) -> RaySpec | None:
-    """The config's Ray settings, with RSR_RAY_ADDRESS (what `rsr ... --ray-address` sets, or a deployment's env)
-    taking precedence over its address: ray://HEAD:10001, auto (a cluster on this host) or local (a fresh
-    instance). Given only an address, each scoring task asks for one GPU."""
-    address = os.environ.get("RSR_RAY_ADDRESS")
-    if not address:
-        return ray
-    return (ray or RaySpec(num_gpus_per_task=1)).model_copy(update={"address": address})
-
-
 def _task_runner(ray: RaySpec | None):
     if ray is None:
         # One shard at a time in-process: torch already uses every core for each batch.
@@ -117,38 +107,53 @@ def _check_cluster(ray: RaySpec, api_url: str | None) -> None:
 
 @flow(name="score-student")
 def score_student(
-    state: StateDir,
+    home: StateDir,
     run_id: str,
     student: StudentSpec,
     scoring: ScoringSpec | None = None,
     ray: RaySpec | None = None,
     teacher: str | None = None,
 ) -> dict:
-    """Only (trajectory, student digest, metric version, r_max) keys without a score are computed, so a re-run
-    after a crash redoes at most the shards that were in flight."""
+    """Only keys (trajectory, student digest, dtype, max_tokens, r_max, metric version) without a score are
+    computed, shard by shard: the driver holds one shard's trajectories at a time, and a re-run after a crash
+    redoes at most the shards that were in flight."""
     scoring = scoring or ScoringSpec()
-    info = register_student(state.duckdb, student)
-    student_id = info["student_id"]
-    with Store.open(state.duckdb) as store:
-        todo = store.unscored(student_id, METRIC_VERSION, R_MAX, teacher=teacher)
-        trajectories = store.get_trajectories(todo)
-    items = [(t.trajectory_id, [m.model_dump() for m in t.messages]) for t in trajectories]
-    shards = [items[i : i + scoring.shard_size] for i in range(0, len(items), scoring.shard_size)]
+    info = register_student(home.duckdb, student)
+    # The effective setting is part of every score's key: None would mean "the context" and never match a row.
+    key = {"dtype": info["dtype"], "max_tokens": scoring.max_tokens or info["context_length"]}
+    with Store.open(home.duckdb) as store:
+        todo = store.unscored(info["student_id"], METRIC_VERSION, R_MAX, teacher=teacher, **key)
+    size = scoring.shard_size
     task = score_shard.with_options(retries=scoring.retries)
-    args = [(student, student_id, s, scoring.batch_tokens, scoring.max_tokens) for s in shards]
+    shard_args = (
+        (student, info["student_id"], _shard(home, todo[i : i + size]), scoring.batch_tokens, key["max_tokens"])
+        for i in range(0, len(todo), size)
+    )
     stored = errors = 0
-    for scores in _finished_shards(task, args, ray):
-        with Store.open(state.duckdb) as store:  # the flow is the only writer; workers never open DuckDB
+    for scores in _finished_shards(task, shard_args, ray):
+        with Store.open(home.duckdb) as store:  # the flow is the only writer; workers never open DuckDB
             stored += store.add_scores(scores, run_id)
         errors += sum(1 for s in scores if s.error)
-    return {"student_id": student_id, "ref": student.ref, "scored": stored, "errors": errors, "shards": len(shards)}
+    shards = -(-len(todo) // size)
+    return {
+        "student_id": info["student_id"],
+        "ref": student.ref,
+        "scored": stored,
+        "errors": errors,
+        "shards": shards,
+    } | key
 
 
-def _finished_shards(task, args: list[tuple], ray: RaySpec | None) -> Iterator[list]:
+def _shard(home: StateDir, ids: list[str]) -> list[tuple[str, list[dict]]]:
+    with Store.open(home.duckdb) as store:
+        return [(t.trajectory_id, [m.model_dump() for m in t.messages]) for t in store.get_trajectories(ids)]
+
+
+def _finished_shards(task, shard_args: Iterator[tuple], ray: RaySpec | None, window: int = 16) -> Iterator[list]:
     """Score lists as shards finish. In-process, one shard at a time, stored before the next starts: a crash
-    costs at most one shard. On Ray, every shard is submitted at once (one per free GPU runs)."""
+    costs at most one shard. On Ray, up to `window` shards are in flight (one per free GPU runs)."""
     if ray is None:
-        for a in args:
+        for a in shard_args:
             yield task.submit(*a).result()
         return
     # Each scoring task asks Ray for its GPU share, so GPU nodes take the scoring and nothing else.
@@ -156,12 +161,17 @@ def _finished_shards(task, args: list[tuple], ray: RaySpec | None) -> Iterator[l
 
     api_url = _prefect_api_url()
     _check_cluster(ray, api_url)
+    pending: list = []
     with remote_options(**ray_remote_options(ray, api_url)):
-        futures = [task.submit(*a) for a in args]
-    for future in as_completed(futures):
+        for a in shard_args:
+            pending.append(task.submit(*a))
+            if len(pending) >= window:
+                done = next(as_completed(pending))
+                pending.remove(done)
+                yield done.result()
+    for future in as_completed(pending):
         yield future.result()
 
 
-def run_score_student(state: StateDir, run_id: str, student: StudentSpec, scoring, ray, teacher=None) -> dict:
-    ray = resolve_ray(ray)
-    return score_student.with_options(task_runner=_task_runner(ray))(state, run_id, student, scoring, ray, teacher)
+def run_score_student(home: StateDir, run_id: str, student: StudentSpec, scoring, ray, teacher=None) -> dict:
+    return score_student.with_options(task_runner=_task_runner(ray))(home, run_id, student, scoring, ray, teacher)

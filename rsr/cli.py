@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate reaso
 @app.callback()
 def _root() -> None:
     """Curate reasoning trajectories by Rank-Surprisal Ratio (lower is better) for a given student."""
+
+
+class Dtype(StrEnum):
+    auto = "auto"  # bfloat16 on AMX CPUs and CUDA, else float32
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+class Format(StrEnum):
+    messages = "messages"
+    zeroeval = "zeroeval"
+    table = "table"
+    hf = "hf"
+
+
+class Policy(StrEnum):
+    per_problem_min_rsr = "per_problem_min_rsr"
+    top_teachers = "top_teachers"
+    rsr_threshold = "rsr_threshold"
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
 
 
 def _fail(message: str) -> None:
@@ -30,7 +56,7 @@ def score(
     student: Annotated[
         str, typer.Option(help="smollm2-135m, gemma3-270m, a model folder or a hub id")
     ] = "smollm2-135m",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
+    dtype: Annotated[Dtype, typer.Option(help="compute dtype of the model body; ranks are exact in both")] = Dtype.auto,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     max_tokens: Annotated[int | None, typer.Option(help="score the first N tokens (default: the context)")] = None,
     batch_tokens: Annotated[
@@ -44,15 +70,16 @@ def score(
 
     try:
         items = read_score_input(input)
-        st = Student.load(student, dtype=dtype, device=device, chat_template=chat_template)
+        model = Student.load(student, dtype=dtype.value, device=device, chat_template=chat_template)
     except (FileNotFoundError, ValueError, OSError) as err:
         _fail(str(err))
-    if st.chat_template is None:
+    if model.chat_template is None:
         _fail(f"student {student!r} has no chat template: pass --chat-template chatml|llama3|FILE.jinja")
-    typer.echo(f"student {st.student_id} ({st.info()['dtype']} on {st.device}); {len(items)} records", err=True)
+    info = model.info()
+    typer.echo(f"student {model.student_id} ({info['dtype']} on {model.device}); {len(items)} records", err=True)
     started = time.perf_counter()
     scorable = [it for it in items if it.error is None]
-    results = st.score([it.messages for it in scorable], max_tokens=max_tokens, batch_tokens=batch_tokens)
+    results = model.score([it.messages for it in scorable], max_tokens=max_tokens, batch_tokens=batch_tokens)
     by_line = {it.line: r for it, r in zip(scorable, results, strict=True)}
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
@@ -82,15 +109,15 @@ RayAddressOpt = Annotated[
 ]
 
 
-def _use_ray(address: str | None, run_async: bool = False) -> None:
-    """--ray-address reaches the scoring flow as RSR_RAY_ADDRESS (flows/score.py), as a deployment's env would."""
+def _ray(address: str | None, run_async: bool = False):
+    """--ray-address as the flows' `ray` parameter: one GPU per scoring task unless the YAML's `ray:` says more."""
     if not address:
-        return
+        return None
     if run_async:
-        _fail("--ray-address applies to a run in this process; with --async set RSR_RAY_ADDRESS for `rsr serve`")
-    import os
+        _fail("--ray-address applies to a run in this process; with --async give `rsr serve --ray-address`")
+    from rsr.config import RaySpec
 
-    os.environ["RSR_RAY_ADDRESS"] = address
+    return RaySpec(address=address, num_gpus_per_task=1)
 
 
 def _state(state: str | None):
@@ -115,21 +142,22 @@ def _quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
-def _parse_mapping(pairs: list[str] | None) -> dict[str, str] | None:
+def _mapping(pairs: list[str] | None) -> dict[str, str] | None:
+    """--map FIELD=COLUMN (repeatable), checked by the table adapter's own parser."""
     if not pairs:
         return None
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            _fail(f"--map {pair!r}: expected FIELD=COLUMN, e.g. --map problem=question")
-        out[key.strip()] = value.strip()
-    return out
+    from rsr.ingest.table import parse_mapping
+
+    try:
+        given = parse_mapping(" ".join(pairs))
+    except ValueError as err:
+        _fail(f"--map: {err}")
+    return {k: v for k, v in given.items() if k != v}
 
 
 def _run_flow(fn, *args, **kwargs):
     """Run a flow; turn the errors a user can fix (bad file, busy state folder) into one clear line."""
-    from rsr.lock import StateBusy
+    from rsr.db import StateBusy
 
     try:
         return fn(*args, **kwargs)
@@ -144,11 +172,11 @@ def run(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """The whole DAG from a config: teachers -> dedup -> verify -> score -> select -> publish."""
-    _use_ray(ray_address)
+    ray = _ray(ray_address)
     st = _state(state)
     from flows.pipeline import pipeline
 
-    result = _run_flow(pipeline, str(config.resolve()), state=str(st.root))
+    result = _run_flow(pipeline, str(config.resolve()), state=str(st.root), ray=ray)
     _print_report(st, result)
 
 
@@ -187,22 +215,24 @@ def _emit_async(event: str, resource: dict, payload: dict, state: str | None) ->
 def add_teacher(
     name: Annotated[str, typer.Argument(help="teacher name")],
     path: Annotated[str, typer.Argument(help="file or dataset folder with the teacher's outputs")],
-    format: Annotated[str | None, typer.Option("--format", help="messages | zeroeval | table | hf")] = None,
+    format: Annotated[Format | None, typer.Option("--format", help="input format [default: detected]")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN for --format table")] = None,
     problems: Annotated[str | None, typer.Option(help="JSONL of problems with gold answers")] = None,
     no_score: Annotated[bool, typer.Option("--no-score", help="ingest, dedup, verify only")] = False,
+    publish: Annotated[bool, typer.Option("--publish", help="then publish for each student scored")] = False,
     state: StateOpt = None,
     run_async: Annotated[bool, typer.Option("--async", help="emit rsr.teacher.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Curate a new teacher: ingest -> dedup -> verify -> score for every registered student."""
-    _use_ray(ray_address, run_async)
+    ray = _ray(ray_address, run_async)
     p = str(Path(path).resolve()) if Path(path).exists() else path
     pr = str(Path(problems).resolve()) if problems else None
+    fmt = format.value if format else None
     if run_async:
         from deployments.events import teacher_added
 
-        args = teacher_added(name, p, format, _parse_mapping(mapping), pr, not no_score)
+        args = teacher_added(name, p, fmt, _mapping(mapping), pr, not no_score, publish)
         _emit_async("rsr.teacher.added", *args, state)
         return
     st = _state(state)
@@ -212,10 +242,12 @@ def add_teacher(
         curate_teacher,
         name,
         p,
-        format=format,
-        mapping=_parse_mapping(mapping),
+        format=fmt,
+        mapping=_mapping(mapping),
         problems=pr,
         score=not no_score,
+        publish=publish,
+        ray=ray,
         state=str(st.root),
     )
     typer.echo(
@@ -229,39 +261,37 @@ def add_teacher(
 @app.command("add-student")
 def add_student(
     ref: Annotated[str, typer.Argument(help="smollm2-135m, gemma3-270m, a model folder or a hub id")],
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
+    dtype: Annotated[Dtype, typer.Option(help="compute dtype of the model body; ranks are exact in both")] = Dtype.auto,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
     state: StateOpt = None,
     run_async: Annotated[bool, typer.Option("--async", help="emit rsr.student.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Register a student and score every stored trajectory for it."""
-    _use_ray(ray_address, run_async)
+    ray = _ray(ray_address, run_async)
     if run_async:
         from deployments.events import student_added
 
-        _emit_async("rsr.student.added", *student_added(ref, dtype, chat_template), state)
+        _emit_async("rsr.student.added", *student_added(ref, dtype.value, chat_template), state)
         return
     st = _state(state)
     from flows.rescore import rescore_student
     from rsr.config import StudentSpec
 
-    spec = StudentSpec(ref=ref, dtype=dtype, chat_template=chat_template)
-    s = _run_flow(rescore_student, spec, state=str(st.root))
+    spec = StudentSpec(ref=ref, dtype=dtype.value, chat_template=chat_template)
+    s = _run_flow(rescore_student, spec, ray=ray, state=str(st.root))
     typer.echo(f"scored {s['scored']} trajectories for {s['student_id']} ({s['errors']} errors)")
 
 
 @app.command()
 def publish(
     student: Annotated[str, typer.Option(help="student ref")] = "smollm2-135m",
-    policy: Annotated[
-        str, typer.Option(help="per_problem_min_rsr | top_teachers | rsr_threshold")
-    ] = "per_problem_min_rsr",
+    policy: Annotated[Policy, typer.Option(help="how to select")] = Policy.per_problem_min_rsr,
     k: Annotated[int, typer.Option(help="top_teachers: how many teachers")] = 1,
     threshold: Annotated[float | None, typer.Option(help="rsr_threshold: keep rsr <= this")] = None,
     include_unverified: Annotated[bool, typer.Option(help="also keep answers not verified correct")] = False,
     include_duplicates: Annotated[bool, typer.Option(help="also keep duplicates")] = False,
-    dtype: Annotated[str, typer.Option(help="the student's dtype, as registered")] = "auto",
+    dtype: Annotated[Dtype, typer.Option(help="the dtype of the scores to select by")] = Dtype.auto,
     chat_template: Annotated[str | None, typer.Option(help="the student's template, as registered")] = None,
     name: Annotated[str, typer.Option(help="dataset name")] = "sft",
     state: StateOpt = None,
@@ -274,7 +304,7 @@ def publish(
 
     try:
         pol = SelectionPolicy(
-            name=policy,
+            name=policy.value,
             k=k,
             threshold=threshold,
             verified_only=not include_unverified,
@@ -282,7 +312,7 @@ def publish(
         )
     except ValueError as err:
         _fail(str(err))
-    spec = StudentSpec(ref=student, dtype=dtype, chat_template=chat_template)
+    spec = StudentSpec(ref=student, dtype=dtype.value, chat_template=chat_template)
     result = _run_flow(publish_dataset, spec, pol, name, state=str(st.root))
     typer.echo(f"published {result['n_rows']} rows to {result['path']} (MLflow run {result['mlflow_run_id']})")
 
@@ -325,7 +355,7 @@ def _print_report(st, result: dict | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from rsr.sql import open_read_only
+    from rsr.db import open_read_only
 
     console = Console()
     # The guarded reader: never a lock error, and never in the way of a flow that is writing.
@@ -346,7 +376,7 @@ def _print_report(st, result: dict | None) -> None:
                             WHERE t.teacher = s.teacher AND p.student_id = ?
                               AND p.created_at = (SELECT max(created_at) FROM publications WHERE student_id = ?))
                    FROM teacher_summary s
-                   LEFT JOIN teacher_leaderboard l ON l.teacher = s.teacher AND l.student_id = ?
+                   LEFT JOIN teacher_selection l ON l.teacher = s.teacher AND l.student_id = ?
                    ORDER BY l.dataset_rsr NULLS LAST""",
                 [student_id, student_id, student_id],
             )
@@ -410,7 +440,7 @@ def _sql_param(text: str) -> object:
 def sql(
     query: Annotated[str | None, typer.Argument(help="one read-only statement, e.g. SELECT ... (or --file)")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="read the statement from this file")] = None,
-    format: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="value for the next ? placeholder (repeatable)")
     ] = None,
@@ -423,9 +453,7 @@ def sql(
     from rsr.config import StateDir
     from rsr.sql import SqlError, run_query, to_csv, to_json
 
-    fmt = format.lower()
-    if fmt not in ("table", "csv", "json"):
-        _fail(f"--format {format!r}: use table, csv or json")
+    fmt = format.value
     if (query is None) == (file is None):
         _fail('give the query as an argument or with --file (one of them), e.g. rsr sql "SELECT * FROM runs"')
     if file is not None:

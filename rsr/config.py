@@ -1,16 +1,39 @@
-"""The state folder layout (one env var, RSR_HOME) and the pipeline config (YAML -> pydantic)."""
+"""Settings from the environment (one pydantic-settings class), the state folder layout (RSR_HOME) and the
+pipeline config (YAML -> pydantic)."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rsr.select import SelectionPolicy
+
+
+class Settings(BaseSettings):
+    """Every environment variable the product reads, in one place (RSR_HOME, RSR_MODELS, RSR_LOCK_WAIT_S,
+    RSR_DB_WAIT_S, MLFLOW_TRACKING_URI); read afresh by `settings()` so a test or a CLI flag can change them."""
+
+    model_config = SettingsConfigDict(env_prefix="RSR_", extra="ignore")
+
+    home: Path = Path(".rsr")
+    models: Path | None = None  # converted students are big and immutable: many state folders may share them
+    lock_wait_s: float = Field(default=600.0, ge=0)  # how long a second writer waits for the state folder
+    db_wait_s: float = Field(default=60.0, ge=0)  # how long an open waits for another process's DuckDB lock
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+
+
+def settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as err:  # pydantic's message names the variable and what it expected
+        raise ValueError(f"invalid environment setting: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -21,7 +44,7 @@ class StateDir:
 
     @classmethod
     def from_env(cls, root: str | os.PathLike | None = None) -> StateDir:
-        return cls(Path(root or os.environ.get("RSR_HOME", ".rsr")).expanduser().resolve())
+        return cls(Path(root or settings().home).expanduser().resolve())
 
     @property
     def duckdb(self) -> Path:
@@ -33,7 +56,8 @@ class StateDir:
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db}"
+        """The team's tracking server (MLFLOW_TRACKING_URI) if set, else this folder's SQLite store."""
+        return settings().mlflow_tracking_uri or f"sqlite:///{self.mlflow_db}"
 
     @property
     def mlflow_artifacts(self) -> Path:
@@ -49,9 +73,8 @@ class StateDir:
 
     @property
     def models(self) -> Path:
-        # Converted students are big and immutable: RSR_MODELS lets many state folders (tests) share them.
-        shared = os.environ.get("RSR_MODELS")
-        return Path(shared).expanduser().resolve() if shared else self.root / "models"
+        shared = settings().models
+        return shared.expanduser().resolve() if shared else self.root / "models"
 
     def ensure(self) -> StateDir:
         for p in (self.root, self.mlflow_artifacts, self.datasets, self.prefect_home, self.models):
@@ -100,6 +123,16 @@ class StudentSpec(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     device: str = "auto"
     chat_template: str | None = None
+    policy: SelectionPolicy | None = None  # how this student's dataset is selected after a (re-)score
+    output: str | None = None  # its dataset's name; default: sft-<model name>
+
+    def dataset_name(self, base: str = "sft") -> str:
+        """Outputs are named by student, so several students' datasets are told apart at a glance."""
+        if self.output:
+            return self.output
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.ref.rstrip("/")).name).strip("-.") or "student"
+        template = Path(self.chat_template).stem if self.chat_template else None
+        return f"{base}-{name}" + (f"-{template}" if template else "")
 
 
 class ScoringSpec(BaseModel):

@@ -11,7 +11,7 @@ from prefect import task
 from rsr.config import StudentSpec
 from rsr.records import Score
 from rsr.store import Store
-from rsr.student import Student
+from rsr.student import Student, auto_device, auto_dtype
 
 
 @lru_cache(maxsize=2)
@@ -26,14 +26,26 @@ def load_student(spec: StudentSpec) -> Student:
 
 @task(name="register-student")
 def register_student(db: Path, spec: StudentSpec) -> dict:
-    """Load the student (converting an embedded GGUF once) and record its identity."""
+    """Load the student (converting an embedded GGUF once) and record its identity and its publishing settings."""
     student = load_student(spec)
     if student.chat_template is None:
         raise ValueError(f"student {spec.ref!r} has no chat template: set chat_template (chatml, llama3 or a file)")
-    info = student.info() | {"chat_template": spec.chat_template}
+    info = student.info() | spec.model_dump(mode="json", include={"chat_template", "policy", "output"})
     with Store.open(db) as store:
         store.register_student(student.student_id, spec.ref, student.digest, info)
     return info
+
+
+@task(name="find-student")
+def find_student(db: Path, spec: StudentSpec) -> dict:
+    """The registered student for this spec (newest digest first) and the dtype its scores are selected in."""
+    with Store.open(db, read_only=True) as store:
+        rows = [r for r in store.students() if r.ref == spec.ref and r.info.get("chat_template") == spec.chat_template]
+    if not rows:
+        raise ValueError(f"student {spec.ref!r} (template {spec.chat_template}) has no scores: `rsr add-student` first")
+    row = rows[-1]
+    dtype = spec.dtype if spec.dtype != "auto" else str(auto_dtype(auto_device())).removeprefix("torch.")
+    return {"student_id": row.student_id, "ref": row.ref, "dtype": dtype}
 
 
 @task(name="score-shard", retries=2, retry_delay_seconds=2)
@@ -49,4 +61,5 @@ def score_shard(
     if student.student_id != student_id:
         raise RuntimeError(f"worker has {student.student_id}, the flow registered {student_id}: same weights needed")
     results = student.score([m for _, m in items], batch_tokens=batch_tokens, max_tokens=max_tokens, progress=False)
-    return [r.to_score(tid, student_id) for (tid, _), r in zip(items, results, strict=True)]
+    made = {"dtype": student.info()["dtype"], "max_tokens": max_tokens}  # part of the score's key (issue 9)
+    return [r.to_score(tid, student_id).model_copy(update=made) for (tid, _), r in zip(items, results, strict=True)]

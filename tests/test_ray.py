@@ -39,7 +39,7 @@ def test_what_travels_to_a_worker_pickles():
 
 
 def test_ray_options_ask_for_the_gpu_share_and_forward_the_env(monkeypatch):
-    from flows.score import ray_init_kwargs, ray_remote_options, resolve_ray
+    from flows.score import ray_init_kwargs, ray_remote_options
     from rsr.config import RaySpec
 
     monkeypatch.setenv("RSR_MODELS", "/models")
@@ -55,12 +55,23 @@ def test_ray_options_ask_for_the_gpu_share_and_forward_the_env(monkeypatch):
     assert sorted(Path(m).name for m in modules) == ["rsr", "tasks"]
     assert all((Path(m) / f).is_file() for m, f in zip(sorted(modules), ["config.py", "score.py"], strict=True))
 
-    monkeypatch.delenv("RSR_RAY_ADDRESS", raising=False)
-    assert resolve_ray(None) is None
-    monkeypatch.setenv("RSR_RAY_ADDRESS", "ray://head:10001")  # what `rsr run --ray-address` sets
-    assert resolve_ray(None) == RaySpec(address="ray://head:10001", num_gpus_per_task=1)
-    from_yaml = RaySpec(address="ray://old:10001", num_gpus_per_task=0.25)
-    assert resolve_ray(from_yaml) == RaySpec(address="ray://head:10001", num_gpus_per_task=0.25)
+
+def test_ray_address_reaches_the_flows_as_their_ray_parameter(tmp_path):
+    from rsr.cli import _ray
+    from rsr.config import PipelineConfig, RaySpec
+
+    assert _ray(None) is None
+    assert _ray("ray://head:10001") == RaySpec(address="ray://head:10001", num_gpus_per_task=1)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "teachers: [{name: t, path: t.jsonl}]\nray: {address: 'ray://old:10001', num_gpus_per_task: 0.25}\n"
+    )
+    (tmp_path / "t.jsonl").touch()
+    from flows.pipeline import ray_for
+
+    given = RaySpec(address="ray://head:10001", num_gpus_per_task=1)
+    assert ray_for(PipelineConfig.load(config), given) == RaySpec(address="ray://head:10001", num_gpus_per_task=0.25)
+    assert ray_for(PipelineConfig.load(config), None) == RaySpec(address="ray://old:10001", num_gpus_per_task=0.25)
 
 
 def _worker_setup(log: str):
@@ -121,7 +132,6 @@ def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypa
     from rsr.demo import write_demo_data
     from rsr.ingest import ingest_file
 
-    monkeypatch.delenv("RSR_RAY_ADDRESS", raising=False)  # the runs below choose in-process vs Ray themselves
     config = write_demo_data(tmp_path / "demo")
     trajectories = ingest_file(config.parent / "careful-tutor.jsonl", teacher="careful-tutor").trajectories
     trajectories = trajectories[:N_TRAJECTORIES]
@@ -162,6 +172,8 @@ def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypa
         "scored": N_TRAJECTORIES,
         "errors": 0,
         "shards": n_shards,
+        "dtype": "float32",
+        "max_tokens": result["max_tokens"],
     }
     loads = [line.split("\t") for line in log.read_text().splitlines()]
     pids = [row[0] for row in loads]
