@@ -8,7 +8,7 @@ from prefect.runtime import flow_run
 from flows._run import recorded_run, state_dir
 from rsr.config import StateDir, StudentSpec
 from rsr.select import SelectionPolicy
-from tasks.publish import select_and_publish
+from tasks.publish import publish
 from tasks.score import find_student
 
 DEFAULT_POLICY = SelectionPolicy(name="per_problem_min_rsr")
@@ -19,9 +19,11 @@ def publish_dataset(
     student: StudentSpec | None = None,
     policy: SelectionPolicy | None = None,
     name: str | None = None,
+    mlflow_uri: str | None = None,
     state: str | None = None,
 ) -> dict:
-    """`name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own."""
+    """`name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own;
+    `mlflow_uri` to $MLFLOW_TRACKING_URI, then the state folder's MLflow store."""
     home = state_dir(state)
     student = student or StudentSpec()
     policy = policy or student.policy or DEFAULT_POLICY
@@ -29,7 +31,7 @@ def publish_dataset(
     params = {"student": student.ref, "policy": policy.model_dump(), "name": name}
     with recorded_run(home, "publish-dataset", params) as run_id:
         found = find_student(home.duckdb, student)  # the students table knows its id: no model is loaded
-        pub, ranking = select_and_publish(home, run_id, found, policy, name, flow_run.get_id())
+        pub, ranking = publish(home, run_id, found["student_id"], policy, name, flow_run.get_id(), mlflow_uri)
         return {
             "dataset_id": pub.dataset_id,
             "path": str(pub.path),
