@@ -4,37 +4,42 @@
     verdicts = verify_many(trajectories, workers=2)  # same order as the input
 
 math-verify's own timeouts use SIGALRM, which only works in the main thread (Prefect runs tasks in worker
-threads), so it is called with its timeouts off inside a small pool of worker processes; a check that runs past
-`timeout_s` gets its worker killed and replaced, and the verdict "error" ("timed out after Xs").
+threads), so it is called with its timeouts off inside a pebble process pool; a check that runs past `timeout_s`
+gets its worker killed and replaced, and the verdict "error" ("timed out after Xs"). Plain numbers and textual
+matches are decided in the caller without math-verify.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import queue
 import re
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:  # imported lazily at run time: the worker runs this file alone, without the rsr package
-    from rsr.records import Trajectory, Verdict
+if TYPE_CHECKING:  # imported lazily: a worker process imports this module only for math-verify
+    from rsr.records import Verdict
+
+
+class Answered(Protocol):
+    """What verification reads of a trajectory (a Trajectory, or a lighter row read back from the store)."""
+
+    trajectory_id: str
+    response: str
+    declared_answer: str | None
+    gold_answer: str | None
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Extraction (pure, cheap, runs in the caller's process)
 # ---------------------------------------------------------------------------------------------------------------
 
 RULES = ("declared", "boxed", "the_answer_is", "final_answer", "answer", "a", "hashes")
-_WORKER_NAME = "__rsr_verify_worker__"  # the module name a worker process runs this file under
 _MAX_ANSWER_CHARS = 1000  # an "answer" longer than this is prose, not a final answer
 _SPAN_SEARCH_CHARS = 2 * _MAX_ANSWER_CHARS + 100  # how far into an answer line a $...$ / \\(...\\) span is sought
 
@@ -178,117 +183,72 @@ def check_equivalent(pred: str, gold: str) -> tuple[str, str | None]:
     return ("correct" if ok else "incorrect"), None
 
 
-def _worker_main() -> None:
-    """Worker loop: JSON lines {k, p, g} in, {k, v, n} out, until stdin closes."""
+def _check(pred: str, gold: str) -> tuple[str, str | None]:
+    """check_equivalent with any failure turned into this check's verdict, not the run's crash (in a worker)."""
+    try:
+        return check_equivalent(pred, gold)
+    except MemoryError:
+        return "error", "ran out of memory"
+    except RecursionError:
+        return "error", "expression nested too deeply"
+    except Exception as e:  # whatever sympy/latex2sympy raise on one expression
+        return "error", f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def _init_worker(memory_limit_mb: int, parent: int) -> None:
+    """Runs once in each worker process, before its first check."""
     import logging
 
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
-    sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol channel
-    limit_mb = int(os.environ.get("RSR_VERIFY_MEMORY_MB", "0") or 0)
-    if limit_mb > 0 and sys.platform != "win32":
+    if memory_limit_mb > 0 and sys.platform != "win32":
         import resource
 
         # a runaway expression (9^9^9^9) then fails with MemoryError instead of eating the machine
-        resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
-    parent = os.getppid()
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_mb << 20, memory_limit_mb << 20))
 
-    def watchdog() -> None:  # the pool's process died without closing our stdin (e.g. SIGKILL): stop working
+    def watchdog() -> None:  # the caller died (e.g. SIGKILL) while this worker is stuck in a check: stop
         while os.getppid() == parent:
             time.sleep(1.0)
         os._exit(1)
 
     threading.Thread(target=watchdog, daemon=True).start()
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings: we bound time here
-    import math_verify  # noqa: F401  (imported before "ready", so start-up never counts against a check)
-
-    def send(message: dict) -> None:
-        out.write(json.dumps(message) + "\n")
-        out.flush()
-
-    send({"k": "ready"})
-    for line in sys.stdin:
-        try:
-            job = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # only the pool writes here; a stray line is not a job
-        try:
-            verdict, note = check_equivalent(job["p"], job["g"])
-        except MemoryError:
-            verdict, note = "error", "ran out of memory"
-        except RecursionError:
-            verdict, note = "error", "expression nested too deeply"
-        except Exception as e:  # any failure inside sympy/latex2sympy is this check's verdict, not the run's crash
-            verdict, note = "error", f"{type(e).__name__}: {str(e)[:200]}"
-        send({"k": job["k"], "v": verdict, "n": note})
-
-
-class _Worker:
-    """One worker process plus a thread that forwards its replies to the pool's queue (portable, no select())."""
-
-    def __init__(self, serial: int, replies: queue.Queue, memory_limit_mb: int | None) -> None:
-        self.serial, self.ready, self.job, self.started = serial, False, None, time.monotonic()
-        env = dict(os.environ, RSR_VERIFY_MEMORY_MB=str(memory_limit_mb or 0))
-        # A fresh interpreter running this file alone, not fork/forkserver: safe from any thread, never re-imports
-        # the caller's __main__, and skips the rsr package (whose __init__ imports torch: seconds per start).
-        # -I: no cwd or script dir on sys.path, so nothing beside this file can shadow a stdlib module.
-        code = f"import runpy; runpy.run_path({str(Path(__file__).resolve())!r}, run_name={_WORKER_NAME!r})"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            text=True,
-            encoding="utf-8",
-        )
-        self.job: int | None = None
-        threading.Thread(target=self._forward, args=(replies,), daemon=True).start()
-
-    def _forward(self, replies: queue.Queue) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                replies.put((self.serial, json.loads(line)))
-            except json.JSONDecodeError:
-                continue  # not a protocol line; the worker's stdout is redirected, so this is only noise
-        replies.put((self.serial, None))  # EOF: the process ended
-
-    def send(self, key: int, pred: str, gold: str) -> None:
-        assert self.proc.stdin is not None
-        self.job, self.started = key, time.monotonic()
-        self.proc.stdin.write(json.dumps({"k": key, "p": pred, "g": gold}) + "\n")
-        self.proc.stdin.flush()
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings: the pool bounds time
+    import math_verify  # noqa: F401  (loaded here, so start-up never counts against a check's time)
 
 
 class VerifierPool:
-    """A few worker processes running math-verify checks, each bounded by a timeout (kill + replace)."""
-
-    START_TIMEOUT_S = 120.0
+    """A few worker processes running math-verify checks (a pebble ProcessPool, started on first use). A check
+    past `timeout_s` gets its worker killed and replaced, and the verdict "error" ("timed out after Xs")."""
 
     def __init__(self, workers: int = 2, memory_limit_mb: int | None = 4096) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.size, self.memory_limit_mb = workers, memory_limit_mb
-        self._workers: list[_Worker] = []
-        self._replies: queue.Queue = queue.Queue()
-        self._serial = 0
-        self._lock = threading.Lock()  # one batch at a time: callers from several threads take turns
+        self._pool: Any = None
+        self._lock = threading.Lock()
 
-    def _start(self) -> _Worker:
-        self._serial += 1
-        return _Worker(self._serial, self._replies, self.memory_limit_mb)
+    def _workers(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                import multiprocessing
+
+                from pebble import ProcessPool
+
+                # spawn, not fork: callers run threads (Prefect tasks) and may hold torch; a fresh interpreter
+                # is safe from any thread, and its address space is small enough for the memory limit
+                self._pool = ProcessPool(
+                    max_workers=self.size,
+                    initializer=_init_worker,
+                    initargs=(self.memory_limit_mb or 0, os.getpid()),
+                    context=multiprocessing.get_context("spawn"),
+                )
+            return self._pool
 
     def close(self) -> None:
         with self._lock:
-            for w in self._workers:
-                w.kill()
-            self._workers = []
+            if self._pool is not None:
+                self._pool.stop()
+                self._pool.join()
+                self._pool = None
 
     def __enter__(self) -> VerifierPool:
         return self
@@ -299,73 +259,40 @@ class VerifierPool:
     def check_many(
         self, jobs: Sequence[tuple[str, str]], timeout_s: float = 5.0, progress: Any = None
     ) -> list[tuple[str, str | None]]:
-        """(verdict, note) for each (pred, gold), in order."""
-        with self._lock:
-            return self._run(jobs, timeout_s, progress)
+        """(verdict, note) for each (pred, gold), in order. Safe from any thread."""
+        from pebble import ProcessExpired
 
-    def _run(self, jobs: Sequence[tuple[str, str]], timeout_s: float, progress: Any) -> list[tuple[str, str | None]]:
-        results: list[tuple[str, str | None] | None] = [None] * len(jobs)
-        pending = deque(range(len(jobs)))
-        self._workers = [w for w in self._workers if w.proc.poll() is None]
-        while len(self._workers) < min(self.size, max(1, len(jobs))):
-            self._workers.append(self._start())
-        while pending or any(w.job is not None for w in self._workers):
-            for w in self._workers:
-                if w.ready and w.job is None and pending:
-                    w.send(key := pending.popleft(), *jobs[key])
-            now = time.monotonic()
-            deadline = min(w.started + (timeout_s if w.ready else self.START_TIMEOUT_S) for w in self._workers)
+        pool = self._workers()
+        futures = [pool.schedule(_check, args=job, timeout=timeout_s) for job in jobs]
+        out: list[tuple[str, str | None]] = []
+        for future in futures:
             try:
-                serial, message = self._replies.get(timeout=max(0.0, deadline - now))
-            except queue.Empty:
-                serial, message = None, None
-            worker = next((w for w in self._workers if w.serial == serial), None)
-            if worker is not None:  # else a reply from a worker already replaced: ignore it
-                if message is None:  # the worker died (e.g. killed by the OS): its check is an error
-                    self._replace(worker, results, "error", "verifier worker died during the check", progress)
-                elif message["k"] == "ready":
-                    worker.ready = True
-                elif message["k"] == worker.job:
-                    results[worker.job] = (message["v"], message["n"])
-                    worker.job = None
-                    if progress is not None:
-                        progress.update(1)
-            now = time.monotonic()
-            for w in list(self._workers):
-                if not w.ready and now - w.started > self.START_TIMEOUT_S:
-                    raise RuntimeError(f"a verifier worker did not start within {self.START_TIMEOUT_S:.0f}s")
-                if w.job is not None and now - w.started > timeout_s:
-                    self._replace(w, results, "error", f"timed out after {timeout_s:g}s", progress)
-        return [r if r is not None else ("error", "not checked") for r in results]
-
-    def _replace(self, w: _Worker, results: list, verdict: str, note: str, progress: Any) -> None:
-        if w.job is not None:
-            results[w.job] = (verdict, note)
+                out.append(future.result())
+            except TimeoutError:
+                out.append(("error", f"timed out after {timeout_s:g}s"))
+            except ProcessExpired:  # killed by the OS (out of memory) or crashed in C code
+                out.append(("error", "verifier worker died during the check"))
             if progress is not None:
                 progress.update(1)
-        w.kill()
-        self._workers[self._workers.index(w)] = self._start()
+        return out
 
 
-_POOL: VerifierPool | None = None
-_POOL_LOCK = threading.Lock()
+_POOLS: dict[int, VerifierPool] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _shared_pool(workers: int) -> VerifierPool:
-    """One pool per process (grown on demand, never shrunk), so verify() on one trajectory starts no process."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = VerifierPool(workers)
-        # growing in place (the next batch starts the extra workers) never pulls a pool from under another thread
-        _POOL.size = max(_POOL.size, workers)
-        return _POOL
+    """One pool per size per process, so verify() on one trajectory starts no process after the first call."""
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = VerifierPool(workers)
+        return _POOLS[workers]
 
 
 @atexit.register
-def _close_shared_pool() -> None:
-    if _POOL is not None:
-        _POOL.close()
+def _close_shared_pools() -> None:
+    for pool in _POOLS.values():
+        pool.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -373,13 +300,13 @@ def _close_shared_pool() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def verify(trajectory: Trajectory, timeout_s: float = 5.0) -> Verdict:
+def verify(trajectory: Answered, timeout_s: float = 5.0) -> Verdict:
     """Verdict for one trajectory (correct / incorrect / no_answer / no_gold / error)."""
     return verify_many([trajectory], timeout_s=timeout_s, workers=1)[0]
 
 
 def verify_many(
-    trajectories: Iterable[Trajectory],
+    trajectories: Iterable[Answered],
     timeout_s: float = 5.0,
     workers: int = 2,
     *,
@@ -441,6 +368,3 @@ def _progress_bar(total: int, progress: bool | None) -> Any:
 
 
 __all__ = ["RULES", "VerifierPool", "check_equivalent", "extract_answer", "last_boxed", "verify", "verify_many"]
-
-if __name__ == _WORKER_NAME:
-    _worker_main()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -59,11 +58,9 @@ def test_extract_answer_rules(text, declared, expected):
     assert extract_answer(text, declared) == expected
 
 
-def test_boxed_extraction_is_linear_on_huge_text():
-    text = "\\boxed{" * 20_000 + "x"  # nothing closes: no answer, and no quadratic blow-up
-    start = time.perf_counter()
+def test_boxed_extraction_of_unclosed_groups_is_none():
+    text = "\\boxed{" * 20_000 + "x"  # nothing closes: no answer (linear time: tests/reliability/test_verification)
     assert last_boxed(text) is None
-    assert time.perf_counter() - start < 5
 
 
 # ---- verdicts ---------------------------------------------------------------------------------------------------
@@ -102,12 +99,10 @@ def test_timeout_gives_error_and_the_pool_recovers():
     with VerifierPool(1) as small:
         bomb = traj("The answer is $9^{9^{9^{9}}}$", gold="2")
         nested = traj("\\boxed{" + "(" * 150 + "x" + ")" * 150 + "}", gold="x")  # deep nesting: slow to parse
-        start = time.perf_counter()
         verdicts = verify_many([bomb, nested, traj("\\boxed{2}", gold="2.0")], timeout_s=1.0, pool=small)
-        elapsed = time.perf_counter() - start
+        assert small.check_many([("\\frac{4}{2}", "2")]) == [("correct", None)]  # a fresh worker took over
     assert [v.verdict for v in verdicts] == ["error", "error", "correct"]
     assert verdicts[0].detail == "timed out after 1s"
-    assert elapsed < 30, f"two timed-out checks took {elapsed:.1f}s"
 
 
 def test_verify_single_and_from_a_worker_thread():
@@ -125,10 +120,17 @@ def test_verify_single_and_from_a_worker_thread():
 
 def test_many_identical_pairs_are_checked_once(pool):
     items = [traj("\\boxed{\\frac{2}{4}}", gold="\\frac{1}{2}", problem=f"p{i}") for i in range(300)]
-    start = time.perf_counter()
-    verdicts = verify_many(items, pool=pool)
-    assert {v.verdict for v in verdicts} == {"correct"} and len(verdicts) == 300
-    assert time.perf_counter() - start < 20
+    items += [traj("\\boxed{7}", gold="7.0", problem=f"q{i}") for i in range(300)]  # plain numbers: no check
+    sent: list = []
+
+    class Counting:
+        def check_many(self, jobs, **kwargs):
+            sent.extend(jobs)
+            return pool.check_many(jobs, **kwargs)
+
+    verdicts = verify_many(items, pool=Counting())
+    assert {v.verdict for v in verdicts} == {"correct"} and len(verdicts) == 600
+    assert sent == [("\\frac{2}{4}", "\\frac{1}{2}")]
 
 
 def test_real_teacher_accuracy_near_upstream(shared_data, pool):

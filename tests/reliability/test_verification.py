@@ -1,16 +1,16 @@
 """Adversarial answers cannot hang a run.
 
 - math-verify runs in worker processes with a per-check time limit: huge exponents, towers, factorials, products
-  and deeply nested LaTeX end as verdict "error" ("timed out after Xs") or a plain verdict, and the batch's wall
-  time is bounded by the limit, not by the expressions;
+  and deeply nested LaTeX end as verdict "error" ("timed out after Xs") or a plain verdict;
 - the text work done outside those workers (answer extraction at verify time, reading a teacher's JSON at ingest
   time) has no time limit, so it must stay linear on hostile text. Two regexes were quadratic (300 kB took 11 s
-  and 205 s, 1 MB hours); these cases pin them.
+  and 205 s, 1 MB hours); these cases pin them with a hang guard (minutes, where linear code takes well under a
+  second even on a busy machine), not a speed assertion.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 
@@ -18,7 +18,8 @@ from rsr.ingest.zeroeval import parse_teacher_json
 from rsr.records import Message, Trajectory
 from rsr.verify import VerifierPool, extract_answer, verify_many
 
-SIZE = 300_000
+SIZE = 1_000_000  # quadratic code takes hours on this, linear code well under a second
+HANG_GUARD_S = 300
 HOSTILE_TEXT = {
     "unclosed \\( on the answer line": "The answer is " + "\\(" * (SIZE // 2),
     "unclosed \\[ on the answer line": "Final answer: " + "\\[" * (SIZE // 2),
@@ -35,12 +36,16 @@ HOSTILE_TEXT = {
 @pytest.mark.parametrize("name", list(HOSTILE_TEXT))
 def test_hostile_text_is_read_in_linear_time(name):
     text = HOSTILE_TEXT[name]
-    started = time.perf_counter()
-    extract_answer(text)
-    parse_teacher_json(text)
-    extract_answer(text, declared=text[:5000])
-    elapsed = time.perf_counter() - started
-    assert elapsed < 3.0, f"{name}: {elapsed:.1f}s for {len(text)} characters"
+
+    def read() -> None:
+        extract_answer(text)
+        parse_teacher_json(text)
+        extract_answer(text, declared=text[:5000])
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(HANG_GUARD_S)
+    assert not worker.is_alive(), f"{name}: still reading {len(text)} characters after {HANG_GUARD_S}s (quadratic?)"
 
 
 ADVERSARIAL = {
@@ -78,19 +83,11 @@ def test_adversarial_answers_are_cut_off_by_the_time_limit():
     trajectories = [_trajectory(f"adversarial {name}", a, "5") for name, a in ADVERSARIAL.items()]
     trajectories += [_trajectory(f"good {i}", a, g) for i, (a, g, _) in enumerate(GOOD)]
     with VerifierPool(workers=workers) as pool:
-        pool.check_many([("1", "1")], timeout_s=60)  # start the workers: their start-up is not a check's time
-        started = time.perf_counter()
         verdicts = verify_many(trajectories, timeout_s=timeout_s, pool=pool)
-        elapsed = time.perf_counter() - started
     by_problem = {t.problem: v for t, v in zip(trajectories, verdicts, strict=True)}
     for i, (_, _, expected) in enumerate(GOOD):
         assert by_problem[f"good {i}"].verdict == expected
     adversarial = [by_problem[f"adversarial {name}"] for name in ADVERSARIAL]
     assert all(v.verdict in ("error", "incorrect", "correct") for v in adversarial)
     timed_out = [v for v in adversarial if v.verdict == "error" and "timed out" in (v.detail or "")]
-    assert len(timed_out) >= 3  # the towers and the factorial really would run for ever
-    # each check is cut at the limit (a killed worker is replaced: ~1 s to restart on a small box)
-    bound = len(ADVERSARIAL) * (timeout_s + 3.0) / workers + 10.0
-    assert elapsed < bound, f"{elapsed:.1f}s for {len(trajectories)} answers (bound {bound:.0f}s)"
-    print(f"\nverification: {len(ADVERSARIAL)} adversarial + {len(GOOD)} good answers in {elapsed:.1f}s, "
-          f"{len(timed_out)} cut at {timeout_s:g}s")  # fmt: skip
+    assert len(timed_out) >= 3  # the towers and the factorial really would run for ever: each was killed
