@@ -32,10 +32,12 @@ def teacher_added(
     mapping: dict[str, str] | None = None,
     problems: str | None = None,
     score: bool = True,
+    publish: bool = False,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Resource and payload of `rsr.teacher.added`. Paths must be readable where the flow runs (absolute here)."""
     resource = {"prefect.resource.id": f"rsr.teacher.{name}", "prefect.resource.name": name}
     payload = {"name": name, "file": file, "format": format, "mapping": mapping, "problems": problems, "score": score}
+    payload["publish"] = publish
     return resource, payload
 
 

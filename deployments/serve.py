@@ -4,8 +4,10 @@ deployments/prefect.yaml declares the same three deployments for `prefect deploy
 tests/test_triggers_e2e.py checks that the two stay the same.
 
   curate-teacher    on `rsr.teacher.added`: ingest -> dedup -> verify -> score the new teacher for every student
-  rescore-students  nightly (cron) and on `rsr.student.added`: score what any registered (or the new) student lacks
-  publish           when a rescore-students deployment run completes: select and publish for the student it scored
+                    (and publish for each, when the event says `publish: true`)
+  rescore-students  nightly (cron) and on `rsr.student.added`: score what any registered (or the new) student
+                    lacks, then publish for each student that got new scores, under its own policy and name
+  publish           on demand (`prefect deployment run publish-dataset/publish -p ...`): select and publish
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
     from prefect.events import DeploymentEventTrigger
 
-    from rsr.config import StateDir
+    from rsr.config import RaySpec, StateDir
 
 CURATE = "curate-teacher"
 RESCORE = "rescore-students"
@@ -34,6 +36,7 @@ CURATE_PARAMETERS = {
     "mapping": "{{ event.payload.mapping | default(none) }}",
     "problems": "{{ event.payload.problems | default(none) }}",
     "score": "{{ event.payload.score | default(true) }}",
+    "publish": "{{ event.payload.publish | default(false) }}",
 }
 RESCORE_PARAMETERS = {
     "students": [
@@ -44,11 +47,6 @@ RESCORE_PARAMETERS = {
         }
     ]
 }
-# The completed rescore run is the event's resource, so `flow_run` is that run: publish for the first student it was
-# given (a `rsr.student.added` run), or the default student after a scheduled run (which is given none).
-PUBLISH_PARAMETERS = {"student": "{{ (flow_run.parameters.students or [none])[0] }}"}
-
-
 def triggers() -> dict[str, list[DeploymentEventTrigger]]:
     """Each deployment's triggers (the same as in prefect.yaml)."""
     from prefect.events import DeploymentEventTrigger
@@ -72,20 +70,6 @@ def triggers() -> dict[str, list[DeploymentEventTrigger]]:
                 parameters=RESCORE_PARAMETERS,
             )
         ],
-        PUBLISH: [
-            DeploymentEventTrigger(
-                name="rsr-rescore-completed",
-                description="A rescore-students deployment run completed: publish the dataset.",
-                expect={"prefect.flow-run.Completed"},
-                match={"prefect.resource.id": "prefect.flow-run.*"},
-                # Both on one run: the rescore flow, run by a deployment of that name (inline runs do not publish).
-                match_related=[
-                    {"prefect.resource.role": "flow", "prefect.resource.name": RESCORE},
-                    {"prefect.resource.role": "deployment", "prefect.resource.name": RESCORE},
-                ],
-                parameters=PUBLISH_PARAMETERS,
-            )
-        ],
     }
 
 
@@ -93,9 +77,10 @@ def build_deployments(
     state: StateDir,
     rescore_cron: str | None = DEFAULT_RESCORE_CRON,
     timezone: str = "UTC",
-    publish_name: str = "sft",
+    ray: RaySpec | None = None,
 ) -> list[RunnerDeployment]:
-    """The three deployments for this state folder (its path is every deployment's `state` parameter)."""
+    """The three deployments for this state folder (its path is every deployment's `state` parameter; `ray`,
+    from `rsr serve --ray-address`, is the scoring flows' `ray` parameter)."""
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
@@ -104,29 +89,29 @@ def build_deployments(
     from flows.rescore import rescore_students
 
     base = {"state": str(state.root)}
+    scoring = base | ({"ray": ray.model_dump()} if ray else {})
     trig = triggers()
     common = {"tags": ["rsr"], "entrypoint_type": EntrypointType.MODULE_PATH}
     return [
         curate_teacher.to_deployment(
             CURATE,
-            parameters=base,
+            parameters=scoring,
             triggers=trig[CURATE],
             description="On rsr.teacher.added: ingest, dedup, verify, score.",
             **common,
         ),
         rescore_students.to_deployment(
             RESCORE,
-            parameters=base,
+            parameters=scoring,
             triggers=trig[RESCORE],
             schedules=[Cron(rescore_cron, timezone=timezone)] if rescore_cron else None,
-            description="Nightly and on rsr.student.added: score what each registered student lacks.",
+            description="Nightly and on rsr.student.added: score what each student lacks, publish what changed.",
             **common,
         ),
         publish_dataset.to_deployment(
             PUBLISH,
-            parameters=base | {"name": publish_name},
-            triggers=trig[PUBLISH],
-            description="After a rescore-students run: select by policy and publish with lineage.",
+            parameters=base,
+            description="On demand: select by policy and publish with lineage.",
             **common,
         ),
     ]
@@ -136,7 +121,7 @@ def serve(
     state: StateDir,
     rescore_cron: str | None = DEFAULT_RESCORE_CRON,
     timezone: str = "UTC",
-    publish_name: str = "sft",
+    ray: RaySpec | None = None,
     limit: int = 1,
 ) -> None:
     """Register the deployments (and their automations) with the configured server and run their flow runs here,
@@ -149,5 +134,5 @@ def serve(
     for key in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
         os.environ.setdefault(key, "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    deployments = build_deployments(state, rescore_cron, timezone, publish_name)
+    deployments = build_deployments(state, rescore_cron, timezone, ray)
     prefect_serve(*deployments, limit=limit)

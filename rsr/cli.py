@@ -173,26 +173,26 @@ def run(
 ) -> None:
     """The whole DAG from a config: teachers -> dedup -> verify -> score -> select -> publish."""
     ray = _ray(ray_address)
-    st = _state(state)
+    home = _state(state)
     from flows.pipeline import pipeline
 
-    result = _run_flow(pipeline, str(config.resolve()), state=str(st.root), ray=ray)
-    _print_report(st, result)
+    result = _run_flow(pipeline, str(config.resolve()), state=str(home.root), ray=ray)
+    _print_report(home, result)
 
 
 @app.command()
 def demo(state: StateOpt = None) -> None:
     """Write our demo data (3 teachers x 36 problems) and run the whole DAG on it with the embedded student."""
     started = time.perf_counter()
-    st = _state(state)
+    home = _state(state)
     from rsr.demo import write_demo_data
 
-    config = write_demo_data(st.root / "demo")
+    config = write_demo_data(home.root / "demo")
     typer.echo(f"demo data and config written to {config.parent}")
     from flows.pipeline import pipeline
 
-    result = _run_flow(pipeline, str(config), state=str(st.root))
-    _print_report(st, result)
+    result = _run_flow(pipeline, str(config), state=str(home.root))
+    _print_report(home, result)
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
 
 
@@ -235,7 +235,7 @@ def add_teacher(
         args = teacher_added(name, p, fmt, _mapping(mapping), pr, not no_score, publish)
         _emit_async("rsr.teacher.added", *args, state)
         return
-    st = _state(state)
+    home = _state(state)
     from flows.curate import curate_teacher
 
     result = _run_flow(
@@ -248,7 +248,7 @@ def add_teacher(
         score=not no_score,
         publish=publish,
         ray=ray,
-        state=str(st.root),
+        state=str(home.root),
     )
     typer.echo(
         f"teacher {name}: {result['read']} read, {result['new']} new, {result['quarantined']} quarantined, "
@@ -263,6 +263,7 @@ def add_student(
     ref: Annotated[str, typer.Argument(help="smollm2-135m, gemma3-270m, a model folder or a hub id")],
     dtype: Annotated[Dtype, typer.Option(help="compute dtype of the model body; ranks are exact in both")] = Dtype.auto,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
+    publish: Annotated[bool, typer.Option("--publish", help="then publish its dataset (sft-<model name>)")] = False,
     state: StateOpt = None,
     run_async: Annotated[bool, typer.Option("--async", help="emit rsr.student.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
@@ -274,12 +275,12 @@ def add_student(
 
         _emit_async("rsr.student.added", *student_added(ref, dtype.value, chat_template), state)
         return
-    st = _state(state)
+    home = _state(state)
     from flows.rescore import rescore_student
     from rsr.config import StudentSpec
 
     spec = StudentSpec(ref=ref, dtype=dtype.value, chat_template=chat_template)
-    s = _run_flow(rescore_student, spec, ray=ray, state=str(st.root))
+    s = _run_flow(rescore_student, spec, ray=ray, publish=publish, state=str(home.root))
     typer.echo(f"scored {s['scored']} trajectories for {s['student_id']} ({s['errors']} errors)")
 
 
@@ -297,7 +298,7 @@ def publish(
     state: StateOpt = None,
 ) -> None:
     """Select by policy and publish an SFT dataset (datasets + Parquet + JSONL + card) with MLflow lineage."""
-    st = _state(state)
+    home = _state(state)
     from flows.publish import publish_dataset
     from rsr.config import StudentSpec
     from rsr.select import SelectionPolicy
@@ -313,7 +314,7 @@ def publish(
     except ValueError as err:
         _fail(str(err))
     spec = StudentSpec(ref=student, dtype=dtype.value, chat_template=chat_template)
-    result = _run_flow(publish_dataset, spec, pol, name, state=str(st.root))
+    result = _run_flow(publish_dataset, spec, pol, name, state=str(home.root))
     typer.echo(f"published {result['n_rows']} rows to {result['path']} (MLflow run {result['mlflow_run_id']})")
 
 
@@ -323,13 +324,15 @@ def serve(
         str, typer.Option(help='cron for the rescore of every registered student; "" disables')
     ] = "0 2 * * *",
     timezone: Annotated[str, typer.Option(help="time zone of --rescore-cron")] = "UTC",
-    publish_name: Annotated[str, typer.Option(help="dataset name of the publish after each rescore")] = "sft",
     limit: Annotated[int, typer.Option(min=1, help="flow runs at a time (they share one DuckDB writer)")] = 1,
     state: StateOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Serve the deployments from this process: curate on rsr.teacher.added, rescore nightly and on
-    rsr.student.added, publish after each rescore. Needs PREFECT_API_URL (a running `prefect server start`)."""
-    st = _state(state)
+    rsr.student.added (then publish for each re-scored student), publish on demand. Needs PREFECT_API_URL (a
+    running `prefect server start`)."""
+    ray = _ray(ray_address)
+    home = _state(state)
     from deployments.events import NoPrefectApi, require_api
     from deployments.serve import serve as serve_deployments
 
@@ -337,21 +340,21 @@ def serve(
         url = require_api()
     except NoPrefectApi as err:
         _fail(str(err))
-    typer.echo(f"serving curate-teacher, rescore-students, publish for {st.root} from {url}", err=True)
-    serve_deployments(st, rescore_cron or None, timezone, publish_name, limit)
+    typer.echo(f"serving curate-teacher, rescore-students, publish for {home.root} from {url}", err=True)
+    serve_deployments(home, rescore_cron or None, timezone, ray, limit)
 
 
 @app.command()
 def status(state: StateOpt = None) -> None:
     """What the state folder holds: teachers, students, scores, publications, recent runs."""
-    st = _state(state)
-    if not st.duckdb.exists():
-        typer.echo(f"{st.duckdb} does not exist yet: run `rsr demo` or `rsr add-teacher`")
+    home = _state(state)
+    if not home.duckdb.exists():
+        typer.echo(f"{home.duckdb} does not exist yet: run `rsr demo` or `rsr add-teacher`")
         return
-    _print_report(st, None)
+    _print_report(home, None)
 
 
-def _print_report(st, result: dict | None) -> None:
+def _print_report(home, result: dict | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -359,7 +362,7 @@ def _print_report(st, result: dict | None) -> None:
 
     console = Console()
     # The guarded reader: never a lock error, and never in the way of a flow that is writing.
-    with open_read_only(st.duckdb) as (con, _note):
+    with open_read_only(home.duckdb) as (con, _note):
 
         def query(sql: str, params: list | None = None) -> list[tuple]:
             return con.execute(sql, params or []).fetchall()
@@ -396,11 +399,11 @@ def _print_report(st, result: dict | None) -> None:
         name, path, n_rows, mlflow_run_id = pubs[0]
         console.print(f"dataset:  {path}  ({n_rows} rows; datasets.load_from_disk)")
         console.print(f"MLflow run {mlflow_run_id}")
-    console.print(f"DuckDB:   {st.duckdb}")
-    console.print(f"MLflow:   {st.mlflow_uri}")
-    console.print(f"  open the UI:  mlflow ui --backend-store-uri {st.mlflow_uri}")
-    console.print(f"Prefect:  PREFECT_HOME={st.prefect_home}")
-    console.print(f"  open the UI:  PREFECT_HOME={st.prefect_home} prefect server start")
+    console.print(f"DuckDB:   {home.duckdb}")
+    console.print(f"MLflow:   {home.mlflow_uri}")
+    console.print(f"  open the UI:  mlflow ui --backend-store-uri {home.mlflow_uri}")
+    console.print(f"Prefect:  PREFECT_HOME={home.prefect_home}")
+    console.print(f"  open the UI:  PREFECT_HOME={home.prefect_home} prefect server start")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -461,10 +464,10 @@ def sql(
             query = file.read_text(encoding="utf-8")
         except OSError as err:
             _fail(f"{file}: cannot read the query file: {err.strerror or err}")
-    st = StateDir.from_env(state)
+    home = StateDir.from_env(state)
     params = [_sql_param(p) for p in param] if param else None
     try:
-        result = run_query(st.duckdb, query or "", params, wait_s=wait, timeout_s=timeout, max_rows=max_rows)
+        result = run_query(home.duckdb, query or "", params, wait_s=wait, timeout_s=timeout, max_rows=max_rows)
     except (SqlError, FileNotFoundError) as err:
         _fail(str(err))
     if result.note:

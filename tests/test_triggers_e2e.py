@@ -14,7 +14,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 import yaml
@@ -48,10 +47,8 @@ def _event(name: str, resource: dict, payload: dict):
 
 
 def test_trigger_parameters_render_from_event_payloads():
-    from prefect.client.schemas.objects import FlowRun
-
     from deployments import events
-    from deployments.serve import CURATE_PARAMETERS, PUBLISH_PARAMETERS, RESCORE_PARAMETERS
+    from deployments.serve import CURATE_PARAMETERS, RESCORE_PARAMETERS
 
     resource, payload = events.teacher_added("t1", "/data/t1.jsonl", "messages", None, "/data/p.jsonl", True)
     got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, payload)})
@@ -62,6 +59,7 @@ def test_trigger_parameters_render_from_event_payloads():
         "mapping": None,
         "problems": "/data/p.jsonl",
         "score": True,
+        "publish": False,
     }
     # A hand-written event with only the required keys still renders (optional keys default to null / true).
     minimal = _event(events.TEACHER_ADDED, resource, {"name": "t2", "file": "x.parquet"})
@@ -73,21 +71,15 @@ def test_trigger_parameters_render_from_event_payloads():
         "mapping": None,
         "problems": None,
         "score": True,
+        "publish": False,
     }
-    mapped = events.teacher_added("t3", "x.csv", "table", {"problem": "q"}, None, False)
+    mapped = events.teacher_added("t3", "x.csv", "table", {"problem": "q"}, None, False, publish=True)
     got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, *mapped)})
-    assert got["mapping"] == {"problem": "q"} and got["score"] is False
+    assert got["mapping"] == {"problem": "q"} and got["score"] is False and got["publish"] is True
 
     resource, payload = events.student_added("smollm2-135m", "float32", None)
     got = _render(RESCORE_PARAMETERS, {"event": _event(events.STUDENT_ADDED, resource, payload)})
     assert got == {"students": [{"ref": "smollm2-135m", "dtype": "float32", "chat_template": None}]}
-
-    # publish: the student of the completed rescore run, or null (the default student) after a scheduled run.
-    spec = {"ref": "smollm2-135m", "dtype": "auto", "chat_template": "llama3"}
-    triggered = FlowRun(flow_id=uuid4(), parameters={"state": "/s", "students": [spec]})
-    assert _render(PUBLISH_PARAMETERS, {"flow_run": triggered}) == {"student": spec}
-    scheduled = FlowRun(flow_id=uuid4(), parameters={"state": "/s"})
-    assert _render(PUBLISH_PARAMETERS, {"flow_run": scheduled}) == {"student": None}
 
 
 def test_prefect_yaml_declares_the_served_deployments(tmp_path):
@@ -99,19 +91,18 @@ def test_prefect_yaml_declares_the_served_deployments(tmp_path):
 
     spec = yaml.safe_load(PREFECT_YAML.read_text())
     declared = {d["name"]: d for d in spec["deployments"]}
-    served = {d.name: d for d in build_deployments(StateDir(tmp_path), publish_name="sft")}
-    assert set(declared) == set(served) == set(triggers())
+    served = {d.name: d for d in build_deployments(StateDir(tmp_path))}
+    assert set(declared) == set(served) == set(triggers()) | {"publish"}
     for name, d in declared.items():
         assert d["work_pool"]["name"] == "gpu"
         assert d["work_pool"]["job_variables"]["env"]["RSR_HOME"] == "{{ $RSR_HOME }}"
         assert load_flow_from_entrypoint(d["entrypoint"]).name == served[name].flow_name
         assert served[name].parameters["state"] == str(tmp_path)
-        yaml_triggers = [DeploymentEventTrigger.model_validate(t).model_dump() for t in d["triggers"]]
-        assert yaml_triggers == [t.model_dump() for t in triggers()[name]], name
+        yaml_triggers = [DeploymentEventTrigger.model_validate(t).model_dump() for t in d.get("triggers", [])]
+        assert yaml_triggers == [t.model_dump() for t in triggers().get(name, [])], name
     assert [s["cron"] for s in declared["rescore-students"]["schedules"]] == [DEFAULT_RESCORE_CRON]
     assert [s.schedule.cron for s in served["rescore-students"].schedules] == [DEFAULT_RESCORE_CRON]
-    assert declared["publish"]["parameters"] == {"name": "sft"}
-    assert served["publish"].parameters["name"] == "sft"
+    assert "triggers" not in declared["publish"]  # the rescore flows publish for each student they re-scored
 
 
 def test_async_needs_a_prefect_server():
@@ -216,7 +207,7 @@ def served(prefect_server: Server, tmp_path) -> Iterator[tuple[Server, Path, Pat
                 pytest.fail(f"rsr serve exited ({proc.returncode})\n{servers.tail(log)}")
             with prefect_server.client() as client:
                 names = {a.name for a in client.read_automations()}
-            return {"rsr-teacher-added", "rsr-student-added", "rsr-rescore-completed"} <= names
+            return {"rsr-teacher-added", "rsr-student-added"} <= names
 
         servers.until("rsr serve to register its deployments", registered, SERVER_START_S, log)
         yield prefect_server, home, log, prefect_server.env("client", RSR_HOME=str(tmp_path / "client-home"))
@@ -256,20 +247,29 @@ def test_serve_runs_flows_on_events(served, tmp_path):
         _, runs = store.query("SELECT flow_name, status, prefect_flow_run_id FROM runs")
         assert ("curate-teacher", "completed", str(run.id)) in runs
 
-    # rsr.student.added -> rescore-students for that student (another template: another student_id) -> publish.
+    # rsr.student.added -> rescore-students for that student (another template: another student_id), which then
+    # publishes for it (its dataset named by student) under its policy.
     out = _rsr(["add-student", "smollm2-135m", "--chat-template", "llama3", "--async"], client_env, tmp_path)
     assert "emitted rsr.student.added" in out
     (rescored,) = _wait_final(server, "rescore-students", "rescore-students", log)
     assert rescored.parameters["students"][0]["chat_template"] == "llama3"
-    (published,) = _wait_final(server, "publish-dataset", "publish", log)
-    assert published.parameters["student"]["chat_template"] == "llama3"
     with Store.open(home / "rsr.duckdb", read_only=True) as store:
         (new,) = [s for s in store.students() if s.student_id != first.student_id]
         assert new.info["chat_template"] == "llama3"
         _, scored = store.query("SELECT count(*) FROM scores WHERE student_id = ?", [new.student_id])
         assert scored == [(N_PROBLEMS,)]
         _, pubs = store.query("SELECT student_id, name, n_rows FROM publications")
-        assert pubs == [(new.student_id, "sft", N_PROBLEMS)]
+        assert pubs == [(new.student_id, "sft-smollm2-135m-llama3", N_PROBLEMS)]
+
+    # rsr.teacher.added with publish: true -> curate scores the new teacher for both students, publishes for both.
+    terse = tmp_path / "terse-solver.jsonl"
+    terse.write_text("\n".join((tmp_path / "demo" / "terse-solver.jsonl").read_text().splitlines()[:N_PROBLEMS]))
+    args = ["add-teacher", "terse-solver", str(terse), "--format", "messages", "--problems", str(problems)]
+    assert "emitted rsr.teacher.added" in _rsr([*args, "--publish", "--async"], client_env, tmp_path)
+    _wait_final(server, "curate-teacher", "curate-teacher", log, n=2)
+    with Store.open(home / "rsr.duckdb", read_only=True) as store:
+        _, pubs = store.query("SELECT DISTINCT name, student_id FROM publications ORDER BY name")
+    assert pubs == [("sft-smollm2-135m", first.student_id), ("sft-smollm2-135m-llama3", new.student_id)]
 
 
 @pytest.mark.slow
@@ -299,7 +299,7 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
             d = client.read_deployment_by_name(name)
             assert d.work_pool_name == "gpu" and d.job_variables == {"env": {"RSR_HOME": str(home)}}, name
         names = {a.name for a in client.read_automations()}
-    assert {"rsr-teacher-added", "rsr-student-added", "rsr-rescore-completed"} <= names
+    assert {"rsr-teacher-added", "rsr-student-added"} <= names
 
     out = _rsr(
         ["add-teacher", "tutor", str(teacher), "--format", "messages", "--problems", str(problems), "--no-score"]
