@@ -13,8 +13,10 @@ from rsr.config import PipelineConfig, RaySpec
 
 
 @flow(name="pipeline")
-def pipeline(config_path: str, state: str | None = None, ray: RaySpec | None = None) -> dict:
-    """`ray` (from `--ray-address`) overrides the config's Ray address."""
+def pipeline(
+    config_path: str, state: str | None = None, ray: RaySpec | None = None, mlflow_uri: str | None = None
+) -> dict:
+    """`ray` (from `--ray-address`) overrides the config's Ray address, `mlflow_uri` its MLflow server."""
     config = PipelineConfig.load(config_path)
     home = state_dir(state)
     ray = ray_for(config, ray)
@@ -39,7 +41,9 @@ def pipeline(config_path: str, state: str | None = None, ray: RaySpec | None = N
             # One student: the config's output name; several: each named by its student.
             name = config.output if len(config.students) == 1 else spec.dataset_name(config.output)
             policy = spec.policy or config.policy
-            published.append(publish_dataset(spec, policy, spec.output or name, state=str(home.root)))
+            published.append(
+                publish_dataset(spec, policy, spec.output or name, mlflow_uri or config.mlflow_uri, str(home.root))
+            )
         return {"teachers": teachers, "scores": scores, "published": published}
 
 

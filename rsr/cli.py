@@ -109,6 +109,16 @@ RayAddressOpt = Annotated[
 ]
 
 
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-uri",
+        help="MLflow tracking server for the publish run (default: the config's mlflow_uri, $MLFLOW_TRACKING_URI, "
+        "then the state folder's SQLite store)",
+    ),
+]
+
+
 def _ray(address: str | None, run_async: bool = False):
     """--ray-address as the flows' `ray` parameter: one GPU per scoring task unless the YAML's `ray:` says more."""
     if not address:
@@ -170,13 +180,14 @@ def run(
     config: Annotated[Path, typer.Argument(help="pipeline YAML")],
     state: StateOpt = None,
     ray_address: RayAddressOpt = None,
+    mlflow_uri: MlflowOpt = None,
 ) -> None:
     """The whole DAG from a config: teachers -> dedup -> verify -> score -> select -> publish."""
     ray = _ray(ray_address)
     home = _state(state)
     from flows.pipeline import pipeline
 
-    result = _run_flow(pipeline, str(config.resolve()), state=str(home.root), ray=ray)
+    result = _run_flow(pipeline, str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
     _print_report(home, result)
 
 
@@ -294,7 +305,8 @@ def publish(
     include_duplicates: Annotated[bool, typer.Option(help="also keep duplicates")] = False,
     dtype: Annotated[Dtype, typer.Option(help="the dtype of the scores to select by")] = Dtype.auto,
     chat_template: Annotated[str | None, typer.Option(help="the student's template, as registered")] = None,
-    name: Annotated[str, typer.Option(help="dataset name")] = "sft",
+    name: Annotated[str | None, typer.Option(help="dataset name [default: sft-<model name>]")] = None,
+    mlflow_uri: MlflowOpt = None,
     state: StateOpt = None,
 ) -> None:
     """Select by policy and publish an SFT dataset (datasets + Parquet + JSONL + card) with MLflow lineage."""
@@ -314,7 +326,7 @@ def publish(
     except ValueError as err:
         _fail(str(err))
     spec = StudentSpec(ref=student, dtype=dtype.value, chat_template=chat_template)
-    result = _run_flow(publish_dataset, spec, pol, name, state=str(home.root))
+    result = _run_flow(publish_dataset, spec, pol, name, mlflow_uri=mlflow_uri, state=str(home.root))
     typer.echo(f"published {result['n_rows']} rows to {result['path']} (MLflow run {result['mlflow_run_id']})")
 
 

@@ -164,6 +164,7 @@ class PipelineConfig(BaseModel):
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     ray: RaySpec | None = None
     output: str = "sft"
+    mlflow_uri: str | None = None  # the team's tracking server; default $MLFLOW_TRACKING_URI, then the state's SQLite
 
     @field_validator("students", mode="before")
     @classmethod
