@@ -4,7 +4,8 @@
 ``rank_teachers(candidates)`` are pure, so policies are tested (and compared) without a database.
 
 A trajectory whose RSR is None or NaN (no tokens, or a response the student predicts perfectly) is never
-selected by any policy, and is left out of the teacher ranking.
+selected by any policy, and is left out of the teacher ranking. A truncated trajectory (scored on its first
+``max_tokens`` tokens only) competes only if the policy says ``include_truncated``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, model_validator
 
 if TYPE_CHECKING:
-    from rsr.store import Store
+    from rsr.store import ScoreKey, Store
 
 PolicyName = Literal["per_problem_min_rsr", "top_teachers", "rsr_threshold"]
 
@@ -27,13 +28,15 @@ class SelectionPolicy(BaseModel):
     """per_problem_min_rsr: per problem, the lowest-RSR trajectory (ties: smallest trajectory_id).
     top_teachers: every trajectory of the k teachers with the lowest dataset RSR.
     rsr_threshold: every trajectory with rsr <= threshold.
-    Filters applied first: verified_only keeps verdict == "correct"; exclude_duplicates drops duplicates."""
+    Filters applied first: verified_only keeps verdict == "correct"; exclude_duplicates drops duplicates;
+    include_truncated lets trajectories scored on a truncated prefix compete."""
 
     name: PolicyName
     k: int = Field(default=1, ge=1)
     threshold: float | None = None
     verified_only: bool = True
     exclude_duplicates: bool = True
+    include_truncated: bool = False
 
     @model_validator(mode="after")
     def _threshold_when_needed(self) -> SelectionPolicy:
@@ -53,52 +56,67 @@ class Candidate:
     mean_surprisal: float | None
     verdict: str | None
     is_duplicate: bool
+    truncated: bool = False
 
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def candidates(store: Store, student_id: str) -> list[Candidate]:
-    """Every trajectory with a current (latest, non-error) score for this student, with verdict and dup flag."""
+def candidates(store: Store, student_id: str, key: ScoreKey | None = None) -> list[Candidate]:
+    """Every trajectory with a current (non-error) score for this student made as ``key`` says (dtype, max_tokens,
+    r_max), with its verdict and duplicate flag. Without ``key``: the student's only scoring setting; a student
+    scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix."""
+    if key is None:
+        settings = store.score_settings(student_id)
+        if not settings:
+            return []
+        if len(settings) > 1:
+            found = "; ".join(
+                f"dtype={s.key.dtype} max_tokens={s.key.max_tokens} r_max={s.key.r_max}" for s in settings
+            )
+            raise ValueError(f"student {student_id} has scores made in several settings ({found}): pick one (key=)")
+        key = settings[0].key
     _, rows = store.query(
         """SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
-                  v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate
+                  v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate, l.truncated
            FROM latest_scores l
            LEFT JOIN trajectory_verdicts v ON v.trajectory_id = l.trajectory_id
            LEFT JOIN duplicates d ON d.trajectory_id = l.trajectory_id
-           WHERE l.student_id = ?
+           WHERE l.student_id = ? AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?
            ORDER BY l.trajectory_id""",
-        [student_id],
+        [student_id, key.dtype, key.max_tokens, key.r_max],
     )
     return [Candidate(*row) for row in rows]
 
 
 def eligible(cands: Iterable[Candidate], policy: SelectionPolicy) -> list[Candidate]:
-    """The policy's filters (verified, not duplicate, finite RSR) without its choice."""
+    """The policy's filters (verified, not duplicate, not truncated, finite RSR) without its choice."""
     return [
         c
         for c in cands
         if _finite(c.rsr)
         and (not policy.verified_only or c.verdict == "correct")
         and (not policy.exclude_duplicates or not c.is_duplicate)
+        and (policy.include_truncated or not c.truncated)
     ]
 
 
 def rank_teachers(cands: Iterable[Candidate]) -> list[tuple[str, float, int]]:
-    """(teacher, dataset RSR, n) best first; dataset RSR = sum mean_rank / sum mean_surprisal (the paper's).
+    """(teacher, dataset RSR, n) best first, dataset RSR as rsr.metric computes it (the paper's).
 
-    Pass the eligible candidates (as ``select`` does) to rank teachers on what would be published.
-    Ties are broken by teacher name; a teacher with no usable rows (NaN dataset RSR) sorts last.
-    """
-    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    Pass the eligible candidates (as ``select`` does) to rank teachers on what would be published. Rows without
+    finite means are left out (a teacher with none is not ranked); ties are broken by teacher name."""
+    from rsr.metric import dataset_rsr_of_means  # here: rsr.config imports this module, torch stays out of it
+
+    groups: dict[str, list[Candidate]] = defaultdict(list)
     for c in cands:
         if _finite(c.mean_rank) and _finite(c.mean_surprisal):
-            acc = sums[c.teacher]
-            acc[0] += c.mean_rank
-            acc[1] += c.mean_surprisal
-            acc[2] += 1
-    ranked = [(t, r / s if s > 0 else math.nan, int(n)) for t, (r, s, n) in sums.items()]
+            groups[c.teacher].append(c)
+    ranked = [
+        (t, float(dataset_rsr_of_means([c.mean_rank for c in g], [c.mean_surprisal for c in g])), len(g))
+        for t, g in groups.items()
+    ]
     return sorted(ranked, key=lambda x: (math.isnan(x[1]), x[1] if not math.isnan(x[1]) else 0.0, x[0]))
 
 

@@ -1,55 +1,23 @@
-"""DuckDB store: one file, the single writer. Schema and migrations live here, in code.
+"""DuckDB store: one file, the single writer. Schema, migrations (views included) and every query live here.
 
-Open it with ``Store.open(path)`` (read-write, the flow's one writer) or ``Store.open(path, read_only=True)``
-(dashboards, notebooks, the CLI). Each ``add_*``/``set_*`` call is one transaction; bulk inserts go through an
-Arrow batch (one round trip per call, not per row).
+Open it with ``Store.open(path)`` (read-write, the flow's one writer: creates and migrates the file) or
+``Store.open(path, read_only=True)`` (anyone else: a guarded read-only connection from ``rsr.db``, reading a
+snapshot while a flow writes). Each ``add_*``/``set_*`` call is one transaction; bulk inserts go through an
+Arrow batch (one round trip per call, not per row). Tables and views: ``docs/sql.md``.
 
-Tables (see ``docs/sql.md`` for columns and examples):
-
-=================== ====================================================================================
-runs                one row per flow run: Prefect flow-run id <-> MLflow run id, params, status, times
-problems            problem text + gold answer (filled in when it arrives later)
-trajectories        ingested teacher trajectories (id = hash(teacher, problem_id, response)); immutable
-quarantine          rejected input records with file, line, reason and raw text; never dropped
-duplicates          trajectories marked as exact/near duplicates of a kept one
-verdicts            one verdict per trajectory; the latest write wins (e.g. re-verified once gold arrives)
-students            registered students (id = ref + digest of weights/tokenizer/template)
-scores              append-only score history, one successful row per (trajectory, student, metric, r_max)
-publications        published datasets; a row is written only after the dataset's files are complete
-publication_items   which trajectory (and which score row) went into which published dataset
-=================== ====================================================================================
-
-Views (recreated from code on every read-write open, so they always match this module):
-
-=================== ====================================================================================
-teacher_summary     teacher, n_trajectories, n_unique, n_correct, n_incorrect, n_no_answer, accuracy
-                    (accuracy = correct / all trajectories of the teacher; n_unique = not a duplicate)
-trajectory_verdicts trajectory_id, source_id, teacher, problem_id, extracted_answer, gold_answer, verdict
-score_history       every score row + teacher, problem_id, student (ref), flow_name of the run
-latest_scores       newest non-error score per (trajectory, student) for the current METRIC_VERSION:
-                    trajectory_id, teacher, problem_id, student_id, student, rsr, n_tokens, mean_rank,
-                    mean_surprisal, truncated, score_id, run_id, scored_at, r_max
-teacher_leaderboard student_id, student, teacher, dataset_rsr, accuracy, n
-                    (dataset_rsr = sum(mean_rank) / sum(mean_surprisal) over the teacher's latest scores)
-dataset_lineage     dataset_id, dataset_name, trajectory_id, teacher, score_id, rsr, score_run_id,
-                    publish_run_id, mlflow_run_id
-=================== ====================================================================================
-
-Scores: a successful score (``error IS NULL``) is never recomputed for the same key; rows that carry an
-``error`` are kept as history but do not count as scored, so ``unscored`` offers them again (unless
-``retry_errors=False``). ``score_id`` hashes the key (+ the error text for failed rows), so a retried shard
-inserts nothing twice.
+Scores: a row's key is everything that changes its value, ``ScoreKey``: trajectory, student (its id carries
+the weights digest), compute dtype, ``max_tokens`` (truncation), ``r_max`` and metric version. A successful
+score (``error IS NULL``) is never recomputed for the same key; rows that carry an ``error`` are kept as history
+but do not count as scored, so ``unscored`` offers them again (unless ``retry_errors=False``). ``score_id``
+hashes the key (+ the error text for failed rows), so a retried shard inserts nothing twice.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,10 +27,12 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from rsr.metric import METRIC_VERSION
-from rsr.records import Duplicate, Message, Problem, Rejected, Score, Trajectory, Verdict
+from rsr import db
+from rsr.metric import METRIC_VERSION, R_MAX
+from rsr.records import Duplicate, Message, Problem, Rejected, Score, Trajectory, Verdict, _digest
 
 # Ordered, append-only: never edit a shipped entry, add a new one. Index i is schema version i + 1.
+# Views are created here too (CREATE OR REPLACE VIEW in a new entry redefines one), never at open.
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE runs (
@@ -167,70 +137,99 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (dataset_id, trajectory_id)
     );
     """,
+    # v2: a score names how it was made (dtype, max_tokens); lineage digests of ingested files; the views.
+    # Rows scored before v2 take the dtype their student was registered with (what is known); max_tokens NULL.
+    """
+    ALTER TABLE scores ADD COLUMN dtype VARCHAR;
+    ALTER TABLE scores ADD COLUMN max_tokens INTEGER;
+    UPDATE scores SET dtype = coalesce(
+        (SELECT json_extract_string(st.info, '$.dtype') FROM students st WHERE st.student_id = scores.student_id),
+        'unknown');
+    CREATE TABLE source_files (
+        path VARCHAR NOT NULL,
+        sha256 VARCHAR NOT NULL,
+        size BIGINT NOT NULL,
+        kind VARCHAR NOT NULL,
+        teacher VARCHAR,
+        run_id VARCHAR,
+        ingested_at TIMESTAMP NOT NULL
+    );
+    DROP VIEW IF EXISTS teacher_leaderboard;
+    CREATE OR REPLACE VIEW teacher_summary AS
+        SELECT t.teacher,
+               count(*) AS n_trajectories,
+               count(*) FILTER (WHERE d.trajectory_id IS NULL) AS n_unique,
+               count(*) FILTER (WHERE v.verdict = 'correct') AS n_correct,
+               count(*) FILTER (WHERE v.verdict = 'incorrect') AS n_incorrect,
+               count(*) FILTER (WHERE v.verdict = 'no_answer') AS n_no_answer,
+               CAST(count(*) FILTER (WHERE v.verdict = 'correct') AS DOUBLE) / count(*) AS accuracy
+        FROM trajectories t
+        LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
+        LEFT JOIN duplicates d ON d.trajectory_id = t.trajectory_id
+        GROUP BY t.teacher;
+    CREATE OR REPLACE VIEW trajectory_verdicts AS
+        SELECT t.trajectory_id, t.source_id, t.teacher, t.problem_id, v.extracted_answer,
+               coalesce(v.gold_answer, t.gold_answer, p.gold_answer) AS gold_answer, v.verdict
+        FROM trajectories t
+        LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
+        LEFT JOIN problems p ON p.problem_id = t.problem_id;
+    CREATE OR REPLACE VIEW score_history AS
+        SELECT s.*, t.teacher, t.problem_id, st.ref AS student, r.flow_name
+        FROM scores s
+        LEFT JOIN trajectories t ON t.trajectory_id = s.trajectory_id
+        LEFT JOIN students st ON st.student_id = s.student_id
+        LEFT JOIN runs r ON r.run_id = s.run_id;
+    -- One successful row per score key (add_scores keeps it so; the newest wins should two ever exist).
+    -- The metric version is fixed here: a new METRIC_VERSION comes with a migration redefining this view.
+    CREATE OR REPLACE VIEW latest_scores AS
+        SELECT s.trajectory_id, t.teacher, t.problem_id, s.student_id, st.ref AS student, s.rsr,
+               s.n_tokens, s.mean_rank, s.mean_surprisal, s.truncated, s.score_id, s.run_id, s.scored_at,
+               s.r_max, s.dtype, s.max_tokens, s.sum_rank, s.sum_surprisal, s.metric_version
+        FROM scores s
+        JOIN trajectories t ON t.trajectory_id = s.trajectory_id
+        LEFT JOIN students st ON st.student_id = s.student_id
+        WHERE s.error IS NULL AND s.metric_version = 'rsr-v1'
+        QUALIFY row_number() OVER (
+            PARTITION BY s.trajectory_id, s.student_id, s.dtype, s.max_tokens, s.r_max
+            ORDER BY s.scored_at DESC, s.score_id DESC) = 1;
+    CREATE OR REPLACE VIEW score_settings AS
+        SELECT student_id, any_value(student) AS student, dtype, max_tokens, r_max,
+               count(*) AS n_scored, count(*) FILTER (WHERE truncated) AS n_truncated,
+               max(scored_at) AS last_scored_at
+        FROM latest_scores
+        GROUP BY student_id, dtype, max_tokens, r_max;
+    -- The paper's rule: per student and scoring setting, teachers by dataset RSR, lowest first. Dataset RSR =
+    -- sum of per-trajectory mean ranks / sum of mean surprisals (rsr.metric.dataset_rsr), over the teacher's
+    -- scored trajectories that are not truncated, with tokens and finite means.
+    CREATE OR REPLACE VIEW teacher_selection AS
+        WITH used AS (
+            SELECT l.*, v.verdict FROM latest_scores l
+            LEFT JOIN verdicts v ON v.trajectory_id = l.trajectory_id
+            WHERE NOT l.truncated AND l.n_tokens > 0 AND isfinite(l.mean_rank) AND isfinite(l.mean_surprisal)),
+        per_teacher AS (
+            SELECT student_id, any_value(student) AS student, teacher, dtype, max_tokens, r_max,
+                   sum(mean_rank) / NULLIF(sum(mean_surprisal), 0) AS dataset_rsr,
+                   count(*) AS n,
+                   CAST(count(*) FILTER (WHERE verdict = 'correct') AS DOUBLE) / count(*) AS accuracy,
+                   avg(n_tokens) AS mean_response_tokens
+            FROM used
+            GROUP BY student_id, teacher, dtype, max_tokens, r_max)
+        SELECT *, row_number() OVER (
+                   PARTITION BY student_id, dtype, max_tokens, r_max
+                   ORDER BY dataset_rsr ASC NULLS LAST, teacher) AS rank
+        FROM per_teacher;
+    CREATE OR REPLACE VIEW dataset_lineage AS
+        SELECT p.dataset_id, p.name AS dataset_name, i.trajectory_id, t.teacher, i.score_id, s.rsr,
+               s.run_id AS score_run_id, p.run_id AS publish_run_id, p.mlflow_run_id
+        FROM publication_items i
+        JOIN publications p ON p.dataset_id = i.dataset_id
+        LEFT JOIN trajectories t ON t.trajectory_id = i.trajectory_id
+        LEFT JOIN scores s ON s.score_id = i.score_id;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def view_sql(metric_version: str = METRIC_VERSION) -> dict[str, str]:
-    """The views, in creation order (later ones read earlier ones). Views are code, not data: no migration."""
-    return {
-        "teacher_summary": """
-            SELECT t.teacher,
-                   count(*) AS n_trajectories,
-                   count(*) FILTER (WHERE d.trajectory_id IS NULL) AS n_unique,
-                   count(*) FILTER (WHERE v.verdict = 'correct') AS n_correct,
-                   count(*) FILTER (WHERE v.verdict = 'incorrect') AS n_incorrect,
-                   count(*) FILTER (WHERE v.verdict = 'no_answer') AS n_no_answer,
-                   CAST(count(*) FILTER (WHERE v.verdict = 'correct') AS DOUBLE) / count(*) AS accuracy
-            FROM trajectories t
-            LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
-            LEFT JOIN duplicates d ON d.trajectory_id = t.trajectory_id
-            GROUP BY t.teacher""",
-        "trajectory_verdicts": """
-            SELECT t.trajectory_id, t.source_id, t.teacher, t.problem_id, v.extracted_answer,
-                   coalesce(v.gold_answer, t.gold_answer, p.gold_answer) AS gold_answer, v.verdict
-            FROM trajectories t
-            LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
-            LEFT JOIN problems p ON p.problem_id = t.problem_id""",
-        "score_history": """
-            SELECT s.*, t.teacher, t.problem_id, st.ref AS student, r.flow_name
-            FROM scores s
-            LEFT JOIN trajectories t ON t.trajectory_id = s.trajectory_id
-            LEFT JOIN students st ON st.student_id = s.student_id
-            LEFT JOIN runs r ON r.run_id = s.run_id""",
-        # Newest wins; score_id breaks ties within one batch (same scored_at) deterministically.
-        "latest_scores": f"""
-            SELECT s.trajectory_id, t.teacher, t.problem_id, s.student_id, st.ref AS student, s.rsr,
-                   s.n_tokens, s.mean_rank, s.mean_surprisal, s.truncated, s.score_id, s.run_id, s.scored_at,
-                   s.r_max
-            FROM scores s
-            JOIN trajectories t ON t.trajectory_id = s.trajectory_id
-            LEFT JOIN students st ON st.student_id = s.student_id
-            WHERE s.error IS NULL AND s.metric_version = {_sql_str(metric_version)}
-            QUALIFY row_number() OVER (
-                PARTITION BY s.trajectory_id, s.student_id ORDER BY s.scored_at DESC, s.score_id DESC) = 1""",
-        # As in the paper (and rsr.metric.dataset_rsr): ratio of summed per-trajectory means, empty ones skipped.
-        "teacher_leaderboard": """
-            SELECT l.student_id, any_value(l.student) AS student, l.teacher,
-                   sum(l.mean_rank) / NULLIF(sum(l.mean_surprisal), 0) AS dataset_rsr,
-                   any_value(ts.accuracy) AS accuracy,
-                   count(*) AS n
-            FROM latest_scores l
-            LEFT JOIN teacher_summary ts ON ts.teacher = l.teacher
-            WHERE l.n_tokens > 0 AND isfinite(l.mean_rank) AND isfinite(l.mean_surprisal)
-            GROUP BY l.student_id, l.teacher""",
-        "dataset_lineage": """
-            SELECT p.dataset_id, p.name AS dataset_name, i.trajectory_id, t.teacher, i.score_id, s.rsr,
-                   s.run_id AS score_run_id, p.run_id AS publish_run_id, p.mlflow_run_id
-            FROM publication_items i
-            JOIN publications p ON p.dataset_id = i.dataset_id
-            LEFT JOIN trajectories t ON t.trajectory_id = i.trajectory_id
-            LEFT JOIN scores s ON s.score_id = i.score_id""",
-    }
+# The metric version the views above were written for (checked by a test against rsr.metric.METRIC_VERSION).
+VIEWS_METRIC_VERSION = "rsr-v1"
 
 
 def _now() -> datetime:
@@ -239,16 +238,39 @@ def _now() -> datetime:
 
 
 def _hash(*parts: object) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(str(part).encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()[:20]
+    return _digest(*(str(p) for p in parts))
+
+
+def _check_dtype(dtype: str | None) -> str:
+    if not dtype or dtype == "auto":
+        raise ValueError(
+            f"score dtype {dtype!r}: give the compute dtype the score was (or will be) made in, e.g. 'bfloat16' "
+            "or 'float32' (Student.info()['dtype']), never 'auto': a bf16 score must not answer a float32 request"
+        )
+    return dtype
+
+
+@dataclass(frozen=True)
+class ScoreKey:
+    """How a score is made, besides the trajectory and student: rows differ in value if any of these differ."""
+
+    dtype: str
+    max_tokens: int | None = None
+    r_max: int = R_MAX
+    metric_version: str = METRIC_VERSION
 
 
 def score_id_for(score: Score) -> str:
     """Deterministic id: the score key, plus the error text for failed rows (so distinct failures are kept)."""
-    return "s-" + _hash(score.trajectory_id, score.student_id, score.metric_version, score.r_max, score.error or "")
+    return "s-" + _hash(
+        score.trajectory_id,
+        score.student_id,
+        score.metric_version,
+        score.r_max,
+        score.dtype,
+        score.max_tokens,
+        score.error or "",
+    )
 
 
 def quarantine_id_for(rejected: Rejected) -> str:
@@ -268,107 +290,60 @@ class StudentRow:
     registered_at: datetime
 
 
+@dataclass(frozen=True)
+class ScoreSetting:
+    """A row of the ``score_settings`` view: how many of a student's current scores were made one way."""
+
+    student_id: str
+    student: str | None
+    key: ScoreKey
+    n_scored: int
+    n_truncated: int
+    last_scored_at: datetime
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """An ingested input file (or HF dataset folder) and its digest, taken when it was read."""
+
+    path: str
+    sha256: str
+    size: int
+    kind: str  # "file" | "hf_dir"
+    teacher: str | None
+    run_id: str | None
+    ingested_at: datetime
+
+
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema(list(fields))
+
+
+_S, _I64, _F64, _TS = pa.string(), pa.int64(), pa.float64(), pa.timestamp("us")
 # Arrow schemas of the insert batches: explicit so that all-None columns still get the right type.
-_TRAJ_SCHEMA = pa.schema(
-    [
-        ("trajectory_id", pa.string()),
-        ("source_id", pa.string()),
-        ("teacher", pa.string()),
-        ("problem_id", pa.string()),
-        ("problem", pa.string()),
-        ("messages", pa.string()),
-        ("response", pa.string()),
-        ("declared_answer", pa.string()),
-        ("gold_answer", pa.string()),
-        ("source_file", pa.string()),
-        ("source_line", pa.int64()),
-        ("run_id", pa.string()),
-        ("ingested_at", pa.timestamp("us")),
-    ]
-)
-_SCORE_SCHEMA = pa.schema(
-    [
-        ("score_id", pa.string()),
-        ("trajectory_id", pa.string()),
-        ("student_id", pa.string()),
-        ("metric_version", pa.string()),
-        ("r_max", pa.int32()),
-        ("n_tokens", pa.int32()),
-        ("sum_rank", pa.float64()),
-        ("sum_surprisal", pa.float64()),
-        ("sum_rank_unclipped", pa.float64()),
-        ("rsr", pa.float64()),
-        ("mean_rank", pa.float64()),
-        ("mean_surprisal", pa.float64()),
-        ("mean_rank_unclipped", pa.float64()),
-        ("truncated", pa.bool_()),
-        ("error", pa.string()),
-        ("run_id", pa.string()),
-        ("scored_at", pa.timestamp("us")),
-    ]
-)
-_QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("quarantine_id", pa.string()),
-        ("source_file", pa.string()),
-        ("source_line", pa.int64()),
-        ("reason", pa.string()),
-        ("raw", pa.string()),
-        ("run_id", pa.string()),
-        ("at", pa.timestamp("us")),
-    ]
-)
-_DUP_SCHEMA = pa.schema(
-    [
-        ("trajectory_id", pa.string()),
-        ("dup_of", pa.string()),
-        ("similarity", pa.float64()),
-        ("kind", pa.string()),
-        ("run_id", pa.string()),
-    ]
-)
-_VERDICT_SCHEMA = pa.schema(
-    [
-        ("trajectory_id", pa.string()),
-        ("verdict", pa.string()),
-        ("extracted_answer", pa.string()),
-        ("gold_answer", pa.string()),
-        ("detail", pa.string()),
-        ("run_id", pa.string()),
-        ("at", pa.timestamp("us")),
-    ]
-)
-_PROBLEM_SCHEMA = pa.schema(
-    [("problem_id", pa.string()), ("text", pa.string()), ("gold_answer", pa.string()), ("source", pa.string())]
-)
-_IDS_SCHEMA = pa.schema([("pos", pa.int64()), ("id", pa.string())])
-
-
-def _is_lock_conflict(err: duckdb.Error) -> bool:
-    return "Could not set lock" in str(err) or "Conflicting lock" in str(err)
-
-
-def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """duckdb.connect, waiting while another process holds the file (DuckDB's own lock, not ours).
-
-    A reader (a notebook, `rsr status`) holding the file for a moment must not crash a days-long flow whose next
-    task opens it read-write, nor the other way round: retry with backoff for $RSR_DB_WAIT_S (default 60) s."""
-    wait_s = float(os.environ.get("RSR_DB_WAIT_S", "") or 60.0)
-    deadline = time.monotonic() + wait_s
-    delay = 0.02
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as err:
-            if not _is_lock_conflict(err) or time.monotonic() >= deadline:
-                if _is_lock_conflict(err):
-                    raise duckdb.IOException(
-                        f"{err}\n(waited {wait_s:g}s for the other process to close {path}; "
-                        "set RSR_DB_WAIT_S to wait longer)"
-                    ) from None
-                raise
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.5)
+_TRAJ_SCHEMA = _schema(
+    ("trajectory_id", _S), ("source_id", _S), ("teacher", _S), ("problem_id", _S), ("problem", _S),
+    ("messages", _S), ("response", _S), ("declared_answer", _S), ("gold_answer", _S), ("source_file", _S),
+    ("source_line", _I64), ("run_id", _S), ("ingested_at", _TS),
+)  # fmt: skip
+_SCORE_SCHEMA = _schema(
+    ("score_id", _S), ("trajectory_id", _S), ("student_id", _S), ("metric_version", _S), ("r_max", pa.int32()),
+    ("n_tokens", pa.int32()), ("sum_rank", _F64), ("sum_surprisal", _F64), ("sum_rank_unclipped", _F64),
+    ("rsr", _F64), ("mean_rank", _F64), ("mean_surprisal", _F64), ("mean_rank_unclipped", _F64),
+    ("truncated", pa.bool_()), ("error", _S), ("run_id", _S), ("scored_at", _TS), ("dtype", _S),
+    ("max_tokens", pa.int32()),
+)  # fmt: skip
+_QUARANTINE_SCHEMA = _schema(
+    ("quarantine_id", _S), ("source_file", _S), ("source_line", _I64), ("reason", _S), ("raw", _S), ("run_id", _S),
+    ("at", _TS),
+)  # fmt: skip
+_DUP_SCHEMA = _schema(("trajectory_id", _S), ("dup_of", _S), ("similarity", _F64), ("kind", _S), ("run_id", _S))
+_VERDICT_SCHEMA = _schema(
+    ("trajectory_id", _S), ("verdict", _S), ("extracted_answer", _S), ("gold_answer", _S), ("detail", _S),
+    ("run_id", _S), ("at", _TS),
+)  # fmt: skip
+_PROBLEM_SCHEMA = _schema(("problem_id", _S), ("text", _S), ("gold_answer", _S), ("source", _S))
+_IDS_SCHEMA = _schema(("pos", _I64), ("id", _S))
 
 
 def _columns(schema: pa.Schema) -> str:
@@ -379,26 +354,35 @@ def _columns(schema: pa.Schema) -> str:
 class Store:
     """The DuckDB state. One read-write opener at a time (DuckDB's own rule); any number of read-only ones."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool, note: str | None = None) -> None:
         self._con = con
         self.path = path
         self.read_only = read_only
+        self.note = note  # read-only only: why a snapshot is read (None: the live file)
+        self._resources = ExitStack()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | Path, read_only: bool = False) -> Store:
-        """Open (and create/migrate when read-write) the database at ``path``. Use as a context manager."""
+        """Open the database at ``path``. Use as a context manager.
+
+        Read-write creates and migrates the file. Read-only never writes nor creates anything; it reads a
+        snapshot while a flow holds the state folder's writer lock (``rsr.db.open_read_only``)."""
         path = Path(path)
         if read_only:
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: no database yet; run a flow (or open it read-write) to create it")
-            con = _connect(path, read_only=True)
-            store = cls(con, path, read_only=True)
-            store._check_version()
+            resources = ExitStack()
+            try:
+                con, note = resources.enter_context(db.open_read_only(path))
+                store = cls(con, path, read_only=True, note=note)
+                store._resources = resources
+                store._check_version()
+            except BaseException:
+                resources.close()
+                raise
             return store
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(_connect(path, read_only=False), path, read_only=False)
+        store = cls(db.connect(path, read_only=False), path, read_only=False)
         try:
             store._migrate()
         except BaseException:
@@ -408,6 +392,7 @@ class Store:
 
     def close(self) -> None:
         self._con.close()
+        self._resources.close()
 
     def __enter__(self) -> Store:
         return self
@@ -417,13 +402,11 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        exists = self._con.execute(
+        # fetchall, not fetchone: a half-read result would block the next Arrow registration on this connection.
+        [(exists,)] = self._con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-        ).fetchone()
-        if not exists or exists[0] == 0:
-            return 0
-        row = self._con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        return int(row[0]) if row else 0
+        ).fetchall()
+        return int(self._con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0) if exists else 0
 
     def _check_version(self) -> None:
         version = self.schema_version
@@ -438,18 +421,16 @@ class Store:
             )
 
     def _migrate(self) -> None:
-        self._con.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
-        )
+        """Apply the migrations this file lacks, each in one transaction with its schema_version row."""
         self._check_version()
         current = self.schema_version
         for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
             with self._tx():
+                self._con.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
+                )
                 self._con.execute(sql)
                 self._con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
-        with self._tx():
-            for name, sql in view_sql().items():
-                self._con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -662,10 +643,15 @@ class Store:
         student_id: str,
         metric_version: str,
         r_max: int,
+        *,
+        dtype: str,
+        max_tokens: int | None = None,
         teacher: str | None = None,
         retry_errors: bool = True,
     ) -> list[str]:
-        """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors)."""
+        """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors).
+
+        ``dtype`` is the compute dtype (never "auto"); ``max_tokens`` None means the student's context length."""
         error_cond = "AND s.error IS NULL" if retry_errors else ""
         cur = self._con.execute(
             f"""SELECT t.trajectory_id FROM trajectories t
@@ -673,17 +659,20 @@ class Store:
               AND NOT EXISTS (
                 SELECT 1 FROM scores s
                 WHERE s.trajectory_id = t.trajectory_id AND s.student_id = ? AND s.metric_version = ?
-                  AND s.r_max = ? {error_cond})
+                  AND s.r_max = ? AND s.dtype = ? AND s.max_tokens IS NOT DISTINCT FROM ? {error_cond})
             ORDER BY t.trajectory_id""",
-            [teacher, teacher, student_id, metric_version, r_max],
+            [teacher, teacher, student_id, metric_version, r_max, _check_dtype(dtype), max_tokens],
         )
         return [r[0] for r in cur.fetchall()]
 
     def add_scores(self, scores: Sequence[Score], run_id: str | None) -> int:
-        """Append scores whose key has no successful row yet (and whose score_id is new). Returns # inserted."""
+        """Append scores whose key has no successful row yet (and whose score_id is new). Returns # inserted.
+
+        Every score must name its compute dtype (``Score.dtype``): a ValueError otherwise, nothing stored."""
         now = _now()
         rows: dict[str, dict[str, Any]] = {}
         for s in scores:
+            _check_dtype(s.dtype)
             sid = score_id_for(s)
             rows.setdefault(sid, {"score_id": sid, **s.model_dump(), "run_id": run_id, "scored_at": now})
         if not rows:
@@ -697,8 +686,62 @@ class Store:
                   AND NOT EXISTS (
                     SELECT 1 FROM scores s
                     WHERE s.trajectory_id = b.trajectory_id AND s.student_id = b.student_id
-                      AND s.metric_version = b.metric_version AND s.r_max = b.r_max AND s.error IS NULL)"""
+                      AND s.metric_version = b.metric_version AND s.r_max = b.r_max AND s.dtype = b.dtype
+                      AND s.max_tokens IS NOT DISTINCT FROM b.max_tokens AND s.error IS NULL)"""
             )
+
+    def score_settings(self, student_id: str | None = None) -> list[ScoreSetting]:
+        """How a student's current scores were made (dtype, max_tokens, r_max), with counts (truncated ones too)."""
+        cur = self._con.execute(
+            """SELECT student_id, student, dtype, max_tokens, r_max, n_scored, n_truncated, last_scored_at
+            FROM score_settings WHERE CAST(? AS VARCHAR) IS NULL OR student_id = ?
+            ORDER BY student_id, last_scored_at DESC, dtype, max_tokens NULLS FIRST, r_max""",
+            [student_id, student_id],
+        )
+        return [
+            ScoreSetting(sid, ref, ScoreKey(dtype, max_tokens, r_max), n, n_trunc, at)
+            for sid, ref, dtype, max_tokens, r_max, n, n_trunc, at in cur.fetchall()
+        ]
+
+    # ---- lineage of input files ------------------------------------------------------------------------
+
+    def add_source_file(
+        self, path: str | Path, sha256: str, size: int, kind: str, teacher: str | None, run_id: str | None
+    ) -> bool:
+        """Record an ingested file's digest (taken as it was read). The same (path, digest, teacher) again is a
+        no-op; a changed file at the same path is a new row. Returns True if a row was added."""
+        if kind not in ("file", "hf_dir"):
+            raise ValueError(f"source file kind {kind!r}: use 'file' or 'hf_dir'")
+        with self._tx():
+            return bool(
+                self._insert_count(
+                    """WITH new AS (
+                        INSERT INTO source_files SELECT ?, ?, ?, ?, ?, ?, ?
+                        WHERE NOT EXISTS (SELECT 1 FROM source_files WHERE path = ? AND sha256 = ?
+                                          AND teacher IS NOT DISTINCT FROM ?)
+                        RETURNING 1)
+                    SELECT count(*) FROM new""",
+                    [str(path), sha256, size, kind, teacher, run_id, _now(), str(path), sha256, teacher],
+                )
+            )
+
+    def source_files(self, teacher: str | None = None, paths: Sequence[str | Path] | None = None) -> list[SourceFile]:
+        """The newest digest of each ingested file (per path and teacher), filtered by teacher and/or paths."""
+        where, params = ["TRUE"], []
+        if teacher is not None:
+            where.append("teacher = ?")
+            params.append(teacher)
+        if paths is not None:
+            where.append("list_contains(?, path)")
+            params.append([str(p) for p in paths])
+        cur = self._con.execute(
+            f"""SELECT path, sha256, size, kind, teacher, run_id, ingested_at FROM source_files
+            WHERE {" AND ".join(where)}
+            QUALIFY row_number() OVER (PARTITION BY path, teacher ORDER BY ingested_at DESC, sha256) = 1
+            ORDER BY path, teacher NULLS FIRST""",
+            params,
+        )
+        return [SourceFile(*row) for row in cur.fetchall()]
 
     # ---- publications ----------------------------------------------------------------------------------
 

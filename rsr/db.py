@@ -1,0 +1,270 @@
+"""The one way to reach the state database: connect, retry and lock, once.
+
+- ``connect(path, read_only)``: ``duckdb.connect`` that waits while another process holds the file.
+- ``writer_lock(root, what)``: the state folder's single-writer lock (``$RSR_HOME/writer.lock``), held by every
+  writing flow for its whole run.
+- ``open_read_only(path)``: a guarded read-only connection (``read_only``, external access off, configuration
+  locked: the engine itself refuses every write) to the live file, or to a snapshot of it while a flow writes.
+
+One retry policy for all three (``retry``: a time budget, jittered exponential backoff). How long to wait comes
+from ``$RSR_LOCK_WAIT_S`` (a second writer, default 600 s; 0 = fail at once) and ``$RSR_DB_WAIT_S`` (a locked
+DuckDB file, default 60 s).
+
+Why readers take the writer lock shared: DuckDB allows one read-write process, and while it holds the file no
+other process can open it. Flows open the file once per task, so a reader slipping in between two tasks would
+make the flow's next open wait. Hence a reader never touches the live file while a flow holds ``writer.lock``
+(it copies a snapshot: ``rsr.duckdb`` + ``.wal``, re-copied until neither changed, opened read-only so DuckDB
+replays the WAL and checks block checksums); otherwise it holds the lock shared, so a flow starting meanwhile
+waits for the read instead of failing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+T = TypeVar("T")
+
+# External access off: no files, no extensions, no ATTACH; locked so that no statement can turn it back on.
+GUARDED_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
+
+
+class StateBusy(RuntimeError):
+    """Another flow holds the state folder's writer lock (and kept it longer than we would wait)."""
+
+
+# ---- settings (until rsr.config.settings() owns them) ---------------------------------------------------------
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
+    if value < 0:
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds >= 0")
+    return value
+
+
+def lock_wait_s() -> float:
+    """Seconds a second writer waits for the state folder ($RSR_LOCK_WAIT_S, default 600)."""
+    return _seconds("RSR_LOCK_WAIT_S", 600.0)
+
+
+def db_wait_s() -> float:
+    """Seconds an open waits while another process holds the DuckDB file ($RSR_DB_WAIT_S, default 60)."""
+    return _seconds("RSR_DB_WAIT_S", 60.0)
+
+
+# ---- the retry policy ----------------------------------------------------------------------------------------
+
+
+def retry(attempt: Callable[[], T], budget_s: float, retry_on: Callable[[BaseException], bool]) -> T:
+    """``attempt()`` until it succeeds, retrying errors that ``retry_on`` accepts for ``budget_s`` seconds.
+
+    Backoff doubles from 20 ms to 0.5 s, jittered so that two waiters do not retry in step. The last error is
+    raised when the budget is spent (at least one attempt is always made)."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.02
+    while True:
+        try:
+            return attempt()
+        except Exception as err:
+            left = deadline - time.monotonic()
+            if not retry_on(err) or left <= 0:
+                raise
+            time.sleep(min(delay * random.uniform(0.5, 1.0), left))
+            delay = min(delay * 2, 0.5)
+
+
+def is_lock_error(err: BaseException) -> bool:
+    """Another process holds the file (IOException), or this process has it open otherwise (ConnectionException)."""
+    text = str(err).lower()
+    return isinstance(err, duckdb.Error) and (
+        "could not set lock" in text or "conflicting lock" in text or "different configuration" in text
+    )
+
+
+# ---- connections ---------------------------------------------------------------------------------------------
+
+
+def connect(
+    path: Path, read_only: bool, config: dict[str, Any] | None = None, wait_s: float | None = None
+) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, waiting up to ``wait_s`` (default $RSR_DB_WAIT_S) while another process holds the file."""
+    wait_s = db_wait_s() if wait_s is None else wait_s
+    try:
+        return retry(lambda: duckdb.connect(str(path), read_only=read_only, config=config or {}), wait_s, is_lock_error)
+    except duckdb.Error as err:
+        if not is_lock_error(err):
+            raise
+        raise type(err)(
+            f"{err}\n(waited {wait_s:g}s for the other process to close {path}; set RSR_DB_WAIT_S to wait longer)"
+        ) from None
+
+
+# ---- the writer lock -----------------------------------------------------------------------------------------
+
+_held: dict[Path, int] = {}  # re-entrant within a process: a flow's subflows share their parent's lock
+
+
+@contextmanager
+def writer_lock(root: Path, what: str, wait_s: float | None = None) -> Iterator[bool]:
+    """An OS file lock (released by the kernel if the holder is killed, so a crash never leaves it stuck).
+
+    Yields True for the outermost holder in this process, False for a re-entrant (nested flow) one."""
+    wait_s = lock_wait_s() if wait_s is None else wait_s
+    root.mkdir(parents=True, exist_ok=True)
+    path = (root / "writer.lock").resolve()
+    if _held.get(path):
+        _held[path] += 1
+        try:
+            yield False
+        finally:
+            _held[path] -= 1
+        return
+    with open(path, "a+") as fh:
+        try:
+            retry(lambda: fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB), wait_s, _is_blocked)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise StateBusy(
+                f"{root} is busy: {holder} is writing to it; waited {wait_s:.0f}s. "
+                "Try again when it finishes, wait longer (RSR_LOCK_WAIT_S=seconds) or use another RSR_HOME."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} ({what})")
+        fh.flush()
+        _held[path] = 1
+        try:
+            yield True
+        finally:
+            _held[path] = 0
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _is_blocked(err: BaseException) -> bool:
+    return isinstance(err, BlockingIOError)
+
+
+@contextmanager
+def _writer_lock_shared(db: Path) -> Iterator[str | None]:
+    """Hold writer.lock shared while reading; yields None if free, else the busy flow's description."""
+    lock = db.parent / "writer.lock"
+    if not lock.exists():
+        yield None  # no flow ever ran here: nothing to coordinate with (and a reader creates no files)
+        return
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield f"a flow is writing ({fh.read().strip() or 'another process'})"
+            return
+        try:
+            yield None
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---- guarded read-only access --------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_read_only(
+    db_path: str | os.PathLike, wait_s: float = 2.0
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, str | None]]:
+    """A guarded read-only connection to the database, or to a snapshot of it: yields (connection, note).
+
+    ``note`` is None for the live file, else says why a snapshot is read. ``wait_s``: how long to retry a file
+    another process holds before reading a snapshot. Never raises a lock error."""
+    db = Path(db_path).expanduser().resolve()
+    if not db.exists():
+        raise FileNotFoundError(f"{db}: no database yet; run `rsr demo` or a flow to create it")
+    # Spill to our own temporary folder, not DuckDB's default `<db>.tmp` beside the database: a reader killed
+    # mid-query must leave nothing in the state folder.
+    with tempfile.TemporaryDirectory(prefix="rsr-read-") as tmp:
+        config = {**GUARDED_CONFIG, "temp_directory": str(Path(tmp) / "spill")}
+        with _writer_lock_shared(db) as busy:
+            if busy is None:
+                try:
+                    con = connect(db, read_only=True, config=config, wait_s=wait_s)
+                except duckdb.Error as err:
+                    if not is_lock_error(err):
+                        raise
+                    busy = f"the database was locked by a writer for {wait_s:g}s"
+                else:
+                    with con:
+                        yield con, None
+                    return
+        # Outside the shared writer.lock: copying does not block anybody.
+        stamp = time.strftime("%H:%M:%S")
+        with _snapshot(db, Path(tmp) / "snapshot", config) as con:
+            yield con, f"{busy}: answered from a snapshot copied at {stamp}"
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+class _Changed(RuntimeError):
+    """The database changed while it was being copied."""
+
+
+def _copy_and_open(db: Path, dest: Path, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    wal = db.with_name(db.name + ".wal")
+    before = (_signature(db), _signature(wal))
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    try:
+        shutil.copyfile(db, dest / db.name)
+        if before[1] is not None:
+            shutil.copyfile(wal, dest / wal.name)
+    except FileNotFoundError:
+        pass  # the WAL was checkpointed away mid-copy: the signatures differ below
+    if (_signature(db), _signature(wal)) != before:
+        raise _Changed(f"{db} changed while it was copied")
+    # A torn copy fails DuckDB's checksums here (a duckdb.Error): it is copied again.
+    return duckdb.connect(str(dest / db.name), read_only=True, config=config)
+
+
+@contextmanager
+def _snapshot(
+    db: Path, dest: Path, config: dict[str, Any], budget_s: float = 20.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A consistent copy of the database, opened read-only. A flow commits once per shard, so quiet windows are
+    frequent; the budget covers a loaded machine."""
+    try:
+        con = retry(
+            lambda: _copy_and_open(db, dest, config), budget_s, lambda e: isinstance(e, _Changed | duckdb.Error)
+        )
+    except (_Changed, duckdb.Error) as err:
+        raise RuntimeError(f"{db}: could not copy a consistent snapshot ({err}); try again in a moment") from None
+    with con:
+        yield con
