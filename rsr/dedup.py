@@ -11,11 +11,21 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from rsr.records import DupKind, Duplicate, Trajectory, normalize_text
+from rsr.records import DupKind, Duplicate, normalize_text
+
+
+class Response(Protocol):
+    """What deduplication reads of a trajectory (a Trajectory, or a lighter row read back from the store)."""
+
+    trajectory_id: str
+    problem_id: str
+    response: str
+
 
 SEED = 1  # fixed: the same inputs always give the same duplicates
 _CANDIDATE_SLACK = 0.15  # LSH recall below the threshold; the MinHash estimate then decides
@@ -83,24 +93,25 @@ def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
 
 def find_duplicates(
-    trajectories: Iterable[Trajectory], threshold: float = 0.9, num_perm: int = 128, shingle: int = 5
+    trajectories: Iterable[Response], threshold: float = 0.9, num_perm: int = 128, shingle: int = 5
 ) -> list[Duplicate]:
     """Exact (same normalised response) and near (estimated Jaccard >= threshold) duplicates per problem_id."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    groups: dict[str, list[Trajectory]] = defaultdict(list)
+    groups: dict[str, list[Response]] = defaultdict(list)
     for traj in trajectories:
         groups[traj.problem_id].append(traj)
     sketch = _Sketcher(num_perm, shingle)
     params = _lsh_params(threshold, num_perm)
     out: list[Duplicate] = []
     for members in groups.values():
-        out.extend(_group_duplicates(members, sketch, params, threshold))
+        if len(members) > 1:  # a problem answered once has nothing to compare (no sketch needed)
+            out.extend(_group_duplicates(members, sketch, params, threshold))
     return out
 
 
 def _group_duplicates(
-    members: Sequence[Trajectory], sketch: _Sketcher, params: tuple[int, int], threshold: float
+    members: Sequence[Response], sketch: _Sketcher, params: tuple[int, int], threshold: float
 ) -> list[Duplicate]:
     out: list[Duplicate] = []
     # what the first occurrence of each normalised text became; later copies inherit it:

@@ -10,6 +10,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class RecordError(ValueError):
+    """One input record is unusable (ingest) or unscorable (scoring); the message is the reason, others go on."""
+
+
 def _digest(*parts: str) -> str:
     h = hashlib.sha256()
     for part in parts:

@@ -1,15 +1,24 @@
-"""Ingest, deduplicate, verify: the CPU stages, each reading what the previous one stored (by id)."""
+"""Ingest, deduplicate, verify: the CPU stages, each reading what the previous one stored (by id).
+
+Each works a chunk at a time and stores each chunk in its own transaction before reading the next, so memory stays
+flat however large the input, and a run killed half-way keeps what it stored: ids are content hashes, so the
+re-run stores each record exactly once and only redoes what was not stored.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect import task
 
 from rsr.dedup import find_duplicates
-from rsr.ingest import ingest_file
+from rsr.ingest import input_digest, iter_ingest
 from rsr.store import Store
 from rsr.verify import verify_many
+
+DEDUP_PROBLEMS = 2000  # problems (with all their teachers' trajectories) deduplicated per chunk
+VERIFY_CHUNK = 5000  # trajectories verified and stored per chunk
 
 
 @task(name="ingest-teacher")
@@ -22,45 +31,83 @@ def ingest_teacher(
     mapping: dict[str, str] | None = None,
     problems: str | None = None,
 ) -> dict:
-    """Read one teacher's file into DuckDB; bad records go to quarantine, good ones are never lost."""
-    result = ingest_file(path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems)
+    """Read one teacher's input into DuckDB; bad records go to quarantine, good ones are never lost.
+
+    The input's digest is recorded (lineage) under each source name its records carry (an HF dataset's splits
+    are "<dir>[split]")."""
+    out = {"teacher": teacher, "path": str(path), "read": 0, "new": 0, "quarantined": 0, "quarantined_new": 0}
+    problem_ids: set[str] = set()
+    sources: set[str] = set()
+    digest = input_digest(Path(path)) if Path(path).exists() else None  # None: a hub id, digested by its files
     with Store.open(db) as store:
-        store.upsert_problems(result.problems)
-        new = store.add_trajectories(result.trajectories, run_id)
-        quarantined = store.add_rejected(result.rejected, run_id)
-    return {
-        "teacher": teacher,
-        "path": str(path),
-        "read": len(result.trajectories),
-        "new": new,
-        "quarantined": len(result.rejected),
-        "quarantined_new": quarantined,
-        "problem_ids": sorted({t.problem_id for t in result.trajectories}),
-    }
+        for chunk in iter_ingest(path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems):
+            store.upsert_problems(chunk.problems)
+            out["new"] += store.add_trajectories(chunk.trajectories, run_id)
+            out["quarantined_new"] += store.add_rejected(chunk.rejected, run_id)
+            out["read"] += len(chunk.trajectories)
+            out["quarantined"] += len(chunk.rejected)
+            problem_ids.update(t.problem_id for t in chunk.trajectories)
+            sources.update(t.source_file for t in chunk.trajectories)
+        if digest is not None:
+            for name in sorted(sources | {str(path)}):
+                store.add_source_file(name, digest.sha256, digest.size, digest.kind, teacher, run_id)
+    out["problem_ids"] = sorted(problem_ids)
+    return out
+
+
+class _Response(NamedTuple):
+    trajectory_id: str
+    problem_id: str
+    response: str
 
 
 @task(name="deduplicate")
 def deduplicate(db: Path, run_id: str, problem_ids: list[str], threshold: float = 0.9) -> int:
-    """Exact + near duplicates among all teachers' trajectories of these problems, first-ingested kept."""
-    if not problem_ids:
-        return 0
+    """Exact + near duplicates among all teachers' trajectories of these problems, first-ingested kept.
+    Duplicates only meet within a problem, so problems are read and stored a chunk at a time."""
+    found = 0
     with Store.open(db) as store:
-        _, rows = store.query(
-            """SELECT trajectory_id FROM trajectories WHERE list_contains(?, problem_id)
-               ORDER BY ingested_at, teacher, source_file, source_line, trajectory_id""",
-            [problem_ids],
-        )
-        trajectories = store.get_trajectories([r[0] for r in rows])
-        duplicates = find_duplicates(trajectories, threshold=threshold)
-        store.set_duplicates(duplicates, run_id)
-    return len(duplicates)
+        for start in range(0, len(problem_ids), DEDUP_PROBLEMS):
+            _, rows = store.query(
+                """SELECT trajectory_id, problem_id, response FROM trajectories
+                   WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
+                   ORDER BY ingested_at, teacher, source_file, source_line, trajectory_id""",
+                [problem_ids[start : start + DEDUP_PROBLEMS]],
+            )
+            duplicates = find_duplicates([_Response(*r) for r in rows], threshold=threshold)
+            store.set_duplicates(duplicates, run_id)
+            found += len(duplicates)
+    return found
+
+
+class _Answer(NamedTuple):
+    trajectory_id: str
+    response: str
+    declared_answer: str | None
+    gold_answer: str | None
+
+
+# Trajectories with no verdict, or a `no_gold` one whose gold is known now (its own, else its problem's), by id.
+_UNVERIFIED_PAGE = """
+    SELECT t.trajectory_id, t.response, t.declared_answer, coalesce(t.gold_answer, p.gold_answer)
+    FROM trajectories t
+    LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
+    LEFT JOIN problems p ON p.problem_id = t.problem_id
+    WHERE t.trajectory_id > ?
+      AND (v.trajectory_id IS NULL OR (v.verdict = 'no_gold' AND coalesce(t.gold_answer, p.gold_answer) IS NOT NULL))
+    ORDER BY t.trajectory_id
+    LIMIT ?"""
 
 
 @task(name="verify-answers")
 def verify_answers(db: Path, run_id: str, timeout_s: float = 5.0) -> int:
-    """Verdicts for every trajectory not yet verified (or whose gold answer arrived since)."""
+    """Verdicts for every trajectory not yet verified (or whose gold answer arrived since), a chunk at a time."""
+    done, after = 0, ""
     with Store.open(db) as store:
-        trajectories = store.get_trajectories(store.unverified_ids())
-        if trajectories:
-            store.set_verdicts(verify_many(trajectories, timeout_s=timeout_s), run_id)
-    return len(trajectories)
+        while True:
+            _, rows = store.query(_UNVERIFIED_PAGE, [after, VERIFY_CHUNK])
+            if not rows:
+                return done
+            store.set_verdicts(verify_many([_Answer(*r) for r in rows], timeout_s=timeout_s), run_id)
+            done += len(rows)
+            after = rows[-1][0]

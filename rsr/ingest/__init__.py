@@ -3,23 +3,25 @@
 result = ingest_file("runs/gpt-4o.json")                     # format detected: zeroeval
 result = ingest_file("out.csv", mapping={"problem": "question", "response": "output"}, teacher="m")
 result.trajectories, result.rejected, result.problems
+for chunk in iter_ingest("big.jsonl", teacher="m"):          # the same, CHUNK records at a time (flat memory)
+    store(chunk)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
-from rsr.ingest._common import IngestResult, RecordError
-from rsr.ingest._io import head_text, iter_jsonl, require_path, suffix_of, whole_file_problem
+from rsr.ingest._common import CHUNK, IngestResult, RecordError
+from rsr.ingest._io import InputDigest, head_text, input_digest, iter_jsonl, require_path, suffix_of, whole_file_problem
 from rsr.ingest.hf import ingest_hf, is_saved_dataset
 from rsr.ingest.messages import ingest_messages
 from rsr.ingest.problems import join_gold, load_problem_index, load_problems, problems_of
 from rsr.ingest.table import ingest_table, parse_mapping
 from rsr.ingest.zeroeval import ingest_zeroeval, parse_teacher_json
-from rsr.records import Rejected
+from rsr.records import Problem, Rejected
 
 Format = Literal["messages", "zeroeval", "table", "hf"]
 FORMATS: tuple[str, ...] = ("messages", "zeroeval", "table", "hf")
@@ -28,9 +30,12 @@ __all__ = [
     "FORMATS",
     "Format",
     "IngestResult",
+    "InputDigest",
     "RecordError",
     "detect_format",
     "ingest_file",
+    "input_digest",
+    "iter_ingest",
     "load_problems",
     "parse_mapping",
     "parse_teacher_json",
@@ -87,6 +92,31 @@ def detect_format(path: str | Path) -> Format:
     return "table"
 
 
+def iter_ingest(
+    path: str | Path,
+    *,
+    teacher: str | None = None,
+    fmt: str | None = None,
+    mapping: Mapping[str, str] | str | None = None,
+    problems: str | Path | None = None,
+    chunk_size: int = CHUNK,
+) -> Iterator[IngestResult]:
+    """Read one input `chunk_size` records at a time: each chunk holds its trajectories (golds joined from
+    `problems`), its rejects and the problems it saw. Memory stays flat however large the file (a JSON list,
+    ZeroEval's format, is the exception: it is parsed whole).
+
+    Raises FileNotFoundError for a missing path and ValueError for a wrong call (unknown format, bad mapping, a
+    bad problems file), before the first chunk; anything wrong with the data itself is a chunk's `rejected`."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    index = load_problem_index(Path(problems)) if problems is not None else None
+    for chunk in _chunks(path, fmt, teacher, mapping, chunk_size):
+        if index is not None:
+            chunk.trajectories = join_gold(chunk.trajectories, index)
+        chunk.problems = problems_of(chunk.trajectories, index)
+        yield chunk
+
+
 def ingest_file(
     path: str | Path,
     *,
@@ -95,47 +125,42 @@ def ingest_file(
     mapping: Mapping[str, str] | str | None = None,
     problems: str | Path | None = None,
 ) -> IngestResult:
-    """Read one input into trajectories (+ rejects, + the problems seen, golds joined from `problems`).
-
-    Raises FileNotFoundError for a missing path and ValueError for a wrong call (unknown format, bad mapping);
-    anything wrong with the data itself ends up in `result.rejected` instead.
-    """
-    if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if fmt == "hf" and not Path(path).exists():
-        result = ingest_hf(str(path), teacher=teacher, mapping=mapping)  # a hub id rather than a folder
-    else:
-        p = require_path(Path(path))
-        if p.is_dir() and fmt not in (None, "hf"):
-            raise ValueError(f"{p} is a directory; only the hf format reads directories (a save_to_disk folder)")
-        unreadable = whole_file_problem(p)
-        if unreadable:
-            # detection cannot read such a file either; one quarantined entry says why
-            reject = Rejected(source_file=str(p), source_line=0, reason=unreadable, raw=head_text(p))
-            result = IngestResult(rejected=[reject])
-        else:
-            result = _dispatch(p, fmt or detect_format(p), teacher=teacher, mapping=mapping)
+    """Read one input whole into trajectories (+ rejects, + the problems seen): iter_ingest's chunks joined, for
+    inputs that fit in memory. Equal trajectory ids: the first is kept, later ones counted in duplicates_skipped."""
+    result = IngestResult()
+    for chunk in iter_ingest(path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems):
+        result.extend(chunk)
+        result.problems.extend(chunk.problems)
     result.trajectories, skipped = _first_of_each(result)
     result.duplicates_skipped += skipped
-    index = load_problem_index(Path(problems)) if problems is not None else None
-    if index is not None:
-        result.trajectories = join_gold(result.trajectories, index)
-    result.problems = problems_of(result.trajectories, index)
+    result.problems = _first_gold_of_each(result.problems)
     return result
 
 
-def _dispatch(path: Path, fmt: str, *, teacher: str | None, mapping: Mapping[str, str] | str | None) -> IngestResult:
+def _chunks(
+    path: str | Path, fmt: str | None, teacher: str | None, mapping: Mapping[str, str] | str | None, chunk_size: int
+) -> Iterator[IngestResult]:
+    if fmt == "hf" and not Path(path).exists():
+        return ingest_hf(str(path), teacher=teacher, mapping=mapping)  # a hub id rather than a folder
+    p = require_path(Path(path))
+    if p.is_dir() and fmt not in (None, "hf"):
+        raise ValueError(f"{p} is a directory; only the hf format reads directories (a save_to_disk folder)")
+    unreadable = whole_file_problem(p)
+    if unreadable:  # detection cannot read such a file either; one quarantined entry says why
+        reject = Rejected(source_file=str(p), source_line=0, reason=unreadable, raw=head_text(p))
+        return iter([IngestResult(rejected=[reject])])
+    fmt = fmt or detect_format(p)
     if fmt == "zeroeval":
-        return ingest_zeroeval(path, teacher=teacher)
+        return ingest_zeroeval(p, teacher=teacher, chunk_size=chunk_size)
     if fmt == "messages":
-        return ingest_messages(path, teacher=teacher)
+        return ingest_messages(p, teacher=teacher, chunk_size=chunk_size)
     if fmt == "table":
-        return ingest_table(path, teacher=teacher, mapping=mapping)
-    return ingest_hf(path, teacher=teacher, mapping=mapping)
+        return ingest_table(p, teacher=teacher, mapping=mapping, chunk_size=chunk_size)
+    return ingest_hf(p, teacher=teacher, mapping=mapping, chunk_size=chunk_size)
 
 
 def _first_of_each(result: IngestResult) -> tuple[list, int]:
-    """Equal trajectory ids across splits of one input: the first is kept, later ones are counted, not errors."""
+    """Equal trajectory ids across chunks or splits: the first is kept, later ones are counted, not errors."""
     seen: set[str] = set()
     kept = []
     for traj in result.trajectories:
@@ -143,3 +168,17 @@ def _first_of_each(result: IngestResult) -> tuple[list, int]:
             seen.add(traj.trajectory_id)
             kept.append(traj)
     return kept, len(result.trajectories) - len(kept)
+
+
+def _first_gold_of_each(problems: list[Problem]) -> list[Problem]:
+    """One Problem per id across chunks, in first-seen order, with the first gold known for it (as the store does)."""
+    seen: dict[str, Problem] = {}
+    for problem in problems:
+        current = seen.get(problem.problem_id)
+        if current is None or (current.gold_answer is None and problem.gold_answer is not None):
+            seen[problem.problem_id] = (
+                problem
+                if current is None
+                else current.model_copy(update={"gold_answer": problem.gold_answer, "source": problem.source})
+            )
+    return list(seen.values())

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from rsr.ingest._io import RawRecord, cut, dump_raw
-from rsr.records import Message, Problem, Rejected, Trajectory
+from rsr.records import Message, Problem, RecordError, Rejected, Trajectory
 
 ROLES = ("system", "user", "assistant")
-
-
-class RecordError(ValueError):
-    """One input record is unusable; the message is the quarantine reason."""
+CHUNK = 5000  # records per chunk: what an adapter holds at once, and what the ingest task stores per transaction
 
 
 @dataclass
@@ -146,8 +143,11 @@ def pick_teacher(value: Any, fallback: str | None, where: str = "`teacher`") -> 
 RecordFn = Callable[[Any, int], Trajectory]
 
 
-def collect(raws: Iterable[RawRecord], source_file: str, to_trajectory: RecordFn) -> IngestResult:
-    """Run one adapter over raw records: good ones become Trajectories (first of equal ids kept), bad ones Rejected."""
+def collect(
+    raws: Iterable[RawRecord], source_file: str, to_trajectory: RecordFn, chunk_size: int = CHUNK
+) -> Iterator[IngestResult]:
+    """Run one adapter over raw records, `chunk_size` at a time: good ones become Trajectories (the first of equal
+    ids in a chunk kept; across chunks the store keeps the first), bad ones Rejected with their place and reason."""
     result = IngestResult()
     seen: set[str] = set()
     for raw in raws:
@@ -155,25 +155,31 @@ def collect(raws: Iterable[RawRecord], source_file: str, to_trajectory: RecordFn
             result.rejected.append(
                 Rejected(source_file=source_file, source_line=raw.line, reason=raw.error, raw=raw.raw)
             )
-            continue
-        try:
-            traj = to_trajectory(raw.value, raw.line)
-        except RecordError as e:
-            reason = str(e)
-        except ValidationError as e:  # a field the adapter let through that the record model refuses
-            reason = f"invalid record: {e.errors()[0].get('msg', e)}"
         else:
-            if traj.trajectory_id in seen:
-                result.duplicates_skipped += 1
-            else:
-                seen.add(traj.trajectory_id)
-                result.trajectories.append(traj)
-            continue
-        raw_text = raw.raw or dump_raw(raw.value)
-        result.rejected.append(
-            Rejected(source_file=source_file, source_line=raw.line, reason=reason, raw=cut(raw_text))
-        )
-    return result
+            _one(raw, source_file, to_trajectory, result, seen)
+        if len(result.trajectories) + len(result.rejected) >= chunk_size:
+            yield result
+            result, seen = IngestResult(), set()
+    if result.trajectories or result.rejected or result.duplicates_skipped:
+        yield result
+
+
+def _one(raw: RawRecord, source_file: str, to_trajectory: RecordFn, result: IngestResult, seen: set[str]) -> None:
+    try:
+        traj = to_trajectory(raw.value, raw.line)
+    except RecordError as e:
+        reason = str(e)
+    except ValidationError as e:  # a field the adapter let through that the record model refuses
+        reason = f"invalid record: {e.errors()[0].get('msg', e)}"
+    else:
+        if traj.trajectory_id in seen:
+            result.duplicates_skipped += 1
+        else:
+            seen.add(traj.trajectory_id)
+            result.trajectories.append(traj)
+        return
+    raw_text = raw.raw or dump_raw(raw.value)
+    result.rejected.append(Rejected(source_file=source_file, source_line=raw.line, reason=reason, raw=cut(raw_text)))
 
 
 def as_record(value: Any) -> dict:

@@ -7,6 +7,7 @@ quarantine bad records with their place and keep going. Only a missing path rais
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -50,6 +51,30 @@ def require_path(path: Path) -> Path:
     if not os.access(path, os.R_OK):
         raise FileNotFoundError(f"input not readable: {path} (check its permissions)")
     return path
+
+
+@dataclass(frozen=True)
+class InputDigest:
+    sha256: str
+    size: int  # bytes read (all files of a directory)
+    kind: str  # "file" or "hf_dir"
+
+
+def input_digest(path: Path) -> InputDigest:
+    """sha256 of an input as it is read: a file's bytes, or a saved HF dataset folder's files (relative path and
+    bytes of each, in sorted order), so that lineage names exactly what was ingested."""
+    h = hashlib.sha256()
+    if not path.is_dir():
+        with path.open("rb") as f:
+            h = hashlib.file_digest(f, "sha256")
+        return InputDigest(h.hexdigest(), path.stat().st_size, "file")
+    size = 0
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(file.relative_to(path).as_posix().encode("utf-8", "surrogateescape") + b"\x00")
+        with file.open("rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+        size += file.stat().st_size
+    return InputDigest(h.hexdigest(), size, "hf_dir")
 
 
 def whole_file_problem(path: Path) -> str | None:
@@ -167,11 +192,16 @@ def iter_jsonl(path: Path) -> Iterator[RawRecord]:
             if not text.strip():
                 continue  # blank lines separate nothing in JSONL; they are not records
             value, error = parse_json_text(text)
-            yield RawRecord(number, value=value, raw=cut(text), error=error)
+            # a good line keeps its text uncut (no copy): it is cut only if the record is rejected later
+            yield RawRecord(number, value=value, raw=text if error is None else cut(text), error=error)
 
 
 def iter_json_list(path: Path) -> Iterator[RawRecord]:
-    """A JSON list of records. Bad bytes are kept as surrogates so one bad record does not sink the file."""
+    """A JSON list of records. Bad bytes are kept as surrogates so one bad record does not sink the file.
+
+    The one reader that holds its whole file: a JSON list (ZeroEval's format) is parsed whole. A streaming parser
+    (ijson) would fail the whole file on one record's invalid UTF-8, where this keeps the rest; ZeroEval files are
+    one teacher x one benchmark (a few MB). Inputs at scale come as JSONL, CSV, Parquet or HF datasets."""
     text = path.read_bytes().decode("utf-8", "surrogateescape")
     value, error = parse_json_text(text)
     if error:
@@ -185,16 +215,21 @@ def iter_json_list(path: Path) -> Iterator[RawRecord]:
 
 
 def iter_csv(path: Path, delimiter: str = ",") -> Iterator[RawRecord]:
+    """Rows streamed from the file (bad bytes kept as surrogates: that record is rejected, not the file)."""
     csv.field_size_limit(2**31 - 1)  # long responses are normal; the default 128 KiB limit would reject them
-    text = path.read_bytes().decode("utf-8", "surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
+        yield from _csv_rows(f, delimiter)
+
+
+def _csv_rows(f: io.TextIOBase, delimiter: str) -> Iterator[RawRecord]:
+    reader = csv.reader(f, delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
         yield RawRecord(0, error="empty CSV file")
         return
     except csv.Error as e:
-        yield RawRecord(0, raw=cut(text), error=f"unreadable CSV header: {e}")
+        yield RawRecord(0, raw="", error=f"unreadable CSV header: {e}")
         return
     header = [h.strip().lstrip("\ufeff") for h in header]
     line = reader.line_num + 1

@@ -8,7 +8,7 @@ from typing import Any
 
 from rsr.ingest import messages as messages_adapter
 from rsr.ingest import table as table_adapter
-from rsr.ingest._common import IngestResult, collect
+from rsr.ingest._common import CHUNK, IngestResult, collect
 from rsr.ingest._io import RawRecord
 from rsr.records import Rejected, Trajectory
 
@@ -44,29 +44,34 @@ def _splits(source: str | Path) -> list[tuple[str | None, Any]]:
     return [(None, loaded)]
 
 
-def _rows(dataset: Any) -> Iterator[RawRecord]:
+def _rows(dataset: Any, chunk_size: int = CHUNK) -> Iterator[RawRecord]:
+    """Rows read `chunk_size` at a time (columnar batches, not the whole split)."""
     import pyarrow as pa
 
     index = 0
     try:
-        for row in dataset:
-            yield RawRecord(index, value=row)
-            index += 1
+        for batch in dataset.iter(batch_size=chunk_size):
+            for values in zip(*batch.values(), strict=True):
+                yield RawRecord(index, value=dict(zip(batch, values, strict=True)))
+                index += 1
     except (pa.ArrowException, OSError, ValueError) as e:  # a corrupt Arrow file: the rest of the split is lost
         yield RawRecord(index, error=f"unreadable dataset data from row {index} on: {type(e).__name__}: {e}")
 
 
 def ingest_hf(
-    source: str | Path, *, teacher: str | None = None, mapping: Mapping[str, str] | str | None = None
-) -> IngestResult:
+    source: str | Path,
+    *,
+    teacher: str | None = None,
+    mapping: Mapping[str, str] | str | None = None,
+    chunk_size: int = CHUNK,
+) -> Iterator[IngestResult]:
     """Every split is ingested; rows of split S are reported as source_file "<path>[S]", line = row index."""
-    result = IngestResult()
     fields = table_adapter.parse_mapping(mapping) if mapping is not None else None
     try:
         splits = _splits(source)
     except _Unreadable as e:
-        result.rejected.append(Rejected(source_file=str(source), source_line=0, reason=str(e)[:1000], raw=""))
-        return result
+        yield IngestResult(rejected=[Rejected(source_file=str(source), source_line=0, reason=str(e)[:1000], raw="")])
+        return
     for split, dataset in splits:
         name = f"{source}[{split}]" if split else str(source)
         if "messages" in dataset.column_names and fields is None:
@@ -79,5 +84,4 @@ def ingest_hf(
             def one(value: Any, line: int, name: str = name, cols: dict[str, str] = cols) -> Trajectory:
                 return table_adapter.record_to_trajectory(value, line, source_file=name, teacher=teacher, mapping=cols)
 
-        result.extend(collect(_rows(dataset), name, one))
-    return result
+        yield from collect(_rows(dataset, chunk_size), name, one, chunk_size)

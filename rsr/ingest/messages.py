@@ -6,10 +6,12 @@ The problem is the last user turn; the response is the last assistant turn after
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rsr.ingest._common import (
+    CHUNK,
     IngestResult,
     RecordError,
     answer_str,
@@ -44,10 +46,11 @@ def record_to_trajectory(value: Any, line: int, *, source_file: str, teacher: st
     )
 
 
-def ingest_messages(path: Path, *, teacher: str | None = None) -> IngestResult:
+def ingest_messages(path: Path, *, teacher: str | None = None, chunk_size: int = CHUNK) -> Iterator[IngestResult]:
     source = str(path)
     return collect(
         iter_records(path),
         source,
         lambda value, line: record_to_trajectory(value, line, source_file=source, teacher=teacher),
+        chunk_size,
     )

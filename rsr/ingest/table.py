@@ -7,11 +7,12 @@ Fields left out of the mapping are looked up under their own name. Required: pro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rsr.ingest._common import (
+    CHUNK,
     IngestResult,
     RecordError,
     answer_str,
@@ -29,19 +30,22 @@ FIELDS = ("problem", "response", "teacher", "answer", "id", "system", "problem_i
 REQUIRED = ("problem", "response")
 
 
-def parse_mapping(mapping: Mapping[str, str] | str | None) -> dict[str, str]:
-    """A mapping dict, or the CLI form "problem=question response=output"; unknown fields are a usage error."""
+def parse_mapping(mapping: Mapping[str, str] | str | Sequence[str] | None) -> dict[str, str]:
+    """A mapping dict, the string "problem=question response=output" or the CLI's ["problem=question", ...];
+    a malformed item or an unknown field is a usage error (ValueError). Unmapped fields map to their own name."""
     if mapping is None:
         pairs: dict[str, str] = {}
-    elif isinstance(mapping, str):
+    elif isinstance(mapping, Mapping):
+        pairs = dict(mapping)
+    else:
+        items = mapping.replace(",", " ").split() if isinstance(mapping, str) else list(mapping)
         pairs = {}
-        for item in mapping.replace(",", " ").split():
+        for item in items:
             key, sep, column = item.partition("=")
+            key, column = key.strip(), column.strip()
             if not sep or not key or not column:
                 raise ValueError(f"bad mapping item {item!r}: expected field=column, e.g. problem=question")
             pairs[key] = column
-    else:
-        pairs = dict(mapping)
     unknown = sorted(set(pairs) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown mapping field(s) {unknown}; expected some of {list(FIELDS)}")
@@ -81,8 +85,8 @@ def record_to_trajectory(
 
 
 def ingest_table(
-    path: Path, *, teacher: str | None = None, mapping: Mapping[str, str] | str | None = None
-) -> IngestResult:
+    path: Path, *, teacher: str | None = None, mapping: Mapping[str, str] | str | None = None, chunk_size: int = CHUNK
+) -> Iterator[IngestResult]:
     source, fields = str(path), parse_mapping(mapping)
     if fields["problem"] == fields["response"]:
         raise ValueError(f"mapping sends problem and response to the same column {fields['problem']!r}")
@@ -90,4 +94,5 @@ def ingest_table(
         iter_records(path),
         source,
         lambda value, line: record_to_trajectory(value, line, source_file=source, teacher=teacher, mapping=fields),
+        chunk_size,
     )

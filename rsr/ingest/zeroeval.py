@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rsr.ingest._common import (
+    CHUNK,
     IngestResult,
     RecordError,
     answer_str,
@@ -184,7 +186,7 @@ def record_to_trajectory(value: Any, line: int, *, source_file: str, teacher: st
     )
 
 
-def ingest_zeroeval(path: Path, *, teacher: str | None = None) -> IngestResult:
+def ingest_zeroeval(path: Path, *, teacher: str | None = None, chunk_size: int = CHUNK) -> Iterator[IngestResult]:
     """Teacher = the teacher argument, else the file stem (upstream names files by model), else `generator`."""
     source = str(path)
     name = teacher or path.stem or None
@@ -196,4 +198,4 @@ def ingest_zeroeval(path: Path, *, teacher: str | None = None) -> IngestResult:
             rec = {**rec, "generator": name}
         return record_to_trajectory(rec, line, source_file=source, teacher=None)
 
-    return collect(iter_records(path), source, one)
+    return collect(iter_records(path), source, one, chunk_size)
