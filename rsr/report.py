@@ -2,8 +2,14 @@
 
     build_report(StateDir.from_env(), "smollm2-135m", Path("report"))  # -> ReportResult(pngs, html, mlflow_run_id)
 
+The teacher-selection table (``teacher_board``, also behind ``rsr status``): per teacher, for the student's
+current scoring setting (dtype, max_tokens, r_max), the dataset RSR of the ``teacher_selection`` view with a
+bootstrap 95% interval (trajectories resampled per teacher, seeded), accuracy, mean response length in tokens,
+and the paper's rule: teachers ranked by dataset RSR, lowest first.
+
 Plots (matplotlib's object API with the Agg canvas: no pyplot global state, no display needed):
 
+- ``teacher_selection.png``    dataset RSR per teacher with its 95% interval, in rank order (the paper's rule)
 - ``rsr_distribution.png``     trajectory RSR per teacher (box plot + the points), teachers by dataset RSR
 - ``rsr_vs_accuracy.png``      dataset RSR vs verified accuracy, one labelled point per teacher
 - ``selected_per_teacher.png`` rows each teacher contributed to the student's latest publication
@@ -14,7 +20,7 @@ Plots (matplotlib's object API with the Agg canvas: no pyplot global state, no d
 are also logged to the MLflow run of the student's latest publication, under ``report/``.
 
 The student is resolved from the ``students`` table by ref (most recent registration) or exact student_id; the
-model is never loaded. The store is read through ``rsr.sql.open_read_only``, so a report works while a flow writes.
+model is never loaded. The store is opened read-only, so a report works while a flow writes (from a snapshot).
 """
 
 from __future__ import annotations
@@ -22,20 +28,34 @@ from __future__ import annotations
 import base64
 import html
 import math
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
+import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from rsr.config import StateDir
-from rsr.metric import METRIC_VERSION
-from rsr.sql import open_read_only
+from rsr.metric import METRIC_VERSION, dataset_rsr_of_means
+from rsr.store import ScoreKey, Store
 
-PNG_NAMES = ("rsr_distribution.png", "rsr_vs_accuracy.png", "selected_per_teacher.png", "score_history.png")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PNG_NAMES = (
+    "teacher_selection.png",
+    "rsr_distribution.png",
+    "rsr_vs_accuracy.png",
+    "selected_per_teacher.png",
+    "score_history.png",
+)
+N_RESAMPLES = 1000
+SEED = 0
+# Rows the teacher_selection view counts: scored, not truncated, with tokens and finite means.
+_USED = "NOT truncated AND n_tokens > 0 AND isfinite(mean_rank) AND isfinite(mean_surprisal)"
+_SETTING = "dtype = ? AND max_tokens IS NOT DISTINCT FROM ? AND r_max = ?"
 
 
 @dataclass
@@ -52,22 +72,23 @@ class _Data:
     student_id: str
     student_ref: str
     other_ids: list[str]
-    scores: pd.DataFrame  # latest_scores rows of the student
-    board: pd.DataFrame  # one row per teacher: dataset_rsr, accuracy, n, selected
+    setting: ScoreKey | None  # the scoring setting the board is for (None: nothing scored yet)
+    scores: pd.DataFrame  # the student's used rows in that setting: teacher, trajectory_id, rsr
+    board: pd.DataFrame  # teacher_board
     publication: dict[str, Any] | None
     history: pd.DataFrame  # run_id, at, teacher, dataset_rsr
-    note: str | None  # snapshot note from open_read_only
+    note: str | None  # why a snapshot was read (None: the live file)
 
 
-def resolve_student(con: duckdb.DuckDBPyConnection, ref: str) -> tuple[str, str, list[str]]:
+def resolve_student(store: Store, ref: str) -> tuple[str, str, list[str]]:
     """(student_id, ref, other student_ids with this ref) for a ref or a student_id; newest registration wins."""
-    rows = con.execute(
+    _, rows = store.query(
         "SELECT student_id, ref FROM students WHERE ref = ? OR student_id = ? "
         "ORDER BY (student_id = ?) DESC, registered_at DESC, student_id DESC",
         [ref, ref, ref],
-    ).fetchall()
+    )
     if not rows:
-        known = [r[0] for r in con.execute("SELECT DISTINCT ref FROM students ORDER BY 1").fetchall()]
+        known = [r[0] for r in store.query("SELECT DISTINCT ref FROM students ORDER BY 1")[1]]
         raise ValueError(
             f"no student {ref!r} in the store (registered: {', '.join(known) or 'none'}); "
             "register it with `rsr add-student REF`"
@@ -75,59 +96,121 @@ def resolve_student(con: duckdb.DuckDBPyConnection, ref: str) -> tuple[str, str,
     return rows[0][0], rows[0][1], [r[0] for r in rows[1:]]
 
 
-def _history(con: duckdb.DuckDBPyConnection, student_id: str) -> pd.DataFrame:
-    rows = con.execute(
-        """SELECT teacher, trajectory_id, run_id, scored_at, score_id, mean_rank, mean_surprisal
+def current_setting(store: Store, student_id: str) -> ScoreKey | None:
+    """The setting (dtype, max_tokens, r_max) of the student's most recent scores; None if never scored."""
+    settings = [s for s in store.score_settings(student_id) if s.key.metric_version == METRIC_VERSION]
+    return settings[0].key if settings else None
+
+
+def bootstrap_ci(
+    mean_ranks: np.ndarray, mean_surprisals: np.ndarray, seed: int | list[int] = SEED, n: int = N_RESAMPLES
+) -> tuple[float, float]:
+    """95% percentile interval of the dataset RSR, resampling trajectories with replacement ``n`` times."""
+    size = len(mean_ranks)
+    if size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 4_000_000 // size)  # resamples per draw: bounded memory for a 250k-trajectory teacher
+    values = []
+    for start in range(0, n, chunk):
+        idx = rng.integers(0, size, size=(min(chunk, n - start), size))
+        values.append(dataset_rsr_of_means(mean_ranks[idx], mean_surprisals[idx]))
+    low, high = np.nanpercentile(np.concatenate(values), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _intervals(used: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for teacher, g in used.groupby("teacher", sort=True):
+        # Seeded per teacher (not by position): a teacher's interval does not move when another is added.
+        seed = [SEED, zlib.crc32(str(teacher).encode())]
+        low, high = bootstrap_ci(g["mean_rank"].to_numpy(), g["mean_surprisal"].to_numpy(), seed)
+        out.append({"teacher": teacher, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(out, columns=["teacher", "ci_low", "ci_high"])
+
+
+def _latest_publication(store: Store, student_id: str) -> dict[str, Any] | None:
+    pubs = store.query_df(
+        "SELECT dataset_id, name, path, policy, n_rows, mlflow_run_id, created_at FROM publications "
+        "WHERE student_id = ? ORDER BY created_at DESC LIMIT 1",
+        [student_id],
+    )
+    return pubs.iloc[0].to_dict() if not pubs.empty else None
+
+
+def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None) -> pd.DataFrame:
+    """One row per known teacher, best first (the paper's rule: lowest dataset RSR first, unscored last):
+    teacher, rank, dataset_rsr, ci_low, ci_high, n (rows used), accuracy (over those rows),
+    mean_response_tokens, n_trajectories, all_accuracy (over all its trajectories), selected (rows in the
+    student's latest publication). ``setting`` defaults to the student's current one."""
+    setting = setting or current_setting(store, student_id)
+    key = [setting.dtype, setting.max_tokens, setting.r_max] if setting else [None, None, None]
+    pub = _latest_publication(store, student_id)
+    board = store.query_df(
+        """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
+                   s.n_trajectories, s.accuracy AS all_accuracy,
+                   (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
+                     WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
+            FROM teacher_summary s
+            LEFT JOIN teacher_selection v ON v.teacher = s.teacher AND v.student_id = ?
+                 AND v.dtype = ? AND v.max_tokens IS NOT DISTINCT FROM ? AND v.r_max = ?
+            ORDER BY v.rank NULLS LAST, s.teacher""",
+        [pub["dataset_id"] if pub else None, student_id, *key],
+    )
+    used = store.query_df(
+        f"SELECT teacher, mean_rank, mean_surprisal FROM latest_scores WHERE student_id = ? AND {_SETTING} AND {_USED}",
+        [student_id, *key],
+    )
+    return board.merge(_intervals(used), on="teacher", how="left")[
+        ["teacher", "rank", "dataset_rsr", "ci_low", "ci_high", "n", "accuracy", "mean_response_tokens",
+         "n_trajectories", "all_accuracy", "selected"]]  # fmt: skip
+
+
+def _history(store: Store, student_id: str, setting: ScoreKey | None) -> pd.DataFrame:
+    empty = pd.DataFrame(columns=["run_id", "at", "teacher", "dataset_rsr"])
+    if setting is None:
+        return empty
+    rows = store.query_df(
+        f"""SELECT teacher, trajectory_id, run_id, scored_at, score_id, mean_rank, mean_surprisal
         FROM score_history
         WHERE student_id = ? AND error IS NULL AND metric_version = ? AND teacher IS NOT NULL
-          AND n_tokens > 0 AND isfinite(mean_rank) AND isfinite(mean_surprisal)""",
-        [student_id, METRIC_VERSION],
-    ).df()
+          AND {_SETTING} AND {_USED}""",
+        [student_id, METRIC_VERSION, setting.dtype, setting.max_tokens, setting.r_max],
+    )
     if rows.empty:
-        return pd.DataFrame(columns=["run_id", "at", "teacher", "dataset_rsr"])
+        return empty
     # Cumulative, like latest_scores at that moment: a rescore run may cover only some trajectories.
     points = []
     for run_id, at in rows.groupby("run_id")["scored_at"].max().sort_values().items():
         upto = rows[rows["scored_at"] <= at].sort_values(["scored_at", "score_id"])
         latest = upto.drop_duplicates("trajectory_id", keep="last")
-        sums = latest.groupby("teacher")[["mean_rank", "mean_surprisal"]].sum()
-        for teacher, s in sums.iterrows():
-            rsr = s["mean_rank"] / s["mean_surprisal"] if s["mean_surprisal"] else math.nan
+        for teacher, g in latest.groupby("teacher"):
+            rsr = dataset_rsr_of_means(g["mean_rank"].to_numpy(), g["mean_surprisal"].to_numpy())
             points.append({"run_id": run_id, "at": at, "teacher": teacher, "dataset_rsr": rsr})
     return pd.DataFrame(points)
 
 
 def _load(state: StateDir, student_ref: str) -> _Data:
-    with open_read_only(state.duckdb) as (con, note):
-        student_id, ref, others = resolve_student(con, student_ref)
-        scores = con.execute(
-            "SELECT teacher, trajectory_id, rsr FROM latest_scores WHERE student_id = ? AND isfinite(rsr)",
-            [student_id],
-        ).df()
-        pubs = con.execute(
-            "SELECT dataset_id, name, path, policy, n_rows, mlflow_run_id, created_at FROM publications "
-            "WHERE student_id = ? ORDER BY created_at DESC LIMIT 1",
-            [student_id],
-        ).df()
-        publication = pubs.iloc[0].to_dict() if not pubs.empty else None
-        # Every known teacher, scored or not, with its selected count in the latest publication (0 if none).
-        board = con.execute(
-            """SELECT s.teacher, l.dataset_rsr, s.accuracy, coalesce(l.n, 0) AS n,
-                      (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
-                        WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
-               FROM teacher_summary s
-               LEFT JOIN teacher_leaderboard l ON l.teacher = s.teacher AND l.student_id = ?
-               ORDER BY l.dataset_rsr NULLS LAST, s.teacher""",
-            [publication["dataset_id"] if publication else None, student_id],
-        ).df()
-        history = _history(con, student_id)
-    return _Data(student_id, ref, others, scores, board, publication, history, note)
+    with Store.open(state.duckdb, read_only=True) as store:
+        student_id, ref, others = resolve_student(store, student_ref)
+        setting = current_setting(store, student_id)
+        key = [setting.dtype, setting.max_tokens, setting.r_max] if setting else [None, None, None]
+        scores = store.query_df(
+            f"SELECT teacher, trajectory_id, rsr FROM latest_scores WHERE student_id = ? AND {_SETTING} AND {_USED}",
+            [student_id, *key],
+        )
+        board = teacher_board(store, student_id, setting)
+        history = _history(store, student_id, setting)
+        pub = _latest_publication(store, student_id)
+        return _Data(student_id, ref, others, setting, scores, board, pub, history, store.note)
 
 
 # ---- plots --------------------------------------------------------------------------------------------------
 
 
 def _figure(title: str) -> tuple[Figure, Any]:
+    from matplotlib.figure import Figure  # here: resolve_student and teacher_board need no plotting library
+
     fig = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=11)
@@ -138,6 +221,26 @@ def _empty(ax: Any, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.35")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _plot_selection(d: _Data, path: Path) -> None:
+    fig, ax = _figure(f"Teacher selection for {d.student_ref}: dataset RSR, 95% bootstrap interval")
+    board = d.board.dropna(subset=["dataset_rsr"])
+    if board.empty:
+        _empty(ax, "no scores for this student yet")
+    else:
+        x = np.arange(len(board))
+        rsr = board["dataset_rsr"].to_numpy(dtype=float)
+        err = np.vstack([rsr - board["ci_low"].to_numpy(dtype=float), board["ci_high"].to_numpy(dtype=float) - rsr])
+        ax.errorbar(x, rsr, yerr=np.clip(err, 0, None), fmt="o", capsize=5, color="tab:purple", zorder=3)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"#{int(r)} {t}" for r, t in zip(board["rank"], board["teacher"], strict=True)])
+        ax.tick_params(axis="x", labelrotation=20 if len(board) > 4 else 0)
+        ax.set_ylabel("dataset RSR (lower is better)")
+        ax.set_xlabel("teacher, by rank (the paper's rule: lowest dataset RSR first)")
+        ax.margins(x=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path)
 
 
 def _plot_distribution(d: _Data, path: Path) -> None:
@@ -222,13 +325,42 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
+def _ci(r: pd.Series) -> str:
+    return f"{_fmt(r['ci_low'], '.4f')} – {_fmt(r['ci_high'], '.4f')}" if pd.notna(r["dataset_rsr"]) else "-"
+
+
+def _table(d: _Data) -> str:
+    """The teacher-selection table and the paper's rule applied to it."""
     e = html.escape
+    head = ("rank", "teacher", "dataset RSR", "95% interval", "accuracy", "mean response tokens", "scored (used)",
+            "trajectories", "selected")  # fmt: skip
     rows = "".join(
-        f"<tr><td>{e(str(r['teacher']))}</td><td>{_fmt(r['dataset_rsr'], '.4f')}</td>"
-        f"<td>{_fmt(r['accuracy'], '.1%')}</td><td>{int(r['n'])}</td><td>{int(r['selected'])}</td></tr>"
+        f"<tr><td>{_fmt(r['rank'], '.0f')}</td><td>{e(str(r['teacher']))}</td><td>{_fmt(r['dataset_rsr'], '.4f')}</td>"
+        f"<td>{_ci(r)}</td><td>{_fmt(r['accuracy'], '.1%')}</td><td>{_fmt(r['mean_response_tokens'], '.0f')}</td>"
+        f"<td>{int(r['n'])}</td><td>{int(r['n_trajectories'])}</td><td>{int(r['selected'])}</td></tr>"
         for _, r in d.board.iterrows()
     )
+    ranked = d.board.dropna(subset=["dataset_rsr"])
+    rule = (
+        f"The paper's rule (lowest dataset RSR first) picks <b>{e(str(ranked.iloc[0]['teacher']))}</b> for this "
+        "student; overlapping intervals mean the data cannot tell those teachers apart."
+        if not ranked.empty
+        else "No teacher is scored for this student yet."
+    )
+    s = d.setting
+    setting = (
+        f"scoring setting: dtype {e(s.dtype)}, max_tokens {s.max_tokens or 'none'}, r_max {s.r_max}; "
+        f"truncated trajectories are left out; intervals: {N_RESAMPLES} bootstrap resamples of trajectories per "
+        f"teacher (seed {SEED})"
+        if s
+        else "not scored yet"
+    )
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return f"<p>{rule}</p><p>{setting}</p><table><tr>{header}</tr>{rows}</table>"
+
+
+def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
+    e = html.escape
     pub = d.publication
     pub_line = (
         f"latest publication: <code>{e(str(pub['name']))}</code> <code>{e(str(pub['dataset_id']))}</code>, "
@@ -259,8 +391,8 @@ code {{ background: #f4f4f4; padding: 0 3px; }}
 <li>{pub_line}</li>{others}{snapshot}
 <li>state folder <code>{e(str(state.root))}</code>; generated {generated}</li>
 </ul>
-<h2>Teachers</h2>
-<table><tr><th>teacher</th><th>dataset RSR</th><th>accuracy</th><th>scored</th><th>selected</th></tr>{rows}</table>
+<h2>Teacher selection</h2>
+{_table(d)}
 <h2>Plots</h2>
 {figures}
 </body></html>
@@ -276,7 +408,9 @@ def build_report(state: StateDir, student_ref: str, out: Path, *, log_to_mlflow:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = [out / name for name in PNG_NAMES]
-    for plot, path in zip((_plot_distribution, _plot_accuracy, _plot_selected, _plot_history), pngs, strict=True):
+    for plot, path in zip(
+        (_plot_selection, _plot_distribution, _plot_accuracy, _plot_selected, _plot_history), pngs, strict=True
+    ):
         plot(data, path)
     page = out / "report.html"
     page.write_text(_html(data, pngs, state), encoding="utf-8")

@@ -2,47 +2,44 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 
 from rsr.config import StateDir
-from rsr.publish import Publication, publish_dataset
+from rsr.lineage import Tracking
+from rsr.publish import Publication, Request, publish_selection, selection_counts, source_files
+from rsr.report import current_setting, resolve_student
 from rsr.select import SelectionPolicy, candidates, rank_teachers, select
-from rsr.store import Store
+from rsr.store import ScoreKey, Store
 
 
-@task(name="publish-dataset")
+@task(name="publish-selection")
 def publish(
     state: StateDir,
     run_id: str,
-    student_id: str,
-    student_ref: str,
+    student: str,
     policy: SelectionPolicy,
     name: str,
     prefect_flow_run_id: str | None = None,
+    mlflow_uri: str | None = None,
+    key: ScoreKey | None = None,
 ) -> tuple[Publication, list[tuple[str, float, int]]]:
+    """Publish for a registered student (ref or student_id, read from the students table: nothing is loaded).
+
+    ``mlflow_uri``: the --mlflow-uri flag or the config's; None falls back to $MLFLOW_TRACKING_URI, then the
+    state folder's store. ``key``: which of the student's scores (dtype, max_tokens, r_max); default: the
+    setting it was scored in most recently."""
     with Store.open(state.duckdb) as store:
-        cands = candidates(store, student_id)
+        student_id, ref, _ = resolve_student(store, student)
+        cands = candidates(store, student_id, key or current_setting(store, student_id))
         chosen = select(cands, policy)
-        _, rows = store.query(
-            "SELECT DISTINCT source_file FROM trajectories WHERE list_contains(?, trajectory_id) ORDER BY 1",
-            [[c.trajectory_id for c in chosen]],
-        )
-        sources = [Path(r[0]) for r in rows if Path(r[0]).is_file()]
-        pub = publish_dataset(
+        pub = publish_selection(
             store,
             chosen,
+            Request(name, student_id, ref, policy, run_id, prefect_flow_run_id),
             out_root=state.datasets,
-            name=name,
-            student_id=student_id,
-            student_ref=student_ref,
-            policy=policy,
-            source_files=sources,
-            run_id=run_id,
-            prefect_flow_run_id=prefect_flow_run_id,
-            mlflow_uri=state.mlflow_uri,
-            mlflow_artifacts=state.mlflow_artifacts,
+            tracking=Tracking.resolve(state, mlflow_uri),
+            sources=source_files(store, chosen),
+            counts=selection_counts(cands, chosen, policy),
         )
         store.set_run_mlflow(run_id, pub.mlflow_run_id)
     return pub, rank_teachers(cands)

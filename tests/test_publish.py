@@ -1,8 +1,8 @@
-"""rsr.publish end to end on real components: DuckDB file, MLflow sqlite store, datasets.load_from_disk."""
+"""rsr.publish end to end on real components: DuckDB file, MLflow sqlite store, datasets.load_from_disk, the
+dataset card read back with huggingface_hub, and the task that publishes for a registered student."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,16 +10,21 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
+from huggingface_hub import DatasetCard
 from mlflow import MlflowClient
 
 from rsr import publish as publish_mod
+from rsr.config import StateDir
+from rsr.lineage import EXPERIMENT, Tracking
 from rsr.metric import METRIC_VERSION
-from rsr.publish import EXPERIMENT, Publication, publish_dataset
+from rsr.publish import Publication, Request, publish_selection, selection_counts, source_files
 from rsr.records import Message, Score, Trajectory, Verdict
 from rsr.select import SelectionPolicy, candidates, select
 from rsr.store import Store
+from tasks.publish import publish as publish_task
 
 POLICY = SelectionPolicy(name="per_problem_min_rsr")
+INGEST_SHA = {"file": "a" * 64, "hf_dir": "b" * 64}  # as rsr.ingest recorded them (not what the files hold now)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +39,14 @@ def mlflow_template(tmp_path_factory) -> Path:
 def env(state_dir: Path, mlflow_template: Path, tmp_path: Path):
     state_dir.mkdir(parents=True)
     shutil.copy(mlflow_template, state_dir / "mlflow.db")
-    sources = []
-    for teacher in ("A", "B"):
-        src = tmp_path / "inputs" / f"{teacher}.jsonl"
-        src.parent.mkdir(exist_ok=True)
-        src.write_text(json.dumps({"teacher": teacher}) + "\n")
-        sources.append(src)
+    # Teacher A came from a JSONL file, teacher B from a Hugging Face dataset folder (digested whole at ingest).
+    src_a = tmp_path / "inputs" / "A.jsonl"
+    src_a.parent.mkdir()
+    src_a.write_text(json.dumps({"teacher": "A"}) + "\n")
+    src_b = tmp_path / "inputs" / "B-hf"
+    src_b.mkdir()
+    (src_b / "data-00000-of-00001.arrow").write_bytes(b"arrow bytes")
+    sources = [src_a, src_b]
     trajs = []
     for teacher, rsrs in (("A", [1.0, 3.0]), ("B", [2.0, 0.5])):
         for i, rsr in enumerate(rsrs):
@@ -64,6 +71,8 @@ def env(state_dir: Path, mlflow_template: Path, tmp_path: Path):
     run = store.start_run("publish", {})
     store.add_trajectories([t for t, _ in trajs], run)
     store.set_verdicts([Verdict(trajectory_id=t.trajectory_id, verdict="correct") for t, _ in trajs], run)
+    for src, kind, teacher in ((src_a, "file", "A"), (src_b, "hf_dir", "B")):
+        store.add_source_file(src, INGEST_SHA[kind], 11, kind, teacher, run)
     store.register_student("stu", "tiny/student", "dg", {})
     store.add_scores(
         [
@@ -72,12 +81,14 @@ def env(state_dir: Path, mlflow_template: Path, tmp_path: Path):
                 student_id="stu",
                 metric_version=METRIC_VERSION,
                 r_max=100,
+                dtype="float32",
                 n_tokens=10,
                 sum_rank=10 * rsr,
                 sum_surprisal=10,
                 rsr=rsr,
                 mean_rank=rsr,
                 mean_surprisal=1.0,
+                truncated=(t.teacher, rsr) == ("A", 3.0),  # scored on a prefix: excluded by the default policy
             )  # fmt: skip
             for t, rsr in trajs
         ],
@@ -87,26 +98,77 @@ def env(state_dir: Path, mlflow_template: Path, tmp_path: Path):
     store.close()
 
 
-def _publish(env, selected, **kw) -> Publication:
-    home: Path = env["home"]
-    args = dict(
-        out_root=home / "datasets",
-        name="math-sft",
-        student_id="stu",
-        student_ref="tiny/student",
-        policy=POLICY,
-        source_files=env["sources"],
-        run_id=env["run"],
-        prefect_flow_run_id="prefect-123",
-        mlflow_uri=f"sqlite:///{home / 'mlflow.db'}",
-        mlflow_artifacts=home / "mlartifacts",
+def _tracking(env) -> Tracking:
+    return Tracking(f"sqlite:///{env['home'] / 'mlflow.db'}", env["home"] / "mlartifacts")
+
+
+def _publish(env, selected, name: str = "math-sft", prefect_flow_run_id: str = "prefect-123") -> Publication:
+    store: Store = env["store"]
+    req = Request(name, "stu", "tiny/student", POLICY, env["run"], prefect_flow_run_id)
+    cands = candidates(store, "stu")
+    return publish_selection(
+        store,
+        selected,
+        req,
+        out_root=env["home"] / "datasets",
+        tracking=_tracking(env),
+        sources=source_files(store, selected),
+        counts=selection_counts(cands, selected, POLICY),
     )
-    args.update(kw)
-    return publish_dataset(env["store"], selected, **args)
 
 
 def _client(env) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{env['home'] / 'mlflow.db'}")
+
+
+def assert_card(pub: Publication, sources: list[Path]) -> None:
+    """The card parses with huggingface_hub, carries valid metadata, the selection counts and ingest digests."""
+    card = DatasetCard.load(pub.path / "README.md")
+    data = card.data.to_dict()
+    assert data["pretty_name"] == "math-sft" and data["task_categories"] == ["text-generation"]
+    assert data["size_categories"] == ["n<1K"] and "rsr-curate" in data["tags"]
+    assert data["configs"] == [{"config_name": "default", "data_files": "data.parquet"}]
+    text = card.text
+    for needle in ("tiny/student", "per_problem_min_rsr", pub.dataset_id, pub.content_digest, pub.mlflow_run_id,
+                   "prefect-123", "| A | 1 |", "| B | 1 |", *INGEST_SHA.values(), "| hf_dir |"):  # fmt: skip
+        assert needle in text, needle
+    assert "| truncated when scored (RSR over the first `max_tokens` tokens only) | 1 |" in text
+    assert "| excluded: truncated (the policy's `include_truncated` is off) | 1 |" in text
+    assert "| selected (rows) | 2, of which 0 truncated when scored |" in text
+    assert all(str(src) in text for src in sources)
+    # The card's configs are what datasets follows in a repo holding README.md + data.parquet (as on the Hub).
+    repo = pub.path.parent.parent / f"repo-{pub.dataset_id}"
+    repo.mkdir()
+    for name in ("README.md", "data.parquet"):
+        shutil.copy(pub.path / name, repo / name)
+    assert datasets.load_dataset(str(repo), split="train").num_rows == pub.n_rows
+    shutil.rmtree(repo)
+
+
+def assert_mlflow_run(client: MlflowClient, pub: Publication, sources: list[Path], run_id: str) -> None:
+    """The publish run, its dataset inputs with the digests taken at ingest, and the dataset artifact, read back."""
+    run = client.get_run(pub.mlflow_run_id)
+    assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["prefect.flow_run_id"] == "prefect-123" and run.data.tags["rsr.run_id"] == run_id
+    assert run.data.params["student_ref"] == "tiny/student" and run.data.params["policy"] == "per_problem_min_rsr"
+    assert run.data.metrics["n_rows"] == 2 and run.data.metrics["n_rows.A"] == 1
+    assert run.data.metrics["rsr_mean"] == pytest.approx(0.75)
+    assert run.data.metrics["selection.excluded_truncated"] == 1
+    inputs = {
+        i.dataset.name: (i.dataset.digest, json.loads(i.dataset.source), i.tags) for i in run.inputs.dataset_inputs
+    }
+    for src, sha in zip(sources, INGEST_SHA.values(), strict=True):
+        digest, source, tags = inputs[src.name]
+        assert (digest, source["uri"], source["sha256"]) == (sha[:20], str(src), sha)
+        assert [(t.key, t.value) for t in tags] == [("mlflow.data.context", "source")]
+    digest, source, tags = inputs["math-sft"]
+    assert digest == pub.content_digest and source["uri"] == str(pub.path)
+    assert [(t.key, t.value) for t in tags] == [("mlflow.data.context", "published")]
+    artifacts = {a.path for a in client.list_artifacts(pub.mlflow_run_id, "dataset")}
+    assert {"dataset/README.md", "dataset/data.parquet", "dataset/data.jsonl", "dataset/state.json"} <= artifacts
+    local = Path(client.download_artifacts(pub.mlflow_run_id, "dataset/data.jsonl", str(pub.path.parent.parent)))
+    assert local.read_bytes() == (pub.path / "data.jsonl").read_bytes()
 
 
 def test_publish_writes_dataset_card_mlflow_and_lineage(env) -> None:
@@ -129,35 +191,10 @@ def test_publish_writes_dataset_card_mlflow_and_lineage(env) -> None:
     jsonl = [json.loads(line) for line in (pub.path / "data.jsonl").read_text().splitlines()]
     assert [r["messages"] for r in jsonl] == ds["messages"]
 
-    card = (pub.path / "README.md").read_text()
-    file_digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:20] for p in env["sources"]}
-    for needle in ("tiny/student", "per_problem_min_rsr", pub.dataset_id, pub.content_digest, pub.mlflow_run_id,
-                   "prefect-123", "| A | 1 |", "| B | 1 |", *file_digests.values()):  # fmt: skip
-        assert needle in card
-    assert card.startswith("---\nconfigs:")
-
-    client = _client(env)
-    run = client.get_run(pub.mlflow_run_id)
-    exp = client.get_experiment(run.info.experiment_id)
-    assert exp.name == EXPERIMENT and exp.artifact_location == (env["home"] / "mlartifacts").resolve().as_uri()
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["prefect.flow_run_id"] == "prefect-123"
-    assert run.data.tags["rsr.run_id"] == env["run"]
-    assert run.data.params["student_ref"] == "tiny/student" and run.data.params["policy"] == "per_problem_min_rsr"
-    assert run.data.metrics["n_rows"] == 2 and run.data.metrics["n_rows.A"] == 1
-    assert run.data.metrics["rsr_mean"] == pytest.approx(0.75)
-    inputs = {
-        i.dataset.name: (i.dataset.digest, json.loads(i.dataset.source), i.tags) for i in run.inputs.dataset_inputs
-    }
-    for src in env["sources"]:
-        digest, source, tags = inputs[src.name]
-        assert digest == file_digests[src.name] and source["uri"] == str(src.resolve())
-        assert [(t.key, t.value) for t in tags] == [("mlflow.data.context", "source")]
-    digest, source, tags = inputs["math-sft"]
-    assert digest == pub.content_digest and source["uri"] == str(pub.path)
-    assert [(t.key, t.value) for t in tags] == [("mlflow.data.context", "published")]
-    artifacts = {a.path for a in client.list_artifacts(pub.mlflow_run_id, "dataset")}
-    assert {"dataset/README.md", "dataset/data.parquet", "dataset/data.jsonl", "dataset/state.json"} <= artifacts
+    assert_card(pub, env["sources"])
+    assert_mlflow_run(_client(env), pub, env["sources"], env["run"])
+    exp = _client(env).get_experiment_by_name(EXPERIMENT)
+    assert exp.artifact_location == (env["home"] / "mlartifacts").resolve().as_uri()  # the embedded default
 
     pubrow = store.get_publication(pub.dataset_id)
     assert pubrow["n_rows"] == 2 and pubrow["content_digest"] == pub.content_digest
@@ -243,3 +280,47 @@ def test_publish_refuses_empty_and_bad_names(env) -> None:
     selected = select(candidates(env["store"], "stu"), POLICY)
     with pytest.raises(ValueError, match="folder name"):
         _publish(env, selected, name="../escape")
+
+
+def test_digests_are_the_ones_taken_at_ingest(env) -> None:
+    """A source file changed after ingest: the lineage keeps the digest of what was read, not of what is there."""
+    env["sources"][0].write_text("edited after ingest\n")
+    pub = _publish(env, select(candidates(env["store"], "stu"), POLICY))
+    run = _client(env).get_run(pub.mlflow_run_id)
+    digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert digests["A.jsonl"] == INGEST_SHA["file"][:20] and digests["B-hf"] == INGEST_SHA["hf_dir"][:20]
+
+
+def test_the_task_publishes_for_a_registered_student_without_loading_it(env, monkeypatch) -> None:
+    """`tiny/student` is no model anywhere: the task reads its id from the students table (ref or id)."""
+    import rsr.student
+
+    def no_loading(*a, **k):
+        raise AssertionError("publishing must not load the student")
+
+    monkeypatch.setattr(rsr.student.Student, "load", no_loading)
+    env["store"].close()  # the task opens the state's database itself
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{env['home'] / 'mlflow.db'}")
+    pub, ranking = publish_task.fn(StateDir(env["home"]), env["run"], "tiny/student", POLICY, "by-ref", "prefect-123")
+    assert pub.n_rows == 2 and [t for t, _, _ in ranking] == ["B", "A"]
+    again, _ = publish_task.fn(StateDir(env["home"]), env["run"], "stu", POLICY, "by-ref", "prefect-123")
+    assert again == pub  # the exact student_id names the same student
+    with pytest.raises(ValueError, match="no student 'nobody'.*tiny/student"):
+        publish_task.fn(StateDir(env["home"]), env["run"], "nobody", POLICY, "by-ref")
+    env["store"] = Store.open(env["home"] / "rsr.duckdb")  # for the fixture's teardown
+
+
+def test_tracking_uri_precedence(monkeypatch, tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert Tracking.resolve(state) == Tracking(state.mlflow_uri, state.mlflow_artifacts)  # the embedded default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert Tracking.resolve(state) == Tracking("http://env:5000")  # a server keeps its own artifacts
+    assert Tracking.resolve(state, config="http://config:5000").uri == "http://config:5000"
+    assert Tracking.resolve(state, flag="http://flag:5000", config="http://config:5000").uri == "http://flag:5000"
+
+
+def test_datasets_are_named_by_student() -> None:
+    assert publish_mod.dataset_name("sft", "smollm2-135m", 1) == "sft"
+    assert publish_mod.dataset_name("sft", "smollm2-135m", 2) == "sft-smollm2-135m"
+    assert publish_mod.dataset_name("sft", "HuggingFaceTB/SmolLM2-135M", 2) == "sft-HuggingFaceTB-SmolLM2-135M"

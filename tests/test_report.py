@@ -1,10 +1,11 @@
-"""`rsr report` on a real store populated by hand (tests/test_sql.build_store) and a real MLflow sqlite store."""
+"""`rsr report` on a real store populated by hand (tests/test_sql.build_store) and a real MLflow sqlite store; the
+teacher-selection board (view + bootstrap intervals) against rsr.metric."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from PIL import Image, ImageStat
@@ -13,8 +14,9 @@ from typer.testing import CliRunner
 
 from rsr.cli import app
 from rsr.config import StateDir
-from rsr.lock import writer_lock
-from rsr.report import PNG_NAMES, build_report, resolve_student
+from rsr.db import writer_lock
+from rsr.metric import dataset_rsr_of_means
+from rsr.report import PNG_NAMES, bootstrap_ci, build_report, resolve_student, teacher_board
 from rsr.store import Store
 
 TEACHERS = ("alpha-teacher", "beta-teacher")
@@ -52,8 +54,9 @@ def test_report_writes_plots_html_and_logs_to_mlflow(published, tmp_path: Path) 
         _check_png(png)
     html = res.html.read_text()
     assert res.html == out / "report.html" and html.startswith("<!doctype html>")
-    for name in (*PNG_NAMES, *TEACHERS, STUDENT_ID, "tiny-sft", run_id):
+    for name in (*PNG_NAMES, *TEACHERS, STUDENT_ID, "tiny-sft", run_id, "95% interval", "mean response tokens"):
         assert name in html
+    assert "lowest dataset RSR first) picks <b>alpha-teacher</b>" in html
     assert html.count("data:image/png;base64,") == len(PNG_NAMES)  # self-contained: the page works alone
 
     assert res.mlflow_run_id == run_id and res.warnings == []
@@ -80,9 +83,9 @@ def test_student_without_publication_and_newest_registration(tmp_path: Path) -> 
     db = build_store(home)
     with Store.open(db) as store:  # a later registration of the same ref (e.g. new weights): it wins
         store.register_student("tiny-student@fff999", STUDENT_REF, "fff999", {})
-    with duckdb.connect(str(db), read_only=True) as con:
-        assert resolve_student(con, STUDENT_REF) == ("tiny-student@fff999", STUDENT_REF, [STUDENT_ID])
-        assert resolve_student(con, STUDENT_ID)[0] == STUDENT_ID  # an exact id is taken as given
+    with Store.open(db, read_only=True) as store:
+        assert resolve_student(store, STUDENT_REF) == ("tiny-student@fff999", STUDENT_REF, [STUDENT_ID])
+        assert resolve_student(store, STUDENT_ID)[0] == STUDENT_ID  # an exact id is taken as given
 
     state = StateDir(home)
     with writer_lock(home, "flow pipeline"):  # a flow is writing: the report reads a snapshot
@@ -93,3 +96,36 @@ def test_student_without_publication_and_newest_registration(tmp_path: Path) -> 
         _check_png(png)
     html = res.html.read_text()
     assert "no publication for this student yet" in html and STUDENT_ID in html  # other registration listed
+
+
+def test_teacher_board_ranks_by_dataset_rsr_with_bootstrap_intervals(published) -> None:
+    state, _ = published
+    with Store.open(state.duckdb, read_only=True) as store:
+        board = teacher_board(store, STUDENT_ID)
+        _, used = store.query(
+            "SELECT teacher, mean_rank, mean_surprisal FROM latest_scores WHERE student_id = ? AND NOT truncated",
+            [STUDENT_ID],
+        )
+    assert board["teacher"].tolist() == list(TEACHERS) and board["rank"].tolist() == [1, 2]  # lowest RSR first
+    for _, row in board.iterrows():  # the view's dataset RSR is rsr.metric's, on the same rows
+        mine = [(r, s) for t, r, s in used if t == row["teacher"]]
+        assert row["dataset_rsr"] == pytest.approx(dataset_rsr_of_means(*zip(*mine, strict=True)))
+        assert row["ci_low"] <= row["dataset_rsr"] <= row["ci_high"]
+        assert row["n"] == len(mine) and row["mean_response_tokens"] == 10
+    alpha, beta = board.to_dict("records")
+    assert (alpha["ci_low"], alpha["ci_high"]) >= (1.0, 1.0) and alpha["ci_high"] <= 2.0  # within its rows' RSRs
+    assert alpha["accuracy"] == 1.0 and beta["accuracy"] == 0.5 and alpha["selected"] == 2 and beta["selected"] == 0
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_trajectories() -> None:
+    rng = np.random.default_rng(7)
+    ranks, surprisals = rng.gamma(2.0, 2.0, 4000), rng.gamma(3.0, 1.0, 4000)
+    point = dataset_rsr_of_means(ranks, surprisals)
+    small = bootstrap_ci(ranks[:100], surprisals[:100])
+    large = bootstrap_ci(ranks, surprisals)
+    assert large == bootstrap_ci(ranks, surprisals)  # same seed, same interval
+    assert bootstrap_ci(ranks, surprisals, seed=1) != large
+    assert large[0] < point < large[1]
+    assert large[1] - large[0] < (small[1] - small[0]) / 3  # ~ 1/sqrt(n): 40x the data, ~6x narrower
+    assert bootstrap_ci(ranks[:1], surprisals[:1]) == pytest.approx((point_one := ranks[0] / surprisals[0], point_one))
+    assert all(np.isnan(bootstrap_ci(ranks[:0], surprisals[:0])))

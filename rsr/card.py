@@ -1,0 +1,77 @@
+"""The dataset card of a publication, built with huggingface_hub's card tools from ``dataset_card.md``.
+
+The YAML metadata is a ``DatasetCardData``; the text is the Jinja template beside this file. The card is checked
+before it is written: its YAML parses back to the same metadata, and its ``configs`` are the ones ``datasets``
+reads (``load_dataset(folder)`` finds ``data.parquet``). The Hub checks it again when the card is pushed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from rsr.lineage import EXPERIMENT
+
+if TYPE_CHECKING:
+    from rsr.publish import Manifest
+
+TEMPLATE = Path(__file__).with_name("dataset_card.md")
+SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+         (10_000_000, "1M<n<10M")]  # fmt: skip
+
+
+def size_category(n: int) -> str:
+    """The Hub's size_categories value for n rows."""
+    return next((label for bound, label in SIZES if n < bound), "10M<n<100M")
+
+
+def card_data(m: Manifest) -> DatasetCardData:
+    return DatasetCardData(
+        pretty_name=m.name,
+        task_categories=["text-generation"],
+        size_categories=[size_category(len(m.rows))],
+        tags=["sft", "reasoning", "distillation", "rsr-curate"],
+        configs=[{"config_name": "default", "data_files": "data.parquet"}],
+    )
+
+
+def _redact(uri: str) -> str:
+    # A tracking URI may carry credentials (https://user:token@host): never write them into a card.
+    return re.sub(r"//[^/@]+@", "//", uri)
+
+
+def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
+    """The card for one publication, validated (see ``validate``)."""
+    card = DatasetCard.from_template(
+        card_data(m),
+        template_path=str(TEMPLATE),
+        student_ref=m.student_ref,
+        student_id=m.student_id,
+        policy=m.policy,
+        stats=m.stats,
+        counts=m.counts,
+        dataset_id=m.dataset_id,
+        content_digest=m.content_digest,
+        run_id=m.run_id,
+        prefect_flow_run_id=m.prefect_flow_run_id,
+        mlflow_run_id=mlflow_run_id,
+        mlflow_uri=_redact(mlflow_uri),
+        experiment=EXPERIMENT,
+        sources=m.sources,
+    )
+    validate(card, card_data(m))
+    return card
+
+
+def validate(card: DatasetCard, expected: DatasetCardData) -> None:
+    """The card's YAML parses back to ``expected`` and its configs are valid for ``datasets``; else ValueError."""
+    parsed = DatasetCard(str(card))  # raises ValueError on YAML that does not parse or is not a mapping
+    if parsed.data.to_dict() != expected.to_dict():
+        raise ValueError(f"dataset card metadata did not survive a YAML round trip: {parsed.data.to_dict()}")
+    configs = MetadataConfigs.from_dataset_card_data(parsed.data)
+    if set(configs) != {"default"}:
+        raise ValueError(f"dataset card configs {sorted(configs)}: expected one 'default' config")
