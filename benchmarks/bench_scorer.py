@@ -42,10 +42,11 @@ from pathlib import Path
 import torch
 from naive_scorer import BATCH_SIZE as NAIVE_BATCH  # benchmarks/ is on sys.path when run as a script
 from naive_scorer import naive_score, naive_score_prepared, split_batches
+from old_scorer import length_sorted_batches as _length_sorted_batches  # padding stats, the batched ceiling
 from tqdm.auto import tqdm
 
 from rsr.metric import TrajectoryStats, dataset_rsr
-from rsr.student import Prepared, RecordError, Student, _length_sorted_batches
+from rsr.student import Prepared, RecordError, Student
 
 REPO = Path(__file__).resolve().parents[1]
 # RSR_SHARED_DATA: where ../shared/data is not beside the checkout (the tests honour it too)
@@ -111,7 +112,7 @@ def fast_scorer(
     student: Student, batch_tokens: int, max_tokens: int | None = None
 ) -> Callable[[list[Conversation]], list[TrajectoryStats]]:
     def run(convs: list[Conversation]) -> list[TrajectoryStats]:
-        results = student.score(convs, max_tokens=max_tokens, batch_tokens=batch_tokens, progress=False)
+        results = student.score(convs, max_tokens=max_tokens, progress=False)  # one sequence at a time (issue 9)
         bad = [r.error for r in results if r.stats is None]
         if bad:
             raise RuntimeError(f"the fast scorer rejected {len(bad)} conversations, e.g. {bad[0]}")
@@ -345,7 +346,7 @@ def mem_child(args: argparse.Namespace) -> None:
 
     def run(c: Conversation, max_tokens: int | None) -> TrajectoryStats:
         if args.scorer == "fast":
-            r = student.score([c], max_tokens=max_tokens, batch_tokens=args.batch_tokens, progress=False)[0]
+            r = student.score([c], max_tokens=max_tokens, progress=False)[0]
             if r.stats is None:
                 raise RuntimeError(r.error)
             return r.stats

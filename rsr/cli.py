@@ -79,7 +79,7 @@ def score(
     typer.echo(f"student {model.student_id} ({info['dtype']} on {model.device}); {len(items)} records", err=True)
     started = time.perf_counter()
     scorable = [it for it in items if it.error is None]
-    results = model.score([it.messages for it in scorable], max_tokens=max_tokens, batch_tokens=batch_tokens)
+    results = model.score([it.messages for it in scorable], max_tokens=max_tokens)
     by_line = {it.line: r for it, r in zip(scorable, results, strict=True)}
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:

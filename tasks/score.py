@@ -9,9 +9,10 @@ from pathlib import Path
 from prefect import task
 
 from rsr.config import StudentSpec
+from rsr.models import auto_device, auto_dtype
 from rsr.records import Score
 from rsr.store import Store
-from rsr.student import Student, auto_device, auto_dtype
+from rsr.student import Student
 
 
 @lru_cache(maxsize=2)
@@ -60,6 +61,6 @@ def score_shard(
     student = load_student(spec)
     if student.student_id != student_id:
         raise RuntimeError(f"worker has {student.student_id}, the flow registered {student_id}: same weights needed")
-    results = student.score([m for _, m in items], batch_tokens=batch_tokens, max_tokens=max_tokens, progress=False)
+    results = student.score([m for _, m in items], max_tokens=max_tokens, progress=False)
     made = {"dtype": student.info()["dtype"], "max_tokens": max_tokens}  # part of the score's key (issue 9)
     return [r.to_score(tid, student_id).model_copy(update=made) for (tid, _), r in zip(items, results, strict=True)]
