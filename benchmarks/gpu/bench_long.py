@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -205,7 +207,9 @@ class Run:
             torch.cuda.empty_cache()
 
 
-def score_ok(student: Student, convs, max_tokens: int, **kwargs) -> list:
+def score_ok(student: Student, convs, max_tokens: int, batch_tokens: int | None = None, **kwargs) -> list:
+    if batch_tokens:  # only when asked: the exact scorer (issue 9) runs one sequence per forward, no batch size
+        kwargs["batch_tokens"] = batch_tokens
     results = student.score(convs, max_tokens=max_tokens, progress=False, **kwargs)
     bad = [r.error for r in results if r.stats is None]
     if bad:
@@ -437,6 +441,32 @@ def exact_switch() -> tuple[str, str] | None:
     return None
 
 
+def exact_pair(run: Run, s: Scored) -> tuple[str, dict[bool, Callable]] | None:
+    """Two scorers to compare, False = before exactness, True = exact: a switch in rsr.student if there is one,
+    else the product against benchmarks/old_scorer.py (the scorer as it was before exact scoring), else None."""
+    ctx = run.args.context
+    switch = exact_switch()
+    if switch:
+        where, name = switch
+        label = f"rsr.student's switch `{name}` ({where}) True vs False"
+        return label, {flag: exact_scorer(s, where, name, flag, ctx) for flag in (False, True)}
+    try:
+        from old_scorer import old_score
+    except ImportError:
+        return None
+    batch_tokens = run.args.batch_tokens or (32768 if run.cuda else 8192)  # the old scorer's defaults
+
+    def old(convs):
+        prepared = [s.student.prepare(m, max_tokens=ctx, index=i) for i, m in enumerate(convs)]
+        return [SimpleNamespace(stats=st) for st in old_score(s.student, prepared, batch_tokens)]
+
+    label = (
+        "the product (exact: fp32 head, one sequence per forward) vs benchmarks/old_scorer.py (bf16 head, "
+        f"padded batches of {batch_tokens} tokens), both end to end"
+    )
+    return label, {False: old, True: lambda convs: score_ok(s.student, convs, ctx)}
+
+
 def exact_scorer(s: Scored, where: str, name: str, flag: bool, ctx: int) -> Callable:
     if where == "score":
         return lambda convs: score_ok(s.student, convs, ctx, **{name: flag})
@@ -456,15 +486,14 @@ def exact_scorer(s: Scored, where: str, name: str, flag: bool, ctx: int) -> Call
 
 
 def phase_e(run: Run, s: Scored) -> None:
-    switch = exact_switch()
-    if switch is None:
+    pair = exact_pair(run, s)
+    if pair is None:
         sig = f"Student.score{inspect.signature(Student.score)}"
-        note = f"rsr.student exposes no exact/old switch; {sig}"
-        run.report.set("e_exact", "skipped: no switch to compare", None, note, result="SKIP")
+        note = f"rsr.student exposes no exact/old switch and benchmarks/old_scorer.py is absent; {sig}"
+        run.report.set("e_exact", "skipped: nothing to compare", None, note, result="SKIP")
         return
-    where, name = switch
+    label, scorers = pair
     convs = s.convs[: 8 if run.args.dry_run else 48]
-    scorers = {flag: exact_scorer(s, where, name, flag, run.args.context) for flag in (False, True)}
     times: dict[bool, list[float]] = {False: [], True: []}
     rsr: dict[bool, list[float]] = {}
     for flag in (False, True):
@@ -475,12 +504,12 @@ def phase_e(run: Run, s: Scored) -> None:
         rsr[flag] = [r.stats.rsr for r in res]
     cost = statistics.mean(times[True]) / statistics.mean(times[False]) - 1
     diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(rsr[True], rsr[False], strict=True))
-    run.report.raw["e"] = {"switch": f"{where}:{name}", "times": {str(k): v for k, v in times.items()}, "cost": cost}
+    run.report.raw["e"] = {"compared": label, "times": {str(k): v for k, v in times.items()}, "cost": cost}
     run.report.set(
         "e_exact",
         f"{cost:+.1%} time",
         None,
-        f"{where} `{name}` True vs False, {len(convs)} trajectories, ABBA; max RSR rel diff {diff:.1e}",
+        f"{label}; {len(convs)} trajectories, ABBA; max RSR rel diff {diff:.1e}",
     )
 
 
@@ -790,7 +819,15 @@ def main(argv: list[str] | None = None) -> Report:
     device = torch.device("cpu" if args.dry_run else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_long: no CUDA device here; use --dry-run for the CPU smoke run")
-    run = Run(args, Report(args.out, args.dry_run), device, phases, Path(tempfile.mkdtemp(prefix="bench-long-")))
+    work = Path(tempfile.mkdtemp(prefix="bench-long-"))  # model folders: configs + tokenizer copies, no weights
+    try:
+        return run_all(Run(args, Report(args.out, args.dry_run), device, phases, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(run: Run) -> Report:
+    args, phases = run.args, run.phases
     run.report.meta["hardware"] = hardware(run)
     run.report.meta["peak"] = peak_tflops(run.report.meta["hardware"].get("gpu", "cpu"), args.peak_tflops)
     big, small = (ls.QWEN_TINY, ls.GEMMA_TINY) if args.dry_run else (ls.QWEN25_7B, ls.GEMMA3_1B)

@@ -136,7 +136,11 @@ def tokenizer_dir(name: str, bundle: Path | None) -> Path:
         if (c / "tokenizer.json").is_file():
             return c
     from rsr.config import StateDir
-    from rsr.student import convert_embedded
+
+    try:
+        from rsr.models import convert_embedded
+    except ImportError:  # before rsr/models.py split it out of rsr/student.py
+        from rsr.student import convert_embedded
 
     return convert_embedded(name, StateDir.from_env().models)
 
