@@ -11,18 +11,17 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from rsr.cli import app
-from rsr.lock import writer_lock
+from rsr.db import writer_lock
 from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Problem, Rejected, Score, Trajectory, Verdict
 from rsr.sql import VIEW_DOCS, SqlError, WriteRefused, check_read_only, run_query, view_columns
-from rsr.store import Store, view_sql
+from rsr.store import Store
 
 STUDENT_ID = "tiny-student@abc123"
 STUDENT_REF = "tiny-student"
@@ -56,6 +55,7 @@ def _score(t: Trajectory, rsr: float | None, error: str | None = None) -> Score:
         student_id=STUDENT_ID,
         metric_version=METRIC_VERSION,
         r_max=100,
+        dtype="float32",
         n_tokens=0 if error else 10,
         sum_rank=0 if error else 10 * rsr,
         sum_surprisal=0 if error else 10.0,
@@ -134,10 +134,11 @@ def _cli(*args: str):
 
 
 def test_run_query_reads_the_views(db: Path) -> None:
-    res = run_query(db, "SELECT teacher, dataset_rsr, accuracy, n FROM teacher_leaderboard ORDER BY dataset_rsr")
-    assert res.columns == ["teacher", "dataset_rsr", "accuracy", "n"]
-    assert res.rows == [("alpha-teacher", pytest.approx(1.5), pytest.approx(2 / 3), 2),
-                        ("beta-teacher", pytest.approx(5.0), pytest.approx(0.5), 2)]  # fmt: skip
+    res = run_query(db, "SELECT teacher, dataset_rsr, accuracy, n, rank FROM teacher_selection ORDER BY rank")
+    assert res.columns == ["teacher", "dataset_rsr", "accuracy", "n", "rank"]
+    # accuracy over the rows ranked: alpha's failed third trajectory has no score
+    assert res.rows == [("alpha-teacher", pytest.approx(1.5), 1.0, 2, 1),
+                        ("beta-teacher", pytest.approx(5.0), pytest.approx(0.5), 2, 2)]  # fmt: skip
     assert not res.from_snapshot and res.note is None
 
     res = run_query(db, "SELECT count(*) FILTER (WHERE error IS NOT NULL), count(*) FROM score_history")
@@ -155,7 +156,7 @@ def test_params_max_rows_and_read_only_statements(db: Path) -> None:
     assert len(res.rows) == 2 and res.truncated
     # DESCRIBE / SHOW / SUMMARIZE / EXPLAIN / pragma table functions are reads.
     assert ("rsr", "DOUBLE") in [(r[0], r[1]) for r in run_query(db, "DESCRIBE latest_scores").rows]
-    assert "teacher_leaderboard" in [r[0] for r in run_query(db, "SHOW TABLES").rows]
+    assert "teacher_selection" in [r[0] for r in run_query(db, "SHOW TABLES").rows]
     assert run_query(db, "SUMMARIZE scores").rows
     assert run_query(db, "EXPLAIN SELECT * FROM runs").rows
     assert run_query(db, "SELECT name FROM pragma_table_info('quarantine') WHERE name = 'reason'").rows == [("reason",)]
@@ -183,7 +184,7 @@ def test_errors_are_clear(db: Path, tmp_path: Path) -> None:
 
 
 def test_cli_formats(db: Path) -> None:
-    q = "SELECT teacher, dataset_rsr, n FROM teacher_leaderboard ORDER BY dataset_rsr"
+    q = "SELECT teacher, dataset_rsr, n FROM teacher_selection ORDER BY dataset_rsr"
     table = _cli(q, "--state", str(db.parent))
     assert table.exit_code == 0, table.output
     assert "alpha-teacher" in table.output and "dataset_rsr" in table.output and "2 rows" in table.output
@@ -222,15 +223,18 @@ def test_cli_usage_errors(db: Path, tmp_path: Path) -> None:
     assert "one of them" in _cli(*state).output
     assert "one of them" in _cli("SELECT 1", "--file", str(tmp_path / "q.sql"), *state).output
     assert "cannot read the query file" in _cli("--file", str(tmp_path / "absent.sql"), *state).output
-    assert "use table, csv or json" in _cli("SELECT 1", "--format", "xml", *state).output
+    out = runner.invoke(app, ["sql", "SELECT 1", "--format", "xml", *state], env={"COLUMNS": "200"})
+    assert out.exit_code == 2 and "'xml' is not one of 'table', 'csv', 'json'" in out.output
     out = _cli("SELECT 1", "--state", str(tmp_path / "empty"))
     assert out.exit_code == 2 and "no database yet" in out.output
     assert not (tmp_path / "empty").exists()  # a read never creates the state folder
 
 
-def test_help_lists_every_view_with_its_columns() -> None:
-    # One source of truth: the columns come from rsr.store's view SQL; every view has a one-line doc.
-    assert list(VIEW_DOCS) == list(view_sql())
+def test_help_lists_every_view_with_its_columns(tmp_path: Path) -> None:
+    # One source of truth: the columns come from rsr.store's migrations; every view has a one-line doc.
+    with Store.open(tmp_path / "rsr.duckdb") as store:
+        _, views = store.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")
+    assert set(VIEW_DOCS) == {v for (v,) in views}
     out = runner.invoke(app, ["sql", "--help"], env={"COLUMNS": "250"})
     assert out.exit_code == 0
     docs = (Path(__file__).resolve().parents[1] / "docs" / "sql.md").read_text()
@@ -240,8 +244,9 @@ def test_help_lists_every_view_with_its_columns() -> None:
         assert view in out.output and re.sub(r"\s", "", VIEW_DOCS[view]) in flat
         assert ",".join(c for c, _ in cols) in flat
         assert f"`{view}`" in docs  # and docs/sql.md documents it
-    assert [c for c, _ in view_columns()["teacher_leaderboard"]] == [
-        "student_id", "student", "teacher", "dataset_rsr", "accuracy", "n"]  # fmt: skip
+    assert [c for c, _ in view_columns()["teacher_selection"]] == [
+        "student_id", "student", "teacher", "dtype", "max_tokens", "r_max", "dataset_rsr", "n", "accuracy",
+        "mean_response_tokens", "rank"]  # fmt: skip
 
 
 # ---- concurrency: another process writing ----------------------------------------------------------------------
@@ -289,15 +294,13 @@ def own_db(tmp_path: Path) -> Path:
 
 
 def test_rsr_sql_answers_while_another_process_holds_the_write_lock(own_db: Path) -> None:
-    holder = _hold(own_db, 12, mode="add")
+    holder = _hold(own_db, 120, mode="add")  # holds far longer than the read needs; killed right after it
     try:
-        started = time.monotonic()
         out = subprocess.run(
             [str(Path(sys.executable).with_name("rsr")), "sql", "--state", str(own_db.parent), "--wait", "0.5",
              "--format", "csv", "SELECT teacher, count(*) AS n FROM trajectories GROUP BY ALL ORDER BY teacher"],
             capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
         )  # fmt: skip
-        elapsed = time.monotonic() - started
         assert holder.poll() is None, "the writer must still hold the file while we read"
     finally:
         holder.kill()
@@ -307,7 +310,6 @@ def test_rsr_sql_answers_while_another_process_holds_the_write_lock(own_db: Path
     # The snapshot includes the writer's committed-but-not-checkpointed row (replayed from the copied WAL).
     assert out.stdout.splitlines() == ["teacher,n", "alpha-teacher,3", "beta-teacher,2", "late-teacher,1"]
     assert "snapshot" in out.stderr and "locked by a writer" in out.stderr
-    assert elapsed < 30
 
 
 def test_waits_for_a_short_writer_instead_of_copying(own_db: Path) -> None:
@@ -322,10 +324,9 @@ def test_waits_for_a_short_writer_instead_of_copying(own_db: Path) -> None:
 def test_a_running_flow_is_never_blocked_by_a_reader(own_db: Path) -> None:
     home = own_db.parent
     with writer_lock(home, "flow pipeline"):  # what every writing flow holds for its whole run
-        started = time.monotonic()
         res = run_query(own_db, "SELECT count(*) FROM trajectories", wait_s=30)
         # Straight to a snapshot: opening the live file between two of the flow's tasks could fail its next open.
-        assert res.from_snapshot and "flow pipeline" in (res.note or "") and time.monotonic() - started < 10
+        assert res.from_snapshot and "flow pipeline" in (res.note or "")
     assert res.rows == [(5,)]
     with writer_lock(home, "next flow", wait_s=0):  # the reader left no lock behind
         pass
@@ -333,18 +334,20 @@ def test_a_running_flow_is_never_blocked_by_a_reader(own_db: Path) -> None:
 
 
 def test_snapshots_stay_consistent_while_a_writer_commits_and_checkpoints(own_db: Path) -> None:
-    holder = _hold(own_db, 3, mode="churn")
+    holder = _hold(own_db, 300, mode="churn")  # churns until killed below, however slow the reads are
     counts = []
     try:
-        while holder.poll() is None and len(counts) < 8:
+        while len(counts) < 8:
+            assert holder.poll() is None, "the writer stopped early"
             res = run_query(own_db, "SELECT count(*), count(DISTINCT trajectory_id) FROM trajectories", wait_s=0)
             assert res.from_snapshot
             n, distinct = res.rows[0]
             assert n == distinct  # no half-applied or doubly replayed transaction
             counts.append(n)
     finally:
-        holder.wait(timeout=60)
-    assert len(counts) >= 3 and counts == sorted(counts) and counts[-1] > 5
+        holder.kill()
+        holder.wait()
+    assert counts == sorted(counts) and counts[-1] > 5
 
 
 def test_same_process_writer_falls_back_to_a_snapshot(own_db: Path) -> None:
