@@ -17,8 +17,10 @@ import re
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -126,12 +128,37 @@ def extract_answer(text: str, declared: str | None = None) -> tuple[str, str] | 
 _TRIVIAL = re.compile(r"\\left|\\right|\\[,!;: ]|\\displaystyle|\$")
 _LOOSE_SPACE = re.compile(r"\s+(?=\W)|(?<=\W)\s+")  # space beside an operator/brace; "1 2" stays apart
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_INTEGER = re.compile(r"-?[0-9]{1,100}")
+_FRACTION = re.compile(r"(-?)\\[dt]?frac\{(-?[0-9]{1,100})\}\{(-?[0-9]{1,100})\}|(-?[0-9]{1,100})/(-?[0-9]{1,100})")
 
 
-def _numbers_equal(pred: str, gold: str) -> bool | None:
-    """Exact decimal comparison when both sides are plain numbers (most MATH golds): no sympy needed."""
+def _exact(answer: str) -> Fraction | None:
+    """An integer or a fraction (\\frac{a}{b}, a/b) as an exact rational; None for anything else."""
+    if _INTEGER.fullmatch(answer):
+        return Fraction(int(answer))
+    m = _FRACTION.fullmatch(answer)
+    if m is None:
+        return None
+    sign, num, den = (m[1], m[2], m[3]) if m[2] is not None else ("", m[4], m[5])
+    if int(den) == 0:
+        return None
+    return Fraction(int(num), int(den)) * (-1 if sign else 1)
+
+
+def _cheap_verdict(pred: str, gold: str) -> bool | None:
+    """Equal or not, decided without sympy when it can be (most MATH golds are integers or fractions); None when
+    only math-verify can tell. Decimals against fractions are left to it when they differ (0.333 vs 1/3)."""
     if _PLAIN_NUMBER.fullmatch(pred) and _PLAIN_NUMBER.fullmatch(gold):
         return Decimal(pred) == Decimal(gold)
+    p, g = _exact(pred), _exact(gold)
+    if p is not None and g is not None:
+        return p == g
+    if _canonical(pred) == _canonical(gold):
+        return True
+    if (p is not None or _PLAIN_NUMBER.fullmatch(pred)) and (g is not None or _PLAIN_NUMBER.fullmatch(gold)):
+        p_value = p if p is not None else Fraction(Decimal(pred))
+        g_value = g if g is not None else Fraction(Decimal(gold))
+        return True if p_value == g_value else None
     return None
 
 
@@ -313,8 +340,8 @@ def verify_many(
     pool: VerifierPool | None = None,
     progress: bool | None = None,
 ) -> list[Verdict]:
-    """Verdicts in input order. Identical (answer, gold) pairs are checked once; plain numbers and textual
-    matches are decided here without math-verify.
+    """Verdicts in input order. Numbers, fractions and textual matches are decided here; math-verify checks
+    each other (answer, gold) pair once (and remembers the last 100k pairs' outcomes across calls).
     Safe from any thread; pass your own `pool` to control worker lifetime (else a shared one is used)."""
     from rsr.records import Verdict
 
@@ -332,30 +359,53 @@ def verify_many(
             )
         elif found is None:
             verdicts[i] = Verdict(**base, verdict="no_answer", detail="no final answer found")
-        elif (same := _numbers_equal(found[0], gold)) is not None or _canonical(found[0]) == _canonical(gold):
-            verdict = "correct" if same is None or same else "incorrect"
+        elif (same := _cheap_verdict(found[0], gold)) is not None:
+            verdict = "correct" if same else "incorrect"
             verdicts[i] = Verdict(**base, verdict=verdict, extracted_answer=found[0], detail=found[1])
         else:
             jobs.setdefault((found[0], gold), []).append((i, found[1]))
-    if jobs:
-        keys = list(jobs)
-        bar = _progress_bar(len(keys), progress)
+    outcomes = _checked(list(jobs), pool or _shared_pool(workers), timeout_s, progress)
+    for (pred, gold), (verdict, note) in outcomes.items():
+        for i, rule in jobs[(pred, gold)]:
+            detail = rule if note is None else (note if verdict == "error" else f"{rule}: {note}")
+            verdicts[i] = Verdict(
+                trajectory_id=items[i].trajectory_id,
+                verdict=verdict,
+                extracted_answer=pred,
+                gold_answer=gold,
+                detail=detail,
+            )
+    return [v for v in verdicts if v is not None]
+
+
+_DONE: OrderedDict[tuple[str, str], tuple[str, str | None]] = OrderedDict()  # math-verify outcomes, newest last
+_DONE_MAX = 100_000  # pairs remembered: the same (answer, gold) recurs across teachers and chunks
+_DONE_LOCK = threading.Lock()
+
+
+def _checked(
+    keys: list[tuple[str, str]], pool: VerifierPool, timeout_s: float, progress: bool | None
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """math-verify outcomes for these pairs: remembered ones from earlier calls, the rest checked in the pool.
+    Errors (timeouts) are not remembered: they depend on the machine's load, not on the pair."""
+    with _DONE_LOCK:
+        out = {k: _DONE[k] for k in keys if k in _DONE}
+    todo = [k for k in keys if k not in out]
+    if todo:
+        bar = _progress_bar(len(todo), progress)
         try:
-            outcomes = (pool or _shared_pool(workers)).check_many(keys, timeout_s=timeout_s, progress=bar)
+            results = pool.check_many(todo, timeout_s=timeout_s, progress=bar)
         finally:
             if bar is not None:
                 bar.close()
-        for (pred, gold), (verdict, note) in zip(keys, outcomes, strict=True):
-            for i, rule in jobs[(pred, gold)]:
-                detail = rule if note is None else (note if verdict == "error" else f"{rule}: {note}")
-                verdicts[i] = Verdict(
-                    trajectory_id=items[i].trajectory_id,
-                    verdict=verdict,
-                    extracted_answer=pred,
-                    gold_answer=gold,
-                    detail=detail,
-                )
-    return [v for v in verdicts if v is not None]
+        out.update(zip(todo, results, strict=True))
+        with _DONE_LOCK:
+            for key, result in zip(todo, results, strict=True):
+                if result[0] != "error":
+                    _DONE[key] = result
+            while len(_DONE) > _DONE_MAX:
+                _DONE.popitem(last=False)
+    return out
 
 
 def _progress_bar(total: int, progress: bool | None) -> Any:

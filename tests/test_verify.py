@@ -118,9 +118,29 @@ def test_verify_single_and_from_a_worker_thread():
     assert [v.verdict for v in out["verdicts"]] == ["correct", "incorrect"]
 
 
+@pytest.mark.parametrize(
+    ("answer", "gold", "verdict"),
+    [
+        ("0.5", "\\frac{1}{2}", "correct"),
+        ("-3/4", "-\\frac{3}{4}", "correct"),
+        ("\\dfrac{6}{8}", "\\frac{3}{4}", "correct"),
+        ("\\frac{2}{3}", "\\frac{3}{4}", "incorrect"),
+        ("12", "12.0", "correct"),
+        ("13", "12", "incorrect"),
+    ],
+)
+def test_numbers_and_fractions_are_decided_without_math_verify(answer, gold, verdict):
+    class Refuses:
+        def check_many(self, jobs, **kwargs):
+            raise AssertionError(f"sent to math-verify: {jobs}")
+
+    assert verify_many([traj(f"\\boxed{{{answer}}}", gold=gold)], pool=Refuses())[0].verdict == verdict
+
+
 def test_many_identical_pairs_are_checked_once(pool):
-    items = [traj("\\boxed{\\frac{2}{4}}", gold="\\frac{1}{2}", problem=f"p{i}") for i in range(300)]
-    items += [traj("\\boxed{7}", gold="7.0", problem=f"q{i}") for i in range(300)]  # plain numbers: no check
+    items = [traj("\\boxed{2\\sqrt{2}}", gold="\\sqrt{8}", problem=f"p{i}") for i in range(300)]
+    items += [traj("\\boxed{7}", gold="7.0", problem=f"q{i}") for i in range(100)]  # numbers: decided here
+    items += [traj("\\boxed{\\frac{2}{4}}", gold="0.5", problem=f"r{i}") for i in range(100)]  # and fractions
     sent: list = []
 
     class Counting:
@@ -129,8 +149,9 @@ def test_many_identical_pairs_are_checked_once(pool):
             return pool.check_many(jobs, **kwargs)
 
     verdicts = verify_many(items, pool=Counting())
-    assert {v.verdict for v in verdicts} == {"correct"} and len(verdicts) == 600
-    assert sent == [("\\frac{2}{4}", "\\frac{1}{2}")]
+    assert {v.verdict for v in verdicts} == {"correct"} and len(verdicts) == 500
+    assert sent == [("2\\sqrt{2}", "\\sqrt{8}")]
+    assert verify_many(items[:1], pool=Counting())[0].verdict == "correct" and len(sent) == 1  # remembered
 
 
 def test_real_teacher_accuracy_near_upstream(shared_data, pool):
