@@ -7,14 +7,13 @@ reads (``load_dataset(folder)`` finds ``data.parquet``). The Hub checks it again
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from rsr.lineage import EXPERIMENT
+from rsr.lineage import EXPERIMENT, redact
 
 if TYPE_CHECKING:
     from rsr.publish import Manifest
@@ -39,11 +38,6 @@ def card_data(m: Manifest) -> DatasetCardData:
     )
 
 
-def _redact(uri: str) -> str:
-    # A tracking URI may carry credentials (https://user:token@host): never write them into a card.
-    return re.sub(r"//[^/@]+@", "//", uri)
-
-
 def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
     """The card for one publication, validated (see ``validate``)."""
     card = DatasetCard.from_template(
@@ -59,7 +53,7 @@ def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
         run_id=m.run_id,
         prefect_flow_run_id=m.prefect_flow_run_id,
         mlflow_run_id=mlflow_run_id,
-        mlflow_uri=_redact(mlflow_uri),
+        mlflow_uri=redact(mlflow_uri),
         experiment=EXPERIMENT,
         sources=m.sources,
     )

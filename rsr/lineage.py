@@ -15,7 +15,6 @@ Only MLflow's public client API is used: ``MlflowClient`` calls and ``mlflow.ent
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from rsr.config import StateDir
+from rsr.config import StateDir, settings
 
 if TYPE_CHECKING:
     from rsr.publish import Manifest
@@ -50,10 +49,10 @@ class Tracking:
     @classmethod
     def resolve(cls, state: StateDir, flag: str | None = None, config: str | None = None) -> Tracking:
         """flag > config > $MLFLOW_TRACKING_URI > the state folder's SQLite store (artifacts beside it)."""
-        for uri in (flag, config, os.environ.get("MLFLOW_TRACKING_URI")):
+        for uri in (flag, config, settings().mlflow_tracking_uri):
             if uri and uri.strip():
                 return cls(uri.strip())
-        return cls(state.mlflow_uri, state.mlflow_artifacts)
+        return cls(f"sqlite:///{state.mlflow_db}", state.mlflow_artifacts)
 
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.uri)
@@ -102,6 +101,11 @@ def start_run(client: MlflowClient, experiment: str, m: Manifest) -> str:
     if m.prefect_flow_run_id:
         tags["prefect.flow_run_id"] = m.prefect_flow_run_id
     return client.create_run(experiment, run_name=f"publish-{m.name}", tags=tags).info.run_id
+
+
+def redact(uri: str) -> str:
+    """The URI without credentials (https://user:token@host -> https://host): safe for cards and params."""
+    return re.sub(r"//[^/@]+@", "//", uri)
 
 
 def _key(text: str) -> str:

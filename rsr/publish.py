@@ -279,7 +279,7 @@ def _fresh_tmp(final: Path) -> Path:
     return tmp
 
 
-def _register(store: Store, m: Manifest, final: Path, mlflow_run_id: str) -> None:
+def _register(store: Store, m: Manifest, final: Path, mlflow_run_id: str, tracking: Tracking) -> None:
     store.record_publication(
         dataset_id=m.dataset_id,
         name=m.name,
@@ -292,6 +292,7 @@ def _register(store: Store, m: Manifest, final: Path, mlflow_run_id: str) -> Non
             "prefect_flow_run_id": m.prefect_flow_run_id,
             "sources": [{"path": s.path, "sha256": s.sha256, "kind": s.kind} for s in m.sources],
             "selection": m.counts,
+            "mlflow_uri": lineage.redact(tracking.uri),  # where its run lives (`rsr report` logs there too)
         },
         n_rows=len(m.rows),
         content_digest=m.content_digest,
@@ -336,7 +337,7 @@ def publish_selection(
         _move_into_place(tmp, final)
         moved = True
         if existing is None:
-            _register(store, m, final, mlflow_run_id)
+            _register(store, m, final, mlflow_run_id, tracking)
     except BaseException:
         # Undo everything visible: no folder at the final path, no row (never written), run marked FAILED.
         shutil.rmtree(tmp, ignore_errors=True)  # best effort: the original error is what matters

@@ -131,7 +131,8 @@ def _intervals(used: pd.DataFrame) -> pd.DataFrame:
 
 def _latest_publication(store: Store, student_id: str) -> dict[str, Any] | None:
     pubs = store.query_df(
-        "SELECT dataset_id, name, path, policy, n_rows, mlflow_run_id, created_at FROM publications "
+        "SELECT dataset_id, name, path, policy, n_rows, mlflow_run_id, params->>'mlflow_uri' AS mlflow_uri, "
+        "created_at FROM publications "
         "WHERE student_id = ? ORDER BY created_at DESC LIMIT 1",
         [student_id],
     )
@@ -402,38 +403,45 @@ code {{ background: #f4f4f4; padding: 0 3px; }}
 # ---- entry point ----------------------------------------------------------------------------------------------
 
 
-def build_report(state: StateDir, student_ref: str, out: Path, *, log_to_mlflow: bool = True) -> ReportResult:
-    """Write the PNGs and report.html into ``out`` and log them to the latest publication's MLflow run."""
+def _log_to_mlflow(result: ReportResult, pub: dict[str, Any] | None, uri: str) -> None:
+    run_id = pub["mlflow_run_id"] if pub else None
+    if not run_id:
+        result.warnings.append("no publication with an MLflow run for this student: nothing logged to MLflow")
+        return
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        # Only our files: `out` may hold other things the user keeps there.
+        for path in [*result.pngs, result.html]:
+            client.log_artifact(run_id, str(path), artifact_path="report")
+    except (MlflowException, OSError) as err:
+        # The files are written either way; say why they are not in MLflow instead of failing the command.
+        result.warnings.append(f"could not log the report to MLflow run {run_id} at {uri}: {err}")
+        return
+    result.mlflow_run_id = run_id
+
+
+def build_report(
+    state: StateDir, student_ref: str, out: Path, *, log_to_mlflow: bool = True, mlflow_uri: str | None = None
+) -> ReportResult:
+    """Write the PNGs and report.html into ``out`` and log them to the latest publication's MLflow run: on
+    ``mlflow_uri`` if given, else on the server the publication was logged to, else $MLFLOW_TRACKING_URI or the
+    state folder's store."""
     data = _load(state, student_ref)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = [out / name for name in PNG_NAMES]
-    for plot, path in zip(
-        (_plot_selection, _plot_distribution, _plot_accuracy, _plot_selected, _plot_history), pngs, strict=True
-    ):
+    plots = (_plot_selection, _plot_distribution, _plot_accuracy, _plot_selected, _plot_history)
+    for plot, path in zip(plots, pngs, strict=True):
         plot(data, path)
     page = out / "report.html"
     page.write_text(_html(data, pngs, state), encoding="utf-8")
     result = ReportResult(pngs, page, None, data.student_id)
     if data.note:
         result.warnings.append(data.note)
-    run_id = data.publication["mlflow_run_id"] if data.publication else None
-    if not log_to_mlflow:
-        return result
-    if not run_id:
-        result.warnings.append("no publication with an MLflow run for this student: nothing logged to MLflow")
-        return result
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=state.mlflow_uri)
-    try:
-        # Only our files: `out` may hold other things the user keeps there.
-        for path in [*pngs, page]:
-            client.log_artifact(run_id, str(path), artifact_path="report")
-    except (MlflowException, OSError) as err:
-        # The files are written either way; say why they are not in MLflow instead of failing the command.
-        result.warnings.append(f"could not log the report to MLflow run {run_id}: {err}")
-        return result
-    result.mlflow_run_id = run_id
+    if log_to_mlflow:
+        pub = data.publication
+        _log_to_mlflow(result, pub, mlflow_uri or (pub or {}).get("mlflow_uri") or state.mlflow_uri)
     return result

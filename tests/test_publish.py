@@ -102,7 +102,9 @@ def _tracking(env) -> Tracking:
     return Tracking(f"sqlite:///{env['home'] / 'mlflow.db'}", env["home"] / "mlartifacts")
 
 
-def _publish(env, selected, name: str = "math-sft", prefect_flow_run_id: str = "prefect-123") -> Publication:
+def _publish(
+    env, selected, name: str = "math-sft", prefect_flow_run_id: str = "prefect-123", tracking: Tracking | None = None
+) -> Publication:
     store: Store = env["store"]
     req = Request(name, "stu", "tiny/student", POLICY, env["run"], prefect_flow_run_id)
     cands = candidates(store, "stu")
@@ -111,7 +113,7 @@ def _publish(env, selected, name: str = "math-sft", prefect_flow_run_id: str = "
         selected,
         req,
         out_root=env["home"] / "datasets",
-        tracking=_tracking(env),
+        tracking=tracking or _tracking(env),
         sources=source_files(store, selected),
         counts=selection_counts(cands, selected, POLICY),
     )
