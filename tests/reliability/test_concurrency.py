@@ -103,23 +103,30 @@ def test_a_flow_open_waits_for_a_reader_instead_of_failing(tmp_path, monkeypatch
     """DuckDB refuses a read-write open while another process reads the file; Store.open waits it out."""
     import subprocess
     import sys
+    import threading
+
+    import duckdb
 
     from rsr.store import Store
 
     db = tmp_path / "rsr.duckdb"
     Store.open(db).close()
     hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('open', flush=True); "
-    reader = subprocess.Popen(
-        [sys.executable, "-c", hold + "time.sleep(1.5)", str(db)], stdout=subprocess.PIPE, text=True
-    )
+    # The reader closes when told to (a line on stdin), so the open below must wait for it, however busy the box.
+    wait_then_close = "sys.stdin.readline(); c.close(); print('closed', flush=True); time.sleep(30)"
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    reader = subprocess.Popen([sys.executable, "-c", hold + wait_then_close, str(db)], **pipes)
     try:
         assert reader.stdout.readline().strip() == "open"
-        started = time.monotonic()
-        with Store.open(db) as store:  # what every task of a flow does
+        with pytest.raises(duckdb.IOException, match="Could not set lock"):  # DuckDB's own rule, as said
+            duckdb.connect(str(db)).close()
+        threading.Timer(1.0, lambda: (reader.stdin.write("go\n"), reader.stdin.flush())).start()
+        with Store.open(db) as store:  # what every task of a flow does: waits, then opens
             store.start_run("test", {})
-        assert time.monotonic() - started > 0.5  # it did have to wait
+        assert reader.stdout.readline().strip() == "closed"  # it could only open once the reader had closed
     finally:
-        reader.wait(timeout=30)
+        reader.kill()
+        reader.wait()
     monkeypatch.setenv("RSR_DB_WAIT_S", "0.2")  # a reader that stays: a clear error after the wait
     reader = subprocess.Popen(
         [sys.executable, "-c", hold + "time.sleep(30)", str(db)], stdout=subprocess.PIPE, text=True
