@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from rsr.config import StateDir
+from rsr.hub import push_to_hub
 from rsr.lineage import Tracking
 from rsr.publish import Publication, Request, publish_selection, selection_counts, source_files
 from rsr.report import current_setting, resolve_student
@@ -43,3 +44,15 @@ def publish(
         )
         store.set_run_mlflow(run_id, pub.mlflow_run_id)
     return pub, rank_teachers(cands)
+
+
+@task(name="push-to-hub", retries=2, retry_delay_seconds=30)
+def push(state: StateDir, pub: Publication, repo_id: str, mlflow_uri: str | None = None) -> str:
+    """Upload a publication to the Hub (datasets' own push; the token from HF_TOKEN or `hf auth login`) and tag
+    its MLflow run with the repo. Returns the commit URL."""
+    url = push_to_hub(pub.path, repo_id)
+    if pub.mlflow_run_id:
+        client = Tracking.resolve(state, mlflow_uri).client()
+        client.set_tag(pub.mlflow_run_id, "rsr.hub_repo", repo_id)
+        client.set_tag(pub.mlflow_run_id, "rsr.hub_commit", url)
+    return url

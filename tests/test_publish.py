@@ -326,3 +326,90 @@ def test_datasets_are_named_by_student() -> None:
     assert publish_mod.dataset_name("sft", "smollm2-135m", 1) == "sft"
     assert publish_mod.dataset_name("sft", "smollm2-135m", 2) == "sft-smollm2-135m"
     assert publish_mod.dataset_name("sft", "HuggingFaceTB/SmolLM2-135M", 2) == "sft-HuggingFaceTB-SmolLM2-135M"
+
+
+class FakeHub:
+    """The Hub's HTTP layer replaced (no hub is reachable here): HfApi's repo calls and HfFileSystem's reads work
+    on one in-memory dataset repo, so `datasets`' own push_to_hub runs for real on top of it."""
+
+    def __init__(self, monkeypatch) -> None:
+        import io
+        from types import SimpleNamespace
+
+        from huggingface_hub import HfApi, HfFileSystem
+
+        self.files: dict[str, bytes] = {}
+        self.commits: list[str] = []
+        self.repos: set[str] = set()
+        staged: dict[str, bytes] = {}
+
+        def data(obj) -> bytes:
+            return obj if isinstance(obj, bytes) else Path(obj).read_bytes()
+
+        def create_repo(api, repo_id, *, repo_type=None, private=None, exist_ok=False, **kw):
+            self.repos.add(repo_id)
+            return SimpleNamespace(repo_id=repo_id)
+
+        def repo_info(api, repo_id, *, repo_type=None, revision=None, **kw):
+            assert repo_id in self.repos and repo_type == "dataset"
+            return SimpleNamespace(id=repo_id, sha=f"{len(self.commits):040d}")
+
+        def upload_file(api, *, path_or_fileobj, path_in_repo, repo_id, repo_type=None, commit_message=None, **kw):
+            self.files[path_in_repo] = data(path_or_fileobj)
+            self.commits.append(commit_message)
+
+        def preupload_lfs_files(api, repo_id, additions, **kw):  # datasets deletes each shard once preuploaded
+            for op in additions:
+                staged[op.path_in_repo] = data(op.path_or_fileobj)
+
+        def create_commit(api, repo_id, operations, *, commit_message, **kw):
+            for op in operations:
+                if type(op).__name__ == "CommitOperationAdd":
+                    self.files[op.path_in_repo] = staged.pop(op.path_in_repo, None) or data(op.path_or_fileobj)
+                else:
+                    self.files.pop(op.path_in_repo, None)
+            self.commits.append(commit_message)
+            return SimpleNamespace(commit_url=f"https://hub.invalid/{repo_id}/commit/{len(self.commits)}")
+
+        def in_repo(path: str) -> str:  # "datasets/owner/name@sha/README.md" -> "README.md"
+            return path.split("@", 1)[1].split("/", 1)[1] if "@" in path else path
+
+        def glob(fs, path, **kw):
+            return {}  # a fresh repo: no earlier data shards to delete
+
+        def open_(fs, path, mode="rb", **kw):
+            key = in_repo(path)
+            if key not in self.files:
+                raise FileNotFoundError(path)
+            raw = io.BytesIO(self.files[key])
+            return raw if "b" in mode else io.TextIOWrapper(raw, encoding=kw.get("encoding") or "utf-8")
+
+        for name, fn in [("create_repo", create_repo), ("repo_info", repo_info), ("upload_file", upload_file),
+                         ("preupload_lfs_files", preupload_lfs_files), ("create_commit", create_commit)]:  # fmt: skip
+            monkeypatch.setattr(HfApi, name, fn)
+        monkeypatch.setattr(HfFileSystem, "glob", glob)
+        monkeypatch.setattr(HfFileSystem, "open", open_)
+
+
+def test_push_to_hub_uploads_with_datasets_own_push(env, monkeypatch) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    from tasks.publish import push
+
+    pub = _publish(env, select(candidates(env["store"], "stu"), POLICY))
+    hub = FakeHub(monkeypatch)
+    url = push.fn(StateDir(env["home"]), pub, "team/math-sft", _tracking(env).uri)
+    tags = _client(env).get_run(pub.mlflow_run_id).data.tags
+    assert (tags["rsr.hub_repo"], tags["rsr.hub_commit"]) == ("team/math-sft", url)
+    assert url.startswith("https://hub.invalid/team/math-sft/commit/") and hub.repos == {"team/math-sft"}
+    assert hub.commits == [f"rsr-curate: dataset card of {pub.dataset_id}", f"rsr-curate: {pub.dataset_id}"]
+    [shard] = [p for p in hub.files if p.endswith(".parquet")]
+    assert shard.startswith("data/train-")
+    rows = pq.read_table(io.BytesIO(hub.files[shard])).to_pylist()
+    assert [r["trajectory_id"] for r in rows] == datasets.load_from_disk(str(pub.path))["trajectory_id"]
+    card = DatasetCard(hub.files["README.md"].decode())  # ours, with datasets' metadata merged in
+    assert pub.dataset_id in card.text and "truncated when scored" in card.text
+    assert card.data.pretty_name == "math-sft" and card.data.dataset_info["splits"][0]["num_examples"] == 2
+    assert card.data.configs == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
