@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Score, Trajectory, Verdict
 from rsr.select import Candidate, SelectionPolicy, candidates, eligible, rank_teachers, select
-from rsr.store import Store
+from rsr.store import ScoreKey, Store
 
 
 def cand(
@@ -24,10 +24,11 @@ def cand(
     mean_surprisal: float | None = 1.0,
     verdict: str | None = "correct",
     dup: bool = False,
+    truncated: bool = False,
 ) -> Candidate:
     if mean_rank is None and rsr is not None and mean_surprisal is not None:
         mean_rank = rsr * mean_surprisal
-    return Candidate(tid, "s-" + tid, teacher, problem, rsr, mean_rank, mean_surprisal, verdict, dup)
+    return Candidate(tid, "s-" + tid, teacher, problem, rsr, mean_rank, mean_surprisal, verdict, dup, truncated)
 
 
 def ids(cs: list[Candidate]) -> list[str]:
@@ -87,6 +88,15 @@ def test_top_teachers_uses_eligible_rows() -> None:
     assert ids(select(POOL, SelectionPolicy(name="top_teachers", k=10))) == ["t01", "t02", "t03", "t04"]
 
 
+def test_truncated_trajectories_compete_only_when_allowed() -> None:
+    pool = POOL + [cand("t09", "A", "p1", 0.5, truncated=True), cand("t10", "C", "p4", 0.5, truncated=True)]
+    assert ids(select(pool, SelectionPolicy(name="per_problem_min_rsr"))) == ["t02", "t04"]
+    allowed = SelectionPolicy(name="per_problem_min_rsr", include_truncated=True)
+    assert ids(select(pool, allowed)) == ["t09", "t04", "t10"]
+    # The teacher ranking is over eligible rows too: a truncated prefix does not make a teacher look better.
+    assert [t for t, _, _ in rank_teachers(eligible(pool, SelectionPolicy(name="top_teachers")))] == ["B", "C", "A"]
+
+
 def test_rsr_threshold_is_inclusive() -> None:
     assert ids(select(POOL, SelectionPolicy(name="rsr_threshold", threshold=2.0))) == ["t01", "t02", "t03"]
     assert select(POOL, SelectionPolicy(name="rsr_threshold", threshold=0.5)) == []
@@ -106,6 +116,11 @@ def test_candidates_from_store(state_dir: Path) -> None:
         msgs = [Message(role="user", content=problem), Message(role="assistant", content=response)]
         return Trajectory.build(teacher=teacher, problem=problem, messages=msgs, source_file="f", source_line=1)
 
+    def score(t: Trajectory, rsr: float = 2.0, **kw) -> Score:
+        kw = {"student_id": "stu", "dtype": "float32", **kw}
+        return Score(trajectory_id=t.trajectory_id, metric_version=METRIC_VERSION, r_max=100, n_tokens=4,
+                     sum_rank=4 * rsr, sum_surprisal=4, rsr=rsr, mean_rank=rsr, mean_surprisal=1.0, **kw)  # fmt: skip
+
     a, b, c = traj("A", "p1", "x"), traj("B", "p1", "y"), traj("B", "p2", "z")
     with Store.open(state_dir / "rsr.duckdb") as store:
         store.add_trajectories([a, b, c], "r")
@@ -113,25 +128,19 @@ def test_candidates_from_store(state_dir: Path) -> None:
         store.set_duplicates(
             [Duplicate(trajectory_id=b.trajectory_id, dup_of=a.trajectory_id, similarity=1, kind="exact")], "r"
         )
-        scores = [
-            Score(
-                trajectory_id=t.trajectory_id,
-                student_id="stu",
-                metric_version=METRIC_VERSION,
-                r_max=100,
-                n_tokens=4,
-                sum_rank=8,
-                sum_surprisal=4,
-                rsr=2.0,
-                mean_rank=2.0,
-                mean_surprisal=1.0,
-            )  # fmt: skip
-            for t in (a, b)
-        ]
-        store.add_scores(scores + [scores[0].model_copy(update={"student_id": "other"})], "r")
+        store.add_scores([score(a), score(b, truncated=True), score(a, student_id="other")], "r")
         got = {x.trajectory_id: x for x in candidates(store, "stu")}
+        assert candidates(store, "nobody") == []
+        # Scored again in bf16: the two settings never mix, so the caller names one.
+        store.add_scores([score(a, 1.0, dtype="bfloat16")], "r")
+        with pytest.raises(ValueError, match="several settings"):
+            candidates(store, "stu")
+        bf16 = candidates(store, "stu", ScoreKey("bfloat16"))
+        assert candidates(store, "stu", ScoreKey("float32")) == list(got.values())
     assert set(got) == {a.trajectory_id, b.trajectory_id}  # c has no score for stu
     assert got[a.trajectory_id].verdict == "correct" and not got[a.trajectory_id].is_duplicate
     assert got[b.trajectory_id].verdict is None and got[b.trajectory_id].is_duplicate
+    assert got[b.trajectory_id].truncated and not got[a.trajectory_id].truncated
     assert (got[a.trajectory_id].teacher, got[a.trajectory_id].rsr, got[a.trajectory_id].mean_rank) == ("A", 2.0, 2.0)
     assert ids(select(list(got.values()), SelectionPolicy(name="per_problem_min_rsr"))) == [a.trajectory_id]
+    assert [(x.trajectory_id, x.rsr) for x in bf16] == [(a.trajectory_id, 1.0)]
