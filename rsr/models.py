@@ -139,8 +139,8 @@ def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> torch.
 
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa")
-    except ValueError as err:
-        if "sdpa" not in str(err).lower():
+    except ValueError as err:  # "... does not support an attention implementation through ...sdpa..."
+        if "attention implementation" not in str(err):
             raise
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     return model.to(device).eval()
