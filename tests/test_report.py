@@ -74,6 +74,10 @@ def test_report_cli(published, tmp_path: Path) -> None:
     assert all(f"wrote {tmp_path / n}" in out.output for n in (*PNG_NAMES, "report.html"))
     assert "MLflow" not in out.output and (tmp_path / "keep.txt").exists()
 
+    status = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["status", "--state", str(state.root)])  # same board
+    assert status.exit_code == 0, status.output
+    assert "95% interval" in status.output and "alpha-teacher" in status.output and "1.500" in status.output
+
     bad = CliRunner().invoke(app, ["report", "--student", "nobody", "--out", str(tmp_path), "--state", str(state.root)])
     assert bad.exit_code == 2 and "no student 'nobody'" in bad.output and STUDENT_REF in bad.output
 
