@@ -138,13 +138,16 @@ MIGRATIONS: list[str] = [
     );
     """,
     # v2: a score names how it was made (dtype, max_tokens); lineage digests of ingested files; the views.
-    # Rows scored before v2 take the dtype their student was registered with (what is known); max_tokens NULL.
+    # Rows scored before v2 get what is known: the dtype their student was registered with, and as max_tokens its
+    # context length where the row was not truncated (any limit that did not cut it gives the same value).
     """
     ALTER TABLE scores ADD COLUMN dtype VARCHAR;
     ALTER TABLE scores ADD COLUMN max_tokens INTEGER;
-    UPDATE scores SET dtype = coalesce(
-        (SELECT json_extract_string(st.info, '$.dtype') FROM students st WHERE st.student_id = scores.student_id),
-        'unknown');
+    UPDATE scores SET
+        dtype = coalesce(st.info ->> '$.dtype', 'unknown'),
+        max_tokens = CASE WHEN NOT scores.truncated THEN TRY_CAST(st.info ->> '$.context_length' AS INTEGER) END
+    FROM students st WHERE st.student_id = scores.student_id;
+    UPDATE scores SET dtype = 'unknown' WHERE dtype IS NULL;
     CREATE TABLE source_files (
         path VARCHAR NOT NULL,
         sha256 VARCHAR NOT NULL,
@@ -651,7 +654,8 @@ class Store:
     ) -> list[str]:
         """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors).
 
-        ``dtype`` is the compute dtype (never "auto"); ``max_tokens`` None means the student's context length."""
+        ``dtype`` is the compute dtype (never "auto"); ``max_tokens`` the effective truncation limit (the
+        student's context length when none is set); None only matches rows whose limit was not recorded."""
         error_cond = "AND s.error IS NULL" if retry_errors else ""
         cur = self._con.execute(
             f"""SELECT t.trajectory_id FROM trajectories t

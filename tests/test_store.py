@@ -402,22 +402,26 @@ def test_a_version_1_database_migrates_in_place_and_keeps_its_rows(db: Path) -> 
             "INSERT INTO trajectories VALUES (?, NULL, 'A', ?, 'q', '[]', 'r', NULL, NULL, 'a.jsonl', 1, NULL, now())",
             [t.trajectory_id, t.problem_id],
         )
-        con.execute("INSERT INTO students VALUES ('stu', 'tiny', 'dg', '{\"dtype\": \"bfloat16\"}', now())")
+        info = '{"dtype": "bfloat16", "context_length": 8192}'
+        con.execute("INSERT INTO students VALUES ('stu', 'tiny', 'dg', ?, now())", [info])
         con.execute("INSERT INTO students VALUES ('old', 'older', 'dg', '{}', now())")
-        for sid, student in (("s-1", "stu"), ("s-2", "old")):
+        con.execute("INSERT INTO students VALUES ('cut', 'short', 'dg', ?, now())", [info])
+        for sid, student, truncated in (("s-1", "stu", False), ("s-2", "old", False), ("s-3", "cut", True)):
             con.execute(
-                "INSERT INTO scores VALUES (?, ?, ?, ?, 100, 10, 20, 10, 20, 2, 2, 1, 2, false, NULL, 'r', now())",
-                [sid, t.trajectory_id, student, METRIC_VERSION],
+                "INSERT INTO scores VALUES (?, ?, ?, ?, 100, 10, 20, 10, 20, 2, 2, 1, 2, ?, NULL, 'r', now())",
+                [sid, t.trajectory_id, student, METRIC_VERSION, truncated],
             )
     with Store.open(db) as s:
         assert s.schema_version == SCHEMA_VERSION
         assert _objects(s, "VIEW") == VIEWS  # teacher_leaderboard gone, the new views there
         _, rows = s.query("SELECT score_id, dtype, max_tokens, rsr FROM latest_scores ORDER BY score_id")
-        # The dtype the student was registered with (what is known), else 'unknown'; max_tokens unknown.
-        assert rows == [("s-1", "bfloat16", None, 2.0), ("s-2", "unknown", None, 2.0)]
+        # What is known: the dtype the student was registered with, else 'unknown'; the context length as the
+        # limit where the row was not truncated (no limit cut it), else unknown.
+        assert rows == [("s-1", "bfloat16", 8192, 2.0), ("s-2", "unknown", None, 2.0), ("s-3", "bfloat16", None, 2.0)]
         # Kept rows still answer their own setting, and a new setting scores again.
-        assert s.unscored("stu", METRIC_VERSION, 100, dtype="bfloat16") == []
-        assert s.unscored("stu", METRIC_VERSION, 100, dtype="float32") == [t.trajectory_id]
+        assert s.unscored("stu", METRIC_VERSION, 100, dtype="bfloat16", max_tokens=8192) == []
+        assert s.unscored("stu", METRIC_VERSION, 100, dtype="float32", max_tokens=8192) == [t.trajectory_id]
+        assert s.unscored("cut", METRIC_VERSION, 100, dtype="bfloat16", max_tokens=8192) == [t.trajectory_id]
         _, rows = s.query("SELECT teacher, dataset_rsr, n, rank FROM teacher_selection WHERE student_id = 'stu'")
         assert rows == [("A", 2.0, 1, 1)]
 
