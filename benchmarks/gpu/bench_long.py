@@ -34,6 +34,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -269,6 +270,38 @@ class BodyCalls:
         return total
 
 
+class UtilSampler:
+    """NVML's GPU utilisation (share of time a kernel ran, per ~1/6 s window) sampled every 50 ms in a thread:
+    a second, profiler-free view of how busy the GPU was."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.samples, self.error = cuda, [], None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.samples.append(torch.cuda.utilization())
+
+    def __enter__(self) -> UtilSampler:
+        if self.cuda:
+            try:
+                torch.cuda.utilization()
+            except Exception as err:  # pynvml missing, or its NVMLError (an Exception) in a sandbox: recorded
+                self.error = f"{type(err).__name__}: {err}"
+            else:
+                self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def mean(self) -> float | None:
+        return statistics.mean(self.samples) / 100 if self.samples else None
+
+
 def fast_and_body(run: Run, student: Student, convs, lengths: list[int]) -> dict:
     """One timed fast pass (recording the body's calls), then the body alone on the same calls."""
     ctx = run.args.context
@@ -276,7 +309,7 @@ def fast_and_body(run: Run, student: Student, convs, lengths: list[int]) -> dict
     run.free()
     if run.cuda:
         torch.cuda.reset_peak_memory_stats()
-    with BodyCalls(student.model) as calls:
+    with BodyCalls(student.model) as calls, UtilSampler(run.cuda) as util:
         _, t_fast = run.timed(score_ok, student, convs, ctx, batch_tokens=run.args.batch_tokens)
     peak = torch.cuda.max_memory_allocated() / GiB if run.cuda else None
     _, t_body = run.timed(calls.replay)  # the fast pass just ran the same shapes: kernels and allocator are warm
@@ -292,6 +325,8 @@ def fast_and_body(run: Run, student: Student, convs, lengths: list[int]) -> dict
         "body_tok_s": tokens / t_body,
         "fraction": t_body / t_fast,
         "fast_peak_gib": peak,
+        "nvml_util_mean": util.mean(),
+        "nvml_error": util.error,
     }
 
 
@@ -631,21 +666,28 @@ def phase_f(run: Run, s: Scored) -> None:
         f"fast {r['fast_tok_s']:,.0f} tok/s, body {r['body_tok_s']:,.0f} tok/s; the 262k-vocabulary head is "
         f"{s.flops.head(1) / s.flops.per_token_dense():.0%} of this student's dense FLOPs",
     )
-    activities = [ProfilerActivity.CUDA] if run.cuda else [ProfilerActivity.CPU]
-    with profile(activities=activities) as prof:
-        _, wall = run.timed(score_ok, s.student, convs, run.args.context)
-    if not run.cuda:
-        run.report.set("f_idle", "n/a on CPU", None, f"profiled end-to-end run: {wall:.2f} s", result="SKIP")
-        return
-    busy = busy_seconds(prof)
+    # Device activity only (the CPU-op tracing would slow the host side it measures); both if that saw nothing.
+    for activities in ([ProfilerActivity.CUDA], [ProfilerActivity.CPU, ProfilerActivity.CUDA]):
+        with profile(activities=activities if run.cuda else [ProfilerActivity.CPU]) as prof:
+            _, wall = run.timed(score_ok, s.student, convs, run.args.context)
+        if not run.cuda:
+            run.report.set("f_idle", "n/a on CPU", None, f"profiled end-to-end run: {wall:.2f} s", result="SKIP")
+            return
+        busy = busy_seconds(prof)
+        if busy > 0:
+            break
+    else:
+        raise RuntimeError("torch.profiler recorded no CUDA kernel during a scoring run")
     idle = 1 - busy / wall
+    nvml = r["nvml_util_mean"]
+    nvml_note = f"NVML utilisation {nvml:.0%}" if nvml is not None else f"NVML: {r['nvml_error'] or 'no sample'}"
     run.report.raw["f"] = {"wall_profiled_s": wall, "busy_s": busy, "idle": idle, "wall_unprofiled_s": r["t_fast_s"]}
     run.report.set(
         "f_idle",
         f"{idle:.1%}",
         idle < 0.10,
         f"GPU busy {busy:.2f} s of {wall:.2f} s wall ({n} trajectories, torch.profiler kernel and "
-        f"copy intervals; {1 - busy / r['t_fast_s']:.1%} against the unprofiled wall)",
+        f"copy intervals; {1 - busy / r['t_fast_s']:.1%} against the unprofiled wall; {nvml_note} unprofiled)",
     )
 
 
