@@ -1,4 +1,4 @@
-"""Exact and near-duplicate responses among the trajectories of each problem (datasketch MinHash + LSH).
+"""Exact and near-duplicate responses among the trajectories of each problem (MinHash; datasketch's LSH for big groups).
 
     dups = find_duplicates(trajectories)            # [Duplicate(trajectory_id, dup_of, similarity, kind)]
 
@@ -29,15 +29,13 @@ class Response(Protocol):
 
 SEED = 1  # fixed: the same inputs always give the same duplicates
 _CANDIDATE_SLACK = 0.15  # LSH recall below the threshold; the MinHash estimate then decides
+_PAIRWISE_MAX = 256  # kept responses per problem compared all at once; past this, LSH finds the candidates
+_PRIME = np.uint64((1 << 61) - 1)  # datasketch's Mersenne prime
 
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 # fixed odd multipliers: shingle hash = sum(word_hash[i + j] * _MIX[j]) mod 2^64, folded to 32 bits
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], dtype=np.uint64)
-
-
-def _identity(value: int) -> int:
-    return value  # shingles arrive already hashed (vectorised below), so datasketch must not hash them again
 
 
 class _WordHasher:
@@ -55,8 +53,8 @@ class _WordHasher:
         return np.fromiter(map(cache.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
 
 
-def shingle_hashes(normalised: str, size: int = 5, words: _WordHasher | None = None) -> list[int]:
-    """Distinct 32-bit hashes of the word `size`-grams of a normalised text (one gram when it is shorter)."""
+def shingle_hashes(normalised: str, size: int = 5, words: _WordHasher | None = None) -> np.ndarray:
+    """Distinct 32-bit hashes (as uint64) of the word `size`-grams of a normalised text (one gram when shorter)."""
     tokens = normalised.split()
     ids = (words or _WordHasher()).ids(tokens)
     n = max(1, len(ids) - size + 1)
@@ -64,29 +62,30 @@ def shingle_hashes(normalised: str, size: int = 5, words: _WordHasher | None = N
     for j in range(min(size, len(ids))):  # vectorised rolling combination: one numpy op per shingle position
         mult = _MIX[j % len(_MIX)] + np.uint64(2 * (j // len(_MIX)))
         acc += ids[j : j + n] * mult
-    folded = (acc >> np.uint64(32)) ^ (acc & _MASK32)
-    return np.unique(folded).tolist()
+    return np.unique((acc >> np.uint64(32)) ^ (acc & _MASK32))
 
 
 class _Sketcher:
-    """MinHash factory sharing one set of permutations (generating them per MinHash is the slow part)."""
+    """MinHash signatures as numpy arrays: datasketch's own permutations (scheme "legacy") applied to all
+    shingles in one matrix operation, rather than a Python call per shingle inside MinHash.update_batch."""
 
     def __init__(self, num_perm: int, shingle: int) -> None:
         self.num_perm, self.shingle = num_perm, shingle
         self.words = _WordHasher()
-        self.scheme = "affine32"  # datasketch 2's default; named because reusing permutations requires it
-        self.permutations = MinHash(num_perm=num_perm, seed=SEED, scheme=self.scheme).permutations
+        a, b = MinHash(num_perm=num_perm, seed=SEED, scheme="legacy").permutations
+        self.a, self.b = a.astype(np.uint64), b.astype(np.uint64)
 
-    def __call__(self, normalised: str) -> MinHash:
-        m = MinHash(
-            num_perm=self.num_perm, seed=SEED, hashfunc=_identity, permutations=self.permutations, scheme=self.scheme
-        )
-        m.update_batch(shingle_hashes(normalised, self.shingle, self.words))
-        return m
+    def __call__(self, normalised: str) -> np.ndarray:
+        hv = shingle_hashes(normalised, self.shingle, self.words)[:, None]
+        # the legacy scheme's arithmetic: products wrap at 2^64, then mod the Mersenne prime, 32 bits kept
+        return (((hv * self.a + self.b) % _PRIME) & _MASK32).min(axis=0)
+
+    def minhash(self, signature: np.ndarray) -> MinHash:
+        return MinHash(num_perm=self.num_perm, seed=SEED, hashvalues=signature, scheme="legacy")
 
 
 def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """Bands/rows for candidate search, tuned once (MinHashLSH's tuning integrates numerically: slow per group)."""
+    """Bands/rows for candidate search in large groups (MinHashLSH's tuning integrates numerically: tuned once)."""
     candidate = max(0.05, threshold - _CANDIDATE_SLACK)
     lsh = MinHashLSH(threshold=candidate, num_perm=num_perm, weights=(0.2, 0.8))
     return lsh.b, lsh.r
@@ -102,23 +101,56 @@ def find_duplicates(
     for traj in trajectories:
         groups[traj.problem_id].append(traj)
     sketch = _Sketcher(num_perm, shingle)
-    params = _lsh_params(threshold, num_perm)
     out: list[Duplicate] = []
     for members in groups.values():
         if len(members) > 1:  # a problem answered once has nothing to compare (no sketch needed)
-            out.extend(_group_duplicates(members, sketch, params, threshold))
+            out.extend(_group_duplicates(members, sketch, threshold))
     return out
 
 
-def _group_duplicates(
-    members: Sequence[Response], sketch: _Sketcher, params: tuple[int, int], threshold: float
-) -> list[Duplicate]:
+class _Kept:
+    """The kept responses of one problem, searched for the earliest one at least `threshold` similar:
+    all of them at once while few (one numpy comparison), through MinHash-LSH candidates once many."""
+
+    def __init__(self, sketch: _Sketcher, threshold: float) -> None:
+        self.sketch, self.threshold = sketch, threshold
+        self.ids: list[str] = []
+        self.rank: dict[str, int] = {}
+        self.signatures: list[np.ndarray] = []
+        self.lsh: MinHashLSH | None = None
+
+    def earliest_match(self, signature: np.ndarray) -> tuple[str, float] | None:
+        if not self.ids:
+            return None
+        if self.lsh is None:
+            ranks = range(len(self.ids))
+        else:
+            ranks = sorted(self.rank[c] for c in self.lsh.query(self.sketch.minhash(signature)))
+        for rank in ranks:
+            similarity = float(np.mean(self.signatures[rank] == signature))
+            if similarity >= self.threshold:
+                return self.ids[rank], similarity
+        return None
+
+    def add(self, trajectory_id: str, signature: np.ndarray) -> None:
+        self.rank[trajectory_id] = len(self.ids)
+        self.ids.append(trajectory_id)
+        self.signatures.append(signature)
+        if self.lsh is None and len(self.ids) > _PAIRWISE_MAX:
+            params = _lsh_params(self.threshold, self.sketch.num_perm)
+            self.lsh = MinHashLSH(num_perm=self.sketch.num_perm, params=params)
+            for kept_id, kept in zip(self.ids, self.signatures, strict=True):
+                self.lsh.insert(kept_id, self.sketch.minhash(kept))
+        elif self.lsh is not None:
+            self.lsh.insert(trajectory_id, self.sketch.minhash(signature))
+
+
+def _group_duplicates(members: Sequence[Response], sketch: _Sketcher, threshold: float) -> list[Duplicate]:
     out: list[Duplicate] = []
     # what the first occurrence of each normalised text became; later copies inherit it:
     # kept -> (its id, 1.0, "exact") for the copies; near duplicate of K -> (K, similarity, "near")
     by_text: dict[str, tuple[str, float, DupKind]] = {}
-    kept: dict[str, tuple[int, MinHash]] = {}  # kept id -> (rank in input order, sketch)
-    lsh: MinHashLSH | None = None
+    kept = _Kept(sketch, threshold)
     seen_ids: set[str] = set()
     for traj in members:
         if traj.trajectory_id in seen_ids:
@@ -129,20 +161,11 @@ def _group_duplicates(
             dup_of, sim, kind = by_text[key]
             out.append(Duplicate(trajectory_id=traj.trajectory_id, dup_of=dup_of, similarity=sim, kind=kind))
             continue
-        mh = sketch(key)
-        best: tuple[int, str, float] | None = None  # (rank, id, similarity) of the earliest kept match
-        for cand in lsh.query(mh) if lsh is not None else ():
-            rank, other = kept[cand]
-            sim = float(other.jaccard(mh))
-            if sim >= threshold and (best is None or rank < best[0]):
-                best = (rank, cand, sim)
-        if best is not None:
-            by_text[key] = (best[1], best[2], "near")
-            out.append(Duplicate(trajectory_id=traj.trajectory_id, dup_of=best[1], similarity=best[2], kind="near"))
+        signature = sketch(key)
+        if (match := kept.earliest_match(signature)) is not None:
+            by_text[key] = (match[0], match[1], "near")
+            out.append(Duplicate(trajectory_id=traj.trajectory_id, dup_of=match[0], similarity=match[1], kind="near"))
             continue
         by_text[key] = (traj.trajectory_id, 1.0, "exact")
-        if lsh is None:
-            lsh = MinHashLSH(num_perm=sketch.num_perm, params=params)
-        lsh.insert(traj.trajectory_id, mh)
-        kept[traj.trajectory_id] = (len(kept), mh)
+        kept.add(traj.trajectory_id, signature)
     return out

@@ -145,21 +145,56 @@ def _exact(answer: str) -> Fraction | None:
     return Fraction(int(num), int(den)) * (-1 if sign else 1)
 
 
+_RADICAL = re.compile(r"(-?[0-9]{0,50})\\sqrt\{([0-9]{1,50})\}")
+_PI = re.compile(r"(-?[0-9]{0,50})\\pi")
+
+
+def _coefficient(digits: str) -> int:
+    return -1 if digits == "-" else int(digits) if digits else 1
+
+
+def _form(s: str) -> tuple[str, Any] | None:
+    """A canonical answer in a form compared exactly here: (kind, value). Rationals, decimals, k\\sqrt{m} (by its
+    signed square), k\\pi, and tuples of these; None for anything else (math-verify's job)."""
+    if (q := _exact(s)) is not None:
+        return "q", q
+    if _PLAIN_NUMBER.fullmatch(s):
+        return "decimal", Fraction(Decimal(s))
+    if m := _RADICAL.fullmatch(s):
+        k = _coefficient(m[1])
+        return "sqrt", (1 if k >= 0 else -1) * k * k * int(m[2])
+    if m := _PI.fullmatch(s):
+        return "pi", _coefficient(m[1])
+    if len(s) > 2 and s[0] == "(" and s[-1] == ")" and "(" not in s[1:-1] and ")" not in s[1:-1]:
+        parts = [_form(part) for part in s[1:-1].split(",")]
+        return ("tuple", parts) if all(part is not None for part in parts) else None
+    return None
+
+
+def _same(p: tuple[str, Any], g: tuple[str, Any]) -> bool | None:
+    kinds = {p[0], g[0]}
+    if kinds <= {"q", "decimal"}:  # exact, except that unequal decimals vs fractions (0.333 vs 1/3) are unsure
+        return True if p[1] == g[1] else (False if kinds == {"q"} else None)
+    if p[0] != g[0]:
+        return None
+    if p[0] != "tuple":
+        return p[1] == g[1]
+    if len(p[1]) != len(g[1]):
+        return False
+    verdicts = [_same(a, b) for a, b in zip(p[1], g[1], strict=True)]
+    return False if False in verdicts else (None if None in verdicts else True)
+
+
 def _cheap_verdict(pred: str, gold: str) -> bool | None:
-    """Equal or not, decided without sympy when it can be (most MATH golds are integers or fractions); None when
-    only math-verify can tell. Decimals against fractions are left to it when they differ (0.333 vs 1/3)."""
+    """Equal or not, decided without sympy when it can be (integers, fractions, decimals, k\\sqrt{m}, k\\pi and
+    tuples of them: most MATH golds); None when only math-verify can tell."""
     if _PLAIN_NUMBER.fullmatch(pred) and _PLAIN_NUMBER.fullmatch(gold):
         return Decimal(pred) == Decimal(gold)
-    p, g = _exact(pred), _exact(gold)
-    if p is not None and g is not None:
-        return p == g
-    if _canonical(pred) == _canonical(gold):
+    p, g = _canonical(pred), _canonical(gold)
+    if p == g:
         return True
-    if (p is not None or _PLAIN_NUMBER.fullmatch(pred)) and (g is not None or _PLAIN_NUMBER.fullmatch(gold)):
-        p_value = p if p is not None else Fraction(Decimal(pred))
-        g_value = g if g is not None else Fraction(Decimal(gold))
-        return True if p_value == g_value else None
-    return None
+    p_form, g_form = _form(p), _form(g)
+    return _same(p_form, g_form) if p_form is not None and g_form is not None else None
 
 
 def _canonical(answer: str) -> str:

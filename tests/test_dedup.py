@@ -1,9 +1,8 @@
-"""Dedup: exact and near duplicates per problem, thresholds, dup_of semantics, determinism, real-data speed."""
+"""Dedup: exact and near duplicates per problem, thresholds, dup_of semantics, determinism, large groups, real data."""
 
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -84,16 +83,23 @@ def test_deterministic_and_validated():
         find_duplicates(items, threshold=0)
 
 
-def test_real_data_speed_and_copies(shared_data):
+def test_large_groups_search_through_lsh():
+    """Past a few hundred kept responses per problem, candidates come from LSH: the same findings."""
+    essays = [essay(100 + i) for i in range(400)]
+    edited = list(essays[300])
+    edited[150] = "changed"
+    items = [traj(f"t{i}", " ".join(e)) for i, e in enumerate(essays)] + [traj("late", " ".join(edited))]
+    (dup,) = find_duplicates(items)
+    assert (dup.trajectory_id, dup.dup_of, dup.kind) == (items[-1].trajectory_id, items[300].trajectory_id, "near")
+
+
+def test_real_data_and_copies(shared_data):
     folder = shared_data / "zeroeval-math-l5"
     trajectories = []
     for path in sorted(p for p in folder.glob("*.json") if p.name != "summary.json"):
         trajectories += ingest_file(path).trajectories
     assert len(trajectories) == 5768
-    start = time.perf_counter()
     dups = find_duplicates(trajectories)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 20, f"dedup of 5768 trajectories took {elapsed:.1f}s"  # ~1.5 s measured; loose for busy CI
     assert len(dups) < 50  # eight different teachers rarely write the same text
     # the same teacher file ingested under a second name: every copy is an exact duplicate of the original
     gpt = [t for t in trajectories if t.teacher == "gpt-4o-2024-08-06"]
