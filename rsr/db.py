@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from rsr.config import settings
+
 T = TypeVar("T")
 
 # External access off: no files, no extensions, no ATTACH; locked so that no statement can turn it back on.
@@ -49,30 +51,17 @@ class StateBusy(RuntimeError):
     """Another flow holds the state folder's writer lock (and kept it longer than we would wait)."""
 
 
-# ---- settings (until rsr.config.settings() owns them) ---------------------------------------------------------
-
-
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds >= 0")
-    return value
+# ---- settings -----------------------------------------------------------------------------------------------
 
 
 def lock_wait_s() -> float:
     """Seconds a second writer waits for the state folder ($RSR_LOCK_WAIT_S, default 600)."""
-    return _seconds("RSR_LOCK_WAIT_S", 600.0)
+    return settings().lock_wait_s
 
 
 def db_wait_s() -> float:
     """Seconds an open waits while another process holds the DuckDB file ($RSR_DB_WAIT_S, default 60)."""
-    return _seconds("RSR_DB_WAIT_S", 60.0)
+    return settings().db_wait_s
 
 
 # ---- the retry policy ----------------------------------------------------------------------------------------
