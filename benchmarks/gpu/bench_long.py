@@ -348,20 +348,27 @@ class Scored:
     rebuild: Callable[..., Student]  # the same seeded student again, with extra Student.load arguments
 
 
+def calibrate(run: Run, s: Scored) -> float:
+    """The fast scorer's tokens/s on 8 of the trajectories (after a warm-up on 4), measured once per student."""
+    cal = run.report.raw.setdefault("calibration", {})
+    if s.arch.key not in cal:
+        score_ok(s.student, s.convs[:4], run.args.context)
+        _, t = run.timed(score_ok, s.student, s.convs[4:12], run.args.context)
+        cal[s.arch.key] = sum(s.lengths[4:12]) / t
+    return cal[s.arch.key]
+
+
 def fit_to_budget(run: Run, s: Scored, seconds: float, passes: float) -> int:
-    """How many trajectories (a prefix of the seeded list) fit `passes` fast-scorer passes in `seconds`, from a
-    timed calibration pass on 8 of them (at least 16)."""
+    """How many trajectories (a prefix of the seeded list, at least 16) fit `passes` fast-scorer passes in
+    `seconds` at the calibrated speed."""
     if run.args.dry_run:
         return len(s.convs)
-    score_ok(s.student, s.convs[:4], run.args.context)
-    _, t = run.timed(score_ok, s.student, s.convs[4:12], run.args.context)
-    tok_s = sum(s.lengths[4:12]) / t
+    tok_s = calibrate(run, s)
     n, total = 0, 0
     for length in s.lengths:
         if (total + length) / tok_s * passes > seconds:
             break
         n, total = n + 1, total + length
-    run.report.raw.setdefault("calibration", {})[s.arch.key] = tok_s
     return max(n, 16)
 
 
@@ -527,7 +534,7 @@ def phase_e(run: Run, s: Scored) -> None:
         run.report.set("e_exact", "skipped: nothing to compare", None, note, result="SKIP")
         return
     label, scorers = pair
-    convs = s.convs[: 8 if run.args.dry_run else 48]
+    convs = s.convs[: min(48, fit_to_budget(run, s, BUDGET["e"], 5.0))]  # 2 warm-ups + 4 timed passes
     times: dict[bool, list[float]] = {False: [], True: []}
     rsr: dict[bool, list[float]] = {}
     for flag in (False, True):
