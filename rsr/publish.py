@@ -168,14 +168,6 @@ def dataset_id_for(name: str, student_id: str, policy: SelectionPolicy, digest: 
     return "d-" + hashlib.sha256(key.encode()).hexdigest()[:DIGEST_LEN]
 
 
-def dataset_name(output: str, student_ref: str, n_students: int) -> str:
-    """The dataset name for one student of a pipeline: ``output`` alone, or ``output-<student ref>`` when several
-    students publish (named by student, not by position, so adding a student renames nobody)."""
-    if n_students <= 1:
-        return output
-    return f"{output}-" + re.sub(r"[^\w.\-]+", "-", student_ref).strip("-.")
-
-
 def selection_counts(
     cands: Sequence[Candidate], chosen: Sequence[Candidate], policy: SelectionPolicy
 ) -> dict[str, int]:

@@ -322,12 +322,6 @@ def test_tracking_uri_precedence(monkeypatch, tmp_path: Path) -> None:
     assert Tracking.resolve(state, flag="http://flag:5000", config="http://config:5000").uri == "http://flag:5000"
 
 
-def test_datasets_are_named_by_student() -> None:
-    assert publish_mod.dataset_name("sft", "smollm2-135m", 1) == "sft"
-    assert publish_mod.dataset_name("sft", "smollm2-135m", 2) == "sft-smollm2-135m"
-    assert publish_mod.dataset_name("sft", "HuggingFaceTB/SmolLM2-135M", 2) == "sft-HuggingFaceTB-SmolLM2-135M"
-
-
 class FakeHub:
     """The Hub's HTTP layer replaced (no hub is reachable here): HfApi's repo calls and HfFileSystem's reads work
     on one in-memory dataset repo, so `datasets`' own push_to_hub runs for real on top of it."""
