@@ -601,7 +601,16 @@ def phase_c(run: Run, s: Scored) -> None:
     (b, tried), t_search = run.timed(largest_batch, run, s.student, prepared)
     del prepared
     # What is left after the search goes to the baseline and to the fast scorer on the same prefix (~1/2 of it).
-    done, t_naive = naive_pass(run, s, b, (seconds - t_search) * 0.6)
+    budget = (seconds - t_search) * 0.6
+    oom = False
+    try:
+        done, t_naive = naive_pass(run, s, b, budget)
+    except torch.cuda.OutOfMemoryError:  # the cache fragmented since the search: the next size down, once
+        oom = True
+    if oom:
+        run.free()
+        tried[f"{b} in the pass"], b = "OOM", max(1, b // 2)
+        done, t_naive = naive_pass(run, s, b, budget)
     a = run.report.raw.get("a", {})
     if a.get("trajectories") == done:
         t_fast = a["t_fast_s"]
