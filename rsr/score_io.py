@@ -60,7 +60,7 @@ def output_row(item: ScoreInput, result: ScoredTrajectory | None) -> dict:
         return {"id": rid, "error": item.error}
     if result is None or result.stats is None:
         return {"id": rid, "error": result.error if result else "not scored"}
-    return {"id": rid, **result.stats.as_dict()}
+    return {"id": rid, **result.stats.as_dict(), "dtype": result.dtype, "max_tokens": result.max_tokens}
 
 
 def summary(results: list[ScoredTrajectory]) -> tuple[int, int, float]:

@@ -37,6 +37,7 @@ def test_score_jsonl_keeps_order_and_reports_bad_lines(tmp_path, records, smollm
         for key in ("n_tokens", "sum_rank", "sum_surprisal", "mean_rank", "mean_surprisal", "mean_rank_unclipped"):
             assert key in row
         assert row["truncated"] is False
+        assert (row["dtype"], row["max_tokens"]) == ("float32", None)  # how the score was made
     assert "dataset RSR:" in result.output
 
 
@@ -48,7 +49,7 @@ def test_score_parquet_with_truncation(tmp_path, records):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["r0", "r1", "r2"]
-    assert all(r["truncated"] for r in rows)
+    assert all(r["truncated"] and r["max_tokens"] == 200 for r in rows)
 
 
 def test_score_refuses_a_student_without_chat_template(tmp_path, records):
