@@ -166,6 +166,9 @@ def assert_mlflow_run(client: MlflowClient, pub: Publication, sources: list[Path
         assert [(t.key, t.value) for t in tags] == [("mlflow.data.context", "source")]
     digest, source, tags = inputs["math-sft"]
     assert digest == pub.content_digest and source["uri"] == str(pub.path)
+    published = next(i.dataset for i in run.inputs.dataset_inputs if i.dataset.name == "math-sft")
+    assert json.loads(published.profile) == {"num_rows": 2, "num_elements": 22}
+    assert "messages" in published.schema and "trajectory_id" in published.schema
     assert [(t.key, t.value) for t in tags] == [("mlflow.data.context", "published")]
     artifacts = {a.path for a in client.list_artifacts(pub.mlflow_run_id, "dataset")}
     assert {"dataset/README.md", "dataset/data.parquet", "dataset/data.jsonl", "dataset/state.json"} <= artifacts
