@@ -695,11 +695,12 @@ class Store:
             )
 
     def score_settings(self, student_id: str | None = None) -> list[ScoreSetting]:
-        """How a student's current scores were made (dtype, max_tokens, r_max), with counts (truncated ones too)."""
+        """How a student's current scores were made (dtype, max_tokens, r_max), with counts (truncated ones too);
+        the most recently scored setting first (on a tie, the one with more rows)."""
         cur = self._con.execute(
             """SELECT student_id, student, dtype, max_tokens, r_max, n_scored, n_truncated, last_scored_at
             FROM score_settings WHERE CAST(? AS VARCHAR) IS NULL OR student_id = ?
-            ORDER BY student_id, last_scored_at DESC, dtype, max_tokens NULLS FIRST, r_max""",
+            ORDER BY student_id, last_scored_at DESC, n_scored DESC, dtype, max_tokens NULLS LAST, r_max""",
             [student_id, student_id],
         )
         return [

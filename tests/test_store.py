@@ -260,9 +260,13 @@ def test_score_settings_count_truncated(store: Store) -> None:
     store.add_trajectories(ts, "r")
     store.add_scores([score(ts[0], 2, 1), score(ts[1], 2, 1, truncated=True), score(ts[2], 0, 0, n=0, error="x")], "r")
     store.add_scores([score(ts[0], 2, 1, dtype="bfloat16", max_tokens=64, truncated=True)], "r")
-    settings = {s.key: (s.student, s.n_scored, s.n_truncated) for s in store.score_settings("stu")}
-    assert settings == {ScoreKey("float32"): ("tiny", 2, 1), ScoreKey("bfloat16", 64): ("tiny", 1, 1)}
+    settings = [(s.key, s.student, s.n_scored, s.n_truncated) for s in store.score_settings("stu")]
+    # The most recent setting first.
+    assert settings == [(ScoreKey("bfloat16", 64), "tiny", 1, 1), (ScoreKey("float32"), "tiny", 2, 1)]
     assert store.score_settings("nobody") == []
+    # Scored in one batch (same time): the setting with more rows first.
+    store.add_scores([score(t, 2, 1, student_id="tie", max_tokens=4096 if i else None) for i, t in enumerate(ts)], "r")
+    assert [(s.key.max_tokens, s.n_scored) for s in store.score_settings("tie")] == [(4096, 2), (None, 1)]
 
 
 def test_record_publication_is_one_transaction(store: Store) -> None:
