@@ -133,12 +133,12 @@ def _params(m: Manifest) -> dict[str, Any]:
 def _metrics(m: Manifest) -> dict[str, float]:
     stats = m.stats
     metrics: dict[str, float] = {
-        "n_rows": stats.n_rows,
+        "n_rows": stats.all.n,
         "n_teachers": len(stats.teachers),
         "n_problems": stats.n_problems,
-        "rsr_mean": stats.rsr_mean,
-        "rsr_median": stats.rsr_median,
-        "dataset_rsr": stats.dataset_rsr,
+        "rsr_mean": stats.all.rsr_mean,
+        "rsr_median": stats.all.rsr_median,
+        "dataset_rsr": stats.all.dataset_rsr,
         **{f"selection.{k}": v for k, v in m.counts.items()},
     }
     for teacher, t in stats.teachers.items():

@@ -120,11 +120,6 @@ class RowStats:
         per_teacher = {t: TeacherStats.of(groups[t]) for t in sorted(groups)}
         return cls(TeacherStats.of(rows), len({r["problem_id"] for r in rows}), per_teacher)
 
-    n_rows = property(lambda self: self.all.n)
-    rsr_mean = property(lambda self: self.all.rsr_mean)
-    rsr_median = property(lambda self: self.all.rsr_median)
-    dataset_rsr = property(lambda self: self.all.dataset_rsr)
-
 
 @dataclass(frozen=True)
 class Manifest:
