@@ -112,12 +112,16 @@ class Verdict(BaseModel):
 
 
 class Score(BaseModel):
-    """One student's RSR statistics for one trajectory. Keyed by (trajectory, student, metric version, r_max)."""
+    """One student's RSR statistics for one trajectory.
+
+    Keyed by (trajectory, student, dtype, max_tokens, r_max, metric version): everything that changes its value."""
 
     trajectory_id: str
     student_id: str
     metric_version: str
     r_max: int
+    dtype: str | None = None  # the compute dtype it was made in ("bfloat16", "float32"); required to store it
+    max_tokens: int | None = None  # the effective truncation limit it was made with (None: not recorded)
     n_tokens: int = 0
     sum_rank: float = 0.0
     sum_surprisal: float = 0.0
