@@ -307,6 +307,10 @@ def publish(
     chat_template: Annotated[str | None, typer.Option(help="the student's template, as registered")] = None,
     name: Annotated[str | None, typer.Option(help="dataset name [default: sft-<model name>]")] = None,
     mlflow_uri: MlflowOpt = None,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(metavar="REPO", help="also upload to this HF dataset repo (datasets' push; token: HF_TOKEN)"),
+    ] = None,
     state: StateOpt = None,
 ) -> None:
     """Select by policy and publish an SFT dataset (datasets + Parquet + JSONL + card) with MLflow lineage."""
@@ -326,8 +330,12 @@ def publish(
     except ValueError as err:
         _fail(str(err))
     spec = StudentSpec(ref=student, dtype=dtype.value, chat_template=chat_template)
-    result = _run_flow(publish_dataset, spec, pol, name, mlflow_uri=mlflow_uri, state=str(home.root))
+    result = _run_flow(
+        publish_dataset, spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root)
+    )
     typer.echo(f"published {result['n_rows']} rows to {result['path']} (MLflow run {result['mlflow_run_id']})")
+    if result["hub_commit_url"]:
+        typer.echo(f"pushed to the Hub: {result['hub_commit_url']}")
 
 
 @app.command()
@@ -367,45 +375,36 @@ def status(state: StateOpt = None) -> None:
 
 
 def _print_report(home, result: dict | None) -> None:
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    from rsr.db import open_read_only
+    from rsr.report import teacher_board
+    from rsr.store import Store
 
     console = Console()
-    # The guarded reader: never a lock error, and never in the way of a flow that is writing.
-    with open_read_only(home.duckdb) as (con, _note):
-
-        def query(sql: str, params: list | None = None) -> list[tuple]:
-            return con.execute(sql, params or []).fetchall()
-
-        students = query("SELECT student_id FROM students ORDER BY registered_at")
-        for (student_id,) in students:
-            table = Table(title=f"teachers for student {student_id}")
-            for col in ("teacher", "trajectories", "accuracy", "dataset RSR", "selected"):
-                table.add_column(col, justify="right" if col != "teacher" else "left")
-            rows = query(
-                """SELECT s.teacher, s.n_trajectories, s.accuracy, l.dataset_rsr,
-                          (SELECT count(*) FROM publication_items i JOIN publications p USING (dataset_id)
-                            JOIN trajectories t USING (trajectory_id)
-                            WHERE t.teacher = s.teacher AND p.student_id = ?
-                              AND p.created_at = (SELECT max(created_at) FROM publications WHERE student_id = ?))
-                   FROM teacher_summary s
-                   LEFT JOIN teacher_selection l ON l.teacher = s.teacher AND l.student_id = ?
-                   ORDER BY l.dataset_rsr NULLS LAST""",
-                [student_id, student_id, student_id],
-            )
-            for teacher, n, acc, rsr_value, selected in rows:
+    # Read-only (a snapshot while a flow writes): never a lock error, and never in the way of a writing flow.
+    with Store.open(home.duckdb, read_only=True) as store:
+        for student in store.students():
+            table = Table(title=f"teachers for student {student.student_id} (lowest dataset RSR first)")
+            for col in ("rank", "teacher", "trajectories", "accuracy", "dataset RSR", "95% interval", "selected"):
+                table.add_column(col, justify="left" if col == "teacher" else "right")
+            for r in teacher_board(store, student.student_id).to_dict("records"):
+                scored = pd.notna(r["dataset_rsr"])
                 table.add_row(
-                    teacher,
-                    str(n),
-                    f"{acc:.1%}" if acc is not None else "-",
-                    f"{rsr_value:.3f}" if rsr_value is not None else "-",
-                    str(selected),
+                    f"{r['rank']:.0f}" if scored else "-",
+                    r["teacher"],
+                    str(r["n_trajectories"]),
+                    f"{r['all_accuracy']:.1%}" if r["all_accuracy"] is not None else "-",
+                    f"{r['dataset_rsr']:.3f}" if scored else "-",
+                    f"{r['ci_low']:.3f}-{r['ci_high']:.3f}" if scored else "-",
+                    str(r["selected"]),
                 )
             console.print(table)
-        q = query("SELECT count(*) FROM quarantine")
-        pubs = query("SELECT name, path, n_rows, mlflow_run_id FROM publications ORDER BY created_at DESC LIMIT 1")
+        q = store.query("SELECT count(*) FROM quarantine")[1]
+        pubs = store.query(
+            "SELECT name, path, n_rows, mlflow_run_id FROM publications ORDER BY created_at DESC LIMIT 1"
+        )[1]
     console.print(f"quarantined records: {q[0][0]} (rsr sql: SELECT * FROM quarantine)")
     if pubs:
         name, path, n_rows, mlflow_run_id = pubs[0]
@@ -514,6 +513,7 @@ def report(
     mlflow: Annotated[
         bool, typer.Option("--mlflow/--no-mlflow", help="log the files to the latest publication's MLflow run")
     ] = True,
+    mlflow_uri: MlflowOpt = None,
     state: StateOpt = None,
 ) -> None:
     """Plots + one HTML page for a student: RSR per teacher, RSR vs accuracy, selection, score history."""
@@ -525,7 +525,7 @@ def report(
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        result = build_report(StateDir.from_env(state), student, out, log_to_mlflow=mlflow)
+        result = build_report(StateDir.from_env(state), student, out, log_to_mlflow=mlflow, mlflow_uri=mlflow_uri)
     except (ValueError, FileNotFoundError, SqlError) as err:
         _fail(str(err))
     for path in [*result.pngs, result.html]:

@@ -39,14 +39,18 @@ def register_student(db: Path, spec: StudentSpec) -> dict:
 
 @task(name="find-student")
 def find_student(db: Path, spec: StudentSpec) -> dict:
-    """The registered student for this spec (newest digest first) and the dtype its scores are selected in."""
+    """The registered student for this spec (newest digest first) and which of its scores to select by: the most
+    recent setting in the spec's dtype ("auto": this machine's), so a bf16 score never answers a float32 request."""
+    dtype = spec.dtype if spec.dtype != "auto" else str(auto_dtype(auto_device())).removeprefix("torch.")
     with Store.open(db, read_only=True) as store:
         rows = [r for r in store.students() if r.ref == spec.ref and r.info.get("chat_template") == spec.chat_template]
-    if not rows:
-        raise ValueError(f"student {spec.ref!r} (template {spec.chat_template}) has no scores: `rsr add-student` first")
-    row = rows[-1]
-    dtype = spec.dtype if spec.dtype != "auto" else str(auto_dtype(auto_device())).removeprefix("torch.")
-    return {"student_id": row.student_id, "ref": row.ref, "dtype": dtype}
+        if not rows:
+            raise ValueError(f"student {spec.ref!r} (template {spec.chat_template}) is not registered: score it first")
+        student_id = rows[-1].student_id
+        keys = [s.key for s in store.score_settings(student_id) if s.key.dtype == dtype]
+    if not keys:
+        raise ValueError(f"student {spec.ref!r} has no {dtype} scores: `rsr add-student {spec.ref} --dtype {dtype}`")
+    return {"student_id": student_id, "ref": spec.ref, "key": keys[0]}
 
 
 @task(name="score-shard", retries=2, retry_delay_seconds=2)
