@@ -17,8 +17,17 @@ from rsr.ingest import input_digest, iter_ingest
 from rsr.store import Store
 from rsr.verify import verify_many
 
+# DuckDB keeps every block it wrote or read cached up to its memory limit (default: 80% of RAM), so over a large
+# input its cache, not our chunks, would set the process's size; the CPU stages cap it (it spills past the cap).
+DB_MEMORY = "768MB"
 DEDUP_PROBLEMS = 5000  # problems (with all their teachers' trajectories) deduplicated per chunk
 VERIFY_CHUNK = 5000  # trajectories verified and stored per chunk
+
+
+def _open(db: Path) -> Store:
+    store = Store.open(db)
+    store.query(f"SET memory_limit = '{DB_MEMORY}'")
+    return store
 
 
 @task(name="ingest-teacher")
@@ -39,7 +48,7 @@ def ingest_teacher(
     problem_ids: set[str] = set()
     sources: set[str] = set()
     digest = input_digest(Path(path)) if Path(path).exists() else None  # None: a hub id, digested by its files
-    with Store.open(db) as store:
+    with _open(db) as store:
         for chunk in iter_ingest(path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems):
             store.upsert_problems(chunk.problems)
             out["new"] += store.add_trajectories(chunk.trajectories, run_id)
@@ -66,7 +75,7 @@ def deduplicate(db: Path, run_id: str, problem_ids: list[str], threshold: float 
     """Exact + near duplicates among all teachers' trajectories of these problems, first-ingested kept.
     Duplicates only meet within a problem, so problems are read and stored a chunk at a time."""
     found = 0
-    with Store.open(db) as store:
+    with _open(db) as store:
         for start in range(0, len(problem_ids), DEDUP_PROBLEMS):
             _, rows = store.query(
                 """SELECT trajectory_id, problem_id, response FROM trajectories
@@ -103,7 +112,7 @@ _UNVERIFIED_PAGE = """
 def verify_answers(db: Path, run_id: str, timeout_s: float = 5.0) -> int:
     """Verdicts for every trajectory not yet verified (or whose gold answer arrived since), a chunk at a time."""
     done = 0
-    with Store.open(db) as store:
+    with _open(db) as store:
         _, ((end,),) = store.query("SELECT coalesce(max(rowid) + 1, 0) FROM trajectories")
         for start in range(0, end, VERIFY_CHUNK):
             _, rows = store.query(_UNVERIFIED_PAGE, [start, start + VERIFY_CHUNK])
