@@ -142,7 +142,8 @@ def report_pool(args, runs: dict[str, list[Stats]], n: int) -> list[str]:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, torch "
         f"{torch.__version__}, {args.threads} torch thread(s). Pool: round-robin over the 8 teachers of "
         f"zeroeval-math-l5, each trajectory cut to its first {args.max_tokens} tokens (prompt + response; {n_cut} "
-        f"of {n} cut) to fit the run in ~25 min; {tokens} response tokens scored.",
+        f"of {n} cut) to fit the run in ~25 min; {tokens} response tokens scored; {args.left_out} trajectories "
+        "left out (their prompt alone is longer than the cut).",
         "",
         "## bf16 vs fp32 (per-trajectory relative RSR difference from the exact fp32 score)",
         "",
@@ -195,7 +196,9 @@ def main() -> None:
         print(f"[{time.perf_counter() - started:6.0f} s, load {loadavg():.1f}] {msg}", flush=True)
 
     bf16, fp32 = load_student(args.student, "bfloat16", "cpu"), load_student(args.student, "float32", "cpu")
-    convs = with_response_left(bf16, load_conversations(args.n + 40), args.max_tokens)[: args.n]
+    loaded = load_conversations(args.n + 40)
+    convs = with_response_left(bf16, loaded, args.max_tokens)[: args.n]
+    args.left_out = loaded.index(convs[-1]) + 1 - len(convs)  # prompts alone longer than --max-tokens
     runs, secs = measure_pool(bf16, fp32, convs, args.max_tokens, log)
     timing_convs = load_conversations(args.timing_n)
     t_secs = measure_timing(bf16, timing_convs, log)
