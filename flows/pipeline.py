@@ -41,9 +41,8 @@ def pipeline(
             # One student: the config's output name; several: each named by its student.
             name = config.output if len(config.students) == 1 else spec.dataset_name(config.output)
             policy = spec.policy or config.policy
-            published.append(
-                publish_dataset(spec, policy, spec.output or name, mlflow_uri or config.mlflow_uri, str(home.root))
-            )
+            uri = mlflow_uri or config.mlflow_uri
+            published.append(publish_dataset(spec, policy, spec.output or name, mlflow_uri=uri, state=str(home.root)))
         return {"teachers": teachers, "scores": scores, "published": published}
 
 
