@@ -126,7 +126,7 @@ def score_student(
     size = scoring.shard_size
     task = score_shard.with_options(retries=scoring.retries)
     shard_args = (
-        (student, info["student_id"], _shard(home, todo[i : i + size]), scoring.batch_tokens, key["max_tokens"])
+        (student, info["student_id"], _shard(home, todo[i : i + size]), key["max_tokens"])
         for i in range(0, len(todo), size)
     )
     stored = errors = 0

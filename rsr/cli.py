@@ -59,9 +59,6 @@ def score(
     dtype: Annotated[Dtype, typer.Option(help="compute dtype of the model body; ranks are exact in both")] = Dtype.auto,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     max_tokens: Annotated[int | None, typer.Option(help="score the first N tokens (default: the context)")] = None,
-    batch_tokens: Annotated[
-        int | None, typer.Option(help="padded tokens per forward batch [default: 8192; 32768 on CUDA in bf16]")
-    ] = None,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
 ) -> None:
     """Score trajectories with a student: per-record RSR statistics, then the dataset RSR."""

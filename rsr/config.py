@@ -139,7 +139,6 @@ class ScoringSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     shard_size: int = Field(default=64, ge=1)  # trajectories per scoring task: the unit of retry and of loss
-    batch_tokens: int | None = Field(default=None, ge=64)  # None: 8192 on CPU, 32768 on CUDA in bf16 (measured)
     max_tokens: int | None = Field(default=None, ge=8)
     retries: int = Field(default=2, ge=0)
 

@@ -58,7 +58,6 @@ def score_shard(
     spec: StudentSpec,
     student_id: str,
     items: list[tuple[str, list[dict]]],
-    batch_tokens: int | None = None,
     max_tokens: int | None = None,
 ) -> list[Score]:
     """Score one shard of (trajectory_id, messages). Refuses to run a different student than was registered."""

@@ -2,7 +2,6 @@
 # On the GPU host, from the repository root, with the bundle beside it (bundle.sh):
 #   bash benchmarks/gpu/run.sh long                         # bench_long.py: issue 11's table (1B and 7B, long CoT)
 #   bash benchmarks/gpu/run.sh bench --devices cuda         # benchmarks/bench_scorer.py, its GPU table
-#   bash benchmarks/gpu/run.sh ab 2                         # batch_ab.py: batch_tokens and head chunking A/B
 # Results go to $OUT (default /tmp/out).
 set -euo pipefail
 BUNDLE=${BUNDLE:-$PWD/.devbench}
@@ -32,7 +31,5 @@ case $what in
   long) python3 benchmarks/gpu/bench_long.py --out "$OUT" --tokenizers /tmp/bundle-models "$@" 2>&1 | tee "$OUT/long.txt" ;;
   bench) python3 benchmarks/gpu/make_models.py /tmp/bundle-models
          python3 benchmarks/bench_scorer.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt" ;;
-  ab) python3 benchmarks/gpu/make_models.py /tmp/bundle-models
-      python3 benchmarks/gpu/batch_ab.py "$@" 2>&1 | grep -v "it/s" | tee "$OUT/ab.txt" ;;
-  *) echo "run.sh: long | bench | ab" >&2; exit 2 ;;
+  *) echo "run.sh: long | bench" >&2; exit 2 ;;
 esac
