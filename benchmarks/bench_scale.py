@@ -10,8 +10,8 @@ Then the product's own tasks run in this process (their functions, without the P
 wall time and throughput, the part of it spent in DuckDB (reading + storing), the peak RSS of the whole process
 tree (this process + the verifier workers, sampled every 0.2 s), and the DuckDB file size.
 
-    .venv/bin/python benchmarks/bench_scale.py --n 100000           # ~? min here
-    .venv/bin/python benchmarks/bench_scale.py --n 1000000 --keep   # targets: peak RSS <= 2 GB, <= 60 min
+    .venv/bin/python benchmarks/bench_scale.py --n 100000           # ~1.5 min here
+    .venv/bin/python benchmarks/bench_scale.py --n 1000000          # ~23 min here; targets: peak RSS <= 2 GB, <= 60 min
 
 Heavy imports live inside functions: the verifier's worker processes re-import this file as their __main__.
 """
