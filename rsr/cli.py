@@ -398,6 +398,12 @@ def _print_report(home, result: dict | None) -> None:
                     str(r["selected"]),
                 )
             console.print(table)
+            for setting in store.score_settings(student.student_id):
+                k = setting.key
+                console.print(
+                    f"  scores in {k.dtype}, max_tokens {k.max_tokens}: {setting.n_scored}, of which "
+                    f"{setting.n_truncated} truncated (left out of selection unless include_truncated)"
+                )
         q = store.query("SELECT count(*) FROM quarantine")[1]
         pubs = store.query(
             "SELECT name, path, n_rows, mlflow_run_id FROM publications ORDER BY created_at DESC LIMIT 1"
