@@ -300,6 +300,7 @@ def publish(
     threshold: Annotated[float | None, typer.Option(help="rsr_threshold: keep rsr <= this")] = None,
     include_unverified: Annotated[bool, typer.Option(help="also keep answers not verified correct")] = False,
     include_duplicates: Annotated[bool, typer.Option(help="also keep duplicates")] = False,
+    include_truncated: Annotated[bool, typer.Option(help="let trajectories scored on a truncated prefix in")] = False,
     dtype: Annotated[Dtype, typer.Option(help="the dtype of the scores to select by")] = Dtype.auto,
     chat_template: Annotated[str | None, typer.Option(help="the student's template, as registered")] = None,
     name: Annotated[str | None, typer.Option(help="dataset name [default: sft-<model name>]")] = None,
@@ -323,6 +324,7 @@ def publish(
             threshold=threshold,
             verified_only=not include_unverified,
             exclude_duplicates=not include_duplicates,
+            include_truncated=include_truncated,
         )
     except ValueError as err:
         _fail(str(err))
@@ -402,7 +404,7 @@ def _print_report(home, result: dict | None) -> None:
                 k = setting.key
                 console.print(
                     f"  scores in {k.dtype}, max_tokens {k.max_tokens}: {setting.n_scored}, of which "
-                    f"{setting.n_truncated} truncated (left out of selection unless include_truncated)"
+                    f"{setting.n_truncated} truncated (left out of selection unless --include-truncated)"
                 )
         q = store.query("SELECT count(*) FROM quarantine")[1]
         pubs = store.query(

@@ -77,7 +77,8 @@ def test_report_cli(published, tmp_path: Path) -> None:
     status = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["status", "--state", str(state.root)])  # same board
     assert status.exit_code == 0, status.output
     assert "95% interval" in status.output and "alpha-teacher" in status.output and "1.500" in status.output
-    assert "scores in float32" in status.output and "truncated (left out of selection" in status.output
+    assert "scores in float32" in status.output
+    assert "truncated (left out of selection unless --include-truncated)" in status.output
 
     bad = CliRunner().invoke(app, ["report", "--student", "nobody", "--out", str(tmp_path), "--state", str(state.root)])
     assert bad.exit_code == 2 and "no student 'nobody'" in bad.output and STUDENT_REF in bad.output
