@@ -17,89 +17,61 @@ import yaml
 N_PROBLEMS = 36
 
 
-def _problems(rng: random.Random) -> list[dict]:
-    out: list[dict] = []
-    while len(out) < N_PROBLEMS:
-        kind = len(out) % 4
-        if kind == 0:
-            a, b = rng.randint(12, 99), rng.randint(12, 99)
-            out.append({"problem": f"Compute ${a} \\times {b}$.", "answer": str(a * b), "kind": "mul", "a": a, "b": b})
-        elif kind == 1:
-            x, a, b = rng.randint(2, 20), rng.randint(2, 9), rng.randint(1, 30)
-            c = a * x + b
-            out.append(
-                {
-                    "problem": f"Solve for $x$: ${a}x + {b} = {c}$.",
-                    "answer": str(x),
-                    "kind": "lin",
-                    "a": a,
-                    "b": b,
-                    "c": c,
-                }
-            )
-        elif kind == 2:
-            n = rng.randint(10, 60)
-            out.append(
-                {
-                    "problem": f"What is the sum of the first ${n}$ positive integers?",
-                    "answer": str(n * (n + 1) // 2),
-                    "kind": "sum",
-                    "n": n,
-                }
-            )
-        else:
-            p, q, k = rng.randint(1, 9), rng.randint(10, 19), rng.randint(2, 9)
-            f = Fraction(p, q)
-            out.append(
-                {
-                    "problem": f"Simplify the fraction $\\frac{{{p * k}}}{{{q * k}}}$.",
-                    "answer": f"\\frac{{{f.numerator}}}{{{f.denominator}}}",
-                    "kind": "frac",
-                    "num": p * k,
-                    "den": q * k,
-                }
-            )
-        if any(o["problem"] == out[-1]["problem"] for o in out[:-1]):
-            out.pop()  # the same problem twice would merge into one problem id
-    return out
-
-
-def _careful(p: dict) -> str:
-    """Step by step, always right, final answer boxed."""
-    if p["kind"] == "mul":
-        a, b = p["a"], p["b"]
+def _problem(kind: int, rng: random.Random) -> tuple[str, str, str]:
+    """One problem of a kind (0-3): its text, its answer, and the careful tutor's steps towards it."""
+    if kind == 0:
+        a, b = rng.randint(12, 99), rng.randint(12, 99)
         t, u = divmod(b, 10)
-        return (
+        steps = (
             f"We split the second factor: ${b} = {t * 10} + {u}$.\n"
             f"Then ${a} \\times {t * 10} = {a * t * 10}$ and ${a} \\times {u} = {a * u}$.\n"
-            f"Adding the parts gives ${a * t * 10} + {a * u} = {a * b}$.\n\nThe answer is $\\boxed{{{a * b}}}$."
+            f"Adding the parts gives ${a * t * 10} + {a * u} = {a * b}$."
         )
-    if p["kind"] == "lin":
-        a, b, c = p["a"], p["b"], p["c"]
-        return (
+        return f"Compute ${a} \\times {b}$.", str(a * b), steps
+    if kind == 1:
+        x, a, b = rng.randint(2, 20), rng.randint(2, 9), rng.randint(1, 30)
+        c = a * x + b
+        steps = (
             f"Subtract ${b}$ from both sides: ${a}x = {c - b}$.\n"
-            f"Divide both sides by ${a}$: $x = {(c - b) // a}$.\n"
-            f"Check: ${a} \\cdot {(c - b) // a} + {b} = {c}$.\n\nThe answer is $\\boxed{{{(c - b) // a}}}$."
+            f"Divide both sides by ${a}$: $x = {x}$.\n"
+            f"Check: ${a} \\cdot {x} + {b} = {c}$."
         )
-    if p["kind"] == "sum":
-        n = p["n"]
-        return (
+        return f"Solve for $x$: ${a}x + {b} = {c}$.", str(x), steps
+    if kind == 2:
+        n = rng.randint(10, 60)
+        total = n * (n + 1) // 2
+        steps = (
             f"The sum $1 + 2 + \\dots + n$ equals $\\frac{{n(n+1)}}{{2}}$.\n"
-            f"With $n = {n}$ this is $\\frac{{{n} \\cdot {n + 1}}}{{2}} = {n * (n + 1) // 2}$.\n\n"
-            f"The answer is $\\boxed{{{n * (n + 1) // 2}}}$."
+            f"With $n = {n}$ this is $\\frac{{{n} \\cdot {n + 1}}}{{2}} = {total}$."
         )
-    g = gcd(p["num"], p["den"])
+        return f"What is the sum of the first ${n}$ positive integers?", str(total), steps
+    p, q, k = rng.randint(1, 9), rng.randint(10, 19), rng.randint(2, 9)
+    f, g = Fraction(p, q), gcd(p * k, q * k)
+    steps = (
+        f"The greatest common divisor of ${p * k}$ and ${q * k}$ is ${g}$.\n"
+        f"Dividing both by ${g}$ gives $\\frac{{{p * k // g}}}{{{q * k // g}}}$."
+    )
     return (
-        f"The greatest common divisor of ${p['num']}$ and ${p['den']}$ is ${g}$.\n"
-        f"Dividing both by ${g}$ gives $\\frac{{{p['num'] // g}}}{{{p['den'] // g}}}$.\n\n"
-        f"The answer is $\\boxed{{{p['answer']}}}$."
+        f"Simplify the fraction $\\frac{{{p * k}}}{{{q * k}}}$.",
+        f"\\frac{{{f.numerator}}}{{{f.denominator}}}",
+        steps,
     )
 
 
+def _problems(rng: random.Random) -> list[dict]:
+    out: list[dict] = []
+    while len(out) < N_PROBLEMS:
+        problem, answer, steps = _problem(len(out) % 4, rng)
+        if all(o["problem"] != problem for o in out):  # the same problem twice would merge into one problem id
+            careful = f"{steps}\n\nThe answer is $\\boxed{{{answer}}}$."
+            out.append({"problem": problem, "answer": answer, "careful": careful})
+    return out
+
+
 def _terse(p: dict, rng: random.Random) -> str:
-    """Short; about one in five answers off by a small slip."""
+    """Short; about one in five answers off by a small slip (a fraction is never off)."""
     answer = p["answer"]
-    if rng.random() < 0.2 and p["kind"] != "frac":
+    if rng.random() < 0.2 and answer.isdigit():
         answer = str(int(answer) + rng.choice([-2, -1, 1, 10]))
     return f"Direct computation.\nAnswer: {answer}"
 
@@ -116,7 +88,7 @@ def _rambling(p: dict, rng: random.Random, i: int) -> str:
     if i % 9 == 4:
         return f"{opener}\nThere are several ways to approach this, and I think the setup matters most here."
     answer = p["answer"]
-    if rng.random() < 0.3 and p["kind"] != "frac":
+    if rng.random() < 0.3 and answer.isdigit():
         answer = str(int(answer) * 2)
     return (
         f"{opener}\nFirst I restate the problem: {p['problem']}\n"
@@ -136,7 +108,7 @@ def write_demo_data(folder: Path, seed: int = 7) -> Path:
 
     teachers = {"careful-tutor": [], "terse-solver": [], "rambling-model": []}
     for i, p in enumerate(problems):
-        teachers["careful-tutor"].append(_careful(p))
+        teachers["careful-tutor"].append(p["careful"])
         teachers["terse-solver"].append(_terse(p, rng))
         teachers["rambling-model"].append(_rambling(p, rng, i))
     # A near duplicate across teachers: the rambler copies the tutor on problem 0 with one word changed.
