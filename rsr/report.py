@@ -29,6 +29,7 @@ import base64
 import html
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,15 +43,8 @@ from rsr.metric import METRIC_VERSION, dataset_rsr_of_means
 from rsr.store import ScoreKey, Store
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from matplotlib.axes import Axes
 
-PNG_NAMES = (
-    "teacher_selection.png",
-    "rsr_distribution.png",
-    "rsr_vs_accuracy.png",
-    "selected_per_teacher.png",
-    "score_history.png",
-)
 N_RESAMPLES = 1000
 SEED = 0
 # Rows the teacher_selection view counts: scored, not truncated, with tokens and finite means.
@@ -207,141 +201,137 @@ def _load(state: StateDir, student_ref: str) -> _Data:
 
 
 # ---- plots --------------------------------------------------------------------------------------------------
+# Each plot sets its title and draws on the axes, or returns why there is nothing to draw.
 
 
-def _figure(title: str) -> tuple[Figure, Any]:
+def _plot_selection(d: _Data, ax: Axes) -> str | None:
+    ax.set_title(f"Teacher selection for {d.student_ref}: dataset RSR, 95% bootstrap interval")
+    board = d.board.dropna(subset=["dataset_rsr"])
+    if board.empty:
+        return "no scores for this student yet"
+    x = np.arange(len(board))
+    rsr = board["dataset_rsr"].to_numpy(dtype=float)
+    err = np.vstack([rsr - board["ci_low"].to_numpy(dtype=float), board["ci_high"].to_numpy(dtype=float) - rsr])
+    ax.errorbar(x, rsr, yerr=np.clip(err, 0, None), fmt="o", capsize=5, color="tab:purple", zorder=3)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"#{int(r)} {t}" for r, t in zip(board["rank"], board["teacher"], strict=True)])
+    ax.tick_params(axis="x", labelrotation=20 if len(board) > 4 else 0)
+    ax.set_ylabel("dataset RSR (lower is better)")
+    ax.set_xlabel("teacher, by rank (the paper's rule: lowest dataset RSR first)")
+    ax.margins(x=0.15)
+    ax.grid(axis="y", alpha=0.3)
+    return None
+
+
+def _plot_distribution(d: _Data, ax: Axes) -> str | None:
+    ax.set_title(f"Trajectory RSR per teacher, student {d.student_ref} (lower is better)")
+    teachers = [t for t in d.board["teacher"] if t in set(d.scores["teacher"])]
+    if not teachers:
+        return "no scores for this student yet"
+    data = [d.scores.loc[d.scores["teacher"] == t, "rsr"].to_numpy() for t in teachers]
+    ax.boxplot(data, tick_labels=teachers, showfliers=False, widths=0.5)
+    for i, values in enumerate(data, start=1):
+        # Deterministic jitter (no RNG): the same store gives the same picture.
+        offsets = [((k * 0.618) % 1 - 0.5) * 0.3 for k in range(len(values))]
+        ax.scatter([i + o for o in offsets], values, s=10, alpha=0.55, color="tab:blue", zorder=3)
+    ax.set_ylabel("trajectory RSR")
+    ax.tick_params(axis="x", labelrotation=20 if len(teachers) > 4 else 0)
+    ax.grid(axis="y", alpha=0.3)
+    return None
+
+
+def _plot_accuracy(d: _Data, ax: Axes) -> str | None:
+    ax.set_title(f"Dataset RSR vs verified accuracy, student {d.student_ref}")
+    board = d.board.dropna(subset=["dataset_rsr", "accuracy"])
+    if board.empty:
+        return "no scored teachers for this student yet"
+    ax.scatter(board["dataset_rsr"], board["accuracy"], s=60, color="tab:orange", zorder=3)
+    for _, row in board.iterrows():
+        ax.annotate(row["teacher"], (row["dataset_rsr"], row["accuracy"]), xytext=(6, 4), textcoords="offset points")
+    ax.set_xlabel("dataset RSR (lower is better)")
+    ax.set_ylabel("verified accuracy")
+    ax.margins(x=0.25, y=0.15)
+    ax.grid(alpha=0.3)
+    return None
+
+
+def _plot_selected(d: _Data, ax: Axes) -> str | None:
+    p = d.publication
+    if p is None:
+        ax.set_title(f"Selected per teacher, student {d.student_ref}")
+        return "no publication for this student yet (rsr publish)"
+    ax.set_title(f"Selected per teacher: {p['name']} ({p['dataset_id']}, {p['n_rows']} rows)")
+    ax.bar_label(ax.bar(d.board["teacher"], d.board["selected"], color="tab:green"))
+    ax.set_ylabel("rows in the published dataset")
+    ax.tick_params(axis="x", labelrotation=20 if len(d.board) > 4 else 0)
+    ax.margins(y=0.15)
+    return None
+
+
+def _plot_history(d: _Data, ax: Axes) -> str | None:
+    ax.set_title(f"Dataset RSR per teacher after each scoring run, student {d.student_ref}")
+    if d.history.empty:
+        return "no score history for this student yet"
+    # One x position per run (ordinal, labelled with its time): a date axis around a single run spans years.
+    runs = d.history.drop_duplicates("run_id").sort_values("at")
+    pos = {r: i for i, r in enumerate(runs["run_id"])}
+    for teacher, g in d.history.groupby("teacher"):
+        g = g.sort_values("at")
+        ax.plot([pos[r] for r in g["run_id"]], g["dataset_rsr"], marker="o", label=str(teacher))
+    ax.set_xticks(range(len(runs)))
+    ax.set_xticklabels(
+        [f"{pd.Timestamp(a):%m-%d %H:%M}\n{r[:10]}" for r, a in zip(runs["run_id"], runs["at"], strict=True)]
+    )
+    ax.set_xlim(-0.5, len(runs) - 0.5)
+    ax.set_xlabel("scoring run (UTC time of its last score, run id)")
+    ax.set_ylabel("dataset RSR")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return None
+
+
+PLOTS: dict[str, Callable[[_Data, Axes], str | None]] = {
+    "teacher_selection.png": _plot_selection,
+    "rsr_distribution.png": _plot_distribution,
+    "rsr_vs_accuracy.png": _plot_accuracy,
+    "selected_per_teacher.png": _plot_selected,
+    "score_history.png": _plot_history,
+}
+PNG_NAMES = tuple(PLOTS)
+
+
+def _save_plot(d: _Data, name: str, path: Path) -> None:
     from matplotlib.figure import Figure  # here: resolve_student and teacher_board need no plotting library
 
     fig = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    ax.set_title(title, fontsize=11)
-    return fig, ax
-
-
-def _empty(ax: Any, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.35")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _plot_selection(d: _Data, path: Path) -> None:
-    fig, ax = _figure(f"Teacher selection for {d.student_ref}: dataset RSR, 95% bootstrap interval")
-    board = d.board.dropna(subset=["dataset_rsr"])
-    if board.empty:
-        _empty(ax, "no scores for this student yet")
-    else:
-        x = np.arange(len(board))
-        rsr = board["dataset_rsr"].to_numpy(dtype=float)
-        err = np.vstack([rsr - board["ci_low"].to_numpy(dtype=float), board["ci_high"].to_numpy(dtype=float) - rsr])
-        ax.errorbar(x, rsr, yerr=np.clip(err, 0, None), fmt="o", capsize=5, color="tab:purple", zorder=3)
-        ax.set_xticks(x)
-        ax.set_xticklabels([f"#{int(r)} {t}" for r, t in zip(board["rank"], board["teacher"], strict=True)])
-        ax.tick_params(axis="x", labelrotation=20 if len(board) > 4 else 0)
-        ax.set_ylabel("dataset RSR (lower is better)")
-        ax.set_xlabel("teacher, by rank (the paper's rule: lowest dataset RSR first)")
-        ax.margins(x=0.15)
-        ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path)
-
-
-def _plot_distribution(d: _Data, path: Path) -> None:
-    fig, ax = _figure(f"Trajectory RSR per teacher, student {d.student_ref} (lower is better)")
-    teachers = [t for t in d.board["teacher"] if t in set(d.scores["teacher"])]
-    if not teachers:
-        _empty(ax, "no scores for this student yet")
-    else:
-        data = [d.scores.loc[d.scores["teacher"] == t, "rsr"].to_numpy() for t in teachers]
-        ax.boxplot(data, tick_labels=teachers, showfliers=False, widths=0.5)
-        for i, values in enumerate(data, start=1):
-            # Deterministic jitter (no RNG): the same store gives the same picture.
-            offsets = [((k * 0.618) % 1 - 0.5) * 0.3 for k in range(len(values))]
-            ax.scatter([i + o for o in offsets], values, s=10, alpha=0.55, color="tab:blue", zorder=3)
-        ax.set_ylabel("trajectory RSR")
-        ax.tick_params(axis="x", labelrotation=20 if len(teachers) > 4 else 0)
-        ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path)
-
-
-def _plot_accuracy(d: _Data, path: Path) -> None:
-    fig, ax = _figure(f"Dataset RSR vs verified accuracy, student {d.student_ref}")
-    board = d.board.dropna(subset=["dataset_rsr", "accuracy"])
-    if board.empty:
-        _empty(ax, "no scored teachers for this student yet")
-    else:
-        ax.scatter(board["dataset_rsr"], board["accuracy"], s=60, color="tab:orange", zorder=3)
-        for _, row in board.iterrows():
-            ax.annotate(
-                row["teacher"], (row["dataset_rsr"], row["accuracy"]), xytext=(6, 4), textcoords="offset points"
-            )
-        ax.set_xlabel("dataset RSR (lower is better)")
-        ax.set_ylabel("verified accuracy")
-        ax.margins(x=0.25, y=0.15)
-        ax.grid(alpha=0.3)
-    fig.savefig(path)
-
-
-def _plot_selected(d: _Data, path: Path) -> None:
-    if d.publication is None:
-        fig, ax = _figure(f"Selected per teacher, student {d.student_ref}")
-        _empty(ax, "no publication for this student yet (rsr publish)")
-    else:
-        p = d.publication
-        fig, ax = _figure(f"Selected per teacher: {p['name']} ({p['dataset_id']}, {p['n_rows']} rows)")
-        bars = ax.bar(d.board["teacher"], d.board["selected"], color="tab:green")
-        ax.bar_label(bars)
-        ax.set_ylabel("rows in the published dataset")
-        ax.tick_params(axis="x", labelrotation=20 if len(d.board) > 4 else 0)
-        ax.margins(y=0.15)
-    fig.savefig(path)
-
-
-def _plot_history(d: _Data, path: Path) -> None:
-    fig, ax = _figure(f"Dataset RSR per teacher after each scoring run, student {d.student_ref}")
-    if d.history.empty:
-        _empty(ax, "no score history for this student yet")
-    else:
-        # One x position per run (ordinal, labelled with its time): a date axis around a single run spans years.
-        runs = d.history.drop_duplicates("run_id").sort_values("at")
-        pos = {r: i for i, r in enumerate(runs["run_id"])}
-        for teacher, g in d.history.groupby("teacher"):
-            g = g.sort_values("at")
-            ax.plot([pos[r] for r in g["run_id"]], g["dataset_rsr"], marker="o", label=str(teacher))
-        ax.set_xticks(range(len(runs)))
-        labels = [f"{pd.Timestamp(a):%m-%d %H:%M}\n{r[:10]}" for r, a in zip(runs["run_id"], runs["at"], strict=True)]
-        ax.set_xticklabels(labels)
-        ax.set_xlim(-0.5, len(runs) - 0.5)
-        ax.set_xlabel("scoring run (UTC time of its last score, run id)")
-        ax.set_ylabel("dataset RSR")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+    empty = PLOTS[name](d, ax)
+    ax.title.set_fontsize(11)
+    if empty:  # still a real picture, saying why it is empty
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.35")
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.savefig(path)
 
 
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, spec)
-
-
-def _ci(r: pd.Series) -> str:
-    return f"{_fmt(r['ci_low'], '.4f')} – {_fmt(r['ci_high'], '.4f')}" if pd.notna(r["dataset_rsr"]) else "-"
-
-
 def _table(d: _Data) -> str:
     """The teacher-selection table and the paper's rule applied to it."""
     e = html.escape
-    head = ("rank", "teacher", "dataset RSR", "95% interval", "accuracy", "mean response tokens", "scored (used)",
-            "trajectories", "selected")  # fmt: skip
-    rows = "".join(
-        f"<tr><td>{_fmt(r['rank'], '.0f')}</td><td>{e(str(r['teacher']))}</td><td>{_fmt(r['dataset_rsr'], '.4f')}</td>"
-        f"<td>{_ci(r)}</td><td>{_fmt(r['accuracy'], '.1%')}</td><td>{_fmt(r['mean_response_tokens'], '.0f')}</td>"
-        f"<td>{int(r['n'])}</td><td>{int(r['n_trajectories'])}</td><td>{int(r['selected'])}</td></tr>"
-        for _, r in d.board.iterrows()
+    b = d.board
+    interval = (b["ci_low"].map("{:.4f}".format) + " – " + b["ci_high"].map("{:.4f}".format)).where(
+        b["dataset_rsr"].notna()
     )
-    ranked = d.board.dropna(subset=["dataset_rsr"])
+    shown = pd.DataFrame(
+        {"rank": b["rank"], "teacher": b["teacher"], "dataset RSR": b["dataset_rsr"], "95% interval": interval,
+         "accuracy": b["accuracy"], "mean response tokens": b["mean_response_tokens"], "scored (used)": b["n"],
+         "trajectories": b["n_trajectories"], "selected": b["selected"]}
+    )  # fmt: skip
+    formats = {"rank": "{:.0f}", "dataset RSR": "{:.4f}", "accuracy": "{:.1%}", "mean response tokens": "{:.0f}"}
+    table = shown.to_html(index=False, na_rep="-", formatters={k: v.format for k, v in formats.items()})
+    ranked = b.dropna(subset=["dataset_rsr"])
     rule = (
         f"The paper's rule (lowest dataset RSR first) picks <b>{e(str(ranked.iloc[0]['teacher']))}</b> for this "
         "student; overlapping intervals mean the data cannot tell those teachers apart."
@@ -356,8 +346,7 @@ def _table(d: _Data) -> str:
         if s
         else "not scored yet"
     )
-    header = "".join(f"<th>{h}</th>" for h in head)
-    return f"<p>{rule}</p><p>{setting}</p><table><tr>{header}</tr>{rows}</table>"
+    return f"<p>{rule}</p><p>{setting}</p>{table}"
 
 
 def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
@@ -432,10 +421,9 @@ def build_report(
     data = _load(state, student_ref)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pngs = [out / name for name in PNG_NAMES]
-    plots = (_plot_selection, _plot_distribution, _plot_accuracy, _plot_selected, _plot_history)
-    for plot, path in zip(plots, pngs, strict=True):
-        plot(data, path)
+    pngs = [out / name for name in PLOTS]
+    for path in pngs:
+        _save_plot(data, path.name, path)
     page = out / "report.html"
     page.write_text(_html(data, pngs, state), encoding="utf-8")
     result = ReportResult(pngs, page, None, data.student_id)
