@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -240,10 +240,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _hash(*parts: object) -> str:
-    return _digest(*(str(p) for p in parts))
-
-
 def _check_dtype(dtype: str | None) -> str:
     if not dtype or dtype == "auto":
         raise ValueError(
@@ -265,19 +261,12 @@ class ScoreKey:
 
 def score_id_for(score: Score) -> str:
     """Deterministic id: the score key, plus the error text for failed rows (so distinct failures are kept)."""
-    return "s-" + _hash(
-        score.trajectory_id,
-        score.student_id,
-        score.metric_version,
-        score.r_max,
-        score.dtype,
-        score.max_tokens,
-        score.error or "",
-    )
+    key = (score.trajectory_id, score.student_id, score.metric_version, score.r_max, score.dtype, score.max_tokens)
+    return "s-" + _digest(*map(str, (*key, score.error or "")))
 
 
 def quarantine_id_for(rejected: Rejected) -> str:
-    return "q-" + _hash(rejected.source_file, rejected.source_line, rejected.reason, rejected.raw)
+    return "q-" + _digest(*map(str, (rejected.source_file, rejected.source_line, rejected.reason, rejected.raw)))
 
 
 def _json(value: Any) -> str:
@@ -318,42 +307,6 @@ class SourceFile:
     ingested_at: datetime
 
 
-def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
-    return pa.schema(list(fields))
-
-
-_S, _I64, _F64, _TS = pa.string(), pa.int64(), pa.float64(), pa.timestamp("us")
-# Arrow schemas of the insert batches: explicit so that all-None columns still get the right type.
-_TRAJ_SCHEMA = _schema(
-    ("trajectory_id", _S), ("source_id", _S), ("teacher", _S), ("problem_id", _S), ("problem", _S),
-    ("messages", _S), ("response", _S), ("declared_answer", _S), ("gold_answer", _S), ("source_file", _S),
-    ("source_line", _I64), ("run_id", _S), ("ingested_at", _TS),
-)  # fmt: skip
-_SCORE_SCHEMA = _schema(
-    ("score_id", _S), ("trajectory_id", _S), ("student_id", _S), ("metric_version", _S), ("r_max", pa.int32()),
-    ("n_tokens", pa.int32()), ("sum_rank", _F64), ("sum_surprisal", _F64), ("sum_rank_unclipped", _F64),
-    ("rsr", _F64), ("mean_rank", _F64), ("mean_surprisal", _F64), ("mean_rank_unclipped", _F64),
-    ("truncated", pa.bool_()), ("error", _S), ("run_id", _S), ("scored_at", _TS), ("dtype", _S),
-    ("max_tokens", pa.int32()),
-)  # fmt: skip
-_QUARANTINE_SCHEMA = _schema(
-    ("quarantine_id", _S), ("source_file", _S), ("source_line", _I64), ("reason", _S), ("raw", _S), ("run_id", _S),
-    ("at", _TS),
-)  # fmt: skip
-_DUP_SCHEMA = _schema(("trajectory_id", _S), ("dup_of", _S), ("similarity", _F64), ("kind", _S), ("run_id", _S))
-_VERDICT_SCHEMA = _schema(
-    ("trajectory_id", _S), ("verdict", _S), ("extracted_answer", _S), ("gold_answer", _S), ("detail", _S),
-    ("run_id", _S), ("at", _TS),
-)  # fmt: skip
-_PROBLEM_SCHEMA = _schema(("problem_id", _S), ("text", _S), ("gold_answer", _S), ("source", _S))
-_IDS_SCHEMA = _schema(("pos", _I64), ("id", _S))
-
-
-def _columns(schema: pa.Schema) -> str:
-    # Quoted: `at` is a SQL keyword.
-    return ", ".join(f'"{name}"' for name in schema.names)
-
-
 class Store:
     """The DuckDB state. One read-write opener at a time (DuckDB's own rule); any number of read-only ones."""
 
@@ -362,7 +315,8 @@ class Store:
         self.path = path
         self.read_only = read_only
         self.note = note  # read-only only: why a snapshot is read (None: the live file)
-        self._resources = ExitStack()
+        self._resources = ExitStack()  # closes the connection (and, read-only, its snapshot)
+        self._schemas: dict[str, pa.Schema] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -373,28 +327,22 @@ class Store:
         Read-write creates and migrates the file. Read-only never writes nor creates anything; it reads a
         snapshot while a flow holds the state folder's writer lock (``rsr.db.open_read_only``)."""
         path = Path(path)
-        if read_only:
-            resources = ExitStack()
-            try:
-                con, note = resources.enter_context(db.open_read_only(path))
-                store = cls(con, path, read_only=True, note=note)
-                store._resources = resources
-                store._check_version()
-            except BaseException:
-                resources.close()
-                raise
-            return store
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(db.connect(path, read_only=False), path, read_only=False)
+        resources = ExitStack()
         try:
-            store._migrate()
+            if read_only:
+                con, note = resources.enter_context(db.open_read_only(path))
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                con, note = resources.enter_context(db.connect(path, read_only=False)), None
+            store = cls(con, path, read_only, note)
+            store._resources = resources
+            store._check_version() if read_only else store._migrate()
         except BaseException:
-            store.close()
+            resources.close()
             raise
         return store
 
     def close(self) -> None:
-        self._con.close()
         self._resources.close()
 
     def __enter__(self) -> Store:
@@ -447,7 +395,8 @@ class Store:
 
     @contextmanager
     def _batch(self, table: pa.Table) -> Iterator[str]:
-        """Expose an Arrow table to SQL under a unique name for the duration of one statement group."""
+        """Expose an Arrow table to SQL under a unique name. Registered outside the caller's transaction:
+        unregistering inside an aborted one would itself fail."""
         name = f"_batch_{uuid.uuid4().hex}"
         self._con.register(name, table)
         try:
@@ -455,9 +404,27 @@ class Store:
         finally:
             self._con.unregister(name)
 
-    def _insert_count(self, sql: str, params: Sequence[Any] | None = None) -> int:
-        row = self._con.execute(sql, params).fetchone()
-        return int(row[0]) if row else 0
+    def _arrow(self, table: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
+        """Rows (column -> value; a missing column is NULL) as an Arrow table typed like ``table`` itself, so
+        that all-None columns keep their type and the batch lines up with the table's columns."""
+        if table not in self._schemas:
+            self._schemas[table] = self._con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+        return pa.Table.from_pylist(list(rows), schema=self._schemas[table])
+
+    def _insert(self, table: str, rows: Iterable[dict[str, Any]], tail: str = "", verb: str = "INSERT") -> int:
+        """Insert rows in one transaction and one round trip (an Arrow batch, not a statement per row).
+
+        ``tail`` follows ``SELECT * FROM <batch> b``: a WHERE over ``b`` and/or an ON CONFLICT clause. Returns
+        how many rows were inserted."""
+        batch = self._arrow(table, rows)
+        if not batch.num_rows:
+            return 0
+        with self._batch(batch) as name, self._tx():
+            return self._count(f"{verb} INTO {table} SELECT * FROM {name} b {tail}")
+
+    def _count(self, sql: str, params: Sequence[Any] | None = None) -> int:
+        """The row count that DuckDB answers an INSERT or UPDATE with."""
+        return int(self._con.execute(sql, params).fetchall()[0][0])
 
     # ---- runs ------------------------------------------------------------------------------------------
 
@@ -487,10 +454,7 @@ class Store:
         Call only while holding the state folder's writer lock as its outermost holder: then no other flow can
         be running, so every "running" row is stale. Returns how many rows were marked."""
         with self._tx():
-            return self._insert_count(
-                "WITH m AS (UPDATE runs SET status = 'interrupted' WHERE status = 'running' RETURNING 1) "
-                "SELECT count(*) FROM m"
-            )
+            return self._count("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
 
     def set_run_mlflow(self, run_id: str, mlflow_run_id: str) -> None:
         with self._tx():
@@ -501,56 +465,38 @@ class Store:
     def upsert_problems(self, problems: Sequence[Problem]) -> None:
         """Insert new problems; for known ones, fill in the gold answer (and its source) only if it was missing."""
         rows = {p.problem_id: p.model_dump() for p in problems}  # last one wins within a batch
-        if not rows:
-            return
-        table = pa.Table.from_pylist(list(rows.values()), schema=_PROBLEM_SCHEMA)
-        with self._batch(table) as batch, self._tx():
-            self._con.execute(
-                f"""INSERT INTO problems SELECT {_columns(_PROBLEM_SCHEMA)} FROM {batch}
-                ON CONFLICT (problem_id) DO UPDATE SET
-                    source = CASE WHEN problems.gold_answer IS NULL AND excluded.gold_answer IS NOT NULL
-                                  THEN excluded.source ELSE problems.source END,
-                    gold_answer = coalesce(problems.gold_answer, excluded.gold_answer)"""
-            )
+        self._insert(
+            "problems",
+            rows.values(),
+            """ON CONFLICT (problem_id) DO UPDATE SET
+                source = CASE WHEN problems.gold_answer IS NULL AND excluded.gold_answer IS NOT NULL
+                              THEN excluded.source ELSE problems.source END,
+                gold_answer = coalesce(problems.gold_answer, excluded.gold_answer)""",
+        )
 
     def add_trajectories(self, trajectories: Sequence[Trajectory], run_id: str | None) -> int:
         """Insert trajectories whose id is new; returns how many were new (re-ingest adds nothing)."""
         now = _now()
         rows: dict[str, dict[str, Any]] = {}
         for t in trajectories:
-            row = t.model_dump(exclude={"messages"})
-            row["messages"] = _json([m.model_dump() for m in t.messages])
-            row["run_id"] = run_id
-            row["ingested_at"] = now
-            rows.setdefault(t.trajectory_id, row)  # first one wins within a batch, as across batches
-        if not rows:
-            return 0
-        table = pa.Table.from_pylist(list(rows.values()), schema=_TRAJ_SCHEMA)
-        cols = _columns(_TRAJ_SCHEMA)
-        with self._batch(table) as batch, self._tx():
-            return self._insert_count(
-                f"INSERT INTO trajectories ({cols}) SELECT {cols} FROM {batch} b "
-                "WHERE NOT EXISTS (SELECT 1 FROM trajectories t WHERE t.trajectory_id = b.trajectory_id)"
-            )
+            if t.trajectory_id not in rows:  # first one wins within a batch, as across batches
+                row = rows[t.trajectory_id] = t.model_dump() | {"run_id": run_id, "ingested_at": now}
+                row["messages"] = _json(row["messages"])
+        return self._insert("trajectories", rows.values(), "ON CONFLICT DO NOTHING")
 
     def get_trajectories(self, ids: Sequence[str] | None = None, teacher: str | None = None) -> list[Trajectory]:
         """Trajectories by id (in the order given, missing ids skipped) and/or teacher (in file order)."""
-        cols = ", ".join(f"t.{c}" for c in _TRAJ_SCHEMA.names if c not in ("run_id", "ingested_at"))
-        where, params = [], []
-        if teacher is not None:
-            where.append("t.teacher = ?")
-            params.append(teacher)
-        cond = f"WHERE {' AND '.join(where)}" if where else ""
+        cols = ", ".join(f"t.{c}" for c in Trajectory.model_fields)
+        where = "WHERE CAST(? AS VARCHAR) IS NULL OR t.teacher = ?"
         if ids is None:
-            cur = self._con.execute(
-                f"SELECT {cols} FROM trajectories t {cond} ORDER BY t.teacher, t.source_file, t.source_line", params
-            )
+            order = "ORDER BY t.teacher, t.source_file, t.source_line"
+            cur = self._con.execute(f"SELECT {cols} FROM trajectories t {where} {order}", [teacher, teacher])
             return [self._trajectory(cur.description, row) for row in cur.fetchall()]
-        table = pa.Table.from_pylist([{"pos": i, "id": x} for i, x in enumerate(ids)], schema=_IDS_SCHEMA)
-        with self._batch(table) as batch:
+        batch = pa.table({"pos": pa.array(range(len(ids)), pa.int64()), "id": pa.array(ids, pa.string())})
+        with self._batch(batch) as name:
             cur = self._con.execute(
-                f"SELECT {cols} FROM {batch} b JOIN trajectories t ON t.trajectory_id = b.id {cond} ORDER BY b.pos",
-                params,
+                f"SELECT {cols} FROM {name} b JOIN trajectories t ON t.trajectory_id = b.id {where} ORDER BY b.pos",
+                [teacher, teacher],
             )
             return [self._trajectory(cur.description, row) for row in cur.fetchall()]
 
@@ -569,43 +515,28 @@ class Store:
             quarantine_id_for(r): {"quarantine_id": quarantine_id_for(r), **r.model_dump(), "run_id": run_id, "at": now}
             for r in rejected
         }
-        if not rows:
-            return 0
-        table = pa.Table.from_pylist(list(rows.values()), schema=_QUARANTINE_SCHEMA)
-        cols = _columns(_QUARANTINE_SCHEMA)
-        with self._batch(table) as batch, self._tx():
-            return self._insert_count(
-                f"INSERT INTO quarantine ({cols}) SELECT {cols} FROM {batch} b "
-                "WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.quarantine_id = b.quarantine_id)"
-            )
+        return self._insert("quarantine", rows.values(), "ON CONFLICT DO NOTHING")
 
     def set_duplicates(self, duplicates: Sequence[Duplicate], run_id: str | None) -> None:
         """Mark duplicates (upsert by trajectory_id: the latest dedup run's view wins).
 
         A row whose finding is unchanged is left alone (run_id included), so a re-run changes nothing."""
         rows = {d.trajectory_id: {**d.model_dump(), "run_id": run_id} for d in duplicates}
-        if not rows:
-            return
-        table = pa.Table.from_pylist(list(rows.values()), schema=_DUP_SCHEMA)
-        with self._batch(table) as batch, self._tx():
-            self._con.execute(
-                f"""INSERT INTO duplicates SELECT {_columns(_DUP_SCHEMA)} FROM {batch}
-                ON CONFLICT (trajectory_id) DO UPDATE SET dup_of = excluded.dup_of,
-                    similarity = excluded.similarity, kind = excluded.kind, run_id = excluded.run_id
-                WHERE duplicates.dup_of IS DISTINCT FROM excluded.dup_of
-                   OR duplicates.similarity IS DISTINCT FROM excluded.similarity
-                   OR duplicates.kind IS DISTINCT FROM excluded.kind"""
-            )
+        self._insert(
+            "duplicates",
+            rows.values(),
+            """ON CONFLICT (trajectory_id) DO UPDATE SET dup_of = excluded.dup_of,
+                similarity = excluded.similarity, kind = excluded.kind, run_id = excluded.run_id
+            WHERE duplicates.dup_of IS DISTINCT FROM excluded.dup_of
+               OR duplicates.similarity IS DISTINCT FROM excluded.similarity
+               OR duplicates.kind IS DISTINCT FROM excluded.kind""",
+        )
 
     def set_verdicts(self, verdicts: Sequence[Verdict], run_id: str | None) -> None:
         """Store verdicts; the latest write per trajectory wins (e.g. re-verification once gold arrives)."""
         now = _now()
         rows = {v.trajectory_id: {**v.model_dump(), "run_id": run_id, "at": now} for v in verdicts}
-        if not rows:
-            return
-        table = pa.Table.from_pylist(list(rows.values()), schema=_VERDICT_SCHEMA)
-        with self._batch(table) as batch, self._tx():
-            self._con.execute(f"INSERT OR REPLACE INTO verdicts SELECT {_columns(_VERDICT_SCHEMA)} FROM {batch}")
+        self._insert("verdicts", rows.values(), verb="INSERT OR REPLACE")
 
     def unverified_ids(self, teacher: str | None = None) -> list[str]:
         """Trajectories with no verdict, or with a `no_gold` verdict whose gold answer is now known."""
@@ -679,20 +610,17 @@ class Store:
             _check_dtype(s.dtype)
             sid = score_id_for(s)
             rows.setdefault(sid, {"score_id": sid, **s.model_dump(), "run_id": run_id, "scored_at": now})
-        if not rows:
-            return 0
-        table = pa.Table.from_pylist(list(rows.values()), schema=_SCORE_SCHEMA)
-        cols = _columns(_SCORE_SCHEMA)
-        with self._batch(table) as batch, self._tx():
-            return self._insert_count(
-                f"""INSERT INTO scores ({cols}) SELECT {cols} FROM {batch} b
-                WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.score_id = b.score_id)
-                  AND NOT EXISTS (
-                    SELECT 1 FROM scores s
-                    WHERE s.trajectory_id = b.trajectory_id AND s.student_id = b.student_id
-                      AND s.metric_version = b.metric_version AND s.r_max = b.r_max AND s.dtype = b.dtype
-                      AND s.max_tokens IS NOT DISTINCT FROM b.max_tokens AND s.error IS NULL)"""
-            )
+        # The key check is not the primary key's: a row scored before v2 has a score_id hashed otherwise.
+        return self._insert(
+            "scores",
+            rows.values(),
+            """WHERE NOT EXISTS (
+                SELECT 1 FROM scores s
+                WHERE s.trajectory_id = b.trajectory_id AND s.student_id = b.student_id
+                  AND s.metric_version = b.metric_version AND s.r_max = b.r_max AND s.dtype = b.dtype
+                  AND s.max_tokens IS NOT DISTINCT FROM b.max_tokens AND s.error IS NULL)
+            ON CONFLICT DO NOTHING""",
+        )
 
     def score_settings(self, student_id: str | None = None) -> list[ScoreSetting]:
         """How a student's current scores were made (dtype, max_tokens, r_max), with counts (truncated ones too);
@@ -717,34 +645,26 @@ class Store:
         no-op; a changed file at the same path is a new row. Returns True if a row was added."""
         if kind not in ("file", "hf_dir"):
             raise ValueError(f"source file kind {kind!r}: use 'file' or 'hf_dir'")
-        with self._tx():
-            return bool(
-                self._insert_count(
-                    """WITH new AS (
-                        INSERT INTO source_files SELECT ?, ?, ?, ?, ?, ?, ?
-                        WHERE NOT EXISTS (SELECT 1 FROM source_files WHERE path = ? AND sha256 = ?
-                                          AND teacher IS NOT DISTINCT FROM ?)
-                        RETURNING 1)
-                    SELECT count(*) FROM new""",
-                    [str(path), sha256, size, kind, teacher, run_id, _now(), str(path), sha256, teacher],
-                )
+        row = SourceFile(str(path), sha256, size, kind, teacher, run_id, _now())
+        return bool(
+            self._insert(
+                "source_files",
+                [asdict(row)],
+                """WHERE NOT EXISTS (SELECT 1 FROM source_files s WHERE s.path = b.path AND s.sha256 = b.sha256
+                                     AND s.teacher IS NOT DISTINCT FROM b.teacher)""",
             )
+        )
 
     def source_files(self, teacher: str | None = None, paths: Sequence[str | Path] | None = None) -> list[SourceFile]:
         """The newest digest of each ingested file (per path and teacher), filtered by teacher and/or paths."""
-        where, params = ["TRUE"], []
-        if teacher is not None:
-            where.append("teacher = ?")
-            params.append(teacher)
-        if paths is not None:
-            where.append("list_contains(?, path)")
-            params.append([str(p) for p in paths])
+        wanted = None if paths is None else [str(p) for p in paths]
         cur = self._con.execute(
-            f"""SELECT path, sha256, size, kind, teacher, run_id, ingested_at FROM source_files
-            WHERE {" AND ".join(where)}
+            """SELECT path, sha256, size, kind, teacher, run_id, ingested_at FROM source_files
+            WHERE (CAST(? AS VARCHAR) IS NULL OR teacher = ?)
+              AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(?, path))
             QUALIFY row_number() OVER (PARTITION BY path, teacher ORDER BY ingested_at DESC, sha256) = 1
             ORDER BY path, teacher NULLS FIRST""",
-            params,
+            [teacher, teacher, wanted, wanted],
         )
         return [SourceFile(*row) for row in cur.fetchall()]
 
@@ -771,34 +691,15 @@ class Store:
         the folder into place first), so a registered publication always points at a whole dataset.
         Returns False (and writes nothing) if ``dataset_id`` is already registered.
         """
-        items_table = pa.table(
-            {
-                "dataset_id": pa.array([dataset_id] * len(items), pa.string()),
-                "trajectory_id": pa.array([t for t, _ in items], pa.string()),
-                "score_id": pa.array([s for _, s in items], pa.string()),
-            }
-        )
-        # Registered outside the transaction: unregistering inside an aborted one would itself fail.
-        with self._batch(items_table) as batch, self._tx():
-            if self._con.execute("SELECT 1 FROM publications WHERE dataset_id = ?", [dataset_id]).fetchone():
+        publication = [dataset_id, name, str(path), student_id, policy, _json(params), n_rows, content_digest]
+        rows = [{"dataset_id": dataset_id, "trajectory_id": t, "score_id": s} for t, s in items]
+        with self._batch(self._arrow("publication_items", rows)) as batch, self._tx():
+            if not self._count(
+                "INSERT INTO publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [*publication, mlflow_run_id, run_id, _now()],
+            ):
                 return False
-            self._con.execute(
-                "INSERT INTO publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    dataset_id,
-                    name,
-                    str(path),
-                    student_id,
-                    policy,
-                    _json(params),
-                    n_rows,
-                    content_digest,
-                    mlflow_run_id,
-                    run_id,
-                    _now(),
-                ],
-            )
-            self._con.execute(f"INSERT INTO publication_items SELECT dataset_id, trajectory_id, score_id FROM {batch}")
+            self._con.execute(f"INSERT INTO publication_items SELECT * FROM {batch}")
         return True
 
     def get_publication(self, dataset_id: str) -> dict[str, Any] | None:
