@@ -43,19 +43,10 @@ def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
     card = DatasetCard.from_template(
         card_data(m),
         template_path=str(TEMPLATE),
-        student_ref=m.student_ref,
-        student_id=m.student_id,
-        policy=m.policy,
-        stats=m.stats,
-        counts=m.counts,
-        dataset_id=m.dataset_id,
-        content_digest=m.content_digest,
-        run_id=m.run_id,
-        prefect_flow_run_id=m.prefect_flow_run_id,
+        **vars(m),
         mlflow_run_id=mlflow_run_id,
         mlflow_uri=redact(mlflow_uri),
         experiment=EXPERIMENT,
-        sources=m.sources,
     )
     validate(card, card_data(m))
     return card

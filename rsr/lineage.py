@@ -114,37 +114,20 @@ def _key(text: str) -> str:
 
 
 def _params(m: Manifest) -> dict[str, Any]:
-    policy = m.policy
-    return {
-        "name": m.name,
-        "dataset_id": m.dataset_id,
-        "content_digest": m.content_digest,
-        "student_id": m.student_id,
-        "student_ref": m.student_ref,
-        "policy": policy.name,
-        "policy.k": policy.k,
-        "policy.threshold": policy.threshold,
-        "policy.verified_only": policy.verified_only,
-        "policy.exclude_duplicates": policy.exclude_duplicates,
-        "n_source_files": len(m.sources),
-    }
+    policy = {f"policy.{k}": v for k, v in m.policy.model_dump(mode="json").items() if k != "name"}
+    ids = {k: getattr(m, k) for k in ("name", "dataset_id", "content_digest", "student_id", "student_ref")}
+    return {**ids, "policy": m.policy.name, **policy, "n_source_files": len(m.sources)}
 
 
 def _metrics(m: Manifest) -> dict[str, float]:
-    stats = m.stats
-    metrics: dict[str, float] = {
-        "n_rows": stats.all.n,
-        "n_teachers": len(stats.teachers),
-        "n_problems": stats.n_problems,
-        "rsr_mean": stats.all.rsr_mean,
-        "rsr_median": stats.all.rsr_median,
-        "dataset_rsr": stats.all.dataset_rsr,
+    per_teacher = {_key(f"{k}.{teacher}"): t[k] for teacher, t in m.teachers.items() for k in ("n_rows", "rsr_mean")}
+    return {
+        **{k: m.stats[k] for k in ("n_rows", "rsr_mean", "rsr_median", "dataset_rsr")},
+        "n_teachers": len(m.teachers),
+        "n_problems": m.n_problems,
         **{f"selection.{k}": v for k, v in m.counts.items()},
+        **per_teacher,
     }
-    for teacher, t in stats.teachers.items():
-        metrics[_key(f"n_rows.{teacher}")] = t.n
-        metrics[_key(f"rsr_mean.{teacher}")] = t.rsr_mean
-    return metrics
 
 
 def _entity(name: str, digest: str, uri: str, schema: str | None = None, profile: str | None = None, **extra: str):

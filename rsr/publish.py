@@ -33,15 +33,14 @@ import math
 import os
 import re
 import shutil
-import statistics
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
+import pandas as pd
 
 from rsr import card, lineage
 from rsr.lineage import DIGEST_LEN, Tracking
@@ -87,55 +86,28 @@ class Request:
     prefect_flow_run_id: str | None = None
 
 
-@dataclass(frozen=True)
-class TeacherStats:
-    n: int
-    rsr_mean: float
-    rsr_median: float
-    rsr_min: float
-    rsr_max: float
-    dataset_rsr: float
-
-    @classmethod
-    def of(cls, rows: Sequence[dict[str, Any]]) -> TeacherStats:
-        rsr = [r["rsr"] for r in rows]
-        usable = [r for r in rows if r["mean_rank"] is not None and r["mean_surprisal"] is not None]
-        drsr = dataset_rsr_of_means([r["mean_rank"] for r in usable], [r["mean_surprisal"] for r in usable])
-        return cls(len(rows), statistics.fmean(rsr), statistics.median(rsr), min(rsr), max(rsr), float(drsr))
+def rsr_stats(rows: pd.DataFrame) -> dict[str, float]:
+    """Row count, RSR mean/median/min/max and dataset RSR (over the rows with both means) of published rows."""
+    usable = rows.dropna(subset=["mean_rank", "mean_surprisal"])
+    drsr = dataset_rsr_of_means(usable["mean_rank"], usable["mean_surprisal"])
+    return {
+        "n_rows": len(rows),
+        **rows["rsr"].agg(["mean", "median", "min", "max"]).add_prefix("rsr_"),
+        "dataset_rsr": drsr,
+    }
 
 
-@dataclass(frozen=True)
-class RowStats:
-    """The published rows in numbers: overall (``all``) and per teacher (sorted by name)."""
+@dataclass(frozen=True, kw_only=True)
+class Manifest(Request):
+    """The request and everything its publication says about itself, computed before anything is written."""
 
-    all: TeacherStats
-    n_problems: int
-    teachers: dict[str, TeacherStats]
-
-    @classmethod
-    def of(cls, rows: Sequence[dict[str, Any]]) -> RowStats:
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in rows:
-            groups[r["teacher"]].append(r)
-        per_teacher = {t: TeacherStats.of(groups[t]) for t in sorted(groups)}
-        return cls(TeacherStats.of(rows), len({r["problem_id"] for r in rows}), per_teacher)
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """Everything one publication says about itself, computed before anything is written."""
-
-    name: str
-    student_id: str
-    student_ref: str
-    policy: SelectionPolicy
-    run_id: str
-    prefect_flow_run_id: str | None
     rows: list[dict[str, Any]]
     content_digest: str
     dataset_id: str
     sources: list[SourceFile]
-    stats: RowStats
+    stats: dict[str, float]  # rsr_stats of all rows
+    teachers: dict[str, dict[str, float]]  # rsr_stats per teacher, sorted by name
+    n_problems: int
     counts: dict[str, int] = field(default_factory=dict)  # the selection in numbers (selection_counts)
 
     @classmethod
@@ -144,9 +116,18 @@ class Manifest:
     ) -> Manifest:
         rows = build_rows(store, selected)
         digest = content_digest(rows)
-        dataset_id = dataset_id_for(req.name, req.student_id, req.policy, digest)
-        return cls(**vars(req), rows=rows, content_digest=digest, dataset_id=dataset_id, sources=list(sources),
-                   stats=RowStats.of(rows), counts=dict(counts))  # fmt: skip
+        frame = pd.DataFrame(rows, columns=["teacher", "problem_id", "rsr", "mean_rank", "mean_surprisal"])
+        return cls(
+            **vars(req),
+            rows=rows,
+            content_digest=digest,
+            dataset_id=dataset_id_for(req.name, req.student_id, req.policy, digest),
+            sources=list(sources),
+            stats=rsr_stats(frame),
+            teachers={str(t): rsr_stats(g) for t, g in frame.groupby("teacher", sort=True)},
+            n_problems=frame["problem_id"].nunique(),
+            counts=dict(counts),
+        )
 
 
 def content_digest(rows: Sequence[dict[str, Any]]) -> str:
@@ -226,10 +207,7 @@ def build_rows(store: Store, selected: Sequence[Candidate]) -> list[dict[str, An
                 "problem": t.problem,
                 "gold_answer": gold_answer,
                 "verdict": verdict,
-                "rsr": c.rsr,
-                "mean_rank": c.mean_rank,
-                "mean_surprisal": c.mean_surprisal,
-                "score_id": c.score_id,
+                **{k: getattr(c, k) for k in ("rsr", "mean_rank", "mean_surprisal", "score_id")},
             }
         )
     return rows
