@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,19 +50,6 @@ GUARDED_CONFIG: dict[str, Any] = {
 
 class StateBusy(RuntimeError):
     """Another flow holds the state folder's writer lock (and kept it longer than we would wait)."""
-
-
-# ---- settings -----------------------------------------------------------------------------------------------
-
-
-def lock_wait_s() -> float:
-    """Seconds a second writer waits for the state folder ($RSR_LOCK_WAIT_S, default 600)."""
-    return settings().lock_wait_s
-
-
-def db_wait_s() -> float:
-    """Seconds an open waits while another process holds the DuckDB file ($RSR_DB_WAIT_S, default 60)."""
-    return settings().db_wait_s
 
 
 # ---- the retry policy ----------------------------------------------------------------------------------------
@@ -100,7 +88,7 @@ def connect(
     path: Path, read_only: bool, config: dict[str, Any] | None = None, wait_s: float | None = None
 ) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, waiting up to ``wait_s`` (default $RSR_DB_WAIT_S) while another process holds the file."""
-    wait_s = db_wait_s() if wait_s is None else wait_s
+    wait_s = settings().db_wait_s if wait_s is None else wait_s
     try:
         return retry(lambda: duckdb.connect(str(path), read_only=read_only, config=config or {}), wait_s, is_lock_error)
     except duckdb.Error as err:
@@ -113,7 +101,7 @@ def connect(
 
 # ---- the writer lock -----------------------------------------------------------------------------------------
 
-_held: dict[Path, int] = {}  # re-entrant within a process: a flow's subflows share their parent's lock
+_held: set[Path] = set()  # re-entrant within a process: a flow's subflows share their parent's lock
 
 
 @contextmanager
@@ -121,19 +109,17 @@ def writer_lock(root: Path, what: str, wait_s: float | None = None) -> Iterator[
     """An OS file lock (released by the kernel if the holder is killed, so a crash never leaves it stuck).
 
     Yields True for the outermost holder in this process, False for a re-entrant (nested flow) one."""
-    wait_s = lock_wait_s() if wait_s is None else wait_s
+    wait_s = settings().lock_wait_s if wait_s is None else wait_s
     root.mkdir(parents=True, exist_ok=True)
     path = (root / "writer.lock").resolve()
-    if _held.get(path):
-        _held[path] += 1
-        try:
-            yield False
-        finally:
-            _held[path] -= 1
+    if path in _held:
+        yield False
         return
     with open(path, "a+") as fh:
         try:
-            retry(lambda: fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB), wait_s, _is_blocked)
+            retry(
+                lambda: fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB), wait_s, lambda e: isinstance(e, BlockingIOError)
+            )
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
@@ -145,18 +131,14 @@ def writer_lock(root: Path, what: str, wait_s: float | None = None) -> Iterator[
         fh.truncate()
         fh.write(f"pid {os.getpid()} ({what})")
         fh.flush()
-        _held[path] = 1
+        _held.add(path)
         try:
             yield True
         finally:
-            _held[path] = 0
+            _held.discard(path)
             fh.seek(0)
             fh.truncate()
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _is_blocked(err: BaseException) -> bool:
-    return isinstance(err, BlockingIOError)
 
 
 @contextmanager
@@ -209,8 +191,13 @@ def open_read_only(
                         yield con, None
                     return
         # Outside the shared writer.lock: copying does not block anybody.
+        # A flow commits once per shard, so quiet windows are frequent; the budget covers a loaded machine.
         stamp = time.strftime("%H:%M:%S")
-        with _snapshot(db, Path(tmp) / "snapshot", config) as con:
+        try:
+            con = retry(partial(_copy_and_open, db, Path(tmp) / "snapshot", config), 20.0, _copy_failed)
+        except (_Changed, duckdb.Error) as err:
+            raise RuntimeError(f"{db}: could not copy a consistent snapshot ({err}); try again in a moment") from None
+        with con:
             yield con, f"{busy}: answered from a snapshot copied at {stamp}"
 
 
@@ -224,6 +211,10 @@ def _signature(path: Path) -> tuple[int, int] | None:
 
 class _Changed(RuntimeError):
     """The database changed while it was being copied."""
+
+
+def _copy_failed(err: BaseException) -> bool:
+    return isinstance(err, _Changed | duckdb.Error)
 
 
 def _copy_and_open(db: Path, dest: Path, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
@@ -241,19 +232,3 @@ def _copy_and_open(db: Path, dest: Path, config: dict[str, Any]) -> duckdb.DuckD
         raise _Changed(f"{db} changed while it was copied")
     # A torn copy fails DuckDB's checksums here (a duckdb.Error): it is copied again.
     return duckdb.connect(str(dest / db.name), read_only=True, config=config)
-
-
-@contextmanager
-def _snapshot(
-    db: Path, dest: Path, config: dict[str, Any], budget_s: float = 20.0
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A consistent copy of the database, opened read-only. A flow commits once per shard, so quiet windows are
-    frequent; the budget covers a loaded machine."""
-    try:
-        con = retry(
-            lambda: _copy_and_open(db, dest, config), budget_s, lambda e: isinstance(e, _Changed | duckdb.Error)
-        )
-    except (_Changed, duckdb.Error) as err:
-        raise RuntimeError(f"{db}: could not copy a consistent snapshot ({err}); try again in a moment") from None
-    with con:
-        yield con

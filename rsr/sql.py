@@ -16,7 +16,9 @@ import json
 import os
 import threading
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import duckdb
@@ -35,22 +37,16 @@ VIEW_DOCS: dict[str, str] = {
     "dataset_lineage": "each published row -> its score row, scoring run, publishing run, MLflow run",
 }
 
-_view_columns_cache: dict[str, list[tuple[str, str]]] | None = None
 
-
+@cache
 def view_columns() -> dict[str, list[tuple[str, str]]]:
     """{view: [(column, type), ...]} for the documented views, from rsr.store's migrations run in memory."""
-    global _view_columns_cache
-    if _view_columns_cache is None:
-        from rsr.store import MIGRATIONS
+    from rsr.store import MIGRATIONS
 
-        with duckdb.connect(":memory:") as con:
-            for migration in MIGRATIONS:
-                con.execute(migration)
-            _view_columns_cache = {
-                name: [(r[0], r[1]) for r in con.execute(f"DESCRIBE {name}").fetchall()] for name in VIEW_DOCS
-            }
-    return _view_columns_cache
+    with duckdb.connect(":memory:") as con:
+        for migration in MIGRATIONS:
+            con.execute(migration)
+        return {name: [(r[0], r[1]) for r in con.execute(f"DESCRIBE {name}").fetchall()] for name in VIEW_DOCS}
 
 
 class SqlError(ValueError):
@@ -125,39 +121,27 @@ def run_query(
     check_read_only(sql)
     if len(_parse(sql)) != 1:
         raise SqlError("give one statement at a time (the query holds several)")
-    try:
-        with open_read_only(db_path, wait_s=wait_s) as (con, note):
-            return _execute(con, note, sql, params, timeout_s, max_rows)
-    except (duckdb.Error, RuntimeError) as err:  # could not open the file or a snapshot (query errors: SqlError)
-        raise SqlError(f"{db_path}: cannot open the database: {err}") from None
-
-
-def _execute(
-    con: duckdb.DuckDBPyConnection,
-    note: str | None,
-    sql: str,
-    params: Sequence[Any] | dict[str, Any] | None,
-    timeout_s: float | None,
-    max_rows: int | None,
-) -> QueryResult:
-    timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
-    if timer:
-        timer.start()
-    try:
-        cur = con.execute(sql, params)
-        columns = [d[0] for d in cur.description] if cur.description else []
-        types = [str(d[1]) for d in cur.description] if cur.description else []
-        rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
-    except duckdb.InterruptException:
-        raise SqlError(f"the query ran longer than {timeout_s:g}s and was stopped") from None
-    except duckdb.Error as err:
-        raise _refusal_from_engine(sql, err) from None
-    finally:
-        if timer:
+    with ExitStack() as stack:
+        try:
+            con, note = stack.enter_context(open_read_only(db_path, wait_s=wait_s))
+        except (duckdb.Error, RuntimeError) as err:  # could not open the file or a snapshot
+            raise SqlError(f"{db_path}: cannot open the database: {err}") from None
+        timer = threading.Timer(timeout_s or 0, con.interrupt)
+        if timeout_s:
+            timer.start()
+        try:
+            cur = con.execute(sql, params)
+            description = cur.description or []
+            rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
+        except duckdb.InterruptException:
+            raise SqlError(f"the query ran longer than {timeout_s:g}s and was stopped") from None
+        except duckdb.Error as err:
+            raise _refusal_from_engine(sql, err) from None
+        finally:
             timer.cancel()
     truncated = max_rows is not None and len(rows) > max_rows
-    rows = rows[:max_rows] if max_rows is not None else rows
-    return QueryResult(columns, rows, from_snapshot=note is not None, note=note, truncated=truncated, types=types)
+    columns, types = [d[0] for d in description], [str(d[1]) for d in description]
+    return QueryResult(columns, rows[:max_rows], note is not None, note, truncated, types)
 
 
 # ---- output formats (the CLI's; here so that they are testable without a terminal) ----------------------------
