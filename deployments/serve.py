@@ -89,13 +89,8 @@ def serve(
     limit: int = 1,
 ) -> None:
     """Register the deployments (and their automations) with the configured server and run their flow runs here,
-    each in a subprocess, at most `limit` at a time, until interrupted."""
-    import os
-
+    each in a subprocess, at most `limit` at a time, until interrupted (`rsr serve` quiets their libraries first:
+    their log is what an operator reads, not progress bars)."""
     from prefect import serve as prefect_serve
 
-    # Flow runs are subprocesses that inherit this environment: their log is what an operator reads, not bars.
-    for key in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
-        os.environ.setdefault(key, "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     prefect_serve(*build_deployments(state, rescore_cron, timezone, ray), limit=limit)

@@ -13,7 +13,7 @@ from flows._run import recorded_run, state_dir
 from flows.curate import registered_students
 from flows.publish import publish_rescored
 from flows.score import run_score_student
-from rsr.config import RaySpec, ScoringSpec, StudentSpec
+from rsr.config import RaySpec, ScoringSpec, StateDir, StudentSpec
 
 
 @flow(name="rescore-student")
@@ -24,11 +24,7 @@ def rescore_student(
     publish: bool = False,
     state: str | None = None,
 ) -> dict:
-    home = state_dir(state)
-    with recorded_run(home, "rescore-student", {"students": [student.ref]}) as run_id:
-        scored = run_score_student(home, run_id, student, scoring, ray)
-        scored["published"] = publish_rescored([student], [scored], home)[0] if publish else None
-        return scored
+    return _rescore(state_dir(state), "rescore-student", [student], scoring, ray, publish)[0]
 
 
 @flow(name="rescore-students")
@@ -41,7 +37,11 @@ def rescore_students(
 ) -> list[dict]:
     home = state_dir(state)
     specs = list(students or []) or registered_students(home.duckdb)
-    with recorded_run(home, "rescore-students", {"students": [s.ref for s in specs]}) as run_id:
+    return _rescore(home, "rescore-students", specs, scoring, ray, publish)
+
+
+def _rescore(home: StateDir, flow_name: str, specs: list[StudentSpec], scoring, ray, publish: bool) -> list[dict]:
+    with recorded_run(home, flow_name, {"students": [s.ref for s in specs]}) as run_id:
         scored = [run_score_student(home, run_id, spec, scoring, ray) for spec in specs]
         published = publish_rescored(specs, scored, home) if publish else [None] * len(specs)
         for result, pub in zip(scored, published, strict=True):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
+import os
+import re
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -13,35 +15,11 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate reasoning trajectories by RSR.")
 
-
-@app.callback()
-def _root() -> None:
-    """Curate reasoning trajectories by Rank-Surprisal Ratio (lower is better) for a given student."""
-
-
-class Dtype(StrEnum):
-    auto = "auto"  # bfloat16 on AMX CPUs and CUDA, else float32
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-
-
-class Format(StrEnum):
-    messages = "messages"
-    zeroeval = "zeroeval"
-    table = "table"
-    hf = "hf"
-
-
-class Policy(StrEnum):
-    per_problem_min_rsr = "per_problem_min_rsr"
-    top_teachers = "top_teachers"
-    rsr_threshold = "rsr_threshold"
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
+# The CLI's choices (each member's value is its name). Dtype auto: bfloat16 on AMX CPUs and CUDA, else float32.
+Dtype = StrEnum("Dtype", ["auto", "float32", "bfloat16"])
+Format = StrEnum("Format", ["messages", "zeroeval", "table", "hf"])
+Policy = StrEnum("Policy", ["per_problem_min_rsr", "top_teachers", "rsr_threshold"])
+OutputFormat = StrEnum("OutputFormat", ["table", "csv", "json"])
 
 
 def _fail(message: str) -> None:
@@ -127,26 +105,25 @@ def _ray(address: str | None, run_async: bool = False):
     return RaySpec(address=address, num_gpus_per_task=1)
 
 
+# Our own progress and report are what a user reads; libraries' per-step bars and INFO lines are noise. Read by
+# each library when it is imported (after _state: the commands import them lazily); `rsr serve`'s flow runs are
+# subprocesses that inherit them.
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+}
+
+
 def _state(state: str | None):
+    """The state folder, with its settings (and QUIET_ENV) in the environment."""
     from rsr.config import StateDir, apply_env
 
-    _quiet_libraries()
-    return apply_env(StateDir.from_env(state))
-
-
-def _quiet_libraries() -> None:
-    """Our own progress and report are what a user reads; libraries' per-step bars and INFO lines are noise."""
-    import logging
-    import os
-
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures its logger
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    return apply_env(StateDir.from_env(state))
 
 
 def _mapping(pairs: list[str] | None) -> dict[str, str] | None:
@@ -184,8 +161,8 @@ def run(
     home = _state(state)
     from flows.pipeline import pipeline
 
-    result = _run_flow(pipeline, str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
-    _print_report(home, result)
+    _run_flow(pipeline, str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
+    _print_report(home)
 
 
 @app.command()
@@ -199,8 +176,8 @@ def demo(state: StateOpt = None) -> None:
     typer.echo(f"demo data and config written to {config.parent}")
     from flows.pipeline import pipeline
 
-    result = _run_flow(pipeline, str(config), state=str(home.root))
-    _print_report(home, result)
+    _run_flow(pipeline, str(config), state=str(home.root))
+    _print_report(home)
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
 
 
@@ -235,29 +212,23 @@ def add_teacher(
     """Curate a new teacher: ingest -> dedup -> verify -> score for every registered student."""
     ray = _ray(ray_address, run_async)
     p = str(Path(path).resolve()) if Path(path).exists() else path
-    pr = str(Path(problems).resolve()) if problems else None
-    fmt = format.value if format else None
+    # The same keywords for the event's payload and the flow's parameters.
+    given = {
+        "format": format.value if format else None,
+        "mapping": _mapping(mapping),
+        "problems": str(Path(problems).resolve()) if problems else None,
+        "score": not no_score,
+        "publish": publish,
+    }
     if run_async:
         from deployments.events import teacher_added
 
-        args = teacher_added(name, p, fmt, _mapping(mapping), pr, not no_score, publish)
-        _emit_async("rsr.teacher.added", *args, state)
+        _emit_async("rsr.teacher.added", *teacher_added(name, p, **given), state)
         return
     home = _state(state)
     from flows.curate import curate_teacher
 
-    result = _run_flow(
-        curate_teacher,
-        name,
-        p,
-        format=fmt,
-        mapping=_mapping(mapping),
-        problems=pr,
-        score=not no_score,
-        publish=publish,
-        ray=ray,
-        state=str(home.root),
-    )
+    result = _run_flow(curate_teacher, name, p, **given, ray=ray, state=str(home.root))
     typer.echo(
         f"teacher {name}: {result['read']} read, {result['new']} new, {result['quarantined']} quarantined, "
         f"{result['duplicates']} duplicates, {result['verified']} verified"
@@ -370,10 +341,10 @@ def status(state: StateOpt = None) -> None:
     if not home.duckdb.exists():
         typer.echo(f"{home.duckdb} does not exist yet: run `rsr demo` or `rsr add-teacher`")
         return
-    _print_report(home, None)
+    _print_report(home)
 
 
-def _print_report(home, result: dict | None) -> None:
+def _print_report(home) -> None:
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
@@ -497,8 +468,6 @@ def sql(
         from rich.table import Table
 
         table = Table(show_lines=False)
-        import re
-
         numeric = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DOUBLE|FLOAT|REAL|DECIMAL)\b", re.IGNORECASE)
         for col, typ in zip(result.columns, result.types, strict=True):
             table.add_column(col, overflow="fold", justify="right" if numeric.match(typ) else "left")
@@ -522,8 +491,6 @@ def report(
     state: StateOpt = None,
 ) -> None:
     """Plots + one HTML page for a student: RSR per teacher, RSR vs accuracy, selection, score history."""
-    import logging
-
     from rsr.config import StateDir
     from rsr.report import build_report
     from rsr.sql import SqlError
@@ -541,9 +508,5 @@ def report(
         typer.echo(f"logged to MLflow run {result.mlflow_run_id} under report/")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app(sys.argv[1:])
-
-
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    app()
