@@ -82,22 +82,15 @@ class StateDir:
         return self
 
 
-def prefect_env(state: StateDir) -> dict[str, str]:
-    """Prefect settings for this state folder: its own home, no analytics, quiet logs. Set before importing it."""
-    return {
-        "PREFECT_HOME": str(state.prefect_home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    }
-
-
 def apply_env(state: StateDir) -> StateDir:
-    """Point Prefect and MLflow at the state folder (existing variables win: a deployment may set its own)."""
+    """Point Prefect (its own home, no analytics, quiet logs; set before importing it) and MLflow at the state
+    folder. Existing variables win: a deployment may set its own."""
     state.ensure()
-    for key, value in prefect_env(state).items():
-        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", str(state.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ["RSR_HOME"] = str(state.root)
     return state
 
@@ -107,18 +100,18 @@ def apply_env(state: StateDir) -> StateDir:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class TeacherSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silently ignored setting
 
+
+class TeacherSpec(_Strict):
     name: str = Field(min_length=1)
     path: str
     format: Literal["messages", "zeroeval", "table", "hf"] | None = None
     mapping: dict[str, str] | None = None
 
 
-class StudentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StudentSpec(_Strict):
     ref: str = "smollm2-135m"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     device: str = "auto"
@@ -135,25 +128,19 @@ class StudentSpec(BaseModel):
         return f"{base}-{name}" + (f"-{template}" if template else "")
 
 
-class ScoringSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ScoringSpec(_Strict):
     shard_size: int = Field(default=64, ge=1)  # trajectories per scoring task: the unit of retry and of loss
     max_tokens: int | None = Field(default=None, ge=8)
     retries: int = Field(default=2, ge=0)
 
 
-class RaySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RaySpec(_Strict):
     address: str | None = None  # ray://host:10001, "auto", or None for a local instance
     num_gpus_per_task: float = Field(default=0, ge=0)
     num_cpus_per_task: float = Field(default=1, ge=0)
 
 
-class PipelineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PipelineConfig(_Strict):
     teachers: list[TeacherSpec] = Field(min_length=1)
     problems: str | None = None
     students: list[StudentSpec] = Field(default_factory=lambda: [StudentSpec()])

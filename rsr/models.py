@@ -134,16 +134,10 @@ def model_folder(ref: str, state: StateDir | None = None) -> Path:
 
 
 def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    """The causal LM in eval mode on its device; SDPA attention where the architecture has it (Gemma 2 has not)."""
+    """The causal LM in eval mode on its device; transformers picks SDPA attention where the architecture has it."""
     from transformers import AutoModelForCausalLM
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa")
-    except ValueError as err:  # "... does not support an attention implementation through ...sdpa..."
-        if "attention implementation" not in str(err):
-            raise
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
-    return model.to(device).eval()
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,23 +26,17 @@ def read_score_input(path: Path) -> list[ScoreInput]:
         import pyarrow.parquet as pq
 
         return [_record(path, i, row) for i, row in enumerate(pq.read_table(path).to_pylist())]
-    return list(_jsonl(path))
-
-
-def _jsonl(path: Path) -> Iterator[ScoreInput]:
     with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                yield ScoreInput(n, None, None, f"{path}:{n}: not valid JSON ({err})")
-                continue
-            yield _record(path, n, row)
+        return [_record(path, n, raw) for n, raw in enumerate(fh, start=1) if raw.strip()]
 
 
 def _record(path: Path, n: int, row: object) -> ScoreInput:
+    """One record from a Parquet row, or from a JSONL line (bytes, parsed here)."""
+    if isinstance(row, bytes):
+        try:
+            row = json.loads(row.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            return ScoreInput(n, None, None, f"{path}:{n}: not valid JSON ({err})")
     if not isinstance(row, dict):
         return ScoreInput(n, None, None, f"{path}:{n}: a record must be a JSON object")
     rid = row.get("id")

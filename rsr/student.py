@@ -48,6 +48,7 @@ class UnsupportedStudent(ValueError):
 # Config attributes through which transformers' modeling code changes logits after the LM head, applied as the
 # model's own forward does: Cohere `logits * logit_scale`, Granite `logits / logits_scaling`, Gemma 2/3
 # `tanh(logits / cap) * cap`. Anything else is caught by the load-time check against the model's own logits.
+_TRANSFORMS = (("logit_scale", "mul"), ("logits_scaling", "div"), ("final_logit_softcapping", "softcap"))
 _SUSPECT = ("logit", "softcap", "lm_head", "output_mult", "dim_model_base", "unpadded")
 
 
@@ -67,13 +68,7 @@ class ExactHead:
         weight = head.weight.detach()
         bias = getattr(head, "bias", None)
         cfg = model.config  # the top-level config: a multimodal wrapper's text settings are not its forward's
-        steps: list[tuple[str, float]] = []
-        if getattr(cfg, "logit_scale", None) is not None:
-            steps.append(("mul", float(cfg.logit_scale)))
-        if getattr(cfg, "logits_scaling", None) is not None:
-            steps.append(("div", float(cfg.logits_scaling)))
-        if getattr(cfg, "final_logit_softcapping", None) is not None:
-            steps.append(("softcap", float(cfg.final_logit_softcapping)))
+        steps = [(op, float(v)) for attr, op in _TRANSFORMS if (v := getattr(cfg, attr, None)) is not None]
         vocab = weight.shape[0]
         return cls(
             weight=weight.float().contiguous(),
@@ -184,9 +179,9 @@ class Student:
     digest: str
     device: torch.device
     dtype: torch.dtype
+    head: ExactHead = field(repr=False)  # checked against the model's own logits at load
+    bos: int | None = field(default=None, repr=False)  # prepended when the tokenizer adds it and the render lacks it
     r_max: int = R_MAX
-    _bos: int | None = field(default=None, repr=False)
-    _head: ExactHead | None = field(default=None, repr=False)
 
     @property
     def student_id(self) -> str:
@@ -197,17 +192,6 @@ class Student:
         cfg = self.model.config
         n = getattr(cfg, "max_position_embeddings", None) or getattr(self.tokenizer, "model_max_length", None)
         return int(n) if n and n < 10**7 else 8192
-
-    @property
-    def head(self) -> ExactHead:
-        """The exact head, made (and checked against the model's own logits) on first use."""
-        if self._head is None:
-            head = ExactHead.of(self.model)
-            first = self._bos if self._bos is not None else 1
-            probe = torch.tensor([[first, *range(2, 10)]], device=self.device) % self.model.config.vocab_size
-            head.check_against(self.model, probe)
-            self._head = head
-        return self._head
 
     @classmethod
     def load(
@@ -230,18 +214,22 @@ class Student:
         folder = model_folder(ref, state)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         template = resolve_chat_template(chat_template) or getattr(tokenizer, "chat_template", None)
-        student = cls(
+        model = load_model(folder, torch_dtype, dev)
+        bos = tokenizer.bos_token_id if tokenizer_adds_bos(tokenizer) else None
+        head = ExactHead.of(model)
+        probe = torch.tensor([[1 if bos is None else bos, *range(2, 10)]], device=dev) % model.config.vocab_size
+        head.check_against(model, probe)  # refuse an unsupported student now, not in the middle of a run
+        return cls(
             ref=ref,
-            model=load_model(folder, torch_dtype, dev),
+            model=model,
             tokenizer=tokenizer,
             chat_template=template,
             digest=folder_digest(folder, template),
             device=dev,
             dtype=torch_dtype,
-            _bos=tokenizer.bos_token_id if tokenizer_adds_bos(tokenizer) else None,
+            head=head,
+            bos=bos,
         )
-        student.head  # noqa: B018 -- refuse an unsupported student now, not in the middle of a run
-        return student
 
     def info(self) -> dict:
         return {
@@ -307,8 +295,8 @@ class Student:
         text, spans = self.render(messages)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
-        if self._bos is not None and (not ids or ids[0] != self._bos):
-            ids, offsets = [self._bos, *ids], [(0, 0), *offsets]
+        if self.bos is not None and (not ids or ids[0] != self.bos):
+            ids, offsets = [self.bos, *ids], [(0, 0), *offsets]
         # A token carrying any assistant character is scored (it may also carry a merged header character).
         scored = [p for p, (s, e) in enumerate(offsets) if p > 0 and e > s and any(s < b and e > a for a, b in spans)]
         if not scored:
@@ -339,18 +327,17 @@ class Student:
                 prepared.append(self.prepare(msgs, max_tokens=max_tokens, index=i))
             except RecordError as err:
                 results[i].error = str(err)
-        head = self.head
         total = sum(len(p.scored) for p in prepared)
         with (
             torch.inference_mode(),
             tqdm(total=total, unit="tok", desc=f"scoring ({self.ref})", disable=not progress or None) as bar,
         ):
             for p in prepared:
-                results[p.index].stats = self._score_one(p, head)
+                results[p.index].stats = self._score_one(p)
                 bar.update(len(p.scored))
         return results
 
-    def _score_one(self, p: Prepared, head: ExactHead) -> TrajectoryStats:
+    def _score_one(self, p: Prepared) -> TrajectoryStats:
         # One sequence per forward, unpadded: padded batches change the kernels' shapes and so their reductions
         # (bf16 hidden states moved by up to 1.75 with batch-mates), and on this CPU batching was no faster
         # (1.07-1.33x slower than one at a time, measured in bf16 and fp32).
@@ -358,15 +345,13 @@ class Student:
         hidden = self.model.base_model(input_ids=ids).last_hidden_state[0]
         # Only positions that predict a scored token reach the LM head: never a [seq, vocab] tensor.
         cols = torch.tensor(p.scored, device=self.device)
-        ranks, surprisals = head.ranks_surprisals(hidden[cols - 1], ids[0, cols])
+        ranks, surprisals = self.head.ranks_surprisals(hidden[cols - 1], ids[0, cols])
         return TrajectoryStats.from_tokens(ranks, surprisals, self.r_max, p.truncated)
 
 
 def _as_dict(message: Mapping | object) -> dict:
-    if isinstance(message, Mapping):
-        role, content = message.get("role"), message.get("content")
-    else:
-        role, content = getattr(message, "role", None), getattr(message, "content", None)
+    get = message.get if isinstance(message, Mapping) else lambda key: getattr(message, key, None)
+    role, content = get("role"), get("content")
     if not isinstance(role, str) or not isinstance(content, str):
         raise RecordError(
             f"a message needs string role and content, got role={role!r} content={type(content).__name__}"
