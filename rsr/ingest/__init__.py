@@ -9,22 +9,23 @@ for chunk in iter_ingest("big.jsonl", teacher="m"):          # the same, CHUNK r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
+from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from rsr.ingest._common import CHUNK, IngestResult, RecordError
-from rsr.ingest._io import InputDigest, head_text, input_digest, iter_jsonl, require_path, suffix_of, whole_file_problem
+from rsr.ingest import messages, table, zeroeval
+from rsr.ingest._common import CHUNK, IngestResult, RecordError, collect
+from rsr.ingest._io import InputDigest, input_digest, iter_records, require_path, suffix_of
 from rsr.ingest.hf import ingest_hf, is_saved_dataset
-from rsr.ingest.messages import ingest_messages
-from rsr.ingest.problems import join_gold, load_problem_index, load_problems, problems_of
-from rsr.ingest.table import ingest_table, parse_mapping
-from rsr.ingest.zeroeval import ingest_zeroeval, parse_teacher_json
-from rsr.records import Problem, Rejected
+from rsr.ingest.problems import join_gold, load_problem_index, load_problems
+from rsr.ingest.table import parse_mapping
+from rsr.ingest.zeroeval import parse_teacher_json
+from rsr.records import Problem, Trajectory
 
 Format = Literal["messages", "zeroeval", "table", "hf"]
-FORMATS: tuple[str, ...] = ("messages", "zeroeval", "table", "hf")
+FORMATS: tuple[str, ...] = get_args(Format)
 
 __all__ = [
     "FORMATS",
@@ -45,31 +46,16 @@ _SNIFF_RECORDS = 20
 
 
 def _first_records(path: Path) -> list[object]:
-    """A few parsed records from the top of a file, for format detection (bad lines are skipped here)."""
-    kind = suffix_of(path)
-    if kind == "json":
-        try:
-            value = json.loads(path.read_bytes().decode("utf-8", "surrogateescape"))
-        except (ValueError, RecursionError):
-            return []
-        return value[:_SNIFF_RECORDS] if isinstance(value, list) else [value]
-    if kind == "parquet":
+    """A few parsed records from the top of a file, for format detection (bad ones are skipped here)."""
+    if suffix_of(path) == "parquet":  # the column names are enough, and reading them is cheap
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            return [{name: None for name in pq.read_schema(path).names}]
+            return [dict.fromkeys(pq.read_schema(path).names)]
         except (pa.ArrowException, OSError):
             return []
-    if kind in ("csv", "tsv"):
-        return []
-    out = []
-    for raw in iter_jsonl(path):
-        if raw.error is None:
-            out.append(raw.value)
-        if len(out) >= _SNIFF_RECORDS:
-            break
-    return out
+    return list(islice((raw.value for raw in iter_records(path) if raw.error is None), _SNIFF_RECORDS))
 
 
 def detect_format(path: str | Path) -> Format:
@@ -80,6 +66,8 @@ def detect_format(path: str | Path) -> Format:
         if is_saved_dataset(path):
             return "hf"
         raise ValueError(f"{path} is a directory but not a saved HF dataset (no dataset_info.json / state.json)")
+    if suffix_of(path) in ("csv", "tsv"):
+        return "table"
     records = [r for r in _first_records(path) if isinstance(r, dict)]
 
     def most(test) -> bool:  # a few bad records must not flip the format: they are the adapter's to reject
@@ -111,9 +99,7 @@ def iter_ingest(
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     index = load_problem_index(Path(problems)) if problems is not None else None
     for chunk in _chunks(path, fmt, teacher, mapping, chunk_size):
-        if index is not None:
-            chunk.trajectories = join_gold(chunk.trajectories, index)
-        chunk.problems = problems_of(chunk.trajectories, index)
+        chunk.trajectories, chunk.problems = join_gold(chunk.trajectories, index)
         yield chunk
 
 
@@ -130,9 +116,11 @@ def ingest_file(
     result = IngestResult()
     for chunk in iter_ingest(path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems):
         result.extend(chunk)
-        result.problems.extend(chunk.problems)
-    result.trajectories, skipped = _first_of_each(result)
-    result.duplicates_skipped += skipped
+    first: dict[str, Trajectory] = {}  # equal ids across chunks or splits are repeats, not errors
+    for traj in result.trajectories:
+        first.setdefault(traj.trajectory_id, traj)
+    result.duplicates_skipped += len(result.trajectories) - len(first)
+    result.trajectories = list(first.values())
     result.problems = _first_gold_of_each(result.problems)
     return result
 
@@ -145,40 +133,25 @@ def _chunks(
     p = require_path(Path(path))
     if p.is_dir() and fmt not in (None, "hf"):
         raise ValueError(f"{p} is a directory; only the hf format reads directories (a save_to_disk folder)")
-    unreadable = whole_file_problem(p)
-    if unreadable:  # detection cannot read such a file either; one quarantined entry says why
-        reject = Rejected(source_file=str(p), source_line=0, reason=unreadable, raw=head_text(p))
-        return iter([IngestResult(rejected=[reject])])
     fmt = fmt or detect_format(p)
-    if fmt == "zeroeval":
-        return ingest_zeroeval(p, teacher=teacher, chunk_size=chunk_size)
-    if fmt == "messages":
-        return ingest_messages(p, teacher=teacher, chunk_size=chunk_size)
+    if fmt == "hf":
+        return ingest_hf(p, teacher=teacher, mapping=mapping, chunk_size=chunk_size)
     if fmt == "table":
-        return ingest_table(p, teacher=teacher, mapping=mapping, chunk_size=chunk_size)
-    return ingest_hf(p, teacher=teacher, mapping=mapping, chunk_size=chunk_size)
-
-
-def _first_of_each(result: IngestResult) -> tuple[list, int]:
-    """Equal trajectory ids across chunks or splits: the first is kept, later ones are counted, not errors."""
-    seen: set[str] = set()
-    kept = []
-    for traj in result.trajectories:
-        if traj.trajectory_id not in seen:
-            seen.add(traj.trajectory_id)
-            kept.append(traj)
-    return kept, len(result.trajectories) - len(kept)
+        adapter = partial(table.record_to_trajectory, mapping=parse_mapping(mapping))
+    elif fmt == "zeroeval":  # upstream names files by model: the stem, unless a teacher is given
+        adapter, teacher = zeroeval.record_to_trajectory, teacher or p.stem or None
+    else:
+        adapter = messages.record_to_trajectory
+    return collect(iter_records(p), str(p), partial(adapter, source_file=str(p), teacher=teacher), chunk_size)
 
 
 def _first_gold_of_each(problems: list[Problem]) -> list[Problem]:
     """One Problem per id across chunks, in first-seen order, with the first gold known for it (as the store does)."""
     seen: dict[str, Problem] = {}
     for problem in problems:
-        current = seen.get(problem.problem_id)
-        if current is None or (current.gold_answer is None and problem.gold_answer is not None):
-            seen[problem.problem_id] = (
-                problem
-                if current is None
-                else current.model_copy(update={"gold_answer": problem.gold_answer, "source": problem.source})
+        current = seen.setdefault(problem.problem_id, problem)
+        if current.gold_answer is None and problem.gold_answer is not None:
+            seen[problem.problem_id] = current.model_copy(
+                update={"gold_answer": problem.gold_answer, "source": problem.source}
             )
     return list(seen.values())

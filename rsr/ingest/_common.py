@@ -26,6 +26,7 @@ class IngestResult:
     def extend(self, other: IngestResult) -> None:
         self.trajectories.extend(other.trajectories)
         self.rejected.extend(other.rejected)
+        self.problems.extend(other.problems)
         self.duplicates_skipped += other.duplicates_skipped
 
 
@@ -42,54 +43,50 @@ def check_text(value: str, what: str) -> str:
     return value
 
 
-def req_str(rec: dict, key: str, what: str | None = None) -> str:
-    """A required non-empty string field."""
-    what = what or f"`{key}`"
-    if key not in rec or rec[key] is None:
-        raise RecordError(f"missing {what}")
-    value = rec[key]
-    if not isinstance(value, str):
-        raise RecordError(f"{what} must be a string, got {type_name(value)}")
-    if not value.strip():
-        raise RecordError(f"{what} is empty")
-    return check_text(value, what)
-
-
-def opt_str(rec: dict, key: str, what: str | None = None) -> str | None:
-    """An optional string field: absent/null/blank -> None; a wrong type is an error, not silently dropped."""
-    what = what or f"`{key}`"
-    value = rec.get(key)
+def opt_str(value: Any, what: str) -> str | None:
+    """An optional string field, stripped: null/blank -> None; a wrong type is an error, not silently dropped."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise RecordError(f"{what} must be a string, got {type_name(value)}")
-    value = check_text(value, what).strip()
-    return value or None
+    return check_text(value, what).strip() or None
 
 
-def opt_id(rec: dict, key: str, what: str | None = None) -> str | None:
+def req_str(value: Any, what: str) -> str:
+    """A required non-blank string field, as written."""
+    if value is None:
+        raise RecordError(f"missing {what}")
+    if opt_str(value, what) is None:
+        raise RecordError(f"{what} is empty")
+    return value
+
+
+def opt_id(value: Any, what: str) -> str | None:
     """An optional identifier: strings and integers (JSON ids are often numbers)."""
-    value = rec.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    return opt_str(rec, key, what)
+    return opt_str(value, what)
 
 
 def answer_str(value: Any, what: str = "`answer`") -> str | None:
     """An answer as text: 38.0 -> "38" (numeric golds in some files are floats), None/blank -> None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise RecordError(f"{what} must be a string or a number, got bool")
-    if isinstance(value, int):
-        return str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise RecordError(f"{what} is not a finite number ({value})")
         return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
-    if isinstance(value, str):
-        return check_text(value, what).strip() or None
+    if value is None or isinstance(value, str):
+        return opt_str(value, what)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     raise RecordError(f"{what} must be a string or a number, got {type_name(value)}")
+
+
+def pick_teacher(value: Any, what: str, fallback: str | None) -> str:
+    """The record's own teacher, else the one given to the ingest."""
+    name = opt_str(value, what) or fallback
+    if not name:
+        raise RecordError(f"no teacher: the record has no {what} and none was given (pass teacher=...)")
+    return name
 
 
 def parse_messages(value: Any) -> list[Message]:
@@ -129,18 +126,7 @@ def split_chat(messages: list[Message]) -> str:
     return problem
 
 
-def pick_teacher(value: Any, fallback: str | None, where: str = "`teacher`") -> str:
-    if value is not None:
-        if not isinstance(value, str):
-            raise RecordError(f"{where} must be a string, got {type_name(value)}")
-        if value.strip():
-            return check_text(value.strip(), where)
-    if fallback:
-        return fallback
-    raise RecordError(f"no teacher: the record has no {where} and none was given (pass teacher=...)")
-
-
-RecordFn = Callable[[Any, int], Trajectory]
+RecordFn = Callable[[dict, int], Trajectory]  # (record, line) -> Trajectory, or RecordError saying why not
 
 
 def collect(
@@ -166,6 +152,8 @@ def collect(
 
 def _one(raw: RawRecord, source_file: str, to_trajectory: RecordFn, result: IngestResult, seen: set[str]) -> None:
     try:
+        if not isinstance(raw.value, dict):
+            raise RecordError(f"record must be a JSON object, got {type_name(raw.value)}")
         traj = to_trajectory(raw.value, raw.line)
     except RecordError as e:
         reason = str(e)
@@ -180,9 +168,3 @@ def _one(raw: RawRecord, source_file: str, to_trajectory: RecordFn, result: Inge
         return
     raw_text = raw.raw or dump_raw(raw.value)
     result.rejected.append(Rejected(source_file=source_file, source_line=raw.line, reason=reason, raw=cut(raw_text)))
-
-
-def as_record(value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise RecordError(f"record must be a JSON object, got {type_name(value)}")
-    return value

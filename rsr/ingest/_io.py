@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 RAW_LIMIT = 4096  # bytes of raw text kept with a rejected record
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer JSONL line is rejected unread rather than parsed
 _SNIFF_BYTES = 8192
-_PARQUET_MAGIC = b"PAR1"
+_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")  # control bytes, less tab, newlines, \v, \f and \r
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,10 @@ class InputDigest:
 def input_digest(path: Path) -> InputDigest:
     """sha256 of an input as it is read: a file's bytes, or a saved HF dataset folder's files (relative path and
     bytes of each, in sorted order), so that lineage names exactly what was ingested."""
-    h = hashlib.sha256()
     if not path.is_dir():
         with path.open("rb") as f:
-            h = hashlib.file_digest(f, "sha256")
-        return InputDigest(h.hexdigest(), path.stat().st_size, "file")
-    size = 0
+            return InputDigest(hashlib.file_digest(f, "sha256").hexdigest(), path.stat().st_size, "file")
+    h, size = hashlib.sha256(), 0
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(file.relative_to(path).as_posix().encode("utf-8", "surrogateescape") + b"\x00")
         with file.open("rb") as f:
@@ -81,39 +79,28 @@ def whole_file_problem(path: Path) -> str | None:
     """Why a whole file cannot hold records (empty, binary), or None if it may."""
     if path.is_dir():
         return None
-    size = path.stat().st_size
-    if size == 0:
-        return "empty file"
     with path.open("rb") as f:
         head = f.read(_SNIFF_BYTES)
-    if head.startswith(_PARQUET_MAGIC):
+    if not head:
+        return "empty file"
+    if head.startswith(b"PAR1"):
         return None
     if not head.strip():
         return "empty file (whitespace only)"
-    if _looks_binary(head):
+    # a text file with one corrupt record is not binary (that record is quarantined on its own line), so a single
+    # clean text line anywhere in the head clears the file
+    if _CONTROL.search(head) and not any(_clean_text(line) for line in head.split(b"\n")):
         return "binary file: not JSON, JSONL, CSV or Parquet"
     return None
 
 
-def _is_control(code: int) -> bool:
-    return code < 9 or 13 < code < 32
-
-
-def _looks_binary(head: bytes) -> bool:
-    """Control bytes and not one clean text line: binary. A text file with one corrupt record is not binary
-    (that record is quarantined on its own line), so a single clean line anywhere in the head clears the file."""
-    if not any(_is_control(b) for b in head):
+def _clean_text(line: bytes) -> bool:
+    """A non-blank line of valid UTF-8 without control characters."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
         return False
-    for line in head.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        if not any(_is_control(ord(c)) for c in text):
-            return False
-    return True
+    return bool(line.strip()) and not _CONTROL.search(line)
 
 
 def suffix_of(path: Path) -> str:
@@ -129,7 +116,7 @@ def iter_records(path: Path) -> Iterator[RawRecord]:
     kind = suffix_of(path)
     if kind == "json":
         yield from iter_json_list(path)
-    elif kind == "parquet" or _is_parquet(path):
+    elif kind == "parquet" or head_text(path, 4) == "PAR1":  # Parquet by its magic bytes, whatever its name
         yield from iter_parquet(path)
     elif kind in ("csv", "tsv"):
         yield from iter_csv(path, delimiter="\t" if kind == "tsv" else ",")
@@ -137,31 +124,9 @@ def iter_records(path: Path) -> Iterator[RawRecord]:
         yield from iter_jsonl(path)
 
 
-def _is_parquet(path: Path) -> bool:
+def head_text(path: Path, limit: int = RAW_LIMIT) -> str:
     with path.open("rb") as f:
-        return f.read(4) == _PARQUET_MAGIC
-
-
-def head_text(path: Path) -> str:
-    with path.open("rb") as f:
-        return cut(f.read(RAW_LIMIT).decode("utf-8", "replace"))
-
-
-def _lines(f: io.BufferedReader) -> Iterator[tuple[int, bytes, bool]]:
-    """(1-based line number, bytes, too_long) without ever holding more than MAX_LINE_BYTES of one line."""
-    number = 0
-    while True:
-        line = f.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        number += 1
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            head = line[:RAW_LIMIT]
-            while line and not line.endswith(b"\n"):  # skip the rest of the huge line in bounded chunks
-                line = f.readline(MAX_LINE_BYTES)
-            yield number, head, True
-            continue
-        yield number, line, False
+        return cut(f.read(limit).decode("utf-8", "replace"))
 
 
 def parse_json_text(text: str) -> tuple[Any, str | None]:
@@ -177,17 +142,21 @@ def parse_json_text(text: str) -> tuple[Any, str | None]:
 
 
 def iter_jsonl(path: Path) -> Iterator[RawRecord]:
+    """One record per line, never holding more than MAX_LINE_BYTES of one line."""
     with path.open("rb") as f:
-        for number, data, too_long in _lines(f):
-            if too_long:
-                raw = data.decode("utf-8", "replace")
-                yield RawRecord(number, raw=cut(raw), error=f"line longer than {MAX_LINE_BYTES} bytes")
+        for number, data in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(data) > MAX_LINE_BYTES and not data.endswith(b"\n"):
+                rest = data
+                while rest and not rest.endswith(b"\n"):  # skip the rest of the huge line in bounded chunks
+                    rest = f.readline(MAX_LINE_BYTES)
+                raw = cut(data[:RAW_LIMIT].decode("utf-8", "replace"))
+                yield RawRecord(number, raw=raw, error=f"line longer than {MAX_LINE_BYTES} bytes")
                 continue
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as e:
-                raw = data.decode("utf-8", "replace")
-                yield RawRecord(number, raw=cut(raw), error=f"invalid UTF-8 at byte {e.start} of the line")
+                raw = cut(data.decode("utf-8", "replace"))
+                yield RawRecord(number, raw=raw, error=f"invalid UTF-8 at byte {e.start} of the line")
                 continue
             if not text.strip():
                 continue  # blank lines separate nothing in JSONL; they are not records
@@ -218,40 +187,30 @@ def iter_csv(path: Path, delimiter: str = ",") -> Iterator[RawRecord]:
     """Rows streamed from the file (bad bytes kept as surrogates: that record is rejected, not the file)."""
     csv.field_size_limit(2**31 - 1)  # long responses are normal; the default 128 KiB limit would reject them
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
-        yield from _csv_rows(f, delimiter)
-
-
-def _csv_rows(f: io.TextIOBase, delimiter: str) -> Iterator[RawRecord]:
-    reader = csv.reader(f, delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        yield RawRecord(0, error="empty CSV file")
-        return
-    except csv.Error as e:
-        yield RawRecord(0, raw="", error=f"unreadable CSV header: {e}")
-        return
-    header = [h.strip().lstrip("\ufeff") for h in header]
-    line = reader.line_num + 1
-    while True:
+        reader = csv.reader(f, delimiter=delimiter)
         try:
-            row = next(reader)
-        except StopIteration:
-            return
+            header = next(reader, None)
         except csv.Error as e:
-            yield RawRecord(line, error=f"broken CSV row: {e}")
+            yield RawRecord(0, error=f"unreadable CSV header: {e}")
+            return
+        if header is None:
+            yield RawRecord(0, error="empty CSV file")
+            return
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        while True:
             line = reader.line_num + 1
-            continue
-        if row:
-            if len(row) != len(header):
-                yield RawRecord(
-                    line,
-                    raw=cut(delimiter.join(row)),
-                    error=f"CSV row has {len(row)} fields, the header has {len(header)}",
-                )
-            else:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield RawRecord(line, error=f"broken CSV row: {e}")
+                continue
+            if row and len(row) == len(header):
                 yield RawRecord(line, value=dict(zip(header, row, strict=True)))
-        line = reader.line_num + 1
+            elif row:
+                error = f"CSV row has {len(row)} fields, the header has {len(header)}"
+                yield RawRecord(line, raw=cut(delimiter.join(row)), error=error)
 
 
 def iter_parquet(path: Path) -> Iterator[RawRecord]:

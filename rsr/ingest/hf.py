@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rsr.ingest import messages as messages_adapter
-from rsr.ingest import table as table_adapter
+from rsr.ingest import messages, table
 from rsr.ingest._common import CHUNK, IngestResult, collect
 from rsr.ingest._io import RawRecord
-from rsr.records import Rejected, Trajectory
+from rsr.records import Rejected
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -19,29 +19,6 @@ def is_saved_dataset(path: Path) -> bool:
         return False
     markers = ("dataset_info.json", "state.json", "dataset_dict.json")
     return any((path / m).is_file() for m in markers)
-
-
-class _Unreadable(Exception):
-    """A saved-dataset folder whose metadata or Arrow files cannot be read (one quarantined entry, like Parquet)."""
-
-
-def _splits(source: str | Path) -> list[tuple[str | None, Any]]:
-    import datasets
-    import pyarrow as pa
-
-    if isinstance(source, Path):
-        try:
-            loaded = datasets.load_from_disk(str(source))
-        except (ValueError, KeyError, TypeError, pa.ArrowException) as e:  # broken JSON metadata, bad Arrow
-            raise _Unreadable(f"unreadable saved HF dataset: {type(e).__name__}: {e}") from e
-    else:
-        try:
-            loaded = datasets.load_dataset(source)
-        except (FileNotFoundError, ConnectionError, ValueError) as e:
-            raise FileNotFoundError(f"cannot load HF dataset {source!r}: {e}") from e
-    if isinstance(loaded, datasets.DatasetDict):
-        return [(name, loaded[name]) for name in loaded]
-    return [(None, loaded)]
 
 
 def _rows(dataset: Any, chunk_size: int = CHUNK) -> Iterator[RawRecord]:
@@ -66,22 +43,28 @@ def ingest_hf(
     chunk_size: int = CHUNK,
 ) -> Iterator[IngestResult]:
     """Every split is ingested; rows of split S are reported as source_file "<path>[S]", line = row index."""
-    fields = table_adapter.parse_mapping(mapping) if mapping is not None else None
-    try:
-        splits = _splits(source)
-    except _Unreadable as e:
-        yield IngestResult(rejected=[Rejected(source_file=str(source), source_line=0, reason=str(e)[:1000], raw="")])
-        return
+    import datasets
+    import pyarrow as pa
+
+    fields = table.parse_mapping(mapping) if mapping is not None else None
+    if isinstance(source, Path):
+        try:
+            loaded = datasets.load_from_disk(str(source))
+        except (ValueError, KeyError, TypeError, pa.ArrowException) as e:  # broken JSON metadata, bad Arrow
+            reason = f"unreadable saved HF dataset: {type(e).__name__}: {e}"[:1000]
+            yield IngestResult(rejected=[Rejected(source_file=str(source), source_line=0, reason=reason, raw="")])
+            return
+    else:
+        try:
+            loaded = datasets.load_dataset(source)
+        except (FileNotFoundError, ConnectionError, ValueError) as e:
+            raise FileNotFoundError(f"cannot load HF dataset {source!r}: {e}") from e
+    splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
     for split, dataset in splits:
         name = f"{source}[{split}]" if split else str(source)
         if "messages" in dataset.column_names and fields is None:
-
-            def one(value: Any, line: int, name: str = name) -> Trajectory:
-                return messages_adapter.record_to_trajectory(value, line, source_file=name, teacher=teacher)
+            one = partial(messages.record_to_trajectory, source_file=name, teacher=teacher)
         else:
-            cols = fields or table_adapter.parse_mapping(None)
-
-            def one(value: Any, line: int, name: str = name, cols: dict[str, str] = cols) -> Trajectory:
-                return table_adapter.record_to_trajectory(value, line, source_file=name, teacher=teacher, mapping=cols)
-
+            mapped = fields or table.parse_mapping(None)
+            one = partial(table.record_to_trajectory, source_file=name, teacher=teacher, mapping=mapped)
         yield from collect(_rows(dataset, chunk_size), name, one, chunk_size)

@@ -7,23 +7,10 @@ Fields left out of the mapping are looked up under their own name. Required: pro
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rsr.ingest._common import (
-    CHUNK,
-    IngestResult,
-    RecordError,
-    answer_str,
-    as_record,
-    collect,
-    opt_id,
-    opt_str,
-    pick_teacher,
-    req_str,
-)
-from rsr.ingest._io import iter_records
+from rsr.ingest._common import RecordError, answer_str, opt_id, opt_str, pick_teacher, req_str
 from rsr.records import Message, Trajectory
 
 FIELDS = ("problem", "response", "teacher", "answer", "id", "system", "problem_id", "declared_answer")
@@ -32,11 +19,10 @@ REQUIRED = ("problem", "response")
 
 def parse_mapping(mapping: Mapping[str, str] | str | Sequence[str] | None) -> dict[str, str]:
     """A mapping dict, the string "problem=question response=output" or the CLI's ["problem=question", ...];
-    a malformed item or an unknown field is a usage error (ValueError). Unmapped fields map to their own name."""
-    if mapping is None:
-        pairs: dict[str, str] = {}
-    elif isinstance(mapping, Mapping):
-        pairs = dict(mapping)
+    a malformed item, an unknown field or problem and response in one column is a usage error (ValueError).
+    Unmapped fields map to their own name."""
+    if mapping is None or isinstance(mapping, Mapping):
+        pairs = dict(mapping or {})
     else:
         items = mapping.replace(",", " ").split() if isinstance(mapping, str) else list(mapping)
         pairs = {}
@@ -49,50 +35,37 @@ def parse_mapping(mapping: Mapping[str, str] | str | Sequence[str] | None) -> di
     unknown = sorted(set(pairs) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown mapping field(s) {unknown}; expected some of {list(FIELDS)}")
-    return {f: pairs.get(f, f) for f in FIELDS}
-
-
-def _label(field: str, column: str) -> str:
-    return f"column `{column}`" + (f" (mapped to {field})" if column != field else "")
+    fields = {f: pairs.get(f, f) for f in FIELDS}
+    if fields["problem"] == fields["response"]:
+        raise ValueError(f"mapping sends problem and response to the same column {fields['problem']!r}")
+    return fields
 
 
 def record_to_trajectory(
-    value: Any, line: int, *, source_file: str, teacher: str | None, mapping: dict[str, str]
+    rec: dict, line: int, *, source_file: str, teacher: str | None, mapping: dict[str, str]
 ) -> Trajectory:
-    rec = as_record(value)
+    def get(field: str) -> tuple[Any, str]:
+        """The value of our field in this row, and how an error names it."""
+        column = mapping[field]
+        return rec.get(column), f"column `{column}`" + (f" (mapped to {field})" if column != field else "")
+
     for field in REQUIRED:
         if mapping[field] not in rec:
             hint = "" if mapping[field] != field else " (pass a mapping, e.g. problem=question response=output)"
-            raise RecordError(f"missing {_label(field, mapping[field])}{hint}")
-    problem = req_str(rec, mapping["problem"], _label("problem", mapping["problem"]))
-    response = req_str(rec, mapping["response"], _label("response", mapping["response"]))
-    system = opt_str(rec, mapping["system"], _label("system", mapping["system"]))
+            raise RecordError(f"missing {get(field)[1]}{hint}")
+    problem = req_str(*get("problem"))
+    response = req_str(*get("response"))
+    system = opt_str(*get("system"))
     messages = [Message(role="system", content=system)] if system else []
     messages += [Message(role="user", content=problem), Message(role="assistant", content=response)]
     return Trajectory.build(
-        teacher=pick_teacher(rec.get(mapping["teacher"]), teacher, _label("teacher", mapping["teacher"])),
+        teacher=pick_teacher(*get("teacher"), teacher),
         problem=problem,
         messages=messages,
-        problem_id=opt_id(rec, mapping["problem_id"], _label("problem_id", mapping["problem_id"])),
-        source_id=opt_id(rec, mapping["id"], _label("id", mapping["id"])),
-        gold_answer=answer_str(rec.get(mapping["answer"]), _label("answer", mapping["answer"])),
-        declared_answer=answer_str(
-            rec.get(mapping["declared_answer"]), _label("declared_answer", mapping["declared_answer"])
-        ),
+        problem_id=opt_id(*get("problem_id")),
+        source_id=opt_id(*get("id")),
+        gold_answer=answer_str(*get("answer")),
+        declared_answer=answer_str(*get("declared_answer")),
         source_file=source_file,
         source_line=line,
-    )
-
-
-def ingest_table(
-    path: Path, *, teacher: str | None = None, mapping: Mapping[str, str] | str | None = None, chunk_size: int = CHUNK
-) -> Iterator[IngestResult]:
-    source, fields = str(path), parse_mapping(mapping)
-    if fields["problem"] == fields["response"]:
-        raise ValueError(f"mapping sends problem and response to the same column {fields['problem']!r}")
-    return collect(
-        iter_records(path),
-        source,
-        lambda value, line: record_to_trajectory(value, line, source_file=source, teacher=teacher, mapping=fields),
-        chunk_size,
     )

@@ -10,25 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from rsr.ingest._common import (
-    CHUNK,
-    IngestResult,
-    RecordError,
-    answer_str,
-    as_record,
-    check_text,
-    collect,
-    opt_id,
-    pick_teacher,
-    req_str,
-    type_name,
-)
-from rsr.ingest._io import iter_records
+from rsr.ingest._common import RecordError, answer_str, check_text, opt_id, pick_teacher, req_str, type_name
 from rsr.records import Message, Trajectory
 
 # LaTeX commands that start with a letter JSON would read as an escape (\n, \t, \r). A backslash before one of
@@ -109,10 +94,7 @@ class TeacherOutput:
 
 def _candidate_json(text: str) -> str | None:
     fence = _FENCE.search(text)
-    if fence and "{" in fence.group(1):
-        body = fence.group(1)
-    else:
-        body = text
+    body = fence.group(1) if fence and "{" in fence.group(1) else text
     start, end = body.find("{"), body.rfind("}")
     return body[start : end + 1] if start >= 0 and end > start else None
 
@@ -131,10 +113,8 @@ def parse_teacher_json(text: str) -> TeacherOutput:
             except RecordError:
                 answer = None  # e.g. a list or an object as the answer: not a usable declared answer
             reasoning = obj.get("reasoning")
-            if answer is not None and isinstance(reasoning, str):
-                return TeacherOutput(reasoning.strip(), answer, "json")
             if answer is not None:
-                return TeacherOutput(None, answer, "json")
+                return TeacherOutput(reasoning.strip() if isinstance(reasoning, str) else None, answer, "json")
     answer = None
     if m := _ANSWER_QUOTED.search(text):
         answer = _decode_fragment(m.group(1)).strip() or None
@@ -154,9 +134,10 @@ def render_response(reasoning: str, answer: str) -> str:
     return f"{reasoning}\n\n{tail}" if reasoning else tail
 
 
-def record_to_trajectory(value: Any, line: int, *, source_file: str, teacher: str | None) -> Trajectory:
-    rec = as_record(value)
-    problem = req_str(rec, "problem")
+def record_to_trajectory(rec: dict, line: int, *, source_file: str, teacher: str | None) -> Trajectory:
+    """Teacher = the `teacher` argument (the caller passes the file stem, as upstream names files by model), else
+    the record's `generator`."""
+    problem = req_str(rec.get("problem"), "`problem`")
     output = rec.get("output")
     if output is None:
         raise RecordError("missing `output`")
@@ -175,27 +156,12 @@ def record_to_trajectory(value: Any, line: int, *, source_file: str, teacher: st
     else:
         response = raw.strip()  # malformed JSON: keep the teacher's own text rather than drop the trajectory
     return Trajectory.build(
-        teacher=pick_teacher(rec.get("generator"), teacher, "`generator`"),
+        teacher=pick_teacher(teacher or rec.get("generator"), "`generator`", None),
         problem=problem,
         messages=[Message(role="user", content=problem), Message(role="assistant", content=response)],
-        source_id=opt_id(rec, "id"),
+        source_id=opt_id(rec.get("id"), "`id`"),
         gold_answer=answer_str(rec.get("answer")),
         declared_answer=parsed.answer,
         source_file=source_file,
         source_line=line,
     )
-
-
-def ingest_zeroeval(path: Path, *, teacher: str | None = None, chunk_size: int = CHUNK) -> Iterator[IngestResult]:
-    """Teacher = the teacher argument, else the file stem (upstream names files by model), else `generator`."""
-    source = str(path)
-    name = teacher or path.stem or None
-
-    def one(value: Any, line: int) -> Trajectory:
-        # the argument/stem wins over `generator`; `generator` only fills in when there is neither
-        rec = as_record(value)
-        if name:
-            rec = {**rec, "generator": name}
-        return record_to_trajectory(rec, line, source_file=source, teacher=None)
-
-    return collect(iter_records(path), source, one, chunk_size)
