@@ -26,7 +26,6 @@ model is never loaded. The store is opened read-only, so a report works while a 
 from __future__ import annotations
 
 import base64
-import html
 import math
 import zlib
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from rsr.store import ScoreKey, Store
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+HTML_TEMPLATE = Path(__file__).with_name("report.html")
 N_RESAMPLES = 1000
 SEED = 0
 # Rows the teacher_selection view counts: scored, not truncated, with tokens and finite means.
@@ -317,76 +317,37 @@ def _save_plot(d: _Data, name: str, path: Path) -> None:
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
-def _table(d: _Data) -> str:
-    """The teacher-selection table and the paper's rule applied to it."""
-    e = html.escape
-    b = d.board
-    interval = (b["ci_low"].map("{:.4f}".format) + " – " + b["ci_high"].map("{:.4f}".format)).where(
+def _table(board: pd.DataFrame) -> str:
+    b = board.astype({"rank": float})  # NaN, not a nullable int's <NA>: shown as na_rep
+    b["interval"] = (b["ci_low"].map("{:.4f}".format) + " – " + b["ci_high"].map("{:.4f}".format)).where(
         b["dataset_rsr"].notna()
     )
-    shown = pd.DataFrame(
-        {"rank": b["rank"], "teacher": b["teacher"], "dataset RSR": b["dataset_rsr"], "95% interval": interval,
-         "accuracy": b["accuracy"], "mean response tokens": b["mean_response_tokens"], "scored (used)": b["n"],
-         "trajectories": b["n_trajectories"], "selected": b["selected"]}
-    )  # fmt: skip
-    formats = {"rank": "{:.0f}", "dataset RSR": "{:.4f}", "accuracy": "{:.1%}", "mean response tokens": "{:.0f}"}
-    table = shown.to_html(index=False, na_rep="-", formatters={k: v.format for k, v in formats.items()})
-    ranked = b.dropna(subset=["dataset_rsr"])
-    rule = (
-        f"The paper's rule (lowest dataset RSR first) picks <b>{e(str(ranked.iloc[0]['teacher']))}</b> for this "
-        "student; overlapping intervals mean the data cannot tell those teachers apart."
-        if not ranked.empty
-        else "No teacher is scored for this student yet."
-    )
-    s = d.setting
-    setting = (
-        f"scoring setting: dtype {e(s.dtype)}, max_tokens {s.max_tokens or 'none'}, r_max {s.r_max}; "
-        f"truncated trajectories are left out; intervals: {N_RESAMPLES} bootstrap resamples of trajectories per "
-        f"teacher (seed {SEED})"
-        if s
-        else "not scored yet"
-    )
-    return f"<p>{rule}</p><p>{setting}</p>{table}"
+    headers = {"rank": "rank", "teacher": "teacher", "dataset_rsr": "dataset RSR", "interval": "95% interval",
+               "accuracy": "accuracy", "mean_response_tokens": "mean response tokens", "n": "scored (used)",
+               "n_trajectories": "trajectories", "selected": "selected"}  # fmt: skip
+    formats = {"rank": "{:.0f}", "dataset_rsr": "{:.4f}", "accuracy": "{:.1%}", "mean_response_tokens": "{:.0f}"}
+    shown = b[list(headers)].rename(columns=headers)
+    return shown.to_html(index=False, na_rep="-", formatters={headers[k]: v.format for k, v in formats.items()})
 
 
 def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
-    e = html.escape
-    pub = d.publication
-    pub_line = (
-        f"latest publication: <code>{e(str(pub['name']))}</code> <code>{e(str(pub['dataset_id']))}</code>, "
-        f"{int(pub['n_rows'])} rows, policy {e(str(pub['policy']))}, MLflow run "
-        f"<code>{e(str(pub['mlflow_run_id']))}</code>"
-        if pub
-        else "no publication for this student yet"
+    """report.html from its template (autoescaped), with the PNGs inline: the page works on its own."""
+    from jinja2 import Template
+
+    ranked = d.board.dropna(subset=["dataset_rsr"])
+    return Template(HTML_TEMPLATE.read_text(encoding="utf-8"), autoescape=True).render(
+        d=d,
+        pub=d.publication,
+        s=d.setting,
+        best=None if ranked.empty else ranked.iloc[0]["teacher"],
+        table=_table(d.board),  # inserted as is (`safe`): to_html escapes the cells itself
+        figures=[(p.name, base64.b64encode(p.read_bytes()).decode()) for p in pngs],
+        metric_version=METRIC_VERSION,
+        n_resamples=N_RESAMPLES,
+        seed=SEED,
+        state_root=state.root,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     )
-    others = f"<li>other registrations of this ref: {e(', '.join(d.other_ids))}</li>" if d.other_ids else ""
-    snapshot = f"<li>{e(d.note)}</li>" if d.note else ""
-    figures = "".join(
-        f'<figure><img alt="{e(p.name)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        f'<figcaption><a href="{e(p.name)}">{e(p.name)}</a></figcaption></figure>'
-        for p in pngs
-    )
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>RSR report: {e(d.student_ref)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
-code {{ background: #f4f4f4; padding: 0 3px; }}
-</style></head><body>
-<h1>RSR report for student {e(d.student_ref)}</h1>
-<ul>
-<li>student_id <code>{e(d.student_id)}</code>, metric {e(METRIC_VERSION)}; lower RSR is better</li>
-<li>{pub_line}</li>{others}{snapshot}
-<li>state folder <code>{e(str(state.root))}</code>; generated {generated}</li>
-</ul>
-<h2>Teacher selection</h2>
-{_table(d)}
-<h2>Plots</h2>
-{figures}
-</body></html>
-"""
 
 
 # ---- entry point ----------------------------------------------------------------------------------------------
