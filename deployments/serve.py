@@ -1,4 +1,4 @@
-"""`rsr serve`: the deployments that deployments/prefect.yaml declares, served from one local process.
+"""`rsr serve`'s deployments: those that deployments/prefect.yaml declares, for one state folder.
 
 prefect.yaml is their one definition (flows, descriptions, triggers, the nightly schedule): `prefect deploy` sends
 them to the `gpu` work pool, `rsr serve` builds them here with this state folder and its own cron
@@ -79,18 +79,3 @@ def build_deployments(
             )
         )
     return deployments
-
-
-def serve(
-    state: StateDir,
-    rescore_cron: str | None = DEFAULT_RESCORE_CRON,
-    timezone: str = "UTC",
-    ray: RaySpec | None = None,
-    limit: int = 1,
-) -> None:
-    """Register the deployments (and their automations) with the configured server and run their flow runs here,
-    each in a subprocess, at most `limit` at a time, until interrupted (`rsr serve` quiets their libraries first:
-    their log is what an operator reads, not progress bars)."""
-    from prefect import serve as prefect_serve
-
-    prefect_serve(*build_deployments(state, rescore_cron, timezone, ray), limit=limit)

@@ -323,15 +323,18 @@ def serve(
     running `prefect server start`)."""
     ray = _ray(ray_address)
     home = _state(state)
+    from prefect import serve as prefect_serve
+
     from deployments.events import NoPrefectApi, require_api
-    from deployments.serve import serve as serve_deployments
+    from deployments.serve import build_deployments
 
     try:
         url = require_api()
     except NoPrefectApi as err:
         _fail(str(err))
     typer.echo(f"serving curate-teacher, rescore-students, publish for {home.root} from {url}", err=True)
-    serve_deployments(home, rescore_cron or None, timezone, ray, limit)
+    # Each flow run is a subprocess, at most `limit` at a time, until interrupted.
+    prefect_serve(*build_deployments(home, rescore_cron or None, timezone, ray), limit=limit)
 
 
 @app.command()
