@@ -17,8 +17,9 @@ def state_dir(state: str | None) -> StateDir:
 
 
 @contextmanager
-def recorded_run(home: StateDir, flow_name: str, params: dict) -> Iterator[str]:
-    """Hold the state folder's writer lock and record the run (status failed if the body raises)."""
+def recorded_run(home: StateDir, params: dict) -> Iterator[str]:
+    """Hold the state folder's writer lock and record the current flow run (status failed if the body raises)."""
+    flow_name = flow_run.get_flow_name()
     with writer_lock(home.root, f"flow {flow_name}") as outermost:
         with Store.open(home.duckdb) as store:
             if outermost:  # nobody else can be writing now: a run still "running" was killed mid-way

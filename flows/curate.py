@@ -31,7 +31,7 @@ def curate_teacher(
     """`publish`: then publish each student's dataset that the new teacher's scores changed (off by default)."""
     home = state_dir(state)
     params = {"teacher": teacher, "path": path, "format": format, "problems": problems, "score": score}
-    with recorded_run(home, "curate-teacher", params) as run_id:
+    with recorded_run(home, params) as run_id:
         # Submitted with wait_for so that Prefect's graph shows the DAG's edges; each stage reads the last one's rows.
         ingest = ingest_teacher.submit(home.duckdb, run_id, teacher, path, format, mapping, problems)
         ingested = ingest.result()

@@ -20,7 +20,7 @@ def pipeline(
     config = PipelineConfig.load(config_path)
     home = state_dir(state)
     ray = ray_for(config, ray)
-    with recorded_run(home, "pipeline", {"config": config_path}) as run_id:
+    with recorded_run(home, {"config": config_path}) as run_id:
         teachers = [
             curate_teacher(
                 t.name,

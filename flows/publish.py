@@ -31,7 +31,7 @@ def publish_dataset(
     policy = policy or student.policy or DEFAULT_POLICY
     name = name or student.dataset_name()
     params = {"student": student.ref, "policy": policy.model_dump(), "name": name}
-    with recorded_run(home, "publish-dataset", params) as run_id:
+    with recorded_run(home, params) as run_id:
         found = find_student(home.duckdb, student)  # the students table knows its id: no model is loaded
         pub, ranking = publish(
             home, run_id, found["student_id"], policy, name, flow_run.get_id(), mlflow_uri, found["key"]

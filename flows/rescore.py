@@ -24,7 +24,7 @@ def rescore_student(
     publish: bool = False,
     state: str | None = None,
 ) -> dict:
-    return _rescore(state_dir(state), "rescore-student", [student], scoring, ray, publish)[0]
+    return _rescore(state_dir(state), [student], scoring, ray, publish)[0]
 
 
 @flow(name="rescore-students")
@@ -37,11 +37,11 @@ def rescore_students(
 ) -> list[dict]:
     home = state_dir(state)
     specs = list(students or []) or registered_students(home.duckdb)
-    return _rescore(home, "rescore-students", specs, scoring, ray, publish)
+    return _rescore(home, specs, scoring, ray, publish)
 
 
-def _rescore(home: StateDir, flow_name: str, specs: list[StudentSpec], scoring, ray, publish: bool) -> list[dict]:
-    with recorded_run(home, flow_name, {"students": [s.ref for s in specs]}) as run_id:
+def _rescore(home: StateDir, specs: list[StudentSpec], scoring, ray, publish: bool) -> list[dict]:
+    with recorded_run(home, {"students": [s.ref for s in specs]}) as run_id:
         scored = [run_score_student(home, run_id, spec, scoring, ray) for spec in specs]
         published = publish_rescored(specs, scored, home) if publish else [None] * len(specs)
         for result, pub in zip(scored, published, strict=True):

@@ -174,10 +174,7 @@ def demo(state: StateOpt = None) -> None:
 
     config = write_demo_data(home.root / "demo")
     typer.echo(f"demo data and config written to {config.parent}")
-    from flows.pipeline import pipeline
-
-    _run_flow(pipeline, str(config), state=str(home.root))
-    _print_report(home)
+    run(config, state=state)
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
 
 
