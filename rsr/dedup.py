@@ -11,58 +11,20 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from rsr.records import DupKind, Duplicate, normalize_text
 
-
-class Response(Protocol):
-    """What deduplication reads of a trajectory (a Trajectory, or a lighter row read back from the store)."""
-
-    trajectory_id: str
-    problem_id: str
-    response: str
-
-
 SEED = 1  # fixed: the same inputs always give the same duplicates
 _CANDIDATE_SLACK = 0.15  # LSH recall below the threshold; the MinHash estimate then decides
 _PAIRWISE_MAX = 256  # kept responses per problem compared all at once; past this, LSH finds the candidates
 _PRIME = np.uint64((1 << 61) - 1)  # datasketch's Mersenne prime
-
-
 _MASK32 = np.uint64(0xFFFFFFFF)
 # fixed odd multipliers: shingle hash = sum(word_hash[i + j] * _MIX[j]) mod 2^64, folded to 32 bits
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], dtype=np.uint64)
-
-
-class _WordHasher:
-    """Stable 64-bit word hashes (blake2b, not Python's per-process salted hash()), cached per vocabulary."""
-
-    def __init__(self) -> None:
-        self.cache: dict[str, int] = {}
-
-    def ids(self, tokens: list[str]) -> np.ndarray:
-        cache = self.cache
-        for word in set(tokens).difference(cache):
-            digest = hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-            cache[word] = int.from_bytes(digest, "little")
-        # map over a bound dict method runs at C speed: this is the per-word hot loop
-        return np.fromiter(map(cache.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
-
-
-def shingle_hashes(normalised: str, size: int = 5, words: _WordHasher | None = None) -> np.ndarray:
-    """Distinct 32-bit hashes (as uint64) of the word `size`-grams of a normalised text (one gram when shorter)."""
-    tokens = normalised.split()
-    ids = (words or _WordHasher()).ids(tokens)
-    n = max(1, len(ids) - size + 1)
-    acc = np.zeros(n, dtype=np.uint64)
-    for j in range(min(size, len(ids))):  # vectorised rolling combination: one numpy op per shingle position
-        mult = _MIX[j % len(_MIX)] + np.uint64(2 * (j // len(_MIX)))
-        acc += ids[j : j + n] * mult
-    return np.unique((acc >> np.uint64(32)) ^ (acc & _MASK32))
 
 
 class _Sketcher:
@@ -71,14 +33,29 @@ class _Sketcher:
 
     def __init__(self, num_perm: int, shingle: int) -> None:
         self.num_perm, self.shingle = num_perm, shingle
-        self.words = _WordHasher()
+        self.words: dict[str, int] = {}  # stable 64-bit word hashes (blake2b, not the per-process salted hash())
         a, b = MinHash(num_perm=num_perm, seed=SEED, scheme="legacy").permutations
         self.a, self.b = a.astype(np.uint64), b.astype(np.uint64)
+
+    def shingles(self, normalised: str) -> np.ndarray:
+        """Distinct 32-bit hashes (as uint64) of the word n-grams of a normalised text (one gram when shorter)."""
+        tokens, words, size = normalised.split(), self.words, self.shingle
+        for word in set(tokens).difference(words):
+            digest = hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+            words[word] = int.from_bytes(digest, "little")
+        # map over a bound dict method runs at C speed: this is the per-word hot loop
+        ids = np.fromiter(map(words.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
+        n = max(1, len(ids) - size + 1)
+        acc = np.zeros(n, dtype=np.uint64)
+        for j in range(min(size, len(ids))):  # vectorised rolling combination: one numpy op per shingle position
+            mult = _MIX[j % len(_MIX)] + np.uint64(2 * (j // len(_MIX)))
+            acc += ids[j : j + n] * mult
+        return np.unique((acc >> np.uint64(32)) ^ (acc & _MASK32))
 
     def __call__(self, normalised: str) -> np.ndarray:
         # the legacy scheme's arithmetic: products wrap at 2^64, then mod the Mersenne prime, 32 bits kept;
         # in place on one (shingles x num_perm) matrix, since temporaries doubled the time
-        x = shingle_hashes(normalised, self.shingle, self.words)[:, None] * self.a
+        x = self.shingles(normalised)[:, None] * self.a
         x += self.b
         np.remainder(x, _PRIME, out=x)
         x &= _MASK32
@@ -88,20 +65,14 @@ class _Sketcher:
         return MinHash(num_perm=self.num_perm, seed=SEED, hashvalues=signature, scheme="legacy")
 
 
-def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """Bands/rows for candidate search in large groups (MinHashLSH's tuning integrates numerically: tuned once)."""
-    candidate = max(0.05, threshold - _CANDIDATE_SLACK)
-    lsh = MinHashLSH(threshold=candidate, num_perm=num_perm, weights=(0.2, 0.8))
-    return lsh.b, lsh.r
-
-
 def find_duplicates(
-    trajectories: Iterable[Response], threshold: float = 0.9, num_perm: int = 128, shingle: int = 5
+    trajectories: Iterable[Any], threshold: float = 0.9, num_perm: int = 128, shingle: int = 5
 ) -> list[Duplicate]:
-    """Exact (same normalised response) and near (estimated Jaccard >= threshold) duplicates per problem_id."""
+    """Exact (same normalised response) and near (estimated Jaccard >= threshold) duplicates per problem_id, among
+    trajectories (a Trajectory, or any row with its trajectory_id, problem_id and response)."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    groups: dict[str, list[Response]] = defaultdict(list)
+    groups: dict[str, list[Any]] = defaultdict(list)
     for traj in trajectories:
         groups[traj.problem_id].append(traj)
     sketch = _Sketcher(num_perm, shingle)
@@ -114,22 +85,19 @@ def find_duplicates(
 
 class _Kept:
     """The kept responses of one problem, searched for the earliest one at least `threshold` similar:
-    all of them at once while few (one numpy comparison), through MinHash-LSH candidates once many."""
+    all of them while few, through MinHash-LSH candidates once many."""
 
     def __init__(self, sketch: _Sketcher, threshold: float) -> None:
         self.sketch, self.threshold = sketch, threshold
         self.ids: list[str] = []
-        self.rank: dict[str, int] = {}
         self.signatures: list[np.ndarray] = []
-        self.lsh: MinHashLSH | None = None
+        self.lsh: MinHashLSH | None = None  # keyed by rank: the order responses were kept in
 
     def earliest_match(self, signature: np.ndarray) -> tuple[str, float] | None:
-        if not self.ids:
-            return None
         if self.lsh is None:
-            ranks = range(len(self.ids))
+            ranks: Iterable[int] = range(len(self.ids))
         else:
-            ranks = sorted(self.rank[c] for c in self.lsh.query(self.sketch.minhash(signature)))
+            ranks = sorted(self.lsh.query(self.sketch.minhash(signature)))
         for rank in ranks:
             similarity = float(np.mean(self.signatures[rank] == signature))
             if similarity >= self.threshold:
@@ -137,19 +105,18 @@ class _Kept:
         return None
 
     def add(self, trajectory_id: str, signature: np.ndarray) -> None:
-        self.rank[trajectory_id] = len(self.ids)
         self.ids.append(trajectory_id)
         self.signatures.append(signature)
         if self.lsh is None and len(self.ids) > _PAIRWISE_MAX:
-            params = _lsh_params(self.threshold, self.sketch.num_perm)
-            self.lsh = MinHashLSH(num_perm=self.sketch.num_perm, params=params)
-            for kept_id, kept in zip(self.ids, self.signatures, strict=True):
-                self.lsh.insert(kept_id, self.sketch.minhash(kept))
+            candidate = max(0.05, self.threshold - _CANDIDATE_SLACK)
+            self.lsh = MinHashLSH(threshold=candidate, num_perm=self.sketch.num_perm, weights=(0.2, 0.8))
+            for rank, kept in enumerate(self.signatures):
+                self.lsh.insert(rank, self.sketch.minhash(kept))
         elif self.lsh is not None:
-            self.lsh.insert(trajectory_id, self.sketch.minhash(signature))
+            self.lsh.insert(len(self.ids) - 1, self.sketch.minhash(signature))
 
 
-def _group_duplicates(members: Sequence[Response], sketch: _Sketcher, threshold: float) -> list[Duplicate]:
+def _group_duplicates(members: Sequence[Any], sketch: _Sketcher, threshold: float) -> list[Duplicate]:
     out: list[Duplicate] = []
     # what the first occurrence of each normalised text became; later copies inherit it:
     # kept -> (its id, 1.0, "exact") for the copies; near duplicate of K -> (K, similarity, "near")
@@ -161,15 +128,13 @@ def _group_duplicates(members: Sequence[Response], sketch: _Sketcher, threshold:
             continue  # the same trajectory listed twice is not a duplicate of itself
         seen_ids.add(traj.trajectory_id)
         key = normalize_text(traj.response)
-        if key in by_text:
-            dup_of, sim, kind = by_text[key]
-            out.append(Duplicate(trajectory_id=traj.trajectory_id, dup_of=dup_of, similarity=sim, kind=kind))
-            continue
-        signature = sketch(key)
-        if (match := kept.earliest_match(signature)) is not None:
-            by_text[key] = (match[0], match[1], "near")
-            out.append(Duplicate(trajectory_id=traj.trajectory_id, dup_of=match[0], similarity=match[1], kind="near"))
-            continue
-        by_text[key] = (traj.trajectory_id, 1.0, "exact")
-        kept.add(traj.trajectory_id, signature)
+        if key not in by_text:
+            signature = sketch(key)
+            if (match := kept.earliest_match(signature)) is None:
+                by_text[key] = (traj.trajectory_id, 1.0, "exact")
+                kept.add(traj.trajectory_id, signature)
+                continue
+            by_text[key] = (*match, "near")
+        dup_of, similarity, kind = by_text[key]
+        out.append(Duplicate(trajectory_id=traj.trajectory_id, dup_of=dup_of, similarity=similarity, kind=kind))
     return out

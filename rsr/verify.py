@@ -12,6 +12,7 @@ matches are decided in the caller without math-verify.
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import os
 import re
 import sys
@@ -22,26 +23,15 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from pebble import ProcessExpired, ProcessPool
 
 if TYPE_CHECKING:  # imported lazily: a worker process imports this module only for math-verify
     from rsr.records import Verdict
 
+# --- Extraction (pure, cheap, runs in the caller's process) ---
 
-class Answered(Protocol):
-    """What verification reads of a trajectory (a Trajectory, or a lighter row read back from the store)."""
-
-    trajectory_id: str
-    response: str
-    declared_answer: str | None
-    gold_answer: str | None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Extraction (pure, cheap, runs in the caller's process)
-# ---------------------------------------------------------------------------------------------------------------
-
-RULES = ("declared", "boxed", "the_answer_is", "final_answer", "answer", "a", "hashes")
 _MAX_ANSWER_CHARS = 1000  # an "answer" longer than this is prose, not a final answer
 _SPAN_SEARCH_CHARS = 2 * _MAX_ANSWER_CHARS + 100  # how far into an answer line a $...$ / \\(...\\) span is sought
 
@@ -78,8 +68,8 @@ def last_boxed(text: str) -> str | None:
             end = closing.get(start)
             if end is not None and text[start:end].strip():
                 return text[start:end].strip()
-    bare = _last_match(_BOX_BARE, text)
-    return bare.group(1) if bare else None
+    bare = _BOX_BARE.findall(text)
+    return bare[-1] if bare else None
 
 
 def _clean(answer: str) -> str | None:
@@ -100,13 +90,6 @@ def _clean(answer: str) -> str | None:
     return s
 
 
-def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
-    last = None
-    for last in pattern.finditer(text):  # noqa: B007 - only the last match is wanted
-        continue
-    return last
-
-
 def extract_answer(text: str, declared: str | None = None) -> tuple[str, str] | None:
     """(answer, rule) from, in order: the declared answer field, the last \\boxed{}/\\fbox{}, "The answer is ...",
     "Final answer: ...", "Answer: ...", "A: ...", "#### ...". None when nothing looks like a final answer."""
@@ -115,34 +98,19 @@ def extract_answer(text: str, declared: str | None = None) -> tuple[str, str] | 
     if (boxed := last_boxed(text)) is not None and (answer := _clean(boxed)):
         return answer, "boxed"
     for rule, pattern in _LINE_RULES:
-        found = _last_match(pattern, text)
-        if found is not None and (answer := _clean(found.group(1))):
+        found = pattern.findall(text)  # the last match is the answer
+        if found and (answer := _clean(found[-1])):
             return answer, rule
     return None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Equivalence: a cheap textual check here, math-verify in worker processes
-# ---------------------------------------------------------------------------------------------------------------
+# --- Equivalence: a cheap textual check here, math-verify in worker processes ---
 
 _TRIVIAL = re.compile(r"\\left|\\right|\\[,!;: ]|\\displaystyle|\$")
 _LOOSE_SPACE = re.compile(r"\s+(?=\W)|(?<=\W)\s+")  # space beside an operator/brace; "1 2" stays apart
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _INTEGER = re.compile(r"-?[0-9]{1,100}")
 _FRACTION = re.compile(r"(-?)\\[dt]?frac\{(-?[0-9]{1,100})\}\{(-?[0-9]{1,100})\}|(-?[0-9]{1,100})/(-?[0-9]{1,100})")
-
-
-def _exact(answer: str) -> Fraction | None:
-    """An integer or a fraction (\\frac{a}{b}, a/b) as an exact rational; None for anything else."""
-    if _INTEGER.fullmatch(answer):
-        return Fraction(int(answer))
-    m = _FRACTION.fullmatch(answer)
-    if m is None:
-        return None
-    sign, num, den = (m[1], m[2], m[3]) if m[2] is not None else ("", m[4], m[5])
-    if int(den) == 0:
-        return None
-    return Fraction(int(num), int(den)) * (-1 if sign else 1)
 
 
 _RADICAL = re.compile(r"(-?[0-9]{0,50})\\sqrt\{([0-9]{1,50})\}")
@@ -156,8 +124,12 @@ def _coefficient(digits: str) -> int:
 def _form(s: str) -> tuple[str, Any] | None:
     """A canonical answer in a form compared exactly here: (kind, value). Rationals, decimals, k\\sqrt{m} (by its
     signed square), k\\pi, and tuples of these; None for anything else (math-verify's job)."""
-    if (q := _exact(s)) is not None:
-        return "q", q
+    if _INTEGER.fullmatch(s):
+        return "q", Fraction(int(s))
+    if m := _FRACTION.fullmatch(s):  # \\frac{a}{b} or a/b; a zero denominator is not a number
+        sign, num, den = (m[1], m[2], m[3]) if m[2] is not None else ("", m[4], m[5])
+        if int(den) != 0:
+            return "q", Fraction(int(num), int(den)) * (-1 if sign else 1)
     if _PLAIN_NUMBER.fullmatch(s):
         return "decimal", Fraction(Decimal(s))
     if m := _RADICAL.fullmatch(s):
@@ -230,25 +202,21 @@ def _parse_gold(gold: str) -> list:
     return parse(_as_math(gold), parsing_timeout=None)
 
 
-def check_equivalent(pred: str, gold: str) -> tuple[str, str | None]:
-    """(verdict, note) for one extracted answer against one gold, with math-verify. Runs inside a worker."""
+def _check(pred: str, gold: str) -> tuple[str, str | None]:
+    """(verdict, note) for one extracted answer against one gold, with math-verify. Runs inside a worker; any
+    failure becomes this check's verdict, not the run's crash."""
     from math_verify import parse
     from math_verify import verify as mv_verify
 
-    gold_parsed = _parse_gold(gold)
-    if not gold_parsed:
-        return "error", f"gold answer {gold[:80]!r} could not be parsed"
-    pred_parsed = parse(_as_math(pred), parsing_timeout=None) or parse(pred, parsing_timeout=None)
-    if not pred_parsed:
-        return "incorrect", "answer could not be parsed"
-    ok = mv_verify(gold_parsed, pred_parsed, timeout_seconds=None)
-    return ("correct" if ok else "incorrect"), None
-
-
-def _check(pred: str, gold: str) -> tuple[str, str | None]:
-    """check_equivalent with any failure turned into this check's verdict, not the run's crash (in a worker)."""
     try:
-        return check_equivalent(pred, gold)
+        gold_parsed = _parse_gold(gold)
+        if not gold_parsed:
+            return "error", f"gold answer {gold[:80]!r} could not be parsed"
+        pred_parsed = parse(_as_math(pred), parsing_timeout=None) or parse(pred, parsing_timeout=None)
+        if not pred_parsed:
+            return "incorrect", "answer could not be parsed"
+        ok = mv_verify(gold_parsed, pred_parsed, timeout_seconds=None)
+        return ("correct" if ok else "incorrect"), None
     except MemoryError:
         return "error", "ran out of memory"
     except RecursionError:
@@ -278,39 +246,24 @@ def _init_worker(memory_limit_mb: int, parent: int) -> None:
 
 
 class VerifierPool:
-    """A few worker processes running math-verify checks (a pebble ProcessPool, started on first use). A check
-    past `timeout_s` gets its worker killed and replaced, and the verdict "error" ("timed out after Xs")."""
+    """A few worker processes running math-verify checks (a pebble ProcessPool; its processes start at the first
+    check). A check past `timeout_s` gets its worker killed and replaced, and the verdict "error"."""
 
     def __init__(self, workers: int = 2, memory_limit_mb: int | None = 4096) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.size, self.memory_limit_mb = workers, memory_limit_mb
-        self._pool: Any = None
-        self._lock = threading.Lock()
-
-    def _workers(self) -> Any:
-        with self._lock:
-            if self._pool is None:
-                import multiprocessing
-
-                from pebble import ProcessPool
-
-                # spawn, not fork: callers run threads (Prefect tasks) and may hold torch; a fresh interpreter
-                # is safe from any thread, and its address space is small enough for the memory limit
-                self._pool = ProcessPool(
-                    max_workers=self.size,
-                    initializer=_init_worker,
-                    initargs=(self.memory_limit_mb or 0, os.getpid()),
-                    context=multiprocessing.get_context("spawn"),
-                )
-            return self._pool
+        # spawn, not fork: callers run threads (Prefect tasks) and may hold torch; a fresh interpreter
+        # is safe from any thread, and its address space is small enough for the memory limit
+        self._pool = ProcessPool(
+            max_workers=workers,
+            initializer=_init_worker,
+            initargs=(memory_limit_mb or 0, os.getpid()),
+            context=multiprocessing.get_context("spawn"),
+        )
 
     def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.stop()
-                self._pool.join()
-                self._pool = None
+        self._pool.stop()
+        self._pool.join()
 
     def __enter__(self) -> VerifierPool:
         return self
@@ -322,10 +275,7 @@ class VerifierPool:
         self, jobs: Sequence[tuple[str, str]], timeout_s: float = 5.0, progress: Any = None
     ) -> list[tuple[str, str | None]]:
         """(verdict, note) for each (pred, gold), in order. Safe from any thread."""
-        from pebble import ProcessExpired
-
-        pool = self._workers()
-        futures = [pool.schedule(_check, args=job, timeout=timeout_s) for job in jobs]
+        futures = [self._pool.schedule(_check, args=job, timeout=timeout_s) for job in jobs]
         out: list[tuple[str, str | None]] = []
         for future in futures:
             try:
@@ -357,60 +307,56 @@ def _close_shared_pools() -> None:
         pool.close()
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------------------------
+# --- Public API ---
 
 
-def verify(trajectory: Answered, timeout_s: float = 5.0) -> Verdict:
+def verify(trajectory: Any, timeout_s: float = 5.0) -> Verdict:
     """Verdict for one trajectory (correct / incorrect / no_answer / no_gold / error)."""
     return verify_many([trajectory], timeout_s=timeout_s, workers=1)[0]
 
 
 def verify_many(
-    trajectories: Iterable[Answered],
+    trajectories: Iterable[Any],
     timeout_s: float = 5.0,
     workers: int = 2,
     *,
     pool: VerifierPool | None = None,
     progress: bool | None = None,
 ) -> list[Verdict]:
-    """Verdicts in input order. Numbers, fractions and textual matches are decided here; math-verify checks
+    """Verdicts in input order for trajectories (a Trajectory, or any row with its trajectory_id, response,
+    declared_answer and gold_answer). Numbers, fractions and textual matches are decided here; math-verify checks
     each other (answer, gold) pair once (and remembers the last 100k pairs' outcomes across calls).
     Safe from any thread; pass your own `pool` to control worker lifetime (else a shared one is used)."""
     from rsr.records import Verdict
 
     items = list(trajectories)
-    verdicts: list[Verdict | None] = [None] * len(items)
-    jobs: dict[tuple[str, str], list[tuple[int, str]]] = {}  # (pred, gold) -> [(index, rule)]
-    for i, traj in enumerate(items):
-        found = extract_answer(traj.response, traj.declared_answer)
-        gold = (traj.gold_answer or "").strip() or None
-        base = {"trajectory_id": traj.trajectory_id, "gold_answer": gold}
+    found = [extract_answer(t.response, t.declared_answer) for t in items]  # (answer, rule) or None
+    golds = [(t.gold_answer or "").strip() or None for t in items]
+    outcomes: list[tuple[str, str] | None] = [None] * len(items)  # (verdict, detail)
+    jobs: dict[tuple[str, str], list[int]] = {}  # (pred, gold) -> indices, for math-verify
+    for i, (answer, gold) in enumerate(zip(found, golds, strict=True)):
         if gold is None:
-            detail = found[1] if found else "no gold answer"
-            verdicts[i] = Verdict(
-                **base, verdict="no_gold", extracted_answer=found[0] if found else None, detail=detail
-            )
-        elif found is None:
-            verdicts[i] = Verdict(**base, verdict="no_answer", detail="no final answer found")
-        elif (same := _cheap_verdict(found[0], gold)) is not None:
-            verdict = "correct" if same else "incorrect"
-            verdicts[i] = Verdict(**base, verdict=verdict, extracted_answer=found[0], detail=found[1])
+            outcomes[i] = ("no_gold", answer[1] if answer else "no gold answer")
+        elif answer is None:
+            outcomes[i] = ("no_answer", "no final answer found")
+        elif (same := _cheap_verdict(answer[0], gold)) is not None:
+            outcomes[i] = ("correct" if same else "incorrect", answer[1])
         else:
-            jobs.setdefault((found[0], gold), []).append((i, found[1]))
-    outcomes = _checked(list(jobs), pool or _shared_pool(workers), timeout_s, progress)
-    for (pred, gold), (verdict, note) in outcomes.items():
-        for i, rule in jobs[(pred, gold)]:
-            detail = rule if note is None else (note if verdict == "error" else f"{rule}: {note}")
-            verdicts[i] = Verdict(
-                trajectory_id=items[i].trajectory_id,
-                verdict=verdict,
-                extracted_answer=pred,
-                gold_answer=gold,
-                detail=detail,
-            )
-    return [v for v in verdicts if v is not None]
+            jobs.setdefault((answer[0], gold), []).append(i)
+    for key, (verdict, note) in _checked(list(jobs), pool, workers, timeout_s, progress).items():
+        for i in jobs[key]:
+            rule = found[i][1]
+            outcomes[i] = (verdict, rule if note is None else (note if verdict == "error" else f"{rule}: {note}"))
+    return [
+        Verdict(
+            trajectory_id=t.trajectory_id,
+            verdict=verdict,
+            extracted_answer=answer[0] if answer else None,
+            gold_answer=gold,
+            detail=detail,
+        )
+        for t, answer, gold, (verdict, detail) in zip(items, found, golds, outcomes, strict=True)
+    ]
 
 
 _DONE: OrderedDict[tuple[str, str], tuple[str, str | None]] = OrderedDict()  # math-verify outcomes, newest last
@@ -419,7 +365,7 @@ _DONE_LOCK = threading.Lock()
 
 
 def _checked(
-    keys: list[tuple[str, str]], pool: VerifierPool, timeout_s: float, progress: bool | None
+    keys: list[tuple[str, str]], pool: VerifierPool | None, workers: int, timeout_s: float, progress: bool | None
 ) -> dict[tuple[str, str], tuple[str, str | None]]:
     """math-verify outcomes for these pairs: remembered ones from earlier calls, the rest checked in the pool.
     Errors (timeouts) are not remembered: they depend on the machine's load, not on the pair."""
@@ -427,12 +373,11 @@ def _checked(
         out = {k: _DONE[k] for k in keys if k in _DONE}
     todo = [k for k in keys if k not in out]
     if todo:
-        bar = _progress_bar(len(todo), progress)
-        try:
-            results = pool.check_many(todo, timeout_s=timeout_s, progress=bar)
-        finally:
-            if bar is not None:
-                bar.close()
+        from tqdm import tqdm
+
+        show = progress if progress is not None else (len(todo) >= 500 and sys.stderr.isatty())
+        with tqdm(total=len(todo), desc="verify", unit="check", disable=not show) as bar:
+            results = (pool or _shared_pool(workers)).check_many(todo, timeout_s=timeout_s, progress=bar)
         out.update(zip(todo, results, strict=True))
         with _DONE_LOCK:
             for key, result in zip(todo, results, strict=True):
@@ -443,13 +388,4 @@ def _checked(
     return out
 
 
-def _progress_bar(total: int, progress: bool | None) -> Any:
-    show = progress if progress is not None else (total >= 500 and sys.stderr.isatty())
-    if not show:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="verify", unit="check")
-
-
-__all__ = ["RULES", "VerifierPool", "check_equivalent", "extract_answer", "last_boxed", "verify", "verify_many"]
+__all__ = ["VerifierPool", "extract_answer", "last_boxed", "verify", "verify_many"]
