@@ -1,14 +1,10 @@
 """The one way to reach the state database: connect, retry and lock, once.
 
-- ``connect(path, read_only)``: ``duckdb.connect`` that waits while another process holds the file.
-- ``writer_lock(root, what)``: the state folder's single-writer lock (``$RSR_HOME/writer.lock``), held by every
-  writing flow for its whole run.
-- ``open_read_only(path)``: a guarded read-only connection (``read_only``, external access off, configuration
-  locked: the engine itself refuses every write) to the live file, or to a snapshot of it while a flow writes.
-
-One retry policy for all three (``retry``: a time budget, jittered exponential backoff). How long to wait comes
-from ``$RSR_LOCK_WAIT_S`` (a second writer, default 600 s; 0 = fail at once) and ``$RSR_DB_WAIT_S`` (a locked
-DuckDB file, default 60 s).
+``connect`` (waits while another process holds the DuckDB file), ``writer_lock`` (the state folder's
+single-writer lock, ``$RSR_HOME/writer.lock``, held by every writing flow for its whole run) and
+``open_read_only`` (a guarded connection: the engine itself refuses every write) share one retry policy,
+``retry``. How long to wait: ``$RSR_LOCK_WAIT_S`` (a second writer, default 600 s; 0 = fail at once) and
+``$RSR_DB_WAIT_S`` (a locked DuckDB file, default 60 s).
 
 Why readers take the writer lock shared: DuckDB allows one read-write process, and while it holds the file no
 other process can open it. Flows open the file once per task, so a reader slipping in between two tasks would

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -47,6 +48,10 @@ def view_columns() -> dict[str, list[tuple[str, str]]]:
         for migration in MIGRATIONS:
             con.execute(migration)
         return {name: [(r[0], r[1]) for r in con.execute(f"DESCRIBE {name}").fetchall()] for name in VIEW_DOCS}
+
+
+# How the engine words a refusal by the guarded connection.
+_REFUSALS = ("read-only mode", "disabled by configuration", "configuration has been locked", "Permission Error")
 
 
 class SqlError(ValueError):
@@ -94,15 +99,6 @@ def check_read_only(sql: str) -> None:
             raise WriteRefused(statement.query, f"{kind} is not a query; rsr sql only reads (use SELECT ...)")
 
 
-def _refusal_from_engine(sql: str, err: duckdb.Error) -> SqlError:
-    """The read-only connection's refusals, as WriteRefused; any other engine error as SqlError."""
-    text = str(err)
-    markers = ("read-only mode", "disabled by configuration", "configuration has been locked", "Permission Error")
-    if any(m in text for m in markers):
-        return WriteRefused(sql, f"the read-only connection refused it: {text.splitlines()[0]}")
-    return SqlError(text)
-
-
 def run_query(
     db_path: str | os.PathLike,
     sql: str,
@@ -135,8 +131,10 @@ def run_query(
             rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
         except duckdb.InterruptException:
             raise SqlError(f"the query ran longer than {timeout_s:g}s and was stopped") from None
-        except duckdb.Error as err:
-            raise _refusal_from_engine(sql, err) from None
+        except duckdb.Error as err:  # the read-only connection's refusals as WriteRefused, the rest as SqlError
+            if any(m in str(err) for m in _REFUSALS):
+                raise WriteRefused(sql, f"the read-only connection refused it: {str(err).splitlines()[0]}") from None
+            raise SqlError(str(err)) from None
         finally:
             timer.cancel()
     truncated = max_rows is not None and len(rows) > max_rows
@@ -148,20 +146,19 @@ def run_query(
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+    if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN/inf
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)  # timestamps, decimals, UUIDs, blobs
+    return value  # timestamps, decimals, UUIDs, blobs: str() by to_json
 
 
 def to_json(result: QueryResult) -> str:
     """A JSON array of row objects (NaN/inf as null, timestamps as ISO-like strings)."""
-    return json.dumps([dict(zip(result.columns, map(_jsonable, r), strict=True)) for r in result.rows], indent=1)
+    rows = [dict(zip(result.columns, map(_jsonable, r), strict=True)) for r in result.rows]
+    return json.dumps(rows, indent=1, default=str)
 
 
 def to_csv(result: QueryResult) -> str:

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from rsr import db
 from rsr.metric import METRIC_VERSION, R_MAX
-from rsr.records import Duplicate, Message, Problem, Rejected, Score, Trajectory, Verdict, _digest
+from rsr.records import Duplicate, Problem, Rejected, Score, Trajectory, Verdict, _digest
 
 # Ordered, append-only: never edit a shipped entry, add a new one. Index i is schema version i + 1.
 # Views are created here too (CREATE OR REPLACE VIEW in a new entry redefines one), never at open.
@@ -310,12 +310,14 @@ class SourceFile:
 class Store:
     """The DuckDB state. One read-write opener at a time (DuckDB's own rule); any number of read-only ones."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool, note: str | None = None) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool, note: str | None, resources: ExitStack
+    ) -> None:
         self._con = con
         self.path = path
         self.read_only = read_only
         self.note = note  # read-only only: why a snapshot is read (None: the live file)
-        self._resources = ExitStack()  # closes the connection (and, read-only, its snapshot)
+        self._resources = resources  # closes the connection (and, read-only, its snapshot)
         self._schemas: dict[str, pa.Schema] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -334,9 +336,8 @@ class Store:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 con, note = resources.enter_context(db.connect(path, read_only=False)), None
-            store = cls(con, path, read_only, note)
-            store._resources = resources
-            store._check_version() if read_only else store._migrate()
+            store = cls(con, path, read_only, note, resources)
+            store._migrate()
         except BaseException:
             resources.close()
             raise
@@ -359,22 +360,19 @@ class Store:
         ).fetchall()
         return int(self._con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0) if exists else 0
 
-    def _check_version(self) -> None:
-        version = self.schema_version
-        if version > SCHEMA_VERSION:
+    def _migrate(self) -> None:
+        """Refuse a file newer than this code (or, read-only, older); apply the migrations it lacks, each in one
+        transaction with its schema_version row."""
+        current = self.schema_version
+        if current > SCHEMA_VERSION:
             raise RuntimeError(
-                f"{self.path}: schema version {version} is newer than this code ({SCHEMA_VERSION}); upgrade rsr-curate"
+                f"{self.path}: schema version {current} is newer than this code ({SCHEMA_VERSION}); upgrade rsr-curate"
             )
-        if self.read_only and version < SCHEMA_VERSION:
+        if self.read_only and current < SCHEMA_VERSION:
             raise RuntimeError(
-                f"{self.path}: schema version {version} is older than this code ({SCHEMA_VERSION}); "
+                f"{self.path}: schema version {current} is older than this code ({SCHEMA_VERSION}); "
                 "open it read-write once (any flow run does) to migrate"
             )
-
-    def _migrate(self) -> None:
-        """Apply the migrations this file lacks, each in one transaction with its schema_version row."""
-        self._check_version()
-        current = self.schema_version
         for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
             with self._tx():
                 self._con.execute(
@@ -412,14 +410,14 @@ class Store:
         return pa.Table.from_pylist(list(rows), schema=self._schemas[table])
 
     def _insert(self, table: str, rows: Iterable[dict[str, Any]], tail: str = "", verb: str = "INSERT") -> int:
-        """Insert rows in one transaction and one round trip (an Arrow batch, not a statement per row).
+        """Insert rows in one statement and one round trip (an Arrow batch, not a statement per row).
 
         ``tail`` follows ``SELECT * FROM <batch> b``: a WHERE over ``b`` and/or an ON CONFLICT clause. Returns
         how many rows were inserted."""
         batch = self._arrow(table, rows)
         if not batch.num_rows:
             return 0
-        with self._batch(batch) as name, self._tx():
+        with self._batch(batch) as name:  # one statement: its own transaction
             return self._count(f"{verb} INTO {table} SELECT * FROM {name} b {tail}")
 
     def _count(self, sql: str, params: Sequence[Any] | None = None) -> int:
@@ -432,33 +430,28 @@ class Store:
         self, flow_name: str, params: dict[str, Any] | None = None, prefect_flow_run_id: str | None = None
     ) -> str:
         run_id = "r-" + uuid.uuid4().hex[:20]
-        with self._tx():
-            self._con.execute(
-                "INSERT INTO runs (run_id, flow_name, prefect_flow_run_id, status, params, started_at) "
-                "VALUES (?, ?, ?, 'running', ?, ?)",
-                [run_id, flow_name, prefect_flow_run_id, _json(params or {}), _now()],
-            )
+        self._con.execute(
+            "INSERT INTO runs (run_id, flow_name, prefect_flow_run_id, status, params, started_at) "
+            "VALUES (?, ?, ?, 'running', ?, ?)",
+            [run_id, flow_name, prefect_flow_run_id, _json(params or {}), _now()],
+        )
         return run_id
 
     def finish_run(self, run_id: str, status: str, mlflow_run_id: str | None = None) -> None:
-        with self._tx():
-            self._con.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, mlflow_run_id = coalesce(?, mlflow_run_id) "
-                "WHERE run_id = ?",
-                [status, _now(), mlflow_run_id, run_id],
-            )
+        self._con.execute(
+            "UPDATE runs SET status = ?, finished_at = ?, mlflow_run_id = coalesce(?, mlflow_run_id) WHERE run_id = ?",
+            [status, _now(), mlflow_run_id, run_id],
+        )
 
     def mark_interrupted_runs(self) -> int:
         """Runs left "running" by a process that died (SIGKILL, OOM, power loss) become "interrupted".
 
         Call only while holding the state folder's writer lock as its outermost holder: then no other flow can
         be running, so every "running" row is stale. Returns how many rows were marked."""
-        with self._tx():
-            return self._count("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        return self._count("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
 
     def set_run_mlflow(self, run_id: str, mlflow_run_id: str) -> None:
-        with self._tx():
-            self._con.execute("UPDATE runs SET mlflow_run_id = ? WHERE run_id = ?", [mlflow_run_id, run_id])
+        self._con.execute("UPDATE runs SET mlflow_run_id = ? WHERE run_id = ?", [mlflow_run_id, run_id])
 
     # ---- problems and trajectories ---------------------------------------------------------------------
 
@@ -486,24 +479,21 @@ class Store:
 
     def get_trajectories(self, ids: Sequence[str] | None = None, teacher: str | None = None) -> list[Trajectory]:
         """Trajectories by id (in the order given, missing ids skipped) and/or teacher (in file order)."""
-        cols = ", ".join(f"t.{c}" for c in Trajectory.model_fields)
-        where = "WHERE CAST(? AS VARCHAR) IS NULL OR t.teacher = ?"
-        if ids is None:
-            order = "ORDER BY t.teacher, t.source_file, t.source_line"
-            cur = self._con.execute(f"SELECT {cols} FROM trajectories t {where} {order}", [teacher, teacher])
-            return [self._trajectory(cur.description, row) for row in cur.fetchall()]
-        batch = pa.table({"pos": pa.array(range(len(ids)), pa.int64()), "id": pa.array(ids, pa.string())})
-        with self._batch(batch) as name:
-            cur = self._con.execute(
-                f"SELECT {cols} FROM {name} b JOIN trajectories t ON t.trajectory_id = b.id {where} ORDER BY b.pos",
-                [teacher, teacher],
-            )
-            return [self._trajectory(cur.description, row) for row in cur.fetchall()]
+        join, order, params = "", "t.teacher, t.source_file, t.source_line", [teacher, teacher]
+        if ids is not None:
+            join = "JOIN unnest(CAST(? AS VARCHAR[])) WITH ORDINALITY b(id, pos) ON b.id = t.trajectory_id"
+            order, params = "b.pos", [list(ids), *params]
+        cur = self._con.execute(
+            f"""SELECT {", ".join(f"t.{c}" for c in Trajectory.model_fields)} FROM trajectories t {join}
+            WHERE CAST(? AS VARCHAR) IS NULL OR t.teacher = ? ORDER BY {order}""",
+            params,
+        )
+        return [self._trajectory(row) for row in cur.fetchall()]
 
     @staticmethod
-    def _trajectory(description: Any, row: tuple) -> Trajectory:
-        data = dict(zip([d[0] for d in description], row, strict=True))
-        data["messages"] = [Message(**m) for m in json.loads(data["messages"])]
+    def _trajectory(row: tuple) -> Trajectory:
+        data = dict(zip(Trajectory.model_fields, row, strict=True))
+        data["messages"] = json.loads(data["messages"])  # validated into Messages by the model
         return Trajectory(**data)
 
     # ---- quarantine, duplicates, verdicts --------------------------------------------------------------
@@ -558,13 +548,12 @@ class Store:
         self, student_id: str, ref: str, digest: str | None, info: dict[str, Any] | None = None
     ) -> None:
         """Register (or refresh the ref/info of) a student; registered_at keeps the first registration time."""
-        with self._tx():
-            self._con.execute(
-                """INSERT INTO students VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (student_id) DO UPDATE SET ref = excluded.ref, digest = excluded.digest,
-                    info = excluded.info""",
-                [student_id, ref, digest, _json(info or {}), _now()],
-            )
+        self._con.execute(
+            """INSERT INTO students VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (student_id) DO UPDATE SET ref = excluded.ref, digest = excluded.digest,
+                info = excluded.info""",
+            [student_id, ref, digest, _json(info or {}), _now()],
+        )
 
     def students(self) -> list[StudentRow]:
         rows = self._con.execute(
