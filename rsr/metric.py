@@ -110,6 +110,5 @@ def dataset_rsr_of_means(mean_ranks: ArrayLike, mean_surprisals: ArrayLike) -> f
     for [resamples, n] (a bootstrap draws all its resamples in one call). NaN where the surprisals sum to <= 0."""
     num = np.sum(np.asarray(mean_ranks, dtype=np.float64), axis=-1)
     den = np.sum(np.asarray(mean_surprisals, dtype=np.float64), axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    out = np.divide(num, den, out=np.full(np.shape(num), np.nan), where=den > 0)
     return float(out) if out.ndim == 0 else out

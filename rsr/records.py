@@ -32,11 +32,6 @@ def problem_id_for(problem: str) -> str:
     return "p-" + _digest(normalize_text(problem))
 
 
-def trajectory_id_for(teacher: str, problem_id: str, response: str) -> str:
-    """Ingesting the same trajectory twice yields the same id, so re-ingest adds nothing."""
-    return "t-" + _digest(teacher, problem_id, response)
-
-
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -71,7 +66,7 @@ class Trajectory(BaseModel):
         response = next((m.content for m in reversed(messages) if m.role == "assistant"), "")
         pid = kw.pop("problem_id", None) or problem_id_for(problem)
         return cls(
-            trajectory_id=trajectory_id_for(teacher, pid, response),
+            trajectory_id="t-" + _digest(teacher, pid, response),  # the same on re-ingest, which then adds nothing
             teacher=teacher,
             problem_id=pid,
             problem=problem,
@@ -100,12 +95,9 @@ class Duplicate(BaseModel):
     kind: DupKind
 
 
-VerdictKind = Literal["correct", "incorrect", "no_answer", "no_gold", "error"]
-
-
 class Verdict(BaseModel):
     trajectory_id: str
-    verdict: VerdictKind
+    verdict: Literal["correct", "incorrect", "no_answer", "no_gold", "error"]
     extracted_answer: str | None = None
     gold_answer: str | None = None
     detail: str | None = None  # why: extraction rule used, or the error

@@ -125,10 +125,8 @@ def select(cands: Sequence[Candidate], policy: SelectionPolicy) -> list[Candidat
     pool = eligible(cands, policy)
     if policy.name == "per_problem_min_rsr":
         best: dict[str, Candidate] = {}
-        for c in pool:
-            cur = best.get(c.problem_id)
-            if cur is None or (c.rsr, c.trajectory_id) < (cur.rsr, cur.trajectory_id):
-                best[c.problem_id] = c
+        for c in sorted(pool, key=lambda c: (c.rsr, c.trajectory_id)):
+            best.setdefault(c.problem_id, c)  # best first: the first of each problem wins
         chosen = list(best.values())
     elif policy.name == "top_teachers":
         top = {t for t, r, _ in rank_teachers(pool)[: policy.k] if not math.isnan(r)}

@@ -45,8 +45,6 @@ _LINE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (  # the rest of the same
     ("hashes", re.compile(r"####[ \t]*([^\n]+)")),
 )
 _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
-
-
 _BRACE = re.compile(r"\\[{}]|[{}]")
 
 
@@ -59,10 +57,9 @@ def last_boxed(text: str) -> str | None:
         closing: dict[int, int] = {}
         stack: list[int] = []
         for m in _BRACE.finditer(text):
-            brace = m.group()
-            if brace == "{":
+            if m[0] == "{":
                 stack.append(m.end())
-            elif brace == "}" and stack:
+            elif m[0] == "}" and stack:
                 closing[stack.pop()] = m.start()
         for start in reversed(opens):
             end = closing.get(start)
@@ -85,9 +82,7 @@ def _clean(answer: str) -> str | None:
     s = s.strip().rstrip(".,;。").strip()
     if len(s) > 1 and s[0] == s[-1] and s[0] in "\"'`$":
         s = s[1:-1].strip()  # "23", `23`, $23$
-    if not s or len(s) > _MAX_ANSWER_CHARS:
-        return None
-    return s
+    return s if s and len(s) <= _MAX_ANSWER_CHARS else None
 
 
 def extract_answer(text: str, declared: str | None = None) -> tuple[str, str] | None:
@@ -111,8 +106,6 @@ _LOOSE_SPACE = re.compile(r"\s+(?=\W)|(?<=\W)\s+")  # space beside an operator/b
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _INTEGER = re.compile(r"-?[0-9]{1,100}")
 _FRACTION = re.compile(r"(-?)\\[dt]?frac\{(-?[0-9]{1,100})\}\{(-?[0-9]{1,100})\}|(-?[0-9]{1,100})/(-?[0-9]{1,100})")
-
-
 _RADICAL = re.compile(r"(-?[0-9]{0,50})\\sqrt\{([0-9]{1,50})\}")
 _PI = re.compile(r"(-?[0-9]{0,50})\\pi")
 
@@ -189,9 +182,7 @@ def _latexify(answer: str) -> str:
 def _as_math(answer: str) -> str:
     """math-verify extracts from text; a bare LaTeX answer must be wrapped in $...$ to be read as one."""
     s = _latexify(answer.strip())
-    if s.startswith("$") or s.startswith("\\(") or s.startswith("\\["):
-        return s
-    return f"${s}$"
+    return s if s.startswith(("$", "\\(", "\\[")) else f"${s}$"
 
 
 @lru_cache(maxsize=4096)
