@@ -28,34 +28,32 @@ def size_category(n: int) -> str:
     return next((label for bound, label in SIZES if n < bound), "10M<n<100M")
 
 
-def card_data(m: Manifest) -> DatasetCardData:
-    return DatasetCardData(
+def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
+    """The card for one publication, validated (see ``validate``)."""
+    data = DatasetCardData(
         pretty_name=m.name,
         task_categories=["text-generation"],
         size_categories=[size_category(len(m.rows))],
         tags=["sft", "reasoning", "distillation", "rsr-curate"],
         configs=[{"config_name": "default", "data_files": "data.parquet"}],
     )
-
-
-def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
-    """The card for one publication, validated (see ``validate``)."""
+    expected = data.to_dict()  # taken before rendering: the card must round-trip to exactly this
     card = DatasetCard.from_template(
-        card_data(m),
+        data,
         template_path=str(TEMPLATE),
         **vars(m),
         mlflow_run_id=mlflow_run_id,
         mlflow_uri=redact(mlflow_uri),
         experiment=EXPERIMENT,
     )
-    validate(card, card_data(m))
+    validate(card, expected)
     return card
 
 
-def validate(card: DatasetCard, expected: DatasetCardData) -> None:
+def validate(card: DatasetCard, expected: dict) -> None:
     """The card's YAML parses back to ``expected`` and its configs are valid for ``datasets``; else ValueError."""
     parsed = DatasetCard(str(card))  # raises ValueError on YAML that does not parse or is not a mapping
-    if parsed.data.to_dict() != expected.to_dict():
+    if parsed.data.to_dict() != expected:
         raise ValueError(f"dataset card metadata did not survive a YAML round trip: {parsed.data.to_dict()}")
     configs = MetadataConfigs.from_dataset_card_data(parsed.data)
     if set(configs) != {"default"}:

@@ -130,27 +130,21 @@ def _metrics(m: Manifest) -> dict[str, float]:
     }
 
 
-def _entity(name: str, digest: str, uri: str, schema: str | None = None, profile: str | None = None, **extra: str):
-    # A local path source, as mlflow.data's LocalArtifactDatasetSource writes it (type "local", {"uri": ...}).
-    return DatasetEntity(name, digest, "local", json.dumps({"uri": uri, **extra}), schema, profile)
-
-
 def _inputs(m: Manifest, final: Path) -> list[DatasetInput]:
-    def context(value: str) -> list[InputTag]:
-        return [InputTag(key=MLFLOW_DATASET_CONTEXT, value=value)]
+    def local(name: str, digest: str, uri: str, **extra: str) -> dict[str, str]:
+        # A local path source, as mlflow.data's LocalArtifactDatasetSource writes it (type "local", {"uri": ...}).
+        return {"name": name, "digest": digest, "source_type": "local", "source": json.dumps({"uri": uri, **extra})}
 
     # Sources: the sha256 taken at ingest (full in the source JSON; MLflow's digest column holds 36 chars).
-    inputs = [
-        DatasetInput(_entity(Path(s.path).name, s.sha256[:DIGEST_LEN], s.path, sha256=s.sha256), context("source"))
-        for s in m.sources
-    ]
+    sources = [local(Path(s.path).name, s.sha256[:DIGEST_LEN], s.path, sha256=s.sha256) for s in m.sources]
     # The published dataset with MLflow's schema (public to_dict(); inferred from a sample: every row has the
     # same columns) and the profile MLflow would compute on all rows, without a DataFrame of all of them.
     sample = mlflow.data.from_pandas(pd.DataFrame(m.rows[:100]), name=m.name, digest=m.content_digest).to_dict()
     profile = json.dumps({"num_rows": len(m.rows), "num_elements": len(m.rows) * len(m.rows[0])})
-    published = _entity(m.name, m.content_digest, str(final), sample.get("schema"), profile)
-    inputs.append(DatasetInput(published, context("published")))
-    return inputs
+    published = {**local(m.name, m.content_digest, str(final)), "schema": sample.get("schema"), "profile": profile}
+    tags = {c: [InputTag(key=MLFLOW_DATASET_CONTEXT, value=c)] for c in ("source", "published")}
+    inputs = [DatasetInput(DatasetEntity(**d), tags["source"]) for d in sources]
+    return [*inputs, DatasetInput(DatasetEntity(**published), tags["published"])]
 
 
 def log_publication(client: MlflowClient, run_id: str, m: Manifest, folder: Path, final: Path) -> None:

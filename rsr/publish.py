@@ -48,18 +48,12 @@ from rsr.metric import dataset_rsr_of_means
 from rsr.select import Candidate, SelectionPolicy, eligible
 from rsr.store import SourceFile, Store
 
+_STRING = ("trajectory_id", "teacher", "problem_id", "problem", "gold_answer", "verdict")
 FEATURES = datasets.Features(
     {
         "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-        "trajectory_id": datasets.Value("string"),
-        "teacher": datasets.Value("string"),
-        "problem_id": datasets.Value("string"),
-        "problem": datasets.Value("string"),
-        "gold_answer": datasets.Value("string"),
-        "verdict": datasets.Value("string"),
-        "rsr": datasets.Value("float64"),
-        "mean_rank": datasets.Value("float64"),
-        "mean_surprisal": datasets.Value("float64"),
+        **{k: datasets.Value("string") for k in _STRING},
+        **{k: datasets.Value("float64") for k in ("rsr", "mean_rank", "mean_surprisal")},
         "score_id": datasets.Value("string"),
     }
 )

@@ -7,15 +7,7 @@ current scoring setting (dtype, max_tokens, r_max), the dataset RSR of the ``tea
 bootstrap 95% interval (trajectories resampled per teacher, seeded), accuracy, mean response length in tokens,
 and the paper's rule: teachers ranked by dataset RSR, lowest first.
 
-Plots (matplotlib's object API with the Agg canvas: no pyplot global state, no display needed):
-
-- ``teacher_selection.png``    dataset RSR per teacher with its 95% interval, in rank order (the paper's rule)
-- ``rsr_distribution.png``     trajectory RSR per teacher (box plot + the points), teachers by dataset RSR
-- ``rsr_vs_accuracy.png``      dataset RSR vs verified accuracy, one labelled point per teacher
-- ``selected_per_teacher.png`` rows each teacher contributed to the student's latest publication
-- ``score_history.png``        dataset RSR per teacher after each scoring run (cumulative: the latest score per
-                               trajectory up to that run, as ``latest_scores`` would have shown then)
-
+Plots (``PLOTS``): matplotlib's object API with the Agg canvas: no pyplot global state, no display needed.
 ``report.html`` embeds the PNGs (base64, so the page works on its own) and links the files beside it. The files
 are also logged to the MLflow run of the student's latest publication, under ``report/``.
 
@@ -114,13 +106,12 @@ def bootstrap_ci(
 
 
 def _intervals(used: pd.DataFrame) -> pd.DataFrame:
-    out = []
+    rows = []
     for teacher, g in used.groupby("teacher", sort=True):
         # Seeded per teacher (not by position): a teacher's interval does not move when another is added.
         seed = [SEED, zlib.crc32(str(teacher).encode())]
-        low, high = bootstrap_ci(g["mean_rank"].to_numpy(), g["mean_surprisal"].to_numpy(), seed)
-        out.append({"teacher": teacher, "ci_low": low, "ci_high": high})
-    return pd.DataFrame(out, columns=["teacher", "ci_low", "ci_high"])
+        rows.append((teacher, *bootstrap_ci(g["mean_rank"].to_numpy(), g["mean_surprisal"].to_numpy(), seed)))
+    return pd.DataFrame(rows, columns=["teacher", "ci_low", "ci_high"])
 
 
 def _latest_publication(store: Store, student_id: str) -> dict[str, Any] | None:
@@ -291,11 +282,11 @@ def _plot_history(d: _Data, ax: Axes) -> str | None:
 
 
 PLOTS: dict[str, Callable[[_Data, Axes], str | None]] = {
-    "teacher_selection.png": _plot_selection,
-    "rsr_distribution.png": _plot_distribution,
-    "rsr_vs_accuracy.png": _plot_accuracy,
-    "selected_per_teacher.png": _plot_selected,
-    "score_history.png": _plot_history,
+    "teacher_selection.png": _plot_selection,  # dataset RSR per teacher, 95% interval, in rank order (the paper's rule)
+    "rsr_distribution.png": _plot_distribution,  # trajectory RSR per teacher (box plot + the points)
+    "rsr_vs_accuracy.png": _plot_accuracy,  # dataset RSR vs verified accuracy, one labelled point per teacher
+    "selected_per_teacher.png": _plot_selected,  # rows each teacher contributed to the latest publication
+    "score_history.png": _plot_history,  # dataset RSR per teacher after each scoring run (cumulative)
 }
 PNG_NAMES = tuple(PLOTS)
 
