@@ -153,9 +153,9 @@ def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None
 
 
 def _history(store: Store, student_id: str, setting: ScoreKey | None) -> pd.DataFrame:
-    empty = pd.DataFrame(columns=["run_id", "at", "teacher", "dataset_rsr"])
+    columns = ["run_id", "at", "teacher", "dataset_rsr"]
     if setting is None:
-        return empty
+        return pd.DataFrame(columns=columns)
     rows = store.query_df(
         f"""SELECT teacher, trajectory_id, run_id, scored_at, score_id, mean_rank, mean_surprisal
         FROM score_history
@@ -163,8 +163,6 @@ def _history(store: Store, student_id: str, setting: ScoreKey | None) -> pd.Data
           AND {_SETTING} AND {_USED}""",
         [student_id, METRIC_VERSION, setting.dtype, setting.max_tokens, setting.r_max],
     )
-    if rows.empty:
-        return empty
     # Cumulative, like latest_scores at that moment: a rescore run may cover only some trajectories.
     points = []
     for run_id, at in rows.groupby("run_id")["scored_at"].max().sort_values().items():
@@ -172,8 +170,8 @@ def _history(store: Store, student_id: str, setting: ScoreKey | None) -> pd.Data
         latest = upto.drop_duplicates("trajectory_id", keep="last")
         for teacher, g in latest.groupby("teacher"):
             rsr = dataset_rsr_of_means(g["mean_rank"].to_numpy(), g["mean_surprisal"].to_numpy())
-            points.append({"run_id": run_id, "at": at, "teacher": teacher, "dataset_rsr": rsr})
-    return pd.DataFrame(points)
+            points.append((run_id, at, teacher, rsr))
+    return pd.DataFrame(points, columns=columns)
 
 
 def _load(state: StateDir, student_ref: str) -> _Data:
