@@ -17,8 +17,7 @@ from rsr.select import SelectionPolicy
 
 
 class Settings(BaseSettings):
-    """Every environment variable the product reads, in one place (RSR_HOME, RSR_MODELS, RSR_LOCK_WAIT_S,
-    RSR_DB_WAIT_S, MLFLOW_TRACKING_URI); read afresh by `settings()` so a test or a CLI flag can change them."""
+    """Every environment variable the product reads; read afresh by `settings()` so a test or a flag can change one."""
 
     model_config = SettingsConfigDict(env_prefix="RSR_", extra="ignore")
 

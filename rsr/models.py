@@ -1,7 +1,6 @@
-"""Find and load a student model: embedded GGUF students, local folders, hub ids; chat templates; digests.
+"""Find, convert, load and fingerprint a student model (embedded GGUF, local folder, hub id); its chat template.
 
-Scoring with a loaded model is rsr/student.py. This module only locates, converts, loads and fingerprints.
-"""
+Scoring with a loaded model is rsr/student.py."""
 
 from __future__ import annotations
 

@@ -92,12 +92,9 @@ class ExactHead:
 
     def ranks_surprisals(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row rank and surprisal of each target; rows go through in fixed chunks (the same for any batch)."""
-        ranks, surprisals = [], []
         with exact_fp32_matmul(self.bf16_valued and hidden.dtype == torch.bfloat16, hidden.device):
-            for i in range(0, hidden.shape[0], self.chunk):
-                r, s = token_ranks_surprisals(self.logits(hidden[i : i + self.chunk]), targets[i : i + self.chunk])
-                ranks.append(r)
-                surprisals.append(s)
+            chunks = zip(hidden.split(self.chunk), targets.split(self.chunk), strict=True)
+            ranks, surprisals = zip(*(token_ranks_surprisals(self.logits(h), t) for h, t in chunks), strict=True)
         # One copy to the host per sequence: a copy per chunk would stall a GPU once per chunk.
         return torch.cat(ranks).cpu(), torch.cat(surprisals).cpu()
 
