@@ -94,10 +94,7 @@ class _Kept:
         self.lsh: MinHashLSH | None = None  # keyed by rank: the order responses were kept in
 
     def earliest_match(self, signature: np.ndarray) -> tuple[str, float] | None:
-        if self.lsh is None:
-            ranks: Iterable[int] = range(len(self.ids))
-        else:
-            ranks = sorted(self.lsh.query(self.sketch.minhash(signature)))
+        ranks = range(len(self.ids)) if self.lsh is None else sorted(self.lsh.query(self.sketch.minhash(signature)))
         for rank in ranks:
             similarity = float(np.mean(self.signatures[rank] == signature))
             if similarity >= self.threshold:

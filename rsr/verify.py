@@ -236,37 +236,27 @@ def _init_worker(memory_limit_mb: int, parent: int) -> None:
     import math_verify  # noqa: F401  (loaded here, so start-up never counts against a check's time)
 
 
-class VerifierPool:
-    """A few worker processes running math-verify checks (a pebble ProcessPool; its processes start at the first
-    check). A check past `timeout_s` gets its worker killed and replaced, and the verdict "error"."""
+class VerifierPool(ProcessPool):
+    """A pebble ProcessPool of math-verify workers, whose processes start at the first check. A check past
+    `timeout_s` gets its worker killed and replaced, and the verdict "error". Leaving `with` stops the workers."""
 
     def __init__(self, workers: int = 2, memory_limit_mb: int | None = 4096) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         # spawn, not fork: callers run threads (Prefect tasks) and may hold torch; a fresh interpreter
         # is safe from any thread, and its address space is small enough for the memory limit
-        self._pool = ProcessPool(
+        super().__init__(
             max_workers=workers,
             initializer=_init_worker,
             initargs=(memory_limit_mb or 0, os.getpid()),
             context=multiprocessing.get_context("spawn"),
         )
 
-    def close(self) -> None:
-        self._pool.stop()
-        self._pool.join()
-
-    def __enter__(self) -> VerifierPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def check_many(
         self, jobs: Sequence[tuple[str, str]], timeout_s: float = 5.0, progress: Any = None
     ) -> list[tuple[str, str | None]]:
         """(verdict, note) for each (pred, gold), in order. Safe from any thread."""
-        futures = [self._pool.schedule(_check, args=job, timeout=timeout_s) for job in jobs]
+        futures = [self.schedule(_check, args=job, timeout=timeout_s) for job in jobs]
         out: list[tuple[str, str | None]] = []
         for future in futures:
             try:
@@ -295,7 +285,8 @@ def _shared_pool(workers: int) -> VerifierPool:
 @atexit.register
 def _close_shared_pools() -> None:
     for pool in _POOLS.values():
-        pool.close()
+        pool.stop()
+        pool.join()
 
 
 # --- Public API ---
