@@ -481,8 +481,8 @@ class Store:
         """Trajectories by id (in the order given, missing ids skipped) and/or teacher (in file order)."""
         join, order, params = "", "t.teacher, t.source_file, t.source_line", [teacher, teacher]
         if ids is not None:
-            join = "JOIN unnest(CAST(? AS VARCHAR[])) WITH ORDINALITY b(id, pos) ON b.id = t.trajectory_id"
-            order, params = "b.pos", [list(ids), *params]
+            join = "JOIN (SELECT unnest(?) AS id, generate_subscripts(?, 1) AS pos) b ON b.id = t.trajectory_id"
+            order, params = "b.pos", [list(ids), list(ids), *params]
         cur = self._con.execute(
             f"""SELECT {", ".join(f"t.{c}" for c in Trajectory.model_fields)} FROM trajectories t {join}
             WHERE CAST(? AS VARCHAR) IS NULL OR t.teacher = ? ORDER BY {order}""",
