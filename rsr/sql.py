@@ -165,6 +165,5 @@ def to_csv(result: QueryResult) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(result.columns)
-    for row in result.rows:
-        writer.writerow(["" if v is None else v for v in row])
+    writer.writerows(result.rows)  # None is written as an empty field
     return buf.getvalue()

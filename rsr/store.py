@@ -1,9 +1,8 @@
 """DuckDB store: one file, the single writer. Schema, migrations (views included) and every query live here.
 
-Open it with ``Store.open(path)`` (read-write, the flow's one writer: creates and migrates the file) or
-``Store.open(path, read_only=True)`` (anyone else: a guarded read-only connection from ``rsr.db``, reading a
-snapshot while a flow writes). Each ``add_*``/``set_*`` call is one transaction; bulk inserts go through an
-Arrow batch (one round trip per call, not per row). Tables and views: ``docs/sql.md``.
+``Store.open(path)``: the flow's one writer; ``read_only=True``: anyone else. Each ``add_*``/``set_*`` call is
+one statement (so one transaction) over an Arrow batch: one round trip per call, not per row. Tables and views:
+``docs/sql.md``.
 
 Scores: a row's key is everything that changes its value, ``ScoreKey``: trajectory, student (its id carries
 the weights digest), compute dtype, ``max_tokens`` (truncation), ``r_max`` and metric version. A successful
