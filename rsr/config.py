@@ -170,32 +170,27 @@ class PipelineConfig(_Strict):
             raise ValueError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: the config must be a YAML mapping")
-        config = cls.model_validate(raw).resolved(path.parent)
-        config.check_inputs(path)
-        return config
+        return cls.model_validate(raw).with_inputs_from(path)
 
-    def check_inputs(self, config_path: Path) -> None:
-        """Fail before any work with an error naming the config and the teacher, not deep inside a flow."""
-        where = f"relative paths are taken from the config's folder {config_path.parent.resolve()}"
-        for t in self.teachers:
-            if t.format == "hf" and not Path(t.path).is_absolute():
-                continue  # not a local folder (resolved() keeps those absolute): a hub dataset id
-            if not Path(t.path).exists():
-                raise FileNotFoundError(f"{config_path}: teacher {t.name!r}: input {t.path} does not exist ({where})")
-        if self.problems is not None and not Path(self.problems).is_file():
-            raise FileNotFoundError(f"{config_path}: problems file {self.problems} does not exist ({where})")
+    def with_inputs_from(self, config_path: Path) -> PipelineConfig:
+        """Relative paths are taken from the config's folder, so a config works from any working directory; a missing
+        input fails before any work, with an error naming the config and the teacher, not deep inside a flow."""
+        base = config_path.parent
+        where = f"relative paths are taken from the config's folder {base.resolve()}"
 
-    def resolved(self, base: Path) -> PipelineConfig:
-        """Relative paths are taken from the config's folder, so a config works from any working directory."""
-
-        def fix(p: str | None) -> str | None:
-            if p is None:
-                return None
+        def local(p: str) -> Path:
             q = Path(p).expanduser()
-            return str(q if q.is_absolute() else (base / q).resolve())
+            return q if q.is_absolute() else (base / q).resolve()
 
-        teachers = [
-            t.model_copy(update={"path": fix(t.path) if t.format != "hf" or (base / t.path).exists() else t.path})
-            for t in self.teachers
-        ]
-        return self.model_copy(update={"teachers": teachers, "problems": fix(self.problems)})
+        teachers = []
+        for t in self.teachers:
+            if t.format == "hf" and not Path(t.path).is_absolute() and not (base / t.path).exists():
+                teachers.append(t)  # not a local folder: a hub dataset id
+                continue
+            if not (path := local(t.path)).exists():
+                raise FileNotFoundError(f"{config_path}: teacher {t.name!r}: input {path} does not exist ({where})")
+            teachers.append(t.model_copy(update={"path": str(path)}))
+        problems = None if self.problems is None else local(self.problems)
+        if problems is not None and not problems.is_file():
+            raise FileNotFoundError(f"{config_path}: problems file {problems} does not exist ({where})")
+        return self.model_copy(update={"teachers": teachers, "problems": None if problems is None else str(problems)})
