@@ -137,12 +137,15 @@ def collect(
     result = IngestResult()
     seen: set[str] = set()
     for raw in raws:
-        if raw.error is not None:
-            result.rejected.append(
-                Rejected(source_file=source_file, source_line=raw.line, reason=raw.error, raw=raw.raw)
-            )
+        outcome = _outcome(raw, to_trajectory)
+        if isinstance(outcome, str):  # the reason it is rejected; a reader's error already holds its cut raw text
+            text = raw.raw if raw.error is not None else cut(raw.raw or dump_raw(raw.value))
+            result.rejected.append(Rejected(source_file=source_file, source_line=raw.line, reason=outcome, raw=text))
+        elif outcome.trajectory_id in seen:
+            result.duplicates_skipped += 1
         else:
-            _one(raw, source_file, to_trajectory, result, seen)
+            seen.add(outcome.trajectory_id)
+            result.trajectories.append(outcome)
         if len(result.trajectories) + len(result.rejected) >= chunk_size:
             yield result
             result, seen = IngestResult(), set()
@@ -150,21 +153,15 @@ def collect(
         yield result
 
 
-def _one(raw: RawRecord, source_file: str, to_trajectory: RecordFn, result: IngestResult, seen: set[str]) -> None:
+def _outcome(raw: RawRecord, to_trajectory: RecordFn) -> Trajectory | str:
+    """The record's Trajectory, or why it is rejected."""
+    if raw.error is not None:
+        return raw.error
+    if not isinstance(raw.value, dict):
+        return f"record must be a JSON object, got {type_name(raw.value)}"
     try:
-        if not isinstance(raw.value, dict):
-            raise RecordError(f"record must be a JSON object, got {type_name(raw.value)}")
-        traj = to_trajectory(raw.value, raw.line)
+        return to_trajectory(raw.value, raw.line)
     except RecordError as e:
-        reason = str(e)
+        return str(e)
     except ValidationError as e:  # a field the adapter let through that the record model refuses
-        reason = f"invalid record: {e.errors()[0].get('msg', e)}"
-    else:
-        if traj.trajectory_id in seen:
-            result.duplicates_skipped += 1
-        else:
-            seen.add(traj.trajectory_id)
-            result.trajectories.append(traj)
-        return
-    raw_text = raw.raw or dump_raw(raw.value)
-    result.rejected.append(Rejected(source_file=source_file, source_line=raw.line, reason=reason, raw=cut(raw_text)))
+        return f"invalid record: {e.errors()[0].get('msg', e)}"

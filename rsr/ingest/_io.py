@@ -222,11 +222,18 @@ def iter_parquet(path: Path) -> Iterator[RawRecord]:
     except (pa.ArrowException, OSError) as e:
         yield RawRecord(0, raw=head_text(path), error=f"unreadable Parquet file: {e}")
         return
+    yield from iter_batches(pf.iter_batches(batch_size=1024), "Parquet")
+
+
+def iter_batches(batches: Iterator[Any], what: str) -> Iterator[RawRecord]:
+    """Rows of Arrow batches (Parquet, HF datasets), numbered from 0; a read error ends them with one entry."""
+    import pyarrow as pa
+
     index = 0
     try:
-        for batch in pf.iter_batches(batch_size=1024):
+        for batch in batches:
             for row in batch.to_pylist():
                 yield RawRecord(index, value=row)
                 index += 1
-    except (pa.ArrowException, OSError) as e:
-        yield RawRecord(index, error=f"unreadable Parquet data from row {index} on: {e}")
+    except (pa.ArrowException, OSError, ValueError) as e:  # a corrupt file: the rest of it is lost
+        yield RawRecord(index, error=f"unreadable {what} data from row {index} on: {type(e).__name__}: {e}")

@@ -5,34 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from rsr.ingest import messages, table
 from rsr.ingest._common import CHUNK, IngestResult, collect
-from rsr.ingest._io import RawRecord
+from rsr.ingest._io import iter_batches
 from rsr.records import Rejected
 
 
 def is_saved_dataset(path: Path) -> bool:
     """save_to_disk writes dataset_info.json + state.json (a Dataset) or dataset_dict.json (a DatasetDict)."""
-    if not path.is_dir():
-        return False
     markers = ("dataset_info.json", "state.json", "dataset_dict.json")
-    return any((path / m).is_file() for m in markers)
-
-
-def _rows(dataset: Any, chunk_size: int = CHUNK) -> Iterator[RawRecord]:
-    """Rows read `chunk_size` at a time (columnar batches, not the whole split)."""
-    import pyarrow as pa
-
-    index = 0
-    try:
-        for batch in dataset.iter(batch_size=chunk_size):
-            for values in zip(*batch.values(), strict=True):
-                yield RawRecord(index, value=dict(zip(batch, values, strict=True)))
-                index += 1
-    except (pa.ArrowException, OSError, ValueError) as e:  # a corrupt Arrow file: the rest of the split is lost
-        yield RawRecord(index, error=f"unreadable dataset data from row {index} on: {type(e).__name__}: {e}")
+    return path.is_dir() and any((path / m).is_file() for m in markers)
 
 
 def ingest_hf(
@@ -67,4 +50,5 @@ def ingest_hf(
         else:
             mapped = fields or table.parse_mapping(None)
             one = partial(table.record_to_trajectory, source_file=name, teacher=teacher, mapping=mapped)
-        yield from collect(_rows(dataset, chunk_size), name, one, chunk_size)
+        rows = iter_batches(dataset.with_format("arrow").iter(batch_size=chunk_size), "dataset")
+        yield from collect(rows, name, one, chunk_size)
