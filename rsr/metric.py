@@ -77,16 +77,9 @@ class TrajectoryStats:
         return _ratio(self.sum_rank_unclipped, self.n_tokens)
 
     def as_dict(self) -> dict:
-        return {
-            "n_tokens": self.n_tokens,
-            "sum_rank": self.sum_rank,
-            "sum_surprisal": self.sum_surprisal,
-            "rsr": self.rsr,
-            "mean_rank": self.mean_rank,
-            "mean_surprisal": self.mean_surprisal,
-            "mean_rank_unclipped": self.mean_rank_unclipped,
-            "truncated": self.truncated,
-        }
+        """The fields a Score stores, means and ratios included."""
+        names = "n_tokens sum_rank sum_surprisal rsr mean_rank mean_surprisal mean_rank_unclipped truncated".split()
+        return {name: getattr(self, name) for name in names}
 
 
 def _ratio(num: float, den: float) -> float:

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 
 class RecordError(ValueError):
@@ -15,11 +15,8 @@ class RecordError(ValueError):
 
 
 def _digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()[:20]
+    data = b"".join(part.encode("utf-8", "surrogatepass") + b"\x00" for part in parts)
+    return hashlib.sha256(data).hexdigest()[:20]
 
 
 def normalize_text(text: str) -> str:
@@ -32,9 +29,7 @@ def problem_id_for(problem: str) -> str:
     return "p-" + _digest(normalize_text(problem))
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class Message(BaseModel):  # other keys (name, tool_calls, ...) are ignored: pydantic's default
     role: str
     content: str
 

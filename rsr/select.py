@@ -21,8 +21,6 @@ from pydantic import BaseModel, Field, model_validator
 if TYPE_CHECKING:
     from rsr.store import ScoreKey, Store
 
-PolicyName = Literal["per_problem_min_rsr", "top_teachers", "rsr_threshold"]
-
 
 class SelectionPolicy(BaseModel):
     """per_problem_min_rsr: per problem, the lowest-RSR trajectory (ties: smallest trajectory_id).
@@ -31,7 +29,7 @@ class SelectionPolicy(BaseModel):
     Filters applied first: verified_only keeps verdict == "correct"; exclude_duplicates drops duplicates;
     include_truncated lets trajectories scored on a truncated prefix compete."""
 
-    name: PolicyName
+    name: Literal["per_problem_min_rsr", "top_teachers", "rsr_threshold"]
     k: int = Field(default=1, ge=1)
     threshold: float | None = None
     verified_only: bool = True
