@@ -72,14 +72,14 @@ def find_duplicates(
     trajectories (a Trajectory, or any row with its trajectory_id, problem_id and response)."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    groups: dict[str, list[Any]] = defaultdict(list)
+    groups: dict[str, dict[str, Any]] = defaultdict(dict)  # problem -> trajectory id -> its first occurrence
     for traj in trajectories:
-        groups[traj.problem_id].append(traj)
+        groups[traj.problem_id].setdefault(traj.trajectory_id, traj)  # listed twice: not a duplicate of itself
     sketch = _Sketcher(num_perm, shingle)
     out: list[Duplicate] = []
     for members in groups.values():
         if len(members) > 1:  # a problem answered once has nothing to compare (no sketch needed)
-            out.extend(_group_duplicates(members, sketch, threshold))
+            out.extend(_group_duplicates(list(members.values()), sketch, threshold))
     return out
 
 
@@ -119,11 +119,7 @@ def _group_duplicates(members: Sequence[Any], sketch: _Sketcher, threshold: floa
     # kept -> (its id, 1.0, "exact") for the copies; near duplicate of K -> (K, similarity, "near")
     by_text: dict[str, tuple[str, float, DupKind]] = {}
     kept = _Kept(sketch, threshold)
-    seen_ids: set[str] = set()
     for traj in members:
-        if traj.trajectory_id in seen_ids:
-            continue  # the same trajectory listed twice is not a duplicate of itself
-        seen_ids.add(traj.trajectory_id)
         key = normalize_text(traj.response)
         if key not in by_text:
             signature = sketch(key)
