@@ -71,10 +71,8 @@ def retry(attempt: Callable[[], T], budget_s: float, retry_on: Callable[[BaseExc
 
 def is_lock_error(err: BaseException) -> bool:
     """Another process holds the file (IOException), or this process has it open otherwise (ConnectionException)."""
-    text = str(err).lower()
-    return isinstance(err, duckdb.Error) and (
-        "could not set lock" in text or "conflicting lock" in text or "different configuration" in text
-    )
+    markers = ("could not set lock", "conflicting lock", "different configuration")
+    return isinstance(err, duckdb.Error) and any(m in str(err).lower() for m in markers)
 
 
 # ---- connections ---------------------------------------------------------------------------------------------

@@ -555,9 +555,7 @@ class Store:
         )
 
     def students(self) -> list[StudentRow]:
-        rows = self._con.execute(
-            "SELECT student_id, ref, digest, info, registered_at FROM students ORDER BY registered_at, student_id"
-        ).fetchall()
+        rows = self._con.execute("SELECT * FROM students ORDER BY registered_at, student_id").fetchall()
         return [StudentRow(sid, ref, dig, json.loads(info) if info else {}, at) for sid, ref, dig, info, at in rows]
 
     def unscored(
