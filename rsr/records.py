@@ -99,9 +99,8 @@ class Verdict(BaseModel):
 
 
 class Score(BaseModel):
-    """One student's RSR statistics for one trajectory.
-
-    Keyed by (trajectory, student, dtype, max_tokens, r_max, metric version): everything that changes its value."""
+    """One student's RSR statistics for one trajectory, keyed by (trajectory, student, dtype, max_tokens, r_max,
+    metric version): everything that changes its value."""
 
     trajectory_id: str
     student_id: str
