@@ -19,10 +19,10 @@ from rsr.ingest import messages, table, zeroeval
 from rsr.ingest._common import CHUNK, IngestResult, RecordError, collect
 from rsr.ingest._io import InputDigest, input_digest, iter_records, require_path, suffix_of
 from rsr.ingest.hf import ingest_hf, is_saved_dataset
-from rsr.ingest.problems import join_gold, load_problem_index, load_problems
+from rsr.ingest.problems import ProblemIndex, join_gold, load_problem_index, load_problems
 from rsr.ingest.table import parse_mapping
 from rsr.ingest.zeroeval import parse_teacher_json
-from rsr.records import Problem, Trajectory
+from rsr.records import Trajectory
 
 Format = Literal["messages", "zeroeval", "table", "hf"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -45,19 +45,6 @@ __all__ = [
 _SNIFF_RECORDS = 20
 
 
-def _first_records(path: Path) -> list[object]:
-    """A few parsed records from the top of a file, for format detection (bad ones are skipped here)."""
-    if suffix_of(path) == "parquet":  # the column names are enough, and reading them is cheap
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            return [dict.fromkeys(pq.read_schema(path).names)]
-        except (pa.ArrowException, OSError):
-            return []
-    return list(islice((raw.value for raw in iter_records(path) if raw.error is None), _SNIFF_RECORDS))
-
-
 def detect_format(path: str | Path) -> Format:
     """zeroeval: a JSON list whose records have `output` + `problem`; hf: a save_to_disk folder;
     messages: JSONL / JSON list / Parquet whose records have `messages`; anything else: table (needs a mapping)."""
@@ -68,7 +55,9 @@ def detect_format(path: str | Path) -> Format:
         raise ValueError(f"{path} is a directory but not a saved HF dataset (no dataset_info.json / state.json)")
     if suffix_of(path) in ("csv", "tsv"):
         return "table"
-    records = [r for r in _first_records(path) if isinstance(r, dict)]
+    # a few parsed records from the top (Parquet: its first rows, which all hold every column); bad ones are skipped
+    top = islice((raw.value for raw in iter_records(path) if raw.error is None), _SNIFF_RECORDS)
+    records = [r for r in top if isinstance(r, dict)]
 
     def most(test) -> bool:  # a few bad records must not flip the format: they are the adapter's to reject
         return bool(records) and 2 * sum(1 for r in records if test(r)) > len(records)
@@ -95,12 +84,17 @@ def iter_ingest(
 
     Raises FileNotFoundError for a missing path and ValueError for a wrong call (unknown format, bad mapping, a
     bad problems file), before the first chunk; anything wrong with the data itself is a chunk's `rejected`."""
-    if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    index = load_problem_index(Path(problems)) if problems is not None else None
+    index = _problem_index(fmt, problems)
     for chunk in _chunks(path, fmt, teacher, mapping, chunk_size):
         chunk.trajectories, chunk.problems = join_gold(chunk.trajectories, index)
         yield chunk
+
+
+def _problem_index(fmt: str | None, problems: str | Path | None) -> ProblemIndex | None:
+    """The checks of a call that fail before any record is read: the format's name and the problems file."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return load_problem_index(Path(problems)) if problems is not None else None
 
 
 def ingest_file(
@@ -113,15 +107,17 @@ def ingest_file(
 ) -> IngestResult:
     """Read one input whole into trajectories (+ rejects, + the problems seen): iter_ingest's chunks joined, for
     inputs that fit in memory. Equal trajectory ids: the first is kept, later ones counted in duplicates_skipped."""
+    index = _problem_index(fmt, problems)
     result = IngestResult()
-    for chunk in iter_ingest(path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems):
+    for chunk in _chunks(path, fmt, teacher, mapping, CHUNK):
         result.extend(chunk)
+    # golds joined over all chunks at once: each problem gets the first gold known for it in the whole input
+    joined, result.problems = join_gold(result.trajectories, index)
     first: dict[str, Trajectory] = {}  # equal ids across chunks or splits are repeats, not errors
-    for traj in result.trajectories:
+    for traj in joined:
         first.setdefault(traj.trajectory_id, traj)
-    result.duplicates_skipped += len(result.trajectories) - len(first)
+    result.duplicates_skipped += len(joined) - len(first)
     result.trajectories = list(first.values())
-    result.problems = _first_gold_of_each(result.problems)
     return result
 
 
@@ -143,15 +139,3 @@ def _chunks(
     else:
         adapter = messages.record_to_trajectory
     return collect(iter_records(p), str(p), partial(adapter, source_file=str(p), teacher=teacher), chunk_size)
-
-
-def _first_gold_of_each(problems: list[Problem]) -> list[Problem]:
-    """One Problem per id across chunks, in first-seen order, with the first gold known for it (as the store does)."""
-    seen: dict[str, Problem] = {}
-    for problem in problems:
-        current = seen.setdefault(problem.problem_id, problem)
-        if current.gold_answer is None and problem.gold_answer is not None:
-            seen[problem.problem_id] = current.model_copy(
-                update={"gold_answer": problem.gold_answer, "source": problem.source}
-            )
-    return list(seen.values())
