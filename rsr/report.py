@@ -21,7 +21,7 @@ import base64
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +39,12 @@ if TYPE_CHECKING:
 HTML_TEMPLATE = Path(__file__).with_name("report.html")
 N_RESAMPLES = 1000
 SEED = 0
-# Rows the teacher_selection view counts: scored, not truncated, with tokens and finite means.
-_USED = "NOT truncated AND n_tokens > 0 AND isfinite(mean_rank) AND isfinite(mean_surprisal)"
-_SETTING = "dtype = ? AND max_tokens IS NOT DISTINCT FROM ? AND r_max = ?"
+# Rows the teacher_selection view counts (scored, not truncated, with tokens and finite means) in one setting;
+# the parameters are `_used_params`.
+_USED = (
+    "student_id = ? AND dtype = ? AND max_tokens IS NOT DISTINCT FROM ? AND r_max = ? AND metric_version = ? "
+    "AND NOT truncated AND n_tokens > 0 AND isfinite(mean_rank) AND isfinite(mean_surprisal)"
+)
 
 
 @dataclass
@@ -105,6 +108,11 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def _used_params(student_id: str, setting: ScoreKey | None) -> list[Any]:
+    # No setting (never scored): NULLs, which match no row.
+    return [student_id, *(astuple(setting) if setting else [None] * 4)]
+
+
 def _intervals(used: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for teacher, g in used.groupby("teacher", sort=True):
@@ -115,13 +123,10 @@ def _intervals(used: pd.DataFrame) -> pd.DataFrame:
 
 
 def _latest_publication(store: Store, student_id: str) -> dict[str, Any] | None:
-    pubs = store.query_df(
-        "SELECT dataset_id, name, path, policy, n_rows, mlflow_run_id, params->>'mlflow_uri' AS mlflow_uri, "
-        "created_at FROM publications "
-        "WHERE student_id = ? ORDER BY created_at DESC LIMIT 1",
-        [student_id],
+    _, rows = store.query(
+        "SELECT dataset_id FROM publications WHERE student_id = ? ORDER BY created_at DESC LIMIT 1", [student_id]
     )
-    return pubs.iloc[0].to_dict() if not pubs.empty else None
+    return store.get_publication(rows[0][0]) if rows else None
 
 
 def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None) -> pd.DataFrame:
@@ -130,7 +135,7 @@ def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None
     mean_response_tokens, n_trajectories, all_accuracy (over all its trajectories), selected (rows in the
     student's latest publication). ``setting`` defaults to the student's current one."""
     setting = setting or current_setting(store, student_id)
-    key = [setting.dtype, setting.max_tokens, setting.r_max] if setting else [None, None, None]
+    params = _used_params(student_id, setting)
     pub = _latest_publication(store, student_id)
     board = store.query_df(
         """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
@@ -141,27 +146,19 @@ def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None
             LEFT JOIN teacher_selection v ON v.teacher = s.teacher AND v.student_id = ?
                  AND v.dtype = ? AND v.max_tokens IS NOT DISTINCT FROM ? AND v.r_max = ?
             ORDER BY v.rank NULLS LAST, s.teacher""",
-        [pub["dataset_id"] if pub else None, student_id, *key],
+        [pub["dataset_id"] if pub else None, *params[:4]],
     )
-    used = store.query_df(
-        f"SELECT teacher, mean_rank, mean_surprisal FROM latest_scores WHERE student_id = ? AND {_SETTING} AND {_USED}",
-        [student_id, *key],
-    )
+    used = store.query_df(f"SELECT teacher, mean_rank, mean_surprisal FROM latest_scores WHERE {_USED}", params)
     return board.merge(_intervals(used), on="teacher", how="left")[
         ["teacher", "rank", "dataset_rsr", "ci_low", "ci_high", "n", "accuracy", "mean_response_tokens",
          "n_trajectories", "all_accuracy", "selected"]]  # fmt: skip
 
 
 def _history(store: Store, student_id: str, setting: ScoreKey | None) -> pd.DataFrame:
-    columns = ["run_id", "at", "teacher", "dataset_rsr"]
-    if setting is None:
-        return pd.DataFrame(columns=columns)
     rows = store.query_df(
         f"""SELECT teacher, trajectory_id, run_id, scored_at, score_id, mean_rank, mean_surprisal
-        FROM score_history
-        WHERE student_id = ? AND error IS NULL AND metric_version = ? AND teacher IS NOT NULL
-          AND {_SETTING} AND {_USED}""",
-        [student_id, METRIC_VERSION, setting.dtype, setting.max_tokens, setting.r_max],
+        FROM score_history WHERE error IS NULL AND teacher IS NOT NULL AND {_USED}""",
+        _used_params(student_id, setting),
     )
     # Cumulative, like latest_scores at that moment: a rescore run may cover only some trajectories.
     points = []
@@ -171,17 +168,15 @@ def _history(store: Store, student_id: str, setting: ScoreKey | None) -> pd.Data
         for teacher, g in latest.groupby("teacher"):
             rsr = dataset_rsr_of_means(g["mean_rank"].to_numpy(), g["mean_surprisal"].to_numpy())
             points.append((run_id, at, teacher, rsr))
-    return pd.DataFrame(points, columns=columns)
+    return pd.DataFrame(points, columns=["run_id", "at", "teacher", "dataset_rsr"])
 
 
 def _load(state: StateDir, student_ref: str) -> _Data:
     with Store.open(state.duckdb, read_only=True) as store:
         student_id, ref, others = resolve_student(store, student_ref)
         setting = current_setting(store, student_id)
-        key = [setting.dtype, setting.max_tokens, setting.r_max] if setting else [None, None, None]
         scores = store.query_df(
-            f"SELECT teacher, trajectory_id, rsr FROM latest_scores WHERE student_id = ? AND {_SETTING} AND {_USED}",
-            [student_id, *key],
+            f"SELECT teacher, trajectory_id, rsr FROM latest_scores WHERE {_USED}", _used_params(student_id, setting)
         )
         board = teacher_board(store, student_id, setting)
         history = _history(store, student_id, setting)
@@ -381,5 +376,5 @@ def build_report(
         result.warnings.append(data.note)
     if log_to_mlflow:
         pub = data.publication
-        _log_to_mlflow(result, pub, mlflow_uri or (pub or {}).get("mlflow_uri") or state.mlflow_uri)
+        _log_to_mlflow(result, pub, mlflow_uri or (pub and pub["params"].get("mlflow_uri")) or state.mlflow_uri)
     return result
