@@ -38,10 +38,8 @@ CHAT_TEMPLATES: dict[str, str] = {
 
 def resolve_chat_template(name_or_file: str | None) -> str | None:
     """A built-in template name, or a path to a Jinja file."""
-    if name_or_file is None:
-        return None
-    if name_or_file in CHAT_TEMPLATES:
-        return CHAT_TEMPLATES[name_or_file]
+    if name_or_file is None or name_or_file in CHAT_TEMPLATES:
+        return CHAT_TEMPLATES.get(name_or_file)  # None when no template is asked for
     path = Path(name_or_file)
     if path.is_file():
         return path.read_text(encoding="utf-8")
@@ -130,17 +128,15 @@ def model_folder(ref: str, state: StateDir | None = None) -> Path:
     return Path(snapshot_download(ref))
 
 
-def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    """The causal LM in eval mode on its device; transformers picks SDPA attention where the architecture has it."""
-    from transformers import AutoModelForCausalLM
+def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> tuple[torch.nn.Module, object, int | None]:
+    """The causal LM in eval mode on its device (transformers picks SDPA attention where the architecture has it),
+    its tokenizer, and the BOS id if the tokenizer prepends it by default (templates that omit it then still get it)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
-
-
-def tokenizer_adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer prepends BOS by default; templates that omit it then still get it."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    bos = tokenizer.bos_token_id
+    bos = bos if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else None
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval(), tokenizer, bos
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,18 +154,16 @@ def folder_digest(folder: Path, chat_template: str | None) -> str:
     except (OSError, ValueError):
         cache = {}
     h = hashlib.sha256()
-    files = sorted({p for pattern in _DIGEST_FILES for p in folder.glob(pattern) if p.is_file()})
-    changed = False
-    for p in files:
+    known = len(cache)
+    for p in sorted({p for pattern in _DIGEST_FILES for p in folder.glob(pattern) if p.is_file()}):
         st = p.stat()
         key = f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
         if key not in cache:
             with open(p, "rb") as fh:
                 cache[key] = hashlib.file_digest(fh, "sha256").hexdigest()
-            changed = True
         h.update(f"{p.name}={cache[key]}\n".encode())
     h.update((chat_template or "").encode())
-    if changed:
+    if len(cache) > known:  # a new or changed file
         try:
             cache_file.write_text(json.dumps(cache))
         except OSError:

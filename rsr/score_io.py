@@ -39,8 +39,7 @@ def _record(path: Path, n: int, row: object) -> ScoreInput:
             return ScoreInput(n, None, None, f"{path}:{n}: not valid JSON ({err})")
     if not isinstance(row, dict):
         return ScoreInput(n, None, None, f"{path}:{n}: a record must be a JSON object")
-    rid = row.get("id")
-    rid = None if rid is None else str(rid)
+    rid = None if row.get("id") is None else str(row["id"])
     messages = row.get("messages")
     if not isinstance(messages, list):
         return ScoreInput(n, rid, None, f"{path}:{n}: `messages` must be a list of {{role, content}}")

@@ -21,18 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from rsr import models
 from rsr.config import StateDir
 from rsr.metric import METRIC_VERSION, R_MAX, TrajectoryStats, token_ranks_surprisals
-from rsr.models import (
-    auto_device,
-    dtype_name,
-    folder_digest,
-    load_model,
-    model_folder,
-    parse_dtype,
-    resolve_chat_template,
-    tokenizer_adds_bos,
-)
 from rsr.records import RecordError, Score
 
 __all__ = ["ExactHead", "Prepared", "RecordError", "ScoredTrajectory", "Student", "UnsupportedStudent"]
@@ -49,6 +40,11 @@ class UnsupportedStudent(ValueError):
 # model's own forward does: Cohere `logits * logit_scale`, Granite `logits / logits_scaling`, Gemma 2/3
 # `tanh(logits / cap) * cap`. Anything else is caught by the load-time check against the model's own logits.
 _TRANSFORMS = (("logit_scale", "mul"), ("logits_scaling", "div"), ("final_logit_softcapping", "softcap"))
+_OPS = {  # Gemma's softcap: logits / cap -> tanh -> * cap, three float32 ops as in its forward
+    "mul": lambda x, value: x * value,
+    "div": lambda x, value: x / value,
+    "softcap": lambda x, value: torch.tanh(x / value) * value,
+}
 _SUSPECT = ("logit", "softcap", "lm_head", "output_mult", "dim_model_base", "unpadded")
 
 
@@ -69,25 +65,19 @@ class ExactHead:
         bias = getattr(head, "bias", None)
         cfg = model.config  # the top-level config: a multimodal wrapper's text settings are not its forward's
         steps = [(op, float(v)) for attr, op in _TRANSFORMS if (v := getattr(cfg, attr, None)) is not None]
-        vocab = weight.shape[0]
         return cls(
             weight=weight.float().contiguous(),
             bias=None if bias is None else bias.detach().float(),
             steps=steps,
             bf16_valued=weight.dtype == torch.bfloat16,
             # 128 rows measured fastest on the 2-core AMX CPU (49k vocab; 8 rows: 3.7x slower); <= 32 MB of logits.
-            chunk=max(16, min(128, (32 << 20) // (vocab * 4))),
+            chunk=max(16, min(128, (32 << 20) // (weight.shape[0] * 4))),
         )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         x = torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
         for op, value in self.steps:
-            if op == "mul":
-                x = x * value
-            elif op == "div":
-                x = x / value
-            else:  # Gemma: logits / cap -> tanh -> * cap, three float32 ops as in its forward
-                x = torch.tanh(x / value) * value
+            x = _OPS[op](x, value)
         return x
 
     def ranks_surprisals(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,11 +147,10 @@ class ScoredTrajectory:
 
     def to_score(self, trajectory_id: str, student_id: str) -> Score:
         made = {"trajectory_id": trajectory_id, "student_id": student_id, "metric_version": METRIC_VERSION}
-        made |= {"dtype": self.dtype, "max_tokens": self.max_tokens}
-        if self.stats is None:
-            return Score(**made, r_max=R_MAX, error=self.error)
-        s = self.stats
-        return Score(**made, r_max=s.r_max, sum_rank_unclipped=s.sum_rank_unclipped, **s.as_dict())
+        made |= {"dtype": self.dtype, "max_tokens": self.max_tokens, "error": self.error, "r_max": R_MAX}
+        if (s := self.stats) is not None:
+            made |= {"r_max": s.r_max, "sum_rank_unclipped": s.sum_rank_unclipped, **s.as_dict()}
+        return Score(**made)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,15 +193,11 @@ class Student:
 
         Raises UnsupportedStudent for an architecture whose logits we cannot reproduce exactly.
         """
-        from transformers import AutoTokenizer
-
-        dev = auto_device() if device == "auto" else torch.device(device)
-        torch_dtype = parse_dtype(dtype, dev)
-        folder = model_folder(ref, state)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        template = resolve_chat_template(chat_template) or getattr(tokenizer, "chat_template", None)
-        model = load_model(folder, torch_dtype, dev)
-        bos = tokenizer.bos_token_id if tokenizer_adds_bos(tokenizer) else None
+        dev = models.auto_device() if device == "auto" else torch.device(device)
+        torch_dtype = models.parse_dtype(dtype, dev)
+        folder = models.model_folder(ref, state)
+        model, tokenizer, bos = models.load_model(folder, torch_dtype, dev)
+        template = models.resolve_chat_template(chat_template) or getattr(tokenizer, "chat_template", None)
         head = ExactHead.of(model)
         probe = torch.tensor([[1 if bos is None else bos, *range(2, 10)]], device=dev) % model.config.vocab_size
         head.check_against(model, probe)  # refuse an unsupported student now, not in the middle of a run
@@ -221,7 +206,7 @@ class Student:
             model=model,
             tokenizer=tokenizer,
             chat_template=template,
-            digest=folder_digest(folder, template),
+            digest=models.folder_digest(folder, template),
             device=dev,
             dtype=torch_dtype,
             head=head,
@@ -233,7 +218,7 @@ class Student:
             "ref": self.ref,
             "student_id": self.student_id,
             "digest": self.digest,
-            "dtype": dtype_name(self.dtype),
+            "dtype": models.dtype_name(self.dtype),
             "device": str(self.device),
             "vocab_size": int(self.model.config.vocab_size),
             "context_length": self.context_length,
@@ -316,7 +301,7 @@ class Student:
         progress: bool = True,
     ) -> list[ScoredTrajectory]:
         """Score each conversation's assistant tokens; one result per conversation, in input order."""
-        made = {"dtype": dtype_name(self.dtype), "max_tokens": max_tokens}
+        made = {"dtype": models.dtype_name(self.dtype), "max_tokens": max_tokens}
         results = [ScoredTrajectory(**made) for _ in conversations]
         prepared: list[Prepared] = []
         for i, msgs in enumerate(conversations):
