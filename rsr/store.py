@@ -527,19 +527,23 @@ class Store:
         rows = {v.trajectory_id: {**v.model_dump(), "run_id": run_id, "at": now} for v in verdicts}
         self._insert("verdicts", rows.values(), verb="INSERT OR REPLACE")
 
-    def unverified_ids(self, teacher: str | None = None) -> list[str]:
-        """Trajectories with no verdict, or with a `no_gold` verdict whose gold answer is now known."""
+    def unverified(self, rows: range | None = None, teacher: str | None = None) -> list[tuple]:
+        """(trajectory_id, response, declared_answer, gold_answer) of trajectories with no verdict, or with a
+        `no_gold` one whose gold (its own, else its problem's) is known now. `rows`: only these row positions; a
+        page's rows sit in a few row groups, so it reads only those (paging by id, or OFFSET, would scan the whole
+        table for every page: quadratic in the table's size)."""
+        rows = rows or range(2**62)  # every row
         cur = self._con.execute(
-            """SELECT t.trajectory_id FROM trajectories t
+            """SELECT t.trajectory_id, t.response, t.declared_answer, coalesce(t.gold_answer, p.gold_answer) AS gold
+            FROM trajectories t
             LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
             LEFT JOIN problems p ON p.problem_id = t.problem_id
-            WHERE (v.trajectory_id IS NULL
-                   OR (v.verdict = 'no_gold' AND coalesce(t.gold_answer, p.gold_answer) IS NOT NULL))
-              AND (CAST(? AS VARCHAR) IS NULL OR t.teacher = ?)
+            WHERE t.rowid >= ? AND t.rowid < ? AND (CAST(? AS VARCHAR) IS NULL OR t.teacher = ?)
+              AND (v.trajectory_id IS NULL OR (v.verdict = 'no_gold' AND gold IS NOT NULL))
             ORDER BY t.trajectory_id""",
-            [teacher, teacher],
+            [rows.start, rows.stop, teacher, teacher],
         )
-        return [r[0] for r in cur.fetchall()]
+        return cur.fetchall()
 
     # ---- students and scores ---------------------------------------------------------------------------
 

@@ -96,18 +96,6 @@ class _Answer(NamedTuple):
     gold_answer: str | None
 
 
-# Trajectories with no verdict, or a `no_gold` one whose gold is known now (its own, else its problem's), read
-# by row position: a page's rows sit in a few row groups, so each page reads only those (paging by id, or OFFSET,
-# would scan the whole table for every page: quadratic in the table's size).
-_UNVERIFIED_PAGE = """
-    SELECT t.trajectory_id, t.response, t.declared_answer, coalesce(t.gold_answer, p.gold_answer)
-    FROM trajectories t
-    LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
-    LEFT JOIN problems p ON p.problem_id = t.problem_id
-    WHERE t.rowid >= ? AND t.rowid < ?
-      AND (v.trajectory_id IS NULL OR (v.verdict = 'no_gold' AND coalesce(t.gold_answer, p.gold_answer) IS NOT NULL))"""
-
-
 @task(name="verify-answers")
 def verify_answers(db: Path, run_id: str, timeout_s: float = 5.0) -> int:
     """Verdicts for every trajectory not yet verified (or whose gold answer arrived since), a chunk at a time."""
@@ -115,7 +103,7 @@ def verify_answers(db: Path, run_id: str, timeout_s: float = 5.0) -> int:
     with _open(db) as store:
         _, ((end,),) = store.query("SELECT coalesce(max(rowid) + 1, 0) FROM trajectories")
         for start in range(0, end, VERIFY_CHUNK):
-            _, rows = store.query(_UNVERIFIED_PAGE, [start, start + VERIFY_CHUNK])
+            rows = store.unverified(range(start, start + VERIFY_CHUNK))
             if rows:
                 store.set_verdicts(verify_many([_Answer(*r) for r in rows], timeout_s=timeout_s), run_id)
                 done += len(rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 
 from rsr.config import StudentSpec
-from rsr.models import auto_device, auto_dtype
+from rsr.models import auto_device, dtype_name, parse_dtype
 from rsr.records import Score
 from rsr.store import Store
 from rsr.student import Student
@@ -41,7 +41,7 @@ def register_student(db: Path, spec: StudentSpec) -> dict:
 def find_student(db: Path, spec: StudentSpec) -> dict:
     """The registered student for this spec (newest digest first) and which of its scores to select by: the most
     recent setting in the spec's dtype ("auto": this machine's), so a bf16 score never answers a float32 request."""
-    dtype = spec.dtype if spec.dtype != "auto" else str(auto_dtype(auto_device())).removeprefix("torch.")
+    dtype = dtype_name(parse_dtype(spec.dtype, auto_device()))
     with Store.open(db, read_only=True) as store:
         rows = [r for r in store.students() if r.ref == spec.ref and r.info.get("chat_template") == spec.chat_template]
         if not rows:
@@ -65,5 +65,4 @@ def score_shard(
     if student.student_id != student_id:
         raise RuntimeError(f"worker has {student.student_id}, the flow registered {student_id}: same weights needed")
     results = student.score([m for _, m in items], max_tokens=max_tokens, progress=False)
-    made = {"dtype": student.info()["dtype"], "max_tokens": max_tokens}  # part of the score's key (issue 9)
-    return [r.to_score(tid, student_id).model_copy(update=made) for (tid, _), r in zip(items, results, strict=True)]
+    return [r.to_score(tid, student_id) for (tid, _), r in zip(items, results, strict=True)]

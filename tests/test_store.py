@@ -179,16 +179,16 @@ def test_rejected_is_idempotent(store: Store) -> None:
 def test_verdicts_latest_wins_and_unverified(store: Store) -> None:
     a, b = traj("A", "q1", "x"), traj("A", "q2", "y")
     store.add_trajectories([a, b], "r")
-    assert store.unverified_ids() == sorted([a.trajectory_id, b.trajectory_id])
+    assert [r[0] for r in store.unverified()] == sorted([a.trajectory_id, b.trajectory_id])
     store.set_verdicts([Verdict(trajectory_id=a.trajectory_id, verdict="no_gold", extracted_answer="x")], "v1")
     store.set_verdicts([Verdict(trajectory_id=b.trajectory_id, verdict="incorrect", gold_answer="z")], "v1")
-    assert store.unverified_ids() == []
+    assert [r[0] for r in store.unverified()] == []
     # Gold arrives later: the no_gold verdict is offered again, and the re-verification replaces it.
     store.upsert_problems([Problem(problem_id=a.problem_id, text="q1", gold_answer="x")])
-    assert store.unverified_ids() == [a.trajectory_id]
-    assert store.unverified_ids(teacher="B") == []
+    assert [r[0] for r in store.unverified()] == [a.trajectory_id]
+    assert [r[0] for r in store.unverified(teacher="B")] == []
     store.set_verdicts([Verdict(trajectory_id=a.trajectory_id, verdict="correct", gold_answer="x")], "v2")
-    assert store.unverified_ids() == []
+    assert [r[0] for r in store.unverified()] == []
     _, rows = store.query("SELECT verdict, run_id FROM verdicts WHERE trajectory_id = ?", [a.trajectory_id])
     assert rows == [("correct", "v2")]
 
