@@ -1,4 +1,4 @@
-"""The events that start the curation flows, their payloads, and how `rsr add-teacher/add-student --async` send them.
+"""The events that start the curation flows, and how `rsr add-teacher/add-student --async` send them.
 
 An event goes to a Prefect server; an automation there (a deployment trigger, see serve.py and prefect.yaml) turns it
 into a flow run that `rsr serve` or a `gpu` work-pool worker executes. The temporary server that each `rsr` command
@@ -25,30 +25,6 @@ class NoPrefectApi(RuntimeError):
     """No Prefect server is configured or it does not answer."""
 
 
-def teacher_added(
-    name: str,
-    file: str,
-    format: str | None = None,
-    mapping: dict[str, str] | None = None,
-    problems: str | None = None,
-    score: bool = True,
-    publish: bool = False,
-) -> tuple[dict[str, str], dict[str, Any]]:
-    """Resource and payload of `rsr.teacher.added`. Paths must be readable where the flow runs (absolute here)."""
-    resource = {"prefect.resource.id": f"rsr.teacher.{name}", "prefect.resource.name": name}
-    payload = {"name": name, "file": file, "format": format, "mapping": mapping, "problems": problems, "score": score}
-    payload["publish"] = publish
-    return resource, payload
-
-
-def student_added(
-    ref: str, dtype: str = "auto", chat_template: str | None = None
-) -> tuple[dict[str, str], dict[str, Any]]:
-    """Resource and payload of `rsr.student.added`."""
-    resource = {"prefect.resource.id": f"rsr.student.{ref}", "prefect.resource.name": ref}
-    return resource, {"ref": ref, "dtype": dtype, "chat_template": chat_template}
-
-
 def require_api() -> str:
     """The configured Prefect API URL, checked to answer; else NoPrefectApi saying what to do."""
     from prefect.settings import get_current_settings
@@ -68,8 +44,9 @@ def require_api() -> str:
     return url
 
 
-def emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> str:
-    """Send one event to the configured server and return its id.
+def emit(event: str, name: str, payload: dict[str, Any]) -> str:
+    """Send `rsr.<kind>.added` about the resource `rsr.<kind>.<name>` (what its trigger matches) and return its id.
+    The payload's keys are the trigger's (prefect.yaml); paths in it must be readable where the flow runs.
 
     We use the events client directly rather than `prefect.events.emit_event`: that one queues the event on a
     background worker and logs (does not raise) a failed delivery, and a CLI must say whether its event left.
@@ -78,6 +55,7 @@ def emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> str:
     from prefect.events.clients import get_events_client
 
     require_api()
+    resource = {"prefect.resource.id": f"{event.removesuffix('.added')}.{name}", "prefect.resource.name": name}
     ev = Event(event=event, resource=resource, payload=payload)
 
     async def send() -> None:

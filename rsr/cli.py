@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +29,18 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+@contextmanager
+def _user_errors(*types: type[Exception]) -> Iterator[None]:
+    """The errors a user can fix (by default: a bad file or value, a busy state folder) as one clear line."""
+    from rsr.db import StateBusy
+
+    caught = types or (FileNotFoundError, ValueError, StateBusy)
+    try:
+        yield
+    except caught as err:
+        _fail(str(err))
+
+
 @app.command()
 def score(
     input: Annotated[Path, typer.Argument(help="JSONL or Parquet: one record per trajectory with `messages`, `id`")],
@@ -43,11 +57,9 @@ def score(
     from rsr.score_io import output_row, read_score_input, summary
     from rsr.student import Student
 
-    try:
+    with _user_errors(ValueError, OSError):
         items = read_score_input(input)
         model = Student.load(student, dtype=dtype.value, device=device, chat_template=chat_template)
-    except (FileNotFoundError, ValueError, OSError) as err:
-        _fail(str(err))
     if model.chat_template is None:
         _fail(f"student {student!r} has no chat template: pass --chat-template chatml|llama3|FILE.jinja")
     info = model.info()
@@ -139,16 +151,6 @@ def _mapping(pairs: list[str] | None) -> dict[str, str] | None:
     return {k: v for k, v in given.items() if k != v}
 
 
-def _run_flow(fn, *args, **kwargs):
-    """Run a flow; turn the errors a user can fix (bad file, busy state folder) into one clear line."""
-    from rsr.db import StateBusy
-
-    try:
-        return fn(*args, **kwargs)
-    except (FileNotFoundError, ValueError, StateBusy) as err:
-        _fail(str(err))
-
-
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="pipeline YAML")],
@@ -161,7 +163,8 @@ def run(
     home = _state(state)
     from flows.pipeline import pipeline
 
-    _run_flow(pipeline, str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
+    with _user_errors():
+        pipeline(str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
     _print_report(home)
 
 
@@ -178,14 +181,14 @@ def demo(state: StateOpt = None) -> None:
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
 
 
-def _emit_async(event: str, resource: dict, payload: dict, state: str | None) -> None:
+def _emit_async(event: str, name: str, payload: dict, state: str | None) -> None:
     """--async: send the event to the configured Prefect server for `rsr serve` (or a gpu worker) to act on."""
     from deployments.events import NoPrefectApi, emit
 
     if state:
         typer.echo("note: --state is not sent; the flow writes to the state folder its server side uses", err=True)
     try:
-        event_id = emit(event, resource, payload)
+        event_id = emit(event, name, payload)
     except NoPrefectApi as err:
         _fail(str(err))
     except OSError as err:
@@ -209,7 +212,7 @@ def add_teacher(
     """Curate a new teacher: ingest -> dedup -> verify -> score for every registered student."""
     ray = _ray(ray_address, run_async)
     p = str(Path(path).resolve()) if Path(path).exists() else path
-    # The same keywords for the event's payload and the flow's parameters.
+    # The same keywords for the event's payload (with `name` and `file`: prefect.yaml's trigger) and the flow.
     given = {
         "format": format.value if format else None,
         "mapping": _mapping(mapping),
@@ -218,14 +221,13 @@ def add_teacher(
         "publish": publish,
     }
     if run_async:
-        from deployments.events import teacher_added
-
-        _emit_async("rsr.teacher.added", *teacher_added(name, p, **given), state)
+        _emit_async("rsr.teacher.added", name, {"name": name, "file": p, **given}, state)
         return
     home = _state(state)
     from flows.curate import curate_teacher
 
-    result = _run_flow(curate_teacher, name, p, **given, ray=ray, state=str(home.root))
+    with _user_errors():
+        result = curate_teacher(name, p, **given, ray=ray, state=str(home.root))
     typer.echo(
         f"teacher {name}: {result['read']} read, {result['new']} new, {result['quarantined']} quarantined, "
         f"{result['duplicates']} duplicates, {result['verified']} verified"
@@ -247,16 +249,16 @@ def add_student(
     """Register a student and score every stored trajectory for it."""
     ray = _ray(ray_address, run_async)
     if run_async:
-        from deployments.events import student_added
-
-        _emit_async("rsr.student.added", *student_added(ref, dtype.value, chat_template), state)
+        payload = {"ref": ref, "dtype": dtype.value, "chat_template": chat_template}
+        _emit_async("rsr.student.added", ref, payload, state)
         return
     home = _state(state)
     from flows.rescore import rescore_student
     from rsr.config import StudentSpec
 
     spec = StudentSpec(ref=ref, dtype=dtype.value, chat_template=chat_template)
-    s = _run_flow(rescore_student, spec, ray=ray, publish=publish, state=str(home.root))
+    with _user_errors():
+        s = rescore_student(spec, ray=ray, publish=publish, state=str(home.root))
     typer.echo(f"scored {s['scored']} trajectories for {s['student_id']} ({s['errors']} errors)")
 
 
@@ -285,7 +287,8 @@ def publish(
     from rsr.config import StudentSpec
     from rsr.select import SelectionPolicy
 
-    try:
+    spec = StudentSpec(ref=student, dtype=dtype.value, chat_template=chat_template)
+    with _user_errors():
         pol = SelectionPolicy(
             name=policy.value,
             k=k,
@@ -294,12 +297,7 @@ def publish(
             exclude_duplicates=not include_duplicates,
             include_truncated=include_truncated,
         )
-    except ValueError as err:
-        _fail(str(err))
-    spec = StudentSpec(ref=student, dtype=dtype.value, chat_template=chat_template)
-    result = _run_flow(
-        publish_dataset, spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root)
-    )
+        result = publish_dataset(spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root))
     typer.echo(f"published {result['n_rows']} rows to {result['path']} (MLflow run {result['mlflow_run_id']})")
     if result["hub_commit_url"]:
         typer.echo(f"pushed to the Hub: {result['hub_commit_url']}")
@@ -325,10 +323,8 @@ def serve(
     from deployments.events import NoPrefectApi, require_api
     from deployments.serve import build_deployments
 
-    try:
+    with _user_errors(NoPrefectApi):
         url = require_api()
-    except NoPrefectApi as err:
-        _fail(str(err))
     typer.echo(f"serving curate-teacher, rescore-students, publish for {home.root} from {url}", err=True)
     # Each flow run is a subprocess, at most `limit` at a time, until interrupted.
     prefect_serve(*build_deployments(home, rescore_cron or None, timezone, ray), limit=limit)
@@ -453,10 +449,8 @@ def sql(
             _fail(f"{file}: cannot read the query file: {err.strerror or err}")
     home = StateDir.from_env(state)
     params = [_sql_param(p) for p in param] if param else None
-    try:
+    with _user_errors(SqlError, FileNotFoundError):
         result = run_query(home.duckdb, query or "", params, wait_s=wait, timeout_s=timeout, max_rows=max_rows)
-    except (SqlError, FileNotFoundError) as err:
-        _fail(str(err))
     if result.note:
         typer.secho(f"note: {result.note}", fg=typer.colors.YELLOW, err=True)
     if fmt == "csv":
@@ -493,13 +487,10 @@ def report(
     """Plots + one HTML page for a student: RSR per teacher, RSR vs accuracy, selection, score history."""
     from rsr.config import StateDir
     from rsr.report import build_report
-    from rsr.sql import SqlError
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    try:
+    with _user_errors(ValueError, FileNotFoundError):  # an SqlError is a ValueError
         result = build_report(StateDir.from_env(state), student, out, log_to_mlflow=mlflow, mlflow_uri=mlflow_uri)
-    except (ValueError, FileNotFoundError, SqlError) as err:
-        _fail(str(err))
     for path in [*result.pngs, result.html]:
         typer.echo(f"wrote {path}")
     for warning in result.warnings:

@@ -50,7 +50,10 @@ def test_trigger_parameters_render_from_event_payloads():
     from deployments import events
     from deployments.serve import CURATE_PARAMETERS, RESCORE_PARAMETERS
 
-    resource, payload = events.teacher_added("t1", "/data/t1.jsonl", "messages", None, "/data/p.jsonl", True)
+    # The payloads `rsr add-teacher/add-student --async` send (rsr/cli.py).
+    resource = {"prefect.resource.id": "rsr.teacher.t1", "prefect.resource.name": "t1"}
+    payload = {"name": "t1", "file": "/data/t1.jsonl", "format": "messages", "mapping": None}
+    payload |= {"problems": "/data/p.jsonl", "score": True, "publish": False}
     got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, payload)})
     assert got == {
         "teacher": "t1",
@@ -73,11 +76,12 @@ def test_trigger_parameters_render_from_event_payloads():
         "score": True,
         "publish": False,
     }
-    mapped = events.teacher_added("t3", "x.csv", "table", {"problem": "q"}, None, False, publish=True)
-    got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, *mapped)})
+    mapped = payload | {"format": "table", "mapping": {"problem": "q"}, "score": False, "publish": True}
+    got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, mapped)})
     assert got["mapping"] == {"problem": "q"} and got["score"] is False and got["publish"] is True
 
-    resource, payload = events.student_added("smollm2-135m", "float32", None)
+    resource = {"prefect.resource.id": "rsr.student.smollm2-135m", "prefect.resource.name": "smollm2-135m"}
+    payload = {"ref": "smollm2-135m", "dtype": "float32", "chat_template": None}
     got = _render(RESCORE_PARAMETERS, {"event": _event(events.STUDENT_ADDED, resource, payload)})
     assert got == {"students": [{"ref": "smollm2-135m", "dtype": "float32", "chat_template": None}]}
 
