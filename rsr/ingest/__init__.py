@@ -105,14 +105,16 @@ def ingest_file(
     mapping: Mapping[str, str] | str | None = None,
     problems: str | Path | None = None,
 ) -> IngestResult:
-    """Read one input whole into trajectories (+ rejects, + the problems seen): iter_ingest's chunks joined, for
+    """Read one input whole into trajectories (+ rejects, + the problems seen): all chunks joined, for
     inputs that fit in memory. Equal trajectory ids: the first is kept, later ones counted in duplicates_skipped."""
     index = _problem_index(fmt, problems)
-    result = IngestResult()
+    result, trajectories = IngestResult(), []
     for chunk in _chunks(path, fmt, teacher, mapping, CHUNK):
-        result.extend(chunk)
+        trajectories += chunk.trajectories
+        result.rejected += chunk.rejected
+        result.duplicates_skipped += chunk.duplicates_skipped
     # golds joined over all chunks at once: each problem gets the first gold known for it in the whole input
-    joined, result.problems = join_gold(result.trajectories, index)
+    joined, result.problems = join_gold(trajectories, index)
     first: dict[str, Trajectory] = {}  # equal ids across chunks or splits are repeats, not errors
     for traj in joined:
         first.setdefault(traj.trajectory_id, traj)

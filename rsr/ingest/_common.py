@@ -23,12 +23,6 @@ class IngestResult:
     problems: list[Problem] = field(default_factory=list)
     duplicates_skipped: int = 0  # records whose trajectory id already appeared earlier in the same file
 
-    def extend(self, other: IngestResult) -> None:
-        self.trajectories.extend(other.trajectories)
-        self.rejected.extend(other.rejected)
-        self.problems.extend(other.problems)
-        self.duplicates_skipped += other.duplicates_skipped
-
 
 def type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from rsr.ingest._common import RecordError, answer_str, opt_id
 from rsr.ingest._io import iter_records, require_path
@@ -13,22 +13,18 @@ _TEXT_KEYS = ("problem", "prompt", "question")
 _ID_KEYS = ("problem_id", "id", "unique_id")
 
 
-@dataclass
-class ProblemIndex:
+class ProblemIndex(NamedTuple):
     """Golds by our problem_id (the normalised-text hash) or the file's own ids, and by normalised text."""
 
-    problems: list[Problem] = field(default_factory=list)
-    by_id: dict[str, Problem] = field(default_factory=dict)
-    by_text: dict[str, Problem] = field(default_factory=dict)
-
-    def lookup(self, problem_id: str, problem_text: str) -> Problem | None:
-        return self.by_id.get(problem_id) or self.by_text.get(normalize_text(problem_text))
+    problems: list[Problem]
+    by_id: dict[str, Problem]
+    by_text: dict[str, Problem]
 
 
 def load_problem_index(path: Path) -> ProblemIndex:
     """Read a problems file; a bad line is an error naming file and line (a gold set should be clean)."""
     path = require_path(Path(path))
-    index = ProblemIndex()
+    index = ProblemIndex([], {}, {})
     for raw in iter_records(path):
         where = f"{path}:{raw.line}"
         if raw.error is not None:
@@ -63,7 +59,7 @@ def join_gold(trajectories: list[Trajectory], index: ProblemIndex | None) -> tup
     joined: list[Trajectory] = []
     problems: dict[str, Problem] = {}
     for traj in trajectories:
-        hit = index.lookup(traj.problem_id, traj.problem) if index else None
+        hit = index and (index.by_id.get(traj.problem_id) or index.by_text.get(normalize_text(traj.problem)))
         gold = hit.gold_answer if hit else None
         if traj.gold_answer is None and gold:
             traj = traj.model_copy(update={"gold_answer": gold})
