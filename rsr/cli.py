@@ -82,9 +82,7 @@ def score(
     typer.echo(f"dataset RSR: {ds_rsr:.4f}")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The DAG commands. Flows are imported lazily: Prefect must see this state folder's settings first.
-# ---------------------------------------------------------------------------------------------------------------
+# ---- The DAG commands. Flows are imported lazily: Prefect must see this state folder's settings first. ----------
 StateOpt = Annotated[str | None, typer.Option("--state", help="state folder (default: $RSR_HOME or ./.rsr)")]
 RayAddressOpt = Annotated[
     str | None,
@@ -94,8 +92,6 @@ RayAddressOpt = Annotated[
         "per task unless the YAML's `ray:` says otherwise; overrides the YAML's ray.address (docs/scaling.md)",
     ),
 ]
-
-
 MlflowOpt = Annotated[
     str | None,
     typer.Option(
@@ -165,7 +161,7 @@ def run(
 
     with _user_errors():
         pipeline(str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
-    _print_report(home)
+    status(state)
 
 
 @app.command()
@@ -337,10 +333,6 @@ def status(state: StateOpt = None) -> None:
     if not home.duckdb.exists():
         typer.echo(f"{home.duckdb} does not exist yet: run `rsr demo` or `rsr add-teacher`")
         return
-    _print_report(home)
-
-
-def _print_report(home) -> None:
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
@@ -389,9 +381,7 @@ def _print_report(home) -> None:
     console.print(f"  open the UI:  PREFECT_HOME={home.prefect_home} prefect server start")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Read-only SQL and reports (rsr/sql.py, rsr/report.py). No apply_env: reading must not create the state folder.
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Read-only SQL and reports (rsr/sql.py, rsr/report.py). No apply_env: a read must not create the state folder.
 
 
 class _SqlHelp(typer.core.TyperCommand):
@@ -439,7 +429,6 @@ def sql(
     from rsr.config import StateDir
     from rsr.sql import SqlError, run_query, to_csv, to_json
 
-    fmt = format.value
     if (query is None) == (file is None):
         _fail('give the query as an argument or with --file (one of them), e.g. rsr sql "SELECT * FROM runs"')
     if file is not None:
@@ -453,9 +442,9 @@ def sql(
         result = run_query(home.duckdb, query or "", params, wait_s=wait, timeout_s=timeout, max_rows=max_rows)
     if result.note:
         typer.secho(f"note: {result.note}", fg=typer.colors.YELLOW, err=True)
-    if fmt == "csv":
+    if format is OutputFormat.csv:
         typer.echo(to_csv(result), nl=False)
-    elif fmt == "json":
+    elif format is OutputFormat.json:
         typer.echo(to_json(result))
     else:
         from rich.console import Console
