@@ -87,8 +87,7 @@ def resolve_student(store: Store, ref: str) -> tuple[str, str, list[str]]:
 
 def current_setting(store: Store, student_id: str) -> ScoreKey | None:
     """The setting (dtype, max_tokens, r_max) of the student's most recent scores; None if never scored."""
-    settings = [s for s in store.score_settings(student_id) if s.key.metric_version == METRIC_VERSION]
-    return settings[0].key if settings else None
+    return next((s.key for s in store.score_settings(student_id)), None)
 
 
 def bootstrap_ci(
@@ -321,8 +320,6 @@ def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
     ranked = d.board.dropna(subset=["dataset_rsr"])
     return Template(HTML_TEMPLATE.read_text(encoding="utf-8"), autoescape=True).render(
         d=d,
-        pub=d.publication,
-        s=d.setting,
         best=None if ranked.empty else ranked.iloc[0]["teacher"],
         table=_table(d.board),  # inserted as is (`safe`): to_html escapes the cells itself
         figures=[(p.name, base64.b64encode(p.read_bytes()).decode()) for p in pngs],

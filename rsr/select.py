@@ -70,9 +70,7 @@ def candidates(store: Store, student_id: str, key: ScoreKey | None = None) -> li
         if not settings:
             return []
         if len(settings) > 1:
-            found = "; ".join(
-                f"dtype={s.key.dtype} max_tokens={s.key.max_tokens} r_max={s.key.r_max}" for s in settings
-            )
+            found = "; ".join(str(s.key) for s in settings)
             raise ValueError(f"student {student_id} has scores made in several settings ({found}): pick one (key=)")
         key = settings[0].key
     _, rows = store.query(
