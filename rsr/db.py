@@ -188,7 +188,8 @@ def open_read_only(
         # A flow commits once per shard, so quiet windows are frequent; the budget covers a loaded machine.
         stamp = time.strftime("%H:%M:%S")
         try:
-            con = retry(partial(_copy_and_open, db, Path(tmp) / "snapshot", config), 20.0, _copy_failed)
+            copy = partial(_copy_and_open, db, Path(tmp) / "snapshot", config)
+            con = retry(copy, 20.0, lambda err: isinstance(err, _Changed | duckdb.Error))
         except (_Changed, duckdb.Error) as err:
             raise RuntimeError(f"{db}: could not copy a consistent snapshot ({err}); try again in a moment") from None
         with con:
@@ -205,10 +206,6 @@ def _signature(path: Path) -> tuple[int, int] | None:
 
 class _Changed(RuntimeError):
     """The database changed while it was being copied."""
-
-
-def _copy_failed(err: BaseException) -> bool:
-    return isinstance(err, _Changed | duckdb.Error)
 
 
 def _copy_and_open(db: Path, dest: Path, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:

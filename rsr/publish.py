@@ -239,26 +239,18 @@ def _fresh_tmp(final: Path) -> Path:
 
 
 def _register(store: Store, m: Manifest, final: Path, mlflow_run_id: str, tracking: Tracking) -> None:
-    store.record_publication(
-        dataset_id=m.dataset_id,
-        name=m.name,
-        path=final,
-        student_id=m.student_id,
-        policy=m.policy.name,
-        params={
-            "policy": m.policy.model_dump(mode="json"),
-            "student_ref": m.student_ref,
-            "prefect_flow_run_id": m.prefect_flow_run_id,
-            "sources": [{"path": s.path, "sha256": s.sha256, "kind": s.kind} for s in m.sources],
-            "selection": m.counts,
-            "mlflow_uri": lineage.redact(tracking.uri),  # where its run lives (`rsr report` logs there too)
-        },
-        n_rows=len(m.rows),
-        content_digest=m.content_digest,
-        mlflow_run_id=mlflow_run_id,
-        run_id=m.run_id,
-        items=[(r["trajectory_id"], r["score_id"]) for r in m.rows],
-    )
+    params = {
+        "policy": m.policy.model_dump(mode="json"),
+        "student_ref": m.student_ref,
+        "prefect_flow_run_id": m.prefect_flow_run_id,
+        "sources": [{"path": s.path, "sha256": s.sha256, "kind": s.kind} for s in m.sources],
+        "selection": m.counts,
+        "mlflow_uri": lineage.redact(tracking.uri),  # where its run lives (`rsr report` logs there too)
+    }
+    publication = {k: getattr(m, k) for k in ("dataset_id", "name", "student_id", "content_digest", "run_id")}
+    publication |= {"path": final, "policy": m.policy.name, "params": params, "n_rows": len(m.rows)}
+    publication["mlflow_run_id"] = mlflow_run_id
+    store.record_publication(publication, [(r["trajectory_id"], r["score_id"]) for r in m.rows])
 
 
 def publish_selection(

@@ -79,24 +79,22 @@ class QueryResult:
     types: list[str] = field(default_factory=list)
 
 
-def _parse(sql: str) -> list[duckdb.Statement]:
-    try:
-        return list(duckdb.extract_statements(sql))
-    except duckdb.Error as err:
-        raise SqlError(f"cannot parse the query: {err}") from None
-
-
 def check_read_only(sql: str) -> None:
     """Raise ``WriteRefused`` for a statement that is not a query (SELECT, FROM, DESCRIBE, SHOW, SUMMARIZE,
-    EXPLAIN ...), ``SqlError`` if ``sql`` is empty or unparsable. Nothing is executed; the connection refuses
-    whatever gets past this (a write hidden in a CTE, a file read), so this is for clear messages only."""
-    statements = _parse(sql)
+    EXPLAIN ...), ``SqlError`` if ``sql`` is empty, unparsable or several statements. Nothing is executed; the
+    connection refuses whatever gets past this (a write hidden in a CTE, a file read): clear messages only."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise SqlError(f"cannot parse the query: {err}") from None
     if not statements:
         raise SqlError("empty query: give one SELECT statement (e.g. SELECT * FROM teacher_selection)")
     for statement in statements:
         kind = statement.type.name
         if kind not in ("SELECT", "EXPLAIN"):
             raise WriteRefused(statement.query, f"{kind} is not a query; rsr sql only reads (use SELECT ...)")
+    if len(statements) != 1:
+        raise SqlError("give one statement at a time (the query holds several)")
 
 
 def run_query(
@@ -115,8 +113,6 @@ def run_query(
     (``truncated`` says if more existed). Raises ``WriteRefused`` (refused, nothing changed) or ``SqlError``.
     """
     check_read_only(sql)
-    if len(_parse(sql)) != 1:
-        raise SqlError("give one statement at a time (the query holds several)")
     with ExitStack() as stack:
         try:
             con, note = stack.enter_context(open_read_only(db_path, wait_s=wait_s))

@@ -660,33 +660,21 @@ class Store:
 
     # ---- publications ----------------------------------------------------------------------------------
 
-    def record_publication(
-        self,
-        *,
-        dataset_id: str,
-        name: str,
-        path: str | Path,
-        student_id: str,
-        policy: str,
-        params: dict[str, Any],
-        n_rows: int,
-        content_digest: str,
-        mlflow_run_id: str | None,
-        run_id: str | None,
-        items: Sequence[tuple[str, str | None]],
-    ) -> bool:
+    def record_publication(self, publication: dict[str, Any], items: Sequence[tuple[str, str | None]]) -> bool:
         """Register a published dataset and its (trajectory_id, score_id) items, in one transaction.
 
-        The caller must call this only once the dataset's files are complete at ``path`` (rsr.publish renames
-        the folder into place first), so a registered publication always points at a whole dataset.
-        Returns False (and writes nothing) if ``dataset_id`` is already registered.
+        ``publication`` holds the ``publications`` columns but ``created_at`` (``params`` as a dict); an unknown
+        column is an error. Call this only once the dataset's files are complete at its ``path`` (rsr.publish
+        renames the folder into place first), so a registered publication always points at a whole dataset.
+        Returns False (and writes nothing) if its ``dataset_id`` is already registered.
         """
-        publication = [dataset_id, name, str(path), student_id, policy, _json(params), n_rows, content_digest]
-        rows = [{"dataset_id": dataset_id, "trajectory_id": t, "score_id": s} for t, s in items]
-        with self._batch(self._arrow("publication_items", rows)) as batch, self._tx():
+        row = publication | {"path": str(publication["path"]), "params": _json(publication["params"])}
+        row["created_at"] = _now()
+        items_rows = [{"dataset_id": row["dataset_id"], "trajectory_id": t, "score_id": s} for t, s in items]
+        with self._batch(self._arrow("publication_items", items_rows)) as batch, self._tx():
             if not self._count(
-                "INSERT INTO publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [*publication, mlflow_run_id, run_id, _now()],
+                f"INSERT INTO publications BY NAME SELECT {', '.join(f'? AS {c}' for c in row)} ON CONFLICT DO NOTHING",
+                list(row.values()),
             ):
                 return False
             self._con.execute(f"INSERT INTO publication_items SELECT * FROM {batch}")

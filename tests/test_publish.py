@@ -244,8 +244,8 @@ def test_a_failure_leaves_nothing_registered_or_in_place(env, monkeypatch, where
         monkeypatch.setattr(datasets.Dataset, "to_parquet", _fail_after_parquet)
     else:  # after the folder is renamed into place, before the row is written
 
-        def boom(**kw) -> bool:
-            assert Path(kw["path"]).is_dir()  # the folder was in place when registering was attempted
+        def boom(publication, items) -> bool:
+            assert Path(publication["path"]).is_dir()  # the folder was in place when registering was attempted
             raise OSError("database gone (simulated)")
 
         monkeypatch.setattr(store, "record_publication", boom)

@@ -102,17 +102,19 @@ def build_store(home: Path, mlflow_run_id: str | None = None) -> Path:
             [p.trajectory_id for p in picked],
         )
         store.record_publication(
-            dataset_id="d-test0000000000000001",
-            name="tiny-sft",
-            path=home / "datasets" / "tiny-sft",
-            student_id=STUDENT_ID,
-            policy="per_problem_min_rsr",
-            params={},
-            n_rows=2,
-            content_digest="c0ffee",
-            mlflow_run_id=mlflow_run_id,
-            run_id=pub_run,
-            items=[tuple(r) for r in ids],
+            dict(
+                dataset_id="d-test0000000000000001",
+                name="tiny-sft",
+                path=home / "datasets" / "tiny-sft",
+                student_id=STUDENT_ID,
+                policy="per_problem_min_rsr",
+                params={},
+                n_rows=2,
+                content_digest="c0ffee",
+                mlflow_run_id=mlflow_run_id,
+                run_id=pub_run,
+            ),
+            [tuple(r) for r in ids],
         )
         store.finish_run(pub_run, "completed", mlflow_run_id=mlflow_run_id)
     return db

@@ -283,10 +283,10 @@ def test_record_publication_is_one_transaction(store: Store) -> None:
         run_id="r",
     )
     with pytest.raises(duckdb.ConstraintException):  # same item twice: the items insert fails ...
-        store.record_publication(**kw, items=[("t1", "s1"), ("t1", "s1")])
+        store.record_publication(kw, [("t1", "s1"), ("t1", "s1")])
     assert store.get_publication("d-1") is None  # ... and the publication row is rolled back with it
-    assert store.record_publication(**kw, items=[("t1", "s1"), ("t2", "s2")]) is True
-    assert store.record_publication(**kw, items=[("t3", "s3")]) is False
+    assert store.record_publication(kw, [("t1", "s1"), ("t2", "s2")]) is True
+    assert store.record_publication(kw, [("t3", "s3")]) is False
     assert store.query("SELECT count(*) FROM publication_items")[1] == [(2,)]
     assert store.get_publication("d-1")["n_rows"] == 2
 
@@ -356,17 +356,19 @@ def test_views_on_a_hand_made_case(store: Store) -> None:
     assert rows == [(8, 1, "tiny-student")]
 
     store.record_publication(
-        dataset_id="d-1",
-        name="ds",
-        path="/p",
-        student_id="stu",
-        policy="top_teachers",
-        params={},
-        n_rows=1,
-        content_digest="c",
-        mlflow_run_id="ml",
-        run_id="pub-run",
-        items=[(b2.trajectory_id, score_id_for(score(b2, 1, 2)))],
+        dict(
+            dataset_id="d-1",
+            name="ds",
+            path="/p",
+            student_id="stu",
+            policy="top_teachers",
+            params={},
+            n_rows=1,
+            content_digest="c",
+            mlflow_run_id="ml",
+            run_id="pub-run",
+        ),
+        [(b2.trajectory_id, score_id_for(score(b2, 1, 2)))],
     )
     _, rows = store.query("SELECT * FROM dataset_lineage")
     assert rows == [("d-1", "ds", b2.trajectory_id, "B", score_id_for(score(b2, 1, 2)), 0.5, run, "pub-run", "ml")]

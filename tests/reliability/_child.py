@@ -77,8 +77,8 @@ def _install_kill(point: str) -> None:
     elif point == "after-register":
         record = Store.record_publication
 
-        def killing_record(self, **kwargs):
-            record(self, **kwargs)
+        def killing_record(self, *args):
+            record(self, *args)
             _die()
 
         Store.record_publication = killing_record
