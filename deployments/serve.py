@@ -59,20 +59,18 @@ def build_deployments(
     from prefect.flows import load_flow_from_entrypoint
     from prefect.schedules import Cron
 
-    trig = triggers()
     deployments = []
     for name, d in declared().items():
         flow = load_flow_from_entrypoint(d["entrypoint"])
         parameters = {"state": str(state.root)}
         if ray and "ray" in inspect.signature(flow.fn).parameters:
             parameters["ray"] = ray.model_dump()
-        scheduled = rescore_cron and d.get("schedules")
         deployments.append(
             flow.to_deployment(
                 name,
                 parameters=parameters,
-                triggers=trig.get(name),
-                schedules=[Cron(rescore_cron, timezone=timezone)] if scheduled else None,
+                triggers=triggers().get(name),
+                schedules=[Cron(rescore_cron, timezone=timezone)] if rescore_cron and d.get("schedules") else None,
                 description=d["description"],
                 tags=d["tags"],
                 entrypoint_type=EntrypointType.MODULE_PATH,

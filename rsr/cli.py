@@ -22,6 +22,7 @@ Dtype = StrEnum("Dtype", ["auto", "float32", "bfloat16"])
 Format = StrEnum("Format", ["messages", "zeroeval", "table", "hf"])
 Policy = StrEnum("Policy", ["per_problem_min_rsr", "top_teachers", "rsr_threshold"])
 OutputFormat = StrEnum("OutputFormat", ["table", "csv", "json"])
+STUDENT_HELP = "smollm2-135m, gemma3-270m, a model folder or a hub id"
 
 
 def _fail(message: str) -> None:
@@ -45,9 +46,7 @@ def _user_errors(*types: type[Exception]) -> Iterator[None]:
 def score(
     input: Annotated[Path, typer.Argument(help="JSONL or Parquet: one record per trajectory with `messages`, `id`")],
     out: Annotated[Path, typer.Option("--out", help="JSONL, one line per input record, in input order")],
-    student: Annotated[
-        str, typer.Option(help="smollm2-135m, gemma3-270m, a model folder or a hub id")
-    ] = "smollm2-135m",
+    student: Annotated[str, typer.Option(help=STUDENT_HELP)] = "smollm2-135m",
     dtype: Annotated[Dtype, typer.Option(help="compute dtype of the model body; ranks are exact in both")] = Dtype.auto,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     max_tokens: Annotated[int | None, typer.Option(help="score the first N tokens (default: the context)")] = None,
@@ -234,7 +233,7 @@ def add_teacher(
 
 @app.command("add-student")
 def add_student(
-    ref: Annotated[str, typer.Argument(help="smollm2-135m, gemma3-270m, a model folder or a hub id")],
+    ref: Annotated[str, typer.Argument(help=STUDENT_HELP)],
     dtype: Annotated[Dtype, typer.Option(help="compute dtype of the model body; ranks are exact in both")] = Dtype.auto,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
     publish: Annotated[bool, typer.Option("--publish", help="then publish its dataset (sft-<model name>)")] = False,
@@ -365,13 +364,11 @@ def status(state: StateOpt = None) -> None:
                     f"  scores in {k.dtype}, max_tokens {k.max_tokens}: {setting.n_scored}, of which "
                     f"{setting.n_truncated} truncated (left out of selection unless --include-truncated)"
                 )
-        q = store.query("SELECT count(*) FROM quarantine")[1]
-        pubs = store.query(
-            "SELECT name, path, n_rows, mlflow_run_id FROM publications ORDER BY created_at DESC LIMIT 1"
-        )[1]
-    console.print(f"quarantined records: {q[0][0]} (rsr sql: SELECT * FROM quarantine)")
+        _, [(n_quarantined,)] = store.query("SELECT count(*) FROM quarantine")
+        _, pubs = store.query("SELECT path, n_rows, mlflow_run_id FROM publications ORDER BY created_at DESC LIMIT 1")
+    console.print(f"quarantined records: {n_quarantined} (rsr sql: SELECT * FROM quarantine)")
     if pubs:
-        name, path, n_rows, mlflow_run_id = pubs[0]
+        path, n_rows, mlflow_run_id = pubs[0]
         console.print(f"dataset:  {path}  ({n_rows} rows; datasets.load_from_disk)")
         console.print(f"MLflow run {mlflow_run_id}")
     console.print(f"DuckDB:   {home.duckdb}")
