@@ -35,40 +35,35 @@ def settings() -> Settings:
         raise ValueError(f"invalid environment setting: {err}") from None
 
 
+class _Under:
+    """A state folder's path: `root / name`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, state: StateDir, owner: type) -> Path:
+        return state.root / self.name
+
+
 @dataclass(frozen=True)
 class StateDir:
     """Everything the product writes lives under one folder: DuckDB, MLflow, datasets, Prefect, models."""
 
     root: Path
+    duckdb = _Under("rsr.duckdb")
+    mlflow_db = _Under("mlflow.db")
+    mlflow_artifacts = _Under("mlartifacts")
+    datasets = _Under("datasets")
+    prefect_home = _Under("prefect")
 
     @classmethod
     def from_env(cls, root: str | os.PathLike | None = None) -> StateDir:
         return cls(Path(root or settings().home).expanduser().resolve())
 
     @property
-    def duckdb(self) -> Path:
-        return self.root / "rsr.duckdb"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.root / "mlflow.db"
-
-    @property
     def mlflow_uri(self) -> str:
         """The team's tracking server (MLFLOW_TRACKING_URI) if set, else this folder's SQLite store."""
         return settings().mlflow_tracking_uri or f"sqlite:///{self.mlflow_db}"
-
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.root / "mlartifacts"
-
-    @property
-    def datasets(self) -> Path:
-        return self.root / "datasets"
-
-    @property
-    def prefect_home(self) -> Path:
-        return self.root / "prefect"
 
     @property
     def models(self) -> Path:
