@@ -5,10 +5,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows._run import recorded_run, state_dir
-from flows.publish import publish_rescored
-from flows.score import run_score_student
+from flows.rescore import registered_students, score_and_publish
 from rsr.config import RaySpec, ScoringSpec, StudentSpec
-from rsr.store import Store
 from tasks.curate import deduplicate, ingest_teacher, verify_answers
 
 
@@ -28,7 +26,8 @@ def curate_teacher(
     verify_timeout_s: float = 5.0,
     state: str | None = None,
 ) -> dict:
-    """`publish`: then publish each student's dataset that the new teacher's scores changed (off by default)."""
+    """`publish`: then publish each student's dataset that the new teacher's scores changed (off by default; each
+    score's "published")."""
     home = state_dir(state)
     params = {"teacher": teacher, "path": path, "format": format, "problems": problems, "score": score}
     with recorded_run(home, params) as run_id:
@@ -39,24 +38,6 @@ def curate_teacher(
         dedup = deduplicate.submit(home.duckdb, run_id, problem_ids, dedup_threshold, wait_for=[ingest])
         verify = verify_answers.submit(home.duckdb, run_id, verify_timeout_s, wait_for=[dedup])
         ingested["duplicates"], ingested["verified"] = dedup.result(), verify.result()
-        ingested["scores"] = ingested["published"] = []
-        if score:
-            specs = students or registered_students(home.duckdb)
-            ingested["scores"] = [run_score_student(home, run_id, spec, scoring, ray) for spec in specs]
-            if publish:
-                ingested["published"] = publish_rescored(specs, ingested["scores"], home)
+        specs = (students or registered_students(home.duckdb)) if score else []
+        ingested["scores"] = score_and_publish(home, run_id, specs, scoring, ray, publish)
         return ingested
-
-
-def registered_students(db) -> list[StudentSpec]:
-    """Every student scored before (so a new teacher is scored for all of them), else the embedded default."""
-    with Store.open(db, read_only=True) as store:
-        rows = store.students() if db.exists() else []
-    specs = []
-    for row in rows:
-        info = row.info or {}
-        kept = {k: info[k] for k in ("chat_template", "policy", "output") if info.get(k) is not None}
-        spec = StudentSpec(ref=row.ref, dtype=info.get("dtype", "auto"), **kept)
-        if spec not in specs:
-            specs.append(spec)
-    return specs or [StudentSpec()]

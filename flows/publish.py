@@ -6,7 +6,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows._run import recorded_run, state_dir
-from rsr.config import StateDir, StudentSpec
+from rsr.config import StudentSpec
 from rsr.select import SelectionPolicy
 from tasks.publish import publish, push
 from tasks.score import find_student
@@ -46,11 +46,3 @@ def publish_dataset(
             "student_id": found["student_id"],
             "teacher_ranking": ranking,
         }
-
-
-def publish_rescored(specs: list[StudentSpec], scored: list[dict], home: StateDir) -> list[dict | None]:
-    """After a (re-)score: publish for each student that got new scores, under its own policy and name."""
-    return [
-        publish_dataset(spec, state=str(home.root)) if result["scored"] else None
-        for spec, result in zip(specs, scored, strict=True)
-    ]

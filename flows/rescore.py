@@ -7,13 +7,15 @@ rescore_students  every registered student, or the given ones (the nightly sched
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 
 from flows._run import recorded_run, state_dir
-from flows.curate import registered_students
-from flows.publish import publish_rescored
+from flows.publish import publish_dataset
 from flows.score import run_score_student
 from rsr.config import RaySpec, ScoringSpec, StateDir, StudentSpec
+from rsr.store import Store
 
 
 @flow(name="rescore-student")
@@ -24,7 +26,9 @@ def rescore_student(
     publish: bool = False,
     state: str | None = None,
 ) -> dict:
-    return _rescore(state_dir(state), [student], scoring, ray, publish)[0]
+    home = state_dir(state)
+    with recorded_run(home, {"students": [student.ref]}) as run_id:
+        return score_and_publish(home, run_id, [student], scoring, ray, publish)[0]
 
 
 @flow(name="rescore-students")
@@ -37,13 +41,28 @@ def rescore_students(
 ) -> list[dict]:
     home = state_dir(state)
     specs = list(students or []) or registered_students(home.duckdb)
-    return _rescore(home, specs, scoring, ray, publish)
-
-
-def _rescore(home: StateDir, specs: list[StudentSpec], scoring, ray, publish: bool) -> list[dict]:
     with recorded_run(home, {"students": [s.ref for s in specs]}) as run_id:
-        scored = [run_score_student(home, run_id, spec, scoring, ray) for spec in specs]
-        published = publish_rescored(specs, scored, home) if publish else [None] * len(specs)
-        for result, pub in zip(scored, published, strict=True):
-            result["published"] = pub
-        return scored
+        return score_and_publish(home, run_id, specs, scoring, ray, publish)
+
+
+def score_and_publish(home: StateDir, run_id: str, specs: list[StudentSpec], scoring, ray, publish: bool) -> list[dict]:
+    """Score each student; with `publish`, then publish (its result's "published") each one that got new scores,
+    under its own policy and name."""
+    scored = [run_score_student(home, run_id, spec, scoring, ray) for spec in specs]
+    for spec, result in zip(specs, scored, strict=True):
+        result["published"] = publish_dataset(spec, state=str(home.root)) if publish and result["scored"] else None
+    return scored
+
+
+def registered_students(db: Path) -> list[StudentSpec]:
+    """Every student scored before (so a new teacher is scored for all of them), else the embedded default."""
+    with Store.open(db, read_only=True) as store:
+        rows = store.students()
+    specs = []
+    for row in rows:
+        info = row.info or {}
+        kept = {k: info[k] for k in ("dtype", "chat_template", "policy", "output") if info.get(k) is not None}
+        spec = StudentSpec(ref=row.ref, **kept)
+        if spec not in specs:
+            specs.append(spec)
+    return specs or [StudentSpec()]

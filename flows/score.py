@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,15 +33,6 @@ FORWARDED_ENV = (
 )
 
 
-def _task_runner(ray: RaySpec | None):
-    if ray is None:
-        # One shard at a time in-process: torch already uses every core for each batch.
-        return ThreadPoolTaskRunner(max_workers=1)
-    from prefect_ray import RayTaskRunner
-
-    return RayTaskRunner(address=ray.address, init_kwargs=ray_init_kwargs(ray))
-
-
 def ray_init_kwargs(ray: RaySpec) -> dict:
     """ray.init arguments (used when this process starts or joins Ray; ignored where Ray is already up)."""
     if ray.address is None:
@@ -56,14 +48,6 @@ def ray_init_kwargs(ray: RaySpec) -> dict:
     # From a module's file, not the package's: an editable install can make `tasks` a namespace package.
     modules = [str(Path(m.__file__).parent) for m in (rsr.config, tasks.score)]
     return {"runtime_env": {"py_modules": modules, "excludes": ["__pycache__", "*.pyc"]}}
-
-
-def _prefect_api_url() -> str | None:
-    """The API this flow run talks to. A worker must report its task runs there: without PREFECT_API_URL a
-    Ray worker would start an ephemeral Prefect server of its own."""
-    ctx = FlowRunContext.get()
-    url = str(ctx.client.api_url) if ctx and ctx.client else os.environ.get("PREFECT_API_URL")
-    return url.rstrip("/") if url else None
 
 
 def ray_remote_options(ray: RaySpec, api_url: str | None = None) -> dict:
@@ -82,12 +66,12 @@ def ray_remote_options(ray: RaySpec, api_url: str | None = None) -> dict:
     }
 
 
-def _check_cluster(ray: RaySpec, api_url: str | None) -> None:
+def _check_cluster(ray: RaySpec, api_url: str) -> None:
     """Warn about what would otherwise fail late or wait forever."""
     import ray as ray_api
 
     logger = get_run_logger()
-    host = urlparse(api_url or "").hostname
+    host = urlparse(api_url).hostname
     if ray.address not in (None, "auto", "local") and host in ("127.0.0.1", "localhost", "::1"):
         logger.warning(
             "Ray workers on other hosts cannot reach this flow's Prefect API at %s: run `prefect server start "
@@ -112,7 +96,6 @@ def score_student(
     student: StudentSpec,
     scoring: ScoringSpec | None = None,
     ray: RaySpec | None = None,
-    teacher: str | None = None,
 ) -> dict:
     """Only keys (trajectory, student digest, dtype, max_tokens, r_max, metric version) without a score are
     computed, shard by shard: the driver holds one shard's trajectories at a time, and a re-run after a crash
@@ -122,7 +105,7 @@ def score_student(
     # The effective setting is part of every score's key: None would mean "the context" and never match a row.
     key = {"dtype": info["dtype"], "max_tokens": scoring.max_tokens or info["context_length"]}
     with Store.open(home.duckdb) as store:
-        todo = store.unscored(info["student_id"], METRIC_VERSION, R_MAX, teacher=teacher, **key)
+        todo = store.unscored(info["student_id"], METRIC_VERSION, R_MAX, **key)
     size = scoring.shard_size
     task = score_shard.with_options(retries=scoring.retries)
     shard_args = (
@@ -134,14 +117,8 @@ def score_student(
         with Store.open(home.duckdb) as store:  # the flow is the only writer; workers never open DuckDB
             stored += store.add_scores(scores, run_id)
         errors += sum(1 for s in scores if s.error)
-    shards = -(-len(todo) // size)
-    return {
-        "student_id": info["student_id"],
-        "ref": student.ref,
-        "scored": stored,
-        "errors": errors,
-        "shards": shards,
-    } | key
+    result = {"student_id": info["student_id"], "ref": student.ref, "scored": stored, "errors": errors}
+    return result | {"shards": -(-len(todo) // size)} | key
 
 
 def _shard(home: StateDir, ids: list[str]) -> list[tuple[str, list[dict]]]:
@@ -149,20 +126,20 @@ def _shard(home: StateDir, ids: list[str]) -> list[tuple[str, list[dict]]]:
         return [(t.trajectory_id, [m.model_dump() for m in t.messages]) for t in store.get_trajectories(ids)]
 
 
-def _finished_shards(task, shard_args: Iterator[tuple], ray: RaySpec | None, window: int = 16) -> Iterator[list]:
-    """Score lists as shards finish. In-process, one shard at a time, stored before the next starts: a crash
-    costs at most one shard. On Ray, up to `window` shards are in flight (one per free GPU runs)."""
-    if ray is None:
-        for a in shard_args:
-            yield task.submit(*a).result()
-        return
-    # Each scoring task asks Ray for its GPU share, so GPU nodes take the scoring and nothing else.
-    from prefect_ray.context import remote_options
+def _finished_shards(task, shard_args: Iterator[tuple], ray: RaySpec | None) -> Iterator[list]:
+    """Score lists as shards finish. In-process, one shard in flight, stored before the next starts: a crash
+    costs at most one shard. On Ray, up to 16 shards are in flight (one per free GPU runs)."""
+    window, options = 1, nullcontext()
+    if ray is not None:
+        # Each scoring task asks Ray for its GPU share, so GPU nodes take the scoring and nothing else. A worker
+        # must report its task runs to this flow run's API: without PREFECT_API_URL it would start its own server.
+        from prefect_ray.context import remote_options
 
-    api_url = _prefect_api_url()
-    _check_cluster(ray, api_url)
+        api_url = str(FlowRunContext.get().client.api_url).rstrip("/")
+        _check_cluster(ray, api_url)
+        window, options = 16, remote_options(**ray_remote_options(ray, api_url))
     pending: list = []
-    with remote_options(**ray_remote_options(ray, api_url)):
+    with options:
         for a in shard_args:
             pending.append(task.submit(*a))
             if len(pending) >= window:
@@ -173,5 +150,13 @@ def _finished_shards(task, shard_args: Iterator[tuple], ray: RaySpec | None, win
         yield future.result()
 
 
-def run_score_student(home: StateDir, run_id: str, student: StudentSpec, scoring, ray, teacher=None) -> dict:
-    return score_student.with_options(task_runner=_task_runner(ray))(home, run_id, student, scoring, ray, teacher)
+def run_score_student(home: StateDir, run_id: str, student: StudentSpec, scoring, ray) -> dict:
+    """score_student on its task runner: in-process one shard at a time (torch already uses every core for each
+    batch), or Ray."""
+    if ray is None:
+        runner = ThreadPoolTaskRunner(max_workers=1)
+    else:
+        from prefect_ray import RayTaskRunner
+
+        runner = RayTaskRunner(address=ray.address, init_kwargs=ray_init_kwargs(ray))
+    return score_student.with_options(task_runner=runner)(home, run_id, student, scoring, ray)
