@@ -19,13 +19,9 @@ if TYPE_CHECKING:
     from rsr.publish import Manifest
 
 TEMPLATE = Path(__file__).with_name("dataset_card.md")
+# The Hub's size_categories: the first label whose bound the row count is under.
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
          (10_000_000, "1M<n<10M")]  # fmt: skip
-
-
-def size_category(n: int) -> str:
-    """The Hub's size_categories value for n rows."""
-    return next((label for bound, label in SIZES if n < bound), "10M<n<100M")
 
 
 def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
@@ -33,7 +29,7 @@ def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
     data = DatasetCardData(
         pretty_name=m.name,
         task_categories=["text-generation"],
-        size_categories=[size_category(len(m.rows))],
+        size_categories=[next((label for bound, label in SIZES if len(m.rows) < bound), "10M<n<100M")],
         tags=["sft", "reasoning", "distillation", "rsr-curate"],
         configs=[{"config_name": "default", "data_files": "data.parquet"}],
     )

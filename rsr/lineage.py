@@ -59,13 +59,11 @@ class Tracking:
 
 
 def experiment_id(client: MlflowClient, tracking: Tracking) -> str:
-    """The "rsr-curate" experiment, created if missing (a lost creation race uses the winner's)."""
+    """The "rsr-curate" experiment, created if missing (a lost creation race uses the winner's), restored if deleted.
+    MLflow creates the artifact folder itself on the first upload."""
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
-        location = None
-        if tracking.artifacts is not None:
-            tracking.artifacts.mkdir(parents=True, exist_ok=True)
-            location = tracking.artifacts.resolve().as_uri()
+        location = tracking.artifacts.resolve().as_uri() if tracking.artifacts else None
         try:
             return client.create_experiment(EXPERIMENT, artifact_location=location)
         except MlflowException as e:
