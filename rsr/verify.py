@@ -11,7 +11,6 @@ matches are decided in the caller without math-verify.
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing
 import os
 import re
@@ -275,18 +274,12 @@ _POOLS_LOCK = threading.Lock()
 
 
 def _shared_pool(workers: int) -> VerifierPool:
-    """One pool per size per process, so verify() on one trajectory starts no process after the first call."""
+    """One pool per size per process, so verify() on one trajectory starts no process after the first call.
+    pebble stops its workers at interpreter exit."""
     with _POOLS_LOCK:
         if workers not in _POOLS:
             _POOLS[workers] = VerifierPool(workers)
         return _POOLS[workers]
-
-
-@atexit.register
-def _close_shared_pools() -> None:
-    for pool in _POOLS.values():
-        pool.stop()
-        pool.join()
 
 
 # --- Public API ---

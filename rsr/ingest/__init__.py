@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from rsr.ingest import messages, table, zeroeval
-from rsr.ingest._common import CHUNK, IngestResult, RecordError, collect
-from rsr.ingest._io import InputDigest, input_digest, iter_records, require_path, suffix_of
+from rsr.ingest._common import CHUNK, IngestResult, collect
+from rsr.ingest._io import input_digest, iter_records, require_path, suffix_of
 from rsr.ingest.hf import ingest_hf, is_saved_dataset
 from rsr.ingest.problems import ProblemIndex, join_gold, load_problem_index, load_problems
 from rsr.ingest.table import parse_mapping
@@ -31,8 +31,6 @@ __all__ = [
     "FORMATS",
     "Format",
     "IngestResult",
-    "InputDigest",
-    "RecordError",
     "detect_format",
     "ingest_file",
     "input_digest",

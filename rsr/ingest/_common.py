@@ -68,10 +68,8 @@ def answer_str(value: Any, what: str = "`answer`") -> str | None:
         if not math.isfinite(value):
             raise RecordError(f"{what} is not a finite number ({value})")
         return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
-    if value is None or isinstance(value, str):
-        return opt_str(value, what)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return opt_id(value, what)
     raise RecordError(f"{what} must be a string or a number, got {type_name(value)}")
 
 

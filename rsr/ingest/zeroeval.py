@@ -92,19 +92,14 @@ class TeacherOutput:
     how: str  # "json", "regex" or "raw": which reading succeeded
 
 
-def _candidate_json(text: str) -> str | None:
-    fence = _FENCE.search(text)
-    body = fence.group(1) if fence and "{" in fence.group(1) else text
-    start, end = body.find("{"), body.rfind("}")
-    return body[start : end + 1] if start >= 0 and end > start else None
-
-
 def parse_teacher_json(text: str) -> TeacherOutput:
     """Read a teacher's {"reasoning", "answer"} answer: strict-ish JSON first, then regexes, then nothing."""
-    candidate = _candidate_json(text)
-    if candidate is not None:
+    fence = _FENCE.search(text)
+    body = fence.group(1) if fence and "{" in fence.group(1) else text  # the fenced block, else the whole text
+    start, end = body.find("{"), body.rfind("}")
+    if start >= 0 and end > start:
         try:
-            obj = lenient_json_loads(candidate)
+            obj = lenient_json_loads(body[start : end + 1])
         except (ValueError, RecursionError):
             obj = None
         if isinstance(obj, dict):
