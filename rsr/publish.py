@@ -177,33 +177,19 @@ def build_rows(store: Store, selected: Sequence[Candidate]) -> list[dict[str, An
         if c.trajectory_id in by_id:
             raise ValueError(f"trajectory {c.trajectory_id} selected twice; a selection lists each trajectory once")
         by_id[c.trajectory_id] = c
-    ids = sorted(by_id, key=lambda t: (by_id[t].problem_id, t))
-    trajectories = {t.trajectory_id: t for t in store.get_trajectories(ids)}
-    missing = [t for t in ids if t not in trajectories]
+    columns, found = store.query(
+        "SELECT t.messages, trajectory_id, t.teacher, t.problem_id, t.problem, v.gold_answer, v.verdict "
+        "FROM trajectories t JOIN trajectory_verdicts v USING (trajectory_id) "
+        "WHERE list_contains(CAST(? AS VARCHAR[]), trajectory_id) ORDER BY t.problem_id, trajectory_id",
+        [list(by_id)],
+    )
+    missing = sorted(set(by_id) - {tid for _, tid, *_ in found})
     if missing:
         raise ValueError(f"{len(missing)} selected trajectories are not in {store.path} (e.g. {missing[0]})")
-    _, verdict_rows = store.query(
-        "SELECT trajectory_id, gold_answer, verdict FROM trajectory_verdicts "
-        "WHERE trajectory_id IN (SELECT unnest(CAST(? AS VARCHAR[])))",
-        [ids],
-    )
-    gold = {tid: (g, v) for tid, g, v in verdict_rows}
-    rows = []
-    for tid in ids:
-        t, c = trajectories[tid], by_id[tid]
-        gold_answer, verdict = gold.get(tid, (t.gold_answer, None))
-        rows.append(
-            {
-                "messages": [{"role": m.role, "content": m.content} for m in t.messages],
-                "trajectory_id": tid,
-                "teacher": t.teacher,
-                "problem_id": t.problem_id,
-                "problem": t.problem,
-                "gold_answer": gold_answer,
-                "verdict": verdict,
-                **{k: getattr(c, k) for k in ("rsr", "mean_rank", "mean_surprisal", "score_id")},
-            }
-        )
+    rows = [dict(zip(columns, r, strict=True)) for r in found]
+    for row in rows:
+        row["messages"] = [{"role": m["role"], "content": m["content"]} for m in json.loads(row["messages"])]
+        row |= {k: getattr(by_id[row["trajectory_id"]], k) for k in ("rsr", "mean_rank", "mean_surprisal", "score_id")}
     return rows
 
 
