@@ -130,9 +130,9 @@ def _latest_publication(store: Store, student_id: str) -> dict[str, Any] | None:
 
 def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None) -> pd.DataFrame:
     """One row per known teacher, best first (the paper's rule: lowest dataset RSR first, unscored last):
-    teacher, rank, dataset_rsr, ci_low, ci_high, n (rows used), accuracy (over those rows),
-    mean_response_tokens, n_trajectories, all_accuracy (over all its trajectories), selected (rows in the
-    student's latest publication). ``setting`` defaults to the student's current one."""
+    teacher, rank, dataset_rsr, n (rows used), accuracy (over those rows), mean_response_tokens, n_trajectories,
+    all_accuracy (over all its trajectories), selected (rows in the student's latest publication), and the
+    dataset RSR's interval ci_low, ci_high. ``setting`` defaults to the student's current one."""
     setting = setting or current_setting(store, student_id)
     params = _used_params(student_id, setting)
     pub = _latest_publication(store, student_id)
@@ -148,9 +148,7 @@ def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None
         [pub["dataset_id"] if pub else None, *params[:4]],
     )
     used = store.query_df(f"SELECT teacher, mean_rank, mean_surprisal FROM latest_scores WHERE {_USED}", params)
-    return board.merge(_intervals(used), on="teacher", how="left")[
-        ["teacher", "rank", "dataset_rsr", "ci_low", "ci_high", "n", "accuracy", "mean_response_tokens",
-         "n_trajectories", "all_accuracy", "selected"]]  # fmt: skip
+    return board.merge(_intervals(used), on="teacher", how="left")
 
 
 def _history(store: Store, student_id: str, setting: ScoreKey | None) -> pd.DataFrame:
@@ -196,9 +194,8 @@ def _plot_selection(d: _Data, ax: Axes) -> str | None:
     rsr = board["dataset_rsr"].to_numpy(dtype=float)
     err = np.vstack([rsr - board["ci_low"].to_numpy(dtype=float), board["ci_high"].to_numpy(dtype=float) - rsr])
     ax.errorbar(x, rsr, yerr=np.clip(err, 0, None), fmt="o", capsize=5, color="tab:purple", zorder=3)
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"#{int(r)} {t}" for r, t in zip(board["rank"], board["teacher"], strict=True)])
-    ax.tick_params(axis="x", labelrotation=20 if len(board) > 4 else 0)
+    labels = [f"#{int(r)} {t}" for r, t in zip(board["rank"], board["teacher"], strict=True)]
+    ax.set_xticks(x, labels, rotation=20 if len(board) > 4 else 0)
     ax.set_ylabel("dataset RSR (lower is better)")
     ax.set_xlabel("teacher, by rank (the paper's rule: lowest dataset RSR first)")
     ax.margins(x=0.15)
@@ -261,10 +258,8 @@ def _plot_history(d: _Data, ax: Axes) -> str | None:
     for teacher, g in d.history.groupby("teacher"):
         g = g.sort_values("at")
         ax.plot([pos[r] for r in g["run_id"]], g["dataset_rsr"], marker="o", label=str(teacher))
-    ax.set_xticks(range(len(runs)))
-    ax.set_xticklabels(
-        [f"{pd.Timestamp(a):%m-%d %H:%M}\n{r[:10]}" for r, a in zip(runs["run_id"], runs["at"], strict=True)]
-    )
+    labels = [f"{pd.Timestamp(a):%m-%d %H:%M}\n{r[:10]}" for r, a in zip(runs["run_id"], runs["at"], strict=True)]
+    ax.set_xticks(range(len(runs)), labels)
     ax.set_xlim(-0.5, len(runs) - 0.5)
     ax.set_xlabel("scoring run (UTC time of its last score, run id)")
     ax.set_ylabel("dataset RSR")
@@ -292,8 +287,7 @@ def _save_plot(d: _Data, name: str, path: Path) -> None:
     ax.title.set_fontsize(11)
     if empty:  # still a real picture, saying why it is empty
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.35")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     fig.savefig(path)
 
 
