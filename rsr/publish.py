@@ -1,7 +1,7 @@
 """Publish a selection as an SFT dataset (Hugging Face ``datasets``, chat ``messages``) with a card and lineage.
 
     publish_selection(store, chosen, Request(name, student_id, student_ref, policy, run_id), out_root=...,
-                      tracking=Tracking.resolve(state), sources=store.source_files(paths=...))
+                      tracking=Tracking.resolve(state), sources=source_files(store, chosen))
 
 Layout of one publication, ``<out_root>/<name>/<dataset_id>/``::
 

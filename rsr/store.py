@@ -487,13 +487,8 @@ class Store:
             WHERE CAST(? AS VARCHAR) IS NULL OR t.teacher = ? ORDER BY {order}""",
             params,
         )
-        return [self._trajectory(row) for row in cur.fetchall()]
-
-    @staticmethod
-    def _trajectory(row: tuple) -> Trajectory:
-        data = dict(zip(Trajectory.model_fields, row, strict=True))
-        data["messages"] = json.loads(data["messages"])  # validated into Messages by the model
-        return Trajectory(**data)
+        rows = [dict(zip(Trajectory.model_fields, row, strict=True)) for row in cur.fetchall()]
+        return [Trajectory(**r | {"messages": json.loads(r["messages"])}) for r in rows]  # the model validates them
 
     # ---- quarantine, duplicates, verdicts --------------------------------------------------------------
 
