@@ -323,10 +323,8 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, read_only: bool = False) -> Store:
-        """Open the database at ``path``. Use as a context manager.
-
-        Read-write creates and migrates the file. Read-only never writes nor creates anything; it reads a
-        snapshot while a flow holds the state folder's writer lock (``rsr.db.open_read_only``)."""
+        """Open the database at ``path`` (read-write: create and migrate it); use as a context manager. Read-only
+        never writes nor creates anything; it reads a snapshot while a flow holds the state folder's writer lock."""
         path = Path(path)
         resources = ExitStack()
         try:
@@ -409,10 +407,8 @@ class Store:
         return pa.Table.from_pylist(list(rows), schema=self._schemas[table])
 
     def _insert(self, table: str, rows: Iterable[dict[str, Any]], tail: str = "", verb: str = "INSERT") -> int:
-        """Insert rows in one statement and one round trip (an Arrow batch, not a statement per row).
-
-        ``tail`` follows ``SELECT * FROM <batch> b``: a WHERE over ``b`` and/or an ON CONFLICT clause. Returns
-        how many rows were inserted."""
+        """Insert rows in one statement and one round trip (an Arrow batch, not a statement per row); returns how
+        many were inserted. ``tail`` follows ``SELECT * FROM <batch> b``: a WHERE over ``b`` and/or ON CONFLICT."""
         batch = self._arrow(table, rows)
         if not batch.num_rows:
             return 0
