@@ -25,8 +25,7 @@ def pipeline(
             curate_teacher(
                 t.name,
                 t.path,
-                format=t.format,
-                mapping=t.mapping,
+                **t.model_dump(include={"format", "mapping"}),
                 problems=config.problems,
                 score=False,
                 dedup_threshold=config.dedup_threshold,
@@ -37,12 +36,12 @@ def pipeline(
         ]
         scores = [run_score_student(home, run_id, s, config.scoring, ray) for s in config.students]
         published = []
+        uri = mlflow_uri or config.mlflow_uri
         for spec in config.students:
-            # One student: the config's output name; several: each named by its student.
-            name = config.output if len(config.students) == 1 else spec.dataset_name(config.output)
+            # One student: the config's output name (unless it names its own); several: each named by its student.
+            name = spec.dataset_name(config.output) if len(config.students) > 1 else spec.output or config.output
             policy = spec.policy or config.policy
-            uri = mlflow_uri or config.mlflow_uri
-            published.append(publish_dataset(spec, policy, spec.output or name, mlflow_uri=uri, state=str(home.root)))
+            published.append(publish_dataset(spec, policy, name, mlflow_uri=uri, state=str(home.root)))
         return {"teachers": teachers, "scores": scores, "published": published}
 
 

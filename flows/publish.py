@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from prefect import flow
 from prefect.runtime import flow_run
 
@@ -37,12 +39,5 @@ def publish_dataset(
             home, run_id, found["student_id"], policy, name, flow_run.get_id(), mlflow_uri, found["key"]
         )
         hub = push(home, pub, push_to_hub, mlflow_uri) if push_to_hub else None
-        return {
-            "hub_commit_url": hub,
-            "dataset_id": pub.dataset_id,
-            "path": str(pub.path),
-            "n_rows": pub.n_rows,
-            "mlflow_run_id": pub.mlflow_run_id,
-            "student_id": found["student_id"],
-            "teacher_ranking": ranking,
-        }
+        result = asdict(pub) | {"path": str(pub.path), "hub_commit_url": hub, "student_id": found["student_id"]}
+        return result | {"teacher_ranking": ranking}

@@ -519,22 +519,24 @@ class Store:
         self._insert("verdicts", rows.values(), verb="INSERT OR REPLACE")
 
     def unverified(self, rows: range | None = None, teacher: str | None = None) -> list[tuple]:
-        """(trajectory_id, response, declared_answer, gold_answer) of trajectories with no verdict, or with a
-        `no_gold` one whose gold (its own, else its problem's) is known now. `rows`: only these row positions; a
-        page's rows sit in a few row groups, so it reads only those (paging by id, or OFFSET, would scan the whole
+        """Named rows (trajectory_id, response, declared_answer, gold_answer) of trajectories with no verdict, or
+        with a `no_gold` one whose gold (its own, else its problem's) is known now. `rows`: only these row positions;
+        a page's rows sit in a few row groups, so it reads only those (paging by id, or OFFSET, would scan the whole
         table for every page: quadratic in the table's size)."""
         rows = rows or range(2**62)  # every row
         cur = self._con.execute(
-            """SELECT t.trajectory_id, t.response, t.declared_answer, coalesce(t.gold_answer, p.gold_answer) AS gold
+            """SELECT t.trajectory_id, t.response, t.declared_answer,
+                coalesce(t.gold_answer, p.gold_answer) AS gold_answer
             FROM trajectories t
             LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
             LEFT JOIN problems p ON p.problem_id = t.problem_id
             WHERE t.rowid >= ? AND t.rowid < ? AND (CAST(? AS VARCHAR) IS NULL OR t.teacher = ?)
-              AND (v.trajectory_id IS NULL OR (v.verdict = 'no_gold' AND gold IS NOT NULL))
+              AND (v.trajectory_id IS NULL
+                   OR (v.verdict = 'no_gold' AND coalesce(t.gold_answer, p.gold_answer) IS NOT NULL))
             ORDER BY t.trajectory_id""",
             [rows.start, rows.stop, teacher, teacher],
         )
-        return cur.fetchall()
+        return list(cur.df().itertuples(index=False))
 
     # ---- students and scores ---------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ re-run stores each record exactly once and only redoes what was not stored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 from prefect import task
 
@@ -64,12 +63,6 @@ def ingest_teacher(
     return out
 
 
-class _Response(NamedTuple):
-    trajectory_id: str
-    problem_id: str
-    response: str
-
-
 @task(name="deduplicate")
 def deduplicate(db: Path, run_id: str, problem_ids: list[str], threshold: float = 0.9) -> int:
     """Exact + near duplicates among all teachers' trajectories of these problems, first-ingested kept.
@@ -77,23 +70,16 @@ def deduplicate(db: Path, run_id: str, problem_ids: list[str], threshold: float 
     found = 0
     with _open(db) as store:
         for start in range(0, len(problem_ids), DEDUP_PROBLEMS):
-            _, rows = store.query(
+            rows = store.query_df(
                 """SELECT trajectory_id, problem_id, response FROM trajectories
                    WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
                    ORDER BY ingested_at, teacher, source_file, source_line, trajectory_id""",
                 [problem_ids[start : start + DEDUP_PROBLEMS]],
             )
-            duplicates = find_duplicates([_Response(*r) for r in rows], threshold=threshold)
+            duplicates = find_duplicates(rows.itertuples(index=False), threshold=threshold)
             store.set_duplicates(duplicates, run_id)
             found += len(duplicates)
     return found
-
-
-class _Answer(NamedTuple):
-    trajectory_id: str
-    response: str
-    declared_answer: str | None
-    gold_answer: str | None
 
 
 @task(name="verify-answers")
@@ -105,6 +91,6 @@ def verify_answers(db: Path, run_id: str, timeout_s: float = 5.0) -> int:
         for start in range(0, end, VERIFY_CHUNK):
             rows = store.unverified(range(start, start + VERIFY_CHUNK))
             if rows:
-                store.set_verdicts(verify_many([_Answer(*r) for r in rows], timeout_s=timeout_s), run_id)
+                store.set_verdicts(verify_many(rows, timeout_s=timeout_s), run_id)
                 done += len(rows)
     return done
