@@ -154,17 +154,15 @@ def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None
 def _history(store: Store, student_id: str, setting: ScoreKey | None) -> pd.DataFrame:
     rows = store.query_df(
         f"""SELECT teacher, trajectory_id, run_id, scored_at, score_id, mean_rank, mean_surprisal
-        FROM score_history WHERE error IS NULL AND teacher IS NOT NULL AND {_USED}""",
+        FROM score_history WHERE error IS NULL AND teacher IS NOT NULL AND {_USED} ORDER BY scored_at, score_id""",
         _used_params(student_id, setting),
     )
     # Cumulative, like latest_scores at that moment: a rescore run may cover only some trajectories.
     points = []
     for run_id, at in rows.groupby("run_id")["scored_at"].max().sort_values().items():
-        upto = rows[rows["scored_at"] <= at].sort_values(["scored_at", "score_id"])
-        latest = upto.drop_duplicates("trajectory_id", keep="last")
+        latest = rows[rows["scored_at"] <= at].drop_duplicates("trajectory_id", keep="last")  # rows are in time order
         for teacher, g in latest.groupby("teacher"):
-            rsr = dataset_rsr_of_means(g["mean_rank"].to_numpy(), g["mean_surprisal"].to_numpy())
-            points.append((run_id, at, teacher, rsr))
+            points.append((run_id, at, teacher, dataset_rsr_of_means(g["mean_rank"], g["mean_surprisal"])))
     return pd.DataFrame(points, columns=["run_id", "at", "teacher", "dataset_rsr"])
 
 
@@ -311,10 +309,9 @@ def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
     """report.html from its template (autoescaped), with the PNGs inline: the page works on its own."""
     from jinja2 import Template
 
-    ranked = d.board.dropna(subset=["dataset_rsr"])
     return Template(HTML_TEMPLATE.read_text(encoding="utf-8"), autoescape=True).render(
         d=d,
-        best=None if ranked.empty else ranked.iloc[0]["teacher"],
+        best=next(iter(d.board.dropna(subset=["dataset_rsr"])["teacher"]), None),  # the board is best first
         table=_table(d.board),  # inserted as is (`safe`): to_html escapes the cells itself
         figures=[(p.name, base64.b64encode(p.read_bytes()).decode()) for p in pngs],
         metric_version=METRIC_VERSION,
@@ -362,9 +359,7 @@ def build_report(
         _save_plot(data, path.name, path)
     page = out / "report.html"
     page.write_text(_html(data, pngs, state), encoding="utf-8")
-    result = ReportResult(pngs, page, None, data.student_id)
-    if data.note:
-        result.warnings.append(data.note)
+    result = ReportResult(pngs, page, None, data.student_id, [data.note] if data.note else [])
     if log_to_mlflow:
         pub = data.publication
         _log_to_mlflow(result, pub, mlflow_uri or (pub and pub["params"].get("mlflow_uri")) or state.mlflow_uri)
