@@ -1,7 +1,6 @@
 """When and where the flows run: event triggers, the nightly rescore, the `gpu` work pool, `rsr serve`.
 
-- `events.py`: the events (`rsr.teacher.added`, `rsr.student.added`) and how `--async` sends them (payloads:
-  prefect.yaml's triggers, docs/deployments.md).
+- `events.py`: the events (`rsr.teacher.added`, `rsr.student.added`) and how `--async` sends them.
 - `prefect.yaml`: the deployments and their triggers, for `prefect deploy` onto the `gpu` work pool.
 - `serve.py`: `rsr serve` builds the same deployments from prefect.yaml and serves them from one local process.
 See docs/deployments.md.
