@@ -106,11 +106,6 @@ def redact(uri: str) -> str:
     return re.sub(r"//[^/@]+@", "//", uri)
 
 
-def _key(text: str) -> str:
-    # MLflow keys allow only alphanumerics and _ - . space : /
-    return re.sub(r"[^\w\-. :/]", "_", text)
-
-
 def _params(m: Manifest) -> dict[str, Any]:
     policy = {f"policy.{k}": v for k, v in m.policy.model_dump(mode="json").items() if k != "name"}
     ids = {k: getattr(m, k) for k in ("name", "dataset_id", "content_digest", "student_id", "student_ref")}
@@ -118,13 +113,14 @@ def _params(m: Manifest) -> dict[str, Any]:
 
 
 def _metrics(m: Manifest) -> dict[str, float]:
-    per_teacher = {_key(f"{k}.{teacher}"): t[k] for teacher, t in m.teachers.items() for k in ("n_rows", "rsr_mean")}
+    # MLflow keys allow only alphanumerics and _ - . space : /
+    per_teacher = {f"{k}.{teacher}": t[k] for teacher, t in m.teachers.items() for k in ("n_rows", "rsr_mean")}
     return {
         **{k: m.stats[k] for k in ("n_rows", "rsr_mean", "rsr_median", "dataset_rsr")},
         "n_teachers": len(m.teachers),
         "n_problems": m.n_problems,
         **{f"selection.{k}": v for k, v in m.counts.items()},
-        **per_teacher,
+        **{re.sub(r"[^\w\-. :/]", "_", k): v for k, v in per_teacher.items()},
     }
 
 
