@@ -536,7 +536,10 @@ class Store:
             ORDER BY t.trajectory_id""",
             [rows.start, rows.stop, teacher, teacher],
         )
-        return list(cur.df().itertuples(index=False))
+        from collections import namedtuple  # rows read by attribute, like a Trajectory
+
+        row = namedtuple("Unverified", [d[0] for d in cur.description])
+        return [row(*r) for r in cur.fetchall()]
 
     # ---- students and scores ---------------------------------------------------------------------------
 
