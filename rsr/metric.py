@@ -60,11 +60,21 @@ class TrajectoryStats:
             r_max=r_max,
         )
 
-    # Ratios and means, derived from the sums (NaN where the denominator is 0).
-    rsr = property(lambda self: _ratio(self.sum_rank, self.sum_surprisal))
-    mean_rank = property(lambda self: _ratio(self.sum_rank, self.n_tokens))
-    mean_surprisal = property(lambda self: _ratio(self.sum_surprisal, self.n_tokens))
-    mean_rank_unclipped = property(lambda self: _ratio(self.sum_rank_unclipped, self.n_tokens))
+    @property
+    def rsr(self) -> float:
+        return _ratio(self.sum_rank, self.sum_surprisal)
+
+    @property
+    def mean_rank(self) -> float:
+        return _ratio(self.sum_rank, self.n_tokens)
+
+    @property
+    def mean_surprisal(self) -> float:
+        return _ratio(self.sum_surprisal, self.n_tokens)
+
+    @property
+    def mean_rank_unclipped(self) -> float:
+        return _ratio(self.sum_rank_unclipped, self.n_tokens)
 
     def as_dict(self) -> dict:
         """The fields a Score stores, means and ratios included."""
