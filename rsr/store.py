@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -523,7 +524,7 @@ class Store:
         with a `no_gold` one whose gold (its own, else its problem's) is known now. `rows`: only these row positions;
         a page's rows sit in a few row groups, so it reads only those (paging by id, or OFFSET, would scan the whole
         table for every page: quadratic in the table's size)."""
-        rows = rows or range(2**62)  # every row
+        rows = range(2**62) if rows is None else rows  # None: every row
         cur = self._con.execute(
             """SELECT t.trajectory_id, t.response, t.declared_answer,
                 coalesce(t.gold_answer, p.gold_answer) AS gold_answer
@@ -536,9 +537,7 @@ class Store:
             ORDER BY t.trajectory_id""",
             [rows.start, rows.stop, teacher, teacher],
         )
-        from collections import namedtuple  # rows read by attribute, like a Trajectory
-
-        row = namedtuple("Unverified", [d[0] for d in cur.description])
+        row = namedtuple("Unverified", [d[0] for d in cur.description])  # read by attribute, like a Trajectory
         return [row(*r) for r in cur.fetchall()]
 
     # ---- students and scores ---------------------------------------------------------------------------
