@@ -1,4 +1,4 @@
-"""Event-driven deployments: the triggers' templates, `rsr serve` built from prefect.yaml, and end to end on a real server.
+"""Event-driven deployments: the triggers' templates, serve built from prefect.yaml, and end to end on a real server.
 
 The slow tests start a real `prefect server start` (SQLite in tmp, a free port on 127.0.0.1), then either run
 `rsr serve` and send `rsr.teacher.added` / `rsr.student.added` through `rsr add-teacher/add-student --async`, or
