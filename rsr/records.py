@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from typing import Literal
@@ -29,9 +30,38 @@ def problem_id_for(problem: str) -> str:
     return "p-" + _digest(normalize_text(problem))
 
 
-class Message(BaseModel):  # other keys (name, tool_calls, ...) are ignored: pydantic's default
-    role: str
-    content: str
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def join_reasoning(reasoning: str | None, answer: str | None) -> str:
+    """Reasoning held outside the content (`reasoning_content`, a reasoning column) joined to the answer in the one
+    form every stage sees: `<think>\n{reasoning}\n</think>\n\n{answer}`, newlines at the seams trimmed. It is the
+    form Qwen3's template renders and R1/QwQ generate, so the scored and the published text are the same."""
+    answer = answer or ""
+    if reasoning is None or not reasoning.strip():
+        return answer
+    return f"{THINK_OPEN}\n{reasoning.strip(chr(10))}\n{THINK_CLOSE}\n\n{answer.lstrip(chr(10))}"
+
+
+class Message(BaseModel):
+    """One chat turn. Reasoning is already joined into `content` (join_reasoning); an assistant turn that only calls
+    tools may have `content` None. `tool_calls` are kept as the data gives them (OpenAI form:
+    [{"type": "function", "function": {"name", "arguments"}}]); other keys are ignored (pydantic's default)."""
+
+    role: str  # system | user | assistant | tool
+    content: str | None = ""
+    tool_calls: list[dict] | None = None
+    name: str | None = None  # a tool's name on a tool turn
+    tool_call_id: str | None = None
+
+    def for_template(self) -> dict:
+        """The dict a chat template sees: role and content always (None stays None: R1's template tests `is none`),
+        the tool keys only when present (Llama 3.1's tests `'tool_calls' in message`)."""
+        out: dict = {"role": self.role, "content": self.content}
+        for key in ("tool_calls", "name", "tool_call_id"):
+            if (value := getattr(self, key)) is not None:
+                out[key] = value
+        return out
 
 
 class Problem(BaseModel):
@@ -55,13 +85,18 @@ class Trajectory(BaseModel):
     gold_answer: str | None = None
     source_file: str
     source_line: int  # 1-based line (JSONL/CSV) or 0-based index (JSON list, Parquet, HF dataset)
+    generation: int | None = None  # which of a row's several generations (OpenR1's `generations`), 0-based
+    teacher_correct: bool | None = None  # the input's own correctness flag (e.g. correctness_math_verify), kept
 
     @classmethod
     def build(cls, *, teacher: str, problem: str, messages: list[Message], **kw) -> Trajectory:
-        response = next((m.content for m in reversed(messages) if m.role == "assistant"), "")
+        last = next((m for m in reversed(messages) if m.role == "assistant"), None)
+        response = (last.content or "") if last else ""
         pid = kw.pop("problem_id", None) or problem_id_for(problem)
+        calls = [json.dumps(last.tool_calls, sort_keys=True, ensure_ascii=False)] if last and last.tool_calls else []
         return cls(
-            trajectory_id="t-" + _digest(teacher, pid, response),  # the same on re-ingest, which then adds nothing
+            # the same on re-ingest, which then adds nothing; a tool-calling turn also by its calls
+            trajectory_id="t-" + _digest(teacher, pid, response, *calls),
             teacher=teacher,
             problem_id=pid,
             problem=problem,
@@ -118,3 +153,9 @@ class Score(BaseModel):
     mean_rank_unclipped: float | None = None
     truncated: bool = False
     error: str | None = None
+    # What the scored tokens covered (they add up to n_tokens) and how the chat was rendered ("template": the
+    # student's template as is; "generation": prompt + response, for templates that rewrite assistant text).
+    n_reasoning_tokens: int = 0
+    n_answer_tokens: int = 0
+    n_tool_tokens: int = 0
+    render: str | None = None
