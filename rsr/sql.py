@@ -34,7 +34,9 @@ VIEW_DOCS: dict[str, str] = {
     "score_history": "every score row (errors included) + teacher, problem, student ref, flow that wrote it",
     "latest_scores": "the successful score per (trajectory, student, dtype, max_tokens, r_max), current metric",
     "score_settings": "per student and scoring setting (dtype, max_tokens, r_max): scored and truncated counts",
-    "teacher_selection": "per student, setting and teacher: dataset RSR, n, accuracy, mean response tokens, rank",
+    "teacher_selection": "per student, setting and teacher: dataset RSR, n, accuracy, mean response tokens, rank, "
+    "coverage (ingested, scored, failed, truncated, on_subset) and reasoning/answer/tool tokens",
+    "teacher_coverage": "per student, setting and teacher: trajectories ingested, scored, failed, truncated, unscored",
     "dataset_lineage": "each published row -> its score row, scoring run, publishing run, MLflow run",
 }
 

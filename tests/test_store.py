@@ -36,6 +36,7 @@ VIEWS = {
     "latest_scores",
     "score_settings",
     "teacher_selection",
+    "teacher_coverage",
     "dataset_lineage",
 }
 
@@ -344,12 +345,26 @@ def test_views_on_a_hand_made_case(store: Store) -> None:
 
     cols, rows = store.query("SELECT * FROM teacher_selection ORDER BY r_max DESC, rank")
     assert cols == ["student_id", "student", "teacher", "dtype", "max_tokens", "r_max", "dataset_rsr", "n",
-                    "accuracy", "mean_response_tokens", "rank"]  # fmt: skip
+                    "accuracy", "mean_response_tokens", "rank", "n_ingested", "n_scored", "n_failed", "n_truncated",
+                    "on_subset", "reasoning_tokens", "answer_tokens", "tool_tokens"]  # fmt: skip
     # By hand: A = (2 + 4) / (1 + 4) = 1.2 (not the mean of RSRs, 1.5; a3 is truncated); B = (3 + 1) / (1 + 2).
-    assert rows == [
+    # Coverage: A's a3 failed once, then scored truncated: 3 scored, 1 truncated, so A's RSR rests on a subset;
+    # at r_max 50 only b1 of B's two is scored.
+    assert [r[:11] for r in rows] == [
         ("stu", "tiny-student", "A", "float32", None, 100, pytest.approx(1.2), 2, 0.5, 10.0, 1),
         ("stu", "tiny-student", "B", "float32", None, 100, pytest.approx(4 / 3), 2, 1.0, 10.0, 2),
         ("stu", "tiny-student", "B", "float32", None, 50, pytest.approx(2.5), 1, 1.0, 10.0, 1),
+    ]
+    assert [r[11:16] for r in rows] == [(3, 3, 0, 1, True), (2, 2, 0, 0, False), (2, 1, 0, 0, True)]
+    _, rows = store.query(
+        "SELECT teacher, r_max, n_ingested, n_scored, n_failed, n_truncated, n_unscored FROM teacher_coverage "
+        "ORDER BY r_max DESC, teacher"
+    )
+    assert rows == [
+        ("A", 100, 3, 3, 0, 1, 0),
+        ("B", 100, 2, 2, 0, 0, 0),
+        ("A", 50, 3, 0, 0, 0, 3),
+        ("B", 50, 2, 1, 0, 0, 1),
     ]
 
     _, rows = store.query("SELECT count(*), count(DISTINCT flow_name), any_value(student) FROM score_history")
