@@ -103,7 +103,17 @@ def score_student(
     scoring = scoring or ScoringSpec()
     info = register_student(home.duckdb, student)
     # The effective setting is part of every score's key: None would mean "the context" and never match a row.
-    key = {"dtype": info["dtype"], "max_tokens": scoring.max_tokens or info["context_length"]}
+    # Positions past the student's context were never trained: a larger limit is capped, and said so.
+    context = info["context_length"]
+    key = {"dtype": info["dtype"], "max_tokens": min(scoring.max_tokens or context, context)}
+    if (scoring.max_tokens or 0) > context:
+        get_run_logger().warning(
+            "max_tokens %s is above %s's context of %s tokens: capped to %s",
+            scoring.max_tokens,
+            student.ref,
+            context,
+            context,
+        )
     with Store.open(home.duckdb) as store:
         todo = store.unscored(info["student_id"], METRIC_VERSION, R_MAX, **key)
     size = scoring.shard_size

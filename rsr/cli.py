@@ -227,8 +227,23 @@ def add_teacher(
         f"teacher {name}: {result['read']} read, {result['new']} new, {result['quarantined']} quarantined, "
         f"{result['duplicates']} duplicates, {result['verified']} verified"
     )
+    _ingest_notes(result)
     for s in result["scores"]:
         typer.echo(f"  scored {s['scored']} for {s['student_id']} ({s['errors']} errors)")
+
+
+def _ingest_notes(result: dict) -> None:
+    """What a user must know after an ingest: why records were quarantined, and what missing golds mean."""
+    for reason, n in result.get("top_reasons", []):
+        typer.echo(f"  quarantined {n} x: {reason}")
+    if result["quarantined"]:
+        typer.echo('  all of them: rsr sql "SELECT source_file, source_line, reason FROM quarantine"')
+    if result.get("no_gold"):
+        typer.echo(
+            f"  {result['no_gold']} of {result['read']} trajectories have no gold answer: they are verified `no_gold`, "
+            "and publishing (verified_only by default) selects none of them until a gold arrives (--problems FILE, "
+            "--map answer=COLUMN) or you publish with --include-unverified"
+        )
 
 
 @app.command("add-student")
@@ -344,20 +359,29 @@ def status(state: StateOpt = None) -> None:
     with Store.open(home.duckdb, read_only=True) as store:
         for student in store.students():
             table = Table(title=f"teachers for student {student.student_id} (lowest dataset RSR first)")
-            for col in ("rank", "teacher", "trajectories", "accuracy", "dataset RSR", "95% interval", "selected"):
+            columns = ("rank", "teacher", "trajectories", "scored", "failed", "truncated", "accuracy", "dataset RSR")
+            for col in (*columns, "95% interval", "selected"):
                 table.add_column(col, justify="left" if col == "teacher" else "right")
+            subset = False
             for r in teacher_board(store, student.student_id).to_dict("records"):
                 scored = pd.notna(r["dataset_rsr"])
+                subset |= bool(scored and r["on_subset"])
                 table.add_row(
                     f"{r['rank']:.0f}" if scored else "-",
                     r["teacher"],
                     str(r["n_trajectories"]),
+                    *(str(r[c]) for c in ("n_scored", "n_failed", "n_truncated")),
                     f"{r['all_accuracy']:.1%}" if r["all_accuracy"] is not None else "-",
-                    f"{r['dataset_rsr']:.3f}" if scored else "-",
+                    (f"{r['dataset_rsr']:.3f}" + (f" on {r['n']}*" if r["on_subset"] else "")) if scored else "-",
                     f"{r['ci_low']:.3f}-{r['ci_high']:.3f}" if scored else "-",
                     str(r["selected"]),
                 )
             console.print(table)
+            if subset:
+                console.print(
+                    "  * dataset RSR on a subset: failed, truncated or unscored trajectories are left out "
+                    '(rsr sql "SELECT * FROM teacher_coverage"; failed ones: SELECT error FROM score_history)'
+                )
             for setting in store.score_settings(student.student_id):
                 k = setting.key
                 console.print(

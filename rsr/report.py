@@ -131,7 +131,8 @@ def _latest_publication(store: Store, student_id: str) -> dict[str, Any] | None:
 def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None) -> pd.DataFrame:
     """One row per known teacher, best first (the paper's rule: lowest dataset RSR first, unscored last):
     teacher, rank, dataset_rsr, n (rows used), accuracy (over those rows), mean_response_tokens, n_trajectories,
-    all_accuracy (over all its trajectories), selected (rows in the student's latest publication), and the
+    all_accuracy (over all its trajectories), n_scored, n_failed, n_truncated, on_subset (n < n_trajectories),
+    selected (rows in the student's latest publication), and the
     dataset RSR's interval ci_low, ci_high. ``setting`` defaults to the student's current one."""
     setting = setting or current_setting(store, student_id)
     params = _used_params(student_id, setting)
@@ -139,13 +140,17 @@ def teacher_board(store: Store, student_id: str, setting: ScoreKey | None = None
     board = store.query_df(
         """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
                    s.n_trajectories, s.accuracy AS all_accuracy,
+                   coalesce(c.n_scored, 0) AS n_scored, coalesce(c.n_failed, 0) AS n_failed,
+                   coalesce(c.n_truncated, 0) AS n_truncated, coalesce(v.n, 0) < s.n_trajectories AS on_subset,
                    (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
                      WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
             FROM teacher_summary s
             LEFT JOIN teacher_selection v ON v.teacher = s.teacher AND v.student_id = ?
                  AND v.dtype = ? AND v.max_tokens IS NOT DISTINCT FROM ? AND v.r_max = ?
+            LEFT JOIN teacher_coverage c ON c.teacher = s.teacher AND c.student_id = ?
+                 AND c.dtype = ? AND c.max_tokens IS NOT DISTINCT FROM ? AND c.r_max = ?
             ORDER BY v.rank NULLS LAST, s.teacher""",
-        [pub["dataset_id"] if pub else None, *params[:4]],
+        [pub["dataset_id"] if pub else None, *params[:4], *params[:4]],
     )
     used = store.query_df(f"SELECT teacher, mean_rank, mean_surprisal FROM latest_scores WHERE {_USED}", params)
     return board.merge(_intervals(used), on="teacher", how="left")
@@ -298,8 +303,10 @@ def _table(board: pd.DataFrame) -> str:
         b["dataset_rsr"].notna()
     )
     headers = {"rank": "rank", "teacher": "teacher", "dataset_rsr": "dataset RSR", "interval": "95% interval",
-               "accuracy": "accuracy", "mean_response_tokens": "mean response tokens", "n": "scored (used)",
-               "n_trajectories": "trajectories", "selected": "selected"}  # fmt: skip
+               "accuracy": "accuracy", "mean_response_tokens": "mean response tokens", "n": "used for RSR",
+               "n_trajectories": "trajectories", "n_scored": "scored", "n_failed": "failed",
+               "n_truncated": "truncated", "subset": "RSR on a subset", "selected": "selected"}  # fmt: skip
+    b["subset"] = b["on_subset"].map({True: "yes", False: "no"}).where(b["dataset_rsr"].notna())
     formats = {"rank": "{:.0f}", "dataset_rsr": "{:.4f}", "accuracy": "{:.1%}", "mean_response_tokens": "{:.0f}"}
     shown = b[list(headers)].rename(columns=headers)
     return shown.to_html(index=False, na_rep="-", formatters={headers[k]: v.format for k, v in formats.items()})

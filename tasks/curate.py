@@ -7,12 +7,13 @@ re-run stores each record exactly once and only redoes what was not stored.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from prefect import task
 
 from rsr.dedup import find_duplicates
-from rsr.ingest import input_digest, iter_ingest
+from rsr.ingest import input_digest, iter_ingest, top_reasons
 from rsr.store import Store
 from rsr.verify import verify_many
 
@@ -44,8 +45,10 @@ def ingest_teacher(
     The input's digest is recorded (lineage) under each source name its records carry (an HF dataset's splits
     are "<dir>[split]")."""
     out = {"teacher": teacher, "path": str(path), "read": 0, "new": 0, "quarantined": 0, "quarantined_new": 0}
+    out["no_gold"] = 0
     problem_ids: set[str] = set()
     sources: set[str] = set()
+    reasons: Counter[str] = Counter()
     digest = input_digest(Path(path)) if Path(path).exists() else None  # None: a hub id, digested by its files
     with _open(db) as store:
         for chunk in iter_ingest(path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems):
@@ -54,11 +57,20 @@ def ingest_teacher(
             out["quarantined_new"] += store.add_rejected(chunk.rejected, run_id)
             out["read"] += len(chunk.trajectories)
             out["quarantined"] += len(chunk.rejected)
+            out["no_gold"] += sum(1 for t in chunk.trajectories if t.gold_answer is None)
+            reasons.update(dict(top_reasons(chunk.rejected, n=10)))
             problem_ids.update(t.problem_id for t in chunk.trajectories)
             sources.update(t.source_file for t in chunk.trajectories)
         if digest is not None:
             for name in sorted(sources | {str(path)}):
                 store.add_source_file(name, digest.sha256, digest.size, digest.kind, teacher, run_id)
+    out["top_reasons"] = reasons.most_common(3)
+    if not out["read"]:  # the quarantine is stored for inspection, but a run on nothing is no success
+        why = "; ".join(f"{n} x {reason}" for reason, n in out["top_reasons"]) or "the input holds no records"
+        raise ValueError(
+            f"{path}: no trajectory read for teacher {teacher!r} ({out['quarantined']} records quarantined: {why}); "
+            'see `rsr sql "SELECT source_line, reason FROM quarantine"` and docs/formats.md (--format, --map)'
+        )
     out["problem_ids"] = sorted(problem_ids)
     return out
 
