@@ -44,41 +44,52 @@ def _user_errors(*types: type[Exception]) -> Iterator[None]:
 
 @app.command()
 def score(
-    input: Annotated[Path, typer.Argument(help="JSONL or Parquet: one record per trajectory with `messages`, `id`")],
-    out: Annotated[Path, typer.Option("--out", help="JSONL, one line per input record, in input order")],
+    input: Annotated[Path, typer.Argument(help="a file in any format add-teacher reads (docs/formats.md)")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL, one line per trajectory or rejected record, in order")],
     student: Annotated[str, typer.Option(help=STUDENT_HELP)] = "smollm2-135m",
     dtype: Annotated[Dtype, typer.Option(help="compute dtype of the model body; ranks are exact in both")] = Dtype.auto,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     max_tokens: Annotated[int | None, typer.Option(help="score the first N tokens (default: the context)")] = None,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
+    format: Annotated[Format | None, typer.Option("--format", help="input format [default: detected]")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN, as for add-teacher")] = None,
 ) -> None:
     """Score trajectories with a student: per-record RSR statistics, then the dataset RSR."""
-    from rsr.score_io import output_row, read_score_input, summary
+    from rsr.score_io import output_rows, read_score_input, summary
     from rsr.student import Student
 
     with _user_errors(ValueError, OSError):
-        items = read_score_input(input)
+        items = read_score_input(input, format.value if format else None, _mapping(mapping))
         model = Student.load(student, dtype=dtype.value, device=device, chat_template=chat_template)
     if model.chat_template is None:
         _fail(f"student {student!r} has no chat template: pass --chat-template chatml|llama3|FILE.jinja")
     info = model.info()
-    typer.echo(f"student {model.student_id} ({info['dtype']} on {model.device}); {len(items)} records", err=True)
+    typer.echo(f"student {model.student_id} ({info['dtype']} on {model.device}); {len(items.trajectories)} "
+               f"trajectories from {input}", err=True)  # fmt: skip
+    if info.get("render_mode") == "generation":
+        typer.echo(f"note: {info['render_note']}", err=True)
+    limit, capped = model.max_tokens_for(max_tokens)
+    if capped:
+        typer.echo(f"note: {capped}", err=True)
     started = time.perf_counter()
-    scorable = [it for it in items if it.error is None]
-    results = model.score([it.messages for it in scorable], max_tokens=max_tokens)
-    by_line = {it.line: r for it, r in zip(scorable, results, strict=True)}
+    results = model.score([t.messages for t in items.trajectories], max_tokens=max_tokens and limit)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
-        for it in items:
-            fh.write(json.dumps(output_row(it, by_line.get(it.line))) + "\n")
-    n_ok, _, ds_rsr = summary(results)
-    n_bad = len(items) - n_ok
+        for row in output_rows(items, results, model.student_id):
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    n_ok, n_failed, n_truncated, ds_rsr = summary(results)
     tokens = sum(r.stats.n_tokens for r in results if r.stats)
     elapsed = time.perf_counter() - started
     typer.echo(f"scored {n_ok} trajectories ({tokens} response tokens, {tokens / max(elapsed, 1e-9):.0f} tok/s)")
-    if n_bad:
-        typer.echo(f"{n_bad} records not scored: see `error` in {out}")
-    typer.echo(f"dataset RSR: {ds_rsr:.4f}")
+    if n_truncated:
+        typer.echo(f"{n_truncated} truncated (scored on their first {limit} tokens; left out of the dataset RSR)")
+    if n_failed or items.rejected:
+        typer.echo(f"{n_failed} failed to score, {len(items.rejected)} records rejected: see `error` in {out}")
+    if items.repeats:
+        typer.echo(f"{items.repeats} records repeat an earlier one (same teacher, problem and response): scored once")
+    if not n_ok:
+        _fail(f"nothing scored from {input}: see the `error` of each line in {out}")
+    typer.echo(f"dataset RSR: {ds_rsr:.4f}" + (f" (over {n_ok - n_truncated} of {n_ok})" if n_truncated else ""))
 
 
 # ---- The DAG commands. Flows are imported lazily: Prefect must see this state folder's settings first. ----------

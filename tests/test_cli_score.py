@@ -1,4 +1,5 @@
-"""`rsr score`: JSONL and Parquet in, one line per record out (in input order), bad lines named, dataset RSR."""
+"""`rsr score`: any format the ingest reads (JSONL, JSON list, Parquet), one line per record out (in input order), bad
+lines named, truncated and failed counts printed, dataset RSR."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def test_score_jsonl_keeps_order_and_reports_bad_lines(tmp_path, records, smollm
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["r0", "2", "r1", "x", "r2"]
-    assert f"{src}:2: not valid JSON" in rows[1]["error"]
+    assert f"{src}:2: broken JSON" in rows[1]["error"]
     assert "`messages` must be a list" in rows[3]["error"]
+    assert "2 records rejected" in result.output
     expected = smollm.score([r["messages"] for r in records], progress=False)
     for row, exp in zip([rows[0], rows[2], rows[4]], expected, strict=True):
         assert row["rsr"] == pytest.approx(exp.stats.rsr, rel=1e-5)
@@ -50,6 +52,36 @@ def test_score_parquet_with_truncation(tmp_path, records):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["r0", "r1", "r2"]
     assert all(r["truncated"] and r["max_tokens"] == 200 for r in rows)
+    assert "3 truncated" in result.output
+
+
+def test_score_reads_a_json_list_like_add_teacher(tmp_path, records):
+    src = tmp_path / "in.json"  # the paper authors' released data is a JSON list; add-teacher reads it too
+    src.write_text(json.dumps(records[:2]))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["score", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["r0", "r1"] and all(r["rsr"] > 0 for r in rows)
+    assert all(r["n_reasoning_tokens"] + r["n_answer_tokens"] + r["n_tool_tokens"] == r["n_tokens"] for r in rows)
+
+
+def test_an_input_that_yields_nothing_exits_non_zero(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "messages": []}\n{broken\n')
+    result = CliRunner().invoke(app, ["score", str(src), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2
+    assert "nothing scored" in result.output
+
+
+def test_max_tokens_above_the_context_is_capped_with_a_note(tmp_path, records):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(records[0]) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["score", str(src), "--out", str(out), "--max-tokens", "100000"])
+    assert result.exit_code == 0, result.output
+    assert "capped to 8192" in result.output
+    assert json.loads(out.read_text())["max_tokens"] == 8192
 
 
 def test_score_refuses_a_student_without_chat_template(tmp_path, records):
