@@ -8,7 +8,7 @@ import re
 import unicodedata
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class RecordError(ValueError):
@@ -53,6 +53,24 @@ class Message(BaseModel):
     tool_calls: list[dict] | None = None
     name: str | None = None  # a tool's name on a tool turn
     tool_call_id: str | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _wire_form(cls, calls: list[dict] | None) -> list[dict] | None:
+        """Each call in OpenAI's wire form, arguments as JSON text: one type for every row of a published dataset
+        (Arrow cannot hold dict arguments beside string ones), and what the scorer renders is what is published."""
+        if not calls:
+            return None
+        out = []
+        for i, call in enumerate(calls):
+            fn = call.get("function", call) if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+                raise ValueError(f"tool call {i} has no function name")
+            args = fn.get("arguments", {})
+            text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+            wire = {"type": call.get("type") or "function", "function": {"name": fn["name"], "arguments": text}}
+            out.append(wire | ({"id": str(call["id"])} if call.get("id") is not None else {}))
+        return out
 
     def for_template(self) -> dict:
         """The dict a chat template sees: role and content always (None stays None: R1's template tests `is none`),
