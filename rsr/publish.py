@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,18 +45,35 @@ import pandas as pd
 from rsr import card, lineage
 from rsr.lineage import DIGEST_LEN, Tracking
 from rsr.metric import dataset_rsr_of_means
+from rsr.records import Message
 from rsr.select import Candidate, SelectionPolicy, eligible
 from rsr.store import SourceFile, Store
 
 _STRING = ("trajectory_id", "teacher", "problem_id", "problem", "gold_answer", "verdict")
-FEATURES = datasets.Features(
-    {
-        "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-        **{k: datasets.Value("string") for k in _STRING},
-        **{k: datasets.Value("float64") for k in ("rsr", "mean_rank", "mean_surprisal")},
-        "score_id": datasets.Value("string"),
-    }
-)
+_TEXT = datasets.Value("string")
+MESSAGE = {"role": _TEXT, "content": _TEXT}
+# Agent rows: the keys a template reads for tool use (arguments as JSON text: records.Message's wire form).
+TOOL_KEYS = {
+    "tool_calls": datasets.List({"id": _TEXT, "type": _TEXT, "function": {"name": _TEXT, "arguments": _TEXT}}),
+    "name": _TEXT,
+    "tool_call_id": _TEXT,
+}
+
+
+def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
+    """The published columns; tool keys in `messages` only when some row uses tools (Arrow gives every message
+    every key, and a template such as Llama 3.1's tests `'tool_calls' in message`), prompt/completion when the
+    student's template rewrites assistant text (the text that was scored, to train on)."""
+    tools = any(k in m for r in rows for m in r["messages"] for k in TOOL_KEYS)
+    cols = {"messages": datasets.List(MESSAGE | (TOOL_KEYS if tools else {}))}
+    if rows and "prompt" in rows[0]:
+        cols |= {"prompt": _TEXT, "completion": _TEXT}
+    return datasets.Features(
+        cols
+        | {k: _TEXT for k in _STRING}
+        | {k: datasets.Value("float64") for k in ("rsr", "mean_rank", "mean_surprisal")}
+        | {"score_id": _TEXT}
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,12 @@ class Request:
     policy: SelectionPolicy
     run_id: str
     prefect_flow_run_id: str | None = None
+    # How the student rendered what was scored (Student.info()): the card says how to train so training sees it.
+    render_mode: str = "template"
+    render_note: str | None = None
+    chat_template: str | None = None  # the template asked for (a name or file); None: the model's own
+    # generation mode: messages -> {"prompt", "completion"}, the text split that was scored (Student.training_example)
+    split: Callable[[list[dict]], dict[str, str]] | None = field(default=None, compare=False, repr=False)
 
 
 def rsr_stats(rows: pd.DataFrame) -> dict[str, float]:
@@ -108,7 +131,7 @@ class Manifest(Request):
     def build(
         cls, store: Store, selected: Sequence[Candidate], req: Request, sources: Sequence[SourceFile], counts: dict
     ) -> Manifest:
-        rows = build_rows(store, selected)
+        rows = build_rows(store, selected, req.split if req.render_mode == "generation" else None)
         digest = content_digest(rows)
         frame = pd.DataFrame(rows, columns=["teacher", "problem_id", "rsr", "mean_rank", "mean_surprisal"])
         return cls(
@@ -170,8 +193,11 @@ def source_files(store: Store, chosen: Sequence[Candidate]) -> list[SourceFile]:
     return [unique[k] for k in sorted(unique)]
 
 
-def build_rows(store: Store, selected: Sequence[Candidate]) -> list[dict[str, Any]]:
-    """One SFT row per selected candidate, in canonical (problem_id, trajectory_id) order."""
+def build_rows(
+    store: Store, selected: Sequence[Candidate], split: Callable[[list[dict]], dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """One SFT row per selected candidate, in canonical (problem_id, trajectory_id) order; with `split`, also the
+    prompt/completion text that was scored."""
     by_id: dict[str, Candidate] = {}
     for c in selected:
         if c.trajectory_id in by_id:
@@ -188,14 +214,16 @@ def build_rows(store: Store, selected: Sequence[Candidate]) -> list[dict[str, An
         raise ValueError(f"{len(missing)} selected trajectories are not in {store.path} (e.g. {missing[0]})")
     rows = [dict(zip(columns, r, strict=True)) for r in found]
     for row in rows:
-        row["messages"] = [{"role": m["role"], "content": m["content"]} for m in json.loads(row["messages"])]
+        row["messages"] = [Message(**m).for_template() for m in json.loads(row["messages"])]  # as it was scored
         row |= {k: getattr(by_id[row["trajectory_id"]], k) for k in ("rsr", "mean_rank", "mean_surprisal", "score_id")}
+        if split is not None:
+            row |= split(row["messages"])
     return rows
 
 
 def write_files(folder: Path, rows: Sequence[dict[str, Any]], readme: str) -> None:
     """Arrow (save_to_disk), Parquet, JSONL and the card into ``folder``."""
-    ds = datasets.Dataset.from_list(list(rows), features=FEATURES)
+    ds = datasets.Dataset.from_list(list(rows), features=features(rows))
     ds.save_to_disk(str(folder))
     ds.to_parquet(str(folder / "data.parquet"))
     with open(folder / "data.jsonl", "w", encoding="utf-8") as f:
