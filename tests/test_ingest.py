@@ -56,7 +56,8 @@ def test_messages_jsonl_good_records(tmp_path):
     assert (first.teacher, first.source_id, first.gold_answer, first.source_line) == ("t1", "a", "2", 1)
     assert first.problem_id == problem_id_for("What is 1+1?") and first.response == "It is 2."
     assert (second.teacher, second.source_id, second.problem_id) == ("fallback", "7", "p-custom")
-    assert second.problem == "What is 2+2?" and second.response == "4" and len(second.messages) == 5
+    # a multi-turn chat's problem is its opening user turn; the response its final assistant turn
+    assert second.problem == "warm-up" and second.response == "4" and len(second.messages) == 5
     assert [p.problem_id for p in result.problems] == [first.problem_id, "p-custom"]
     assert result.problems[0].gold_answer == "2" and result.problems[1].gold_answer is None
 
@@ -68,7 +69,12 @@ def test_messages_jsonl_good_records(tmp_path):
         ({"teacher": "t"}, "missing `messages`"),
         ({"messages": "hi", "teacher": "t"}, "`messages` must be a list"),
         ({"messages": [{"role": "user", "content": 5}], "teacher": "t"}, "content must be a string"),
-        ({"messages": [{"role": "tool", "content": "x"}], "teacher": "t"}, "unknown role 'tool'"),
+        ({"messages": [{"role": "robot", "content": "x"}], "teacher": "t"}, "unknown role 'robot'"),
+        ({"messages": [{"role": "tool", "content": "x"}], "teacher": "t"}, "no user turn"),
+        (
+            chat(teacher="t") | {"messages": [*chat()["messages"], {"role": "tool", "content": "x"}]},
+            "after the last tool turn",
+        ),
         ({"messages": [{"role": "user", "content": "q"}], "teacher": "t"}, "no assistant turn"),
         ({"messages": [{"role": "assistant", "content": "a"}], "teacher": "t"}, "no user turn"),
         (chat(reply="   ", teacher="t"), "last assistant turn (message 1) is empty"),

@@ -2,6 +2,8 @@
 
 result = ingest_file("runs/gpt-4o.json")                     # format detected: zeroeval
 result = ingest_file("out.csv", mapping={"problem": "question", "response": "output"}, teacher="m")
+result = ingest_file("open-r1/OpenR1-Math-220k", fmt="hf", teacher="r1", hf_options={"split": "train"})
+top_reasons(result.rejected)                                 # the most frequent quarantine reasons, with counts
 result.trajectories, result.rejected, result.problems
 for chunk in iter_ingest("big.jsonl", teacher="m"):          # the same, CHUNK records at a time (flat memory)
     store(chunk)
@@ -10,22 +12,22 @@ for chunk in iter_ingest("big.jsonl", teacher="m"):          # the same, CHUNK r
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from rsr.ingest import messages, table, zeroeval
-from rsr.ingest._common import CHUNK, IngestResult, collect
+from rsr.ingest._common import CHUNK, IngestResult, collect, top_reasons
 from rsr.ingest._io import input_digest, iter_records, require_path, suffix_of
-from rsr.ingest.hf import ingest_hf, is_saved_dataset
+from rsr.ingest.adapters import ROW_FORMATS, adapter_for, detect_rows, with_mapping
+from rsr.ingest.hf import check_options, ingest_hf, is_saved_dataset
 from rsr.ingest.problems import ProblemIndex, join_gold, load_problem_index, load_problems
 from rsr.ingest.table import parse_mapping
 from rsr.ingest.zeroeval import parse_teacher_json
 from rsr.records import Trajectory
 
-Format = Literal["messages", "zeroeval", "table", "hf"]
+Format = Literal["messages", "sharegpt", "generations", "zeroeval", "table", "hf"]
 FORMATS: tuple[str, ...] = get_args(Format)
+assert set(FORMATS) == {*ROW_FORMATS, "hf"}
 
 __all__ = [
     "FORMATS",
@@ -38,14 +40,15 @@ __all__ = [
     "load_problems",
     "parse_mapping",
     "parse_teacher_json",
+    "top_reasons",
 ]
 
 _SNIFF_RECORDS = 20
 
 
 def detect_format(path: str | Path) -> Format:
-    """zeroeval: a JSON list whose records have `output` + `problem`; hf: a save_to_disk folder;
-    messages: JSONL / JSON list / Parquet whose records have `messages`; anything else: table (needs a mapping)."""
+    """hf: a save_to_disk folder; CSV/TSV: table; else by most of the first records (adapters.detect_rows):
+    zeroeval (a JSON list of `output` + `problem`), generations, messages, sharegpt (`conversations`), table."""
     path = require_path(Path(path))
     if path.is_dir():
         if is_saved_dataset(path):
@@ -55,16 +58,7 @@ def detect_format(path: str | Path) -> Format:
         return "table"
     # a few parsed records from the top (Parquet: its first rows, which all hold every column); bad ones are skipped
     top = islice((raw.value for raw in iter_records(path) if raw.error is None), _SNIFF_RECORDS)
-    records = [r for r in top if isinstance(r, dict)]
-
-    def most(test) -> bool:  # a few bad records must not flip the format: they are the adapter's to reject
-        return bool(records) and 2 * sum(1 for r in records if test(r)) > len(records)
-
-    if suffix_of(path) == "json" and most(lambda r: "output" in r and "problem" in r):
-        return "zeroeval"
-    if most(lambda r: "messages" in r):
-        return "messages"
-    return "table"
+    return detect_rows(list(top), json_list=suffix_of(path) == "json")  # type: ignore[return-value]
 
 
 def iter_ingest(
@@ -75,15 +69,17 @@ def iter_ingest(
     mapping: Mapping[str, str] | str | None = None,
     problems: str | Path | None = None,
     chunk_size: int = CHUNK,
+    hf_options: Mapping[str, Any] | None = None,
 ) -> Iterator[IngestResult]:
     """Read one input `chunk_size` records at a time: each chunk holds its trajectories (golds joined from
     `problems`), its rejects and the problems it saw. Memory stays flat however large the file (a JSON list,
-    ZeroEval's format, is the exception: it is parsed whole).
+    ZeroEval's format, is the exception: it is parsed whole). hf_options: {"config", "split", "revision"} of an
+    HF dataset (a hub id with fmt="hf", or a saved folder: split picks one split, config a sub-folder).
 
     Raises FileNotFoundError for a missing path and ValueError for a wrong call (unknown format, bad mapping, a
     bad problems file), before the first chunk; anything wrong with the data itself is a chunk's `rejected`."""
     index = _problem_index(fmt, problems)
-    for chunk in _chunks(path, fmt, teacher, mapping, chunk_size):
+    for chunk in _chunks(path, fmt, teacher, mapping, chunk_size, hf_options):
         chunk.trajectories, chunk.problems = join_gold(chunk.trajectories, index)
         yield chunk
 
@@ -102,12 +98,13 @@ def ingest_file(
     fmt: str | None = None,
     mapping: Mapping[str, str] | str | None = None,
     problems: str | Path | None = None,
+    hf_options: Mapping[str, Any] | None = None,
 ) -> IngestResult:
     """Read one input whole into trajectories (+ rejects, + the problems seen): all chunks joined, for
     inputs that fit in memory. Equal trajectory ids: the first is kept, later ones counted in duplicates_skipped."""
     index = _problem_index(fmt, problems)
     result, trajectories = IngestResult(), []
-    for chunk in _chunks(path, fmt, teacher, mapping, CHUNK):
+    for chunk in _chunks(path, fmt, teacher, mapping, CHUNK, hf_options):
         trajectories += chunk.trajectories
         result.rejected += chunk.rejected
         result.duplicates_skipped += chunk.duplicates_skipped
@@ -122,20 +119,28 @@ def ingest_file(
 
 
 def _chunks(
-    path: str | Path, fmt: str | None, teacher: str | None, mapping: Mapping[str, str] | str | None, chunk_size: int
+    path: str | Path,
+    fmt: str | None,
+    teacher: str | None,
+    mapping: Mapping[str, str] | str | None,
+    chunk_size: int,
+    hf_options: Mapping[str, Any] | None = None,
 ) -> Iterator[IngestResult]:
-    if fmt == "hf" and not Path(path).exists():
-        return ingest_hf(str(path), teacher=teacher, mapping=mapping)  # a hub id rather than a folder
+    """The input's chunks through its adapter. A directory (or a hub id, with fmt="hf") is an HF dataset whose rows
+    are read in the named row format, or the detected one; hf_options only apply there."""
+    check_options(hf_options)  # a usage error, raised before any record
+    if fmt == "hf" and not Path(path).exists():  # a hub id rather than a folder
+        return ingest_hf(str(path), teacher=teacher, mapping=mapping, chunk_size=chunk_size, hf_options=hf_options)
     p = require_path(Path(path))
-    if p.is_dir() and fmt not in (None, "hf"):
-        raise ValueError(f"{p} is a directory; only the hf format reads directories (a save_to_disk folder)")
-    fmt = fmt or detect_format(p)
-    if fmt == "hf":
-        return ingest_hf(p, teacher=teacher, mapping=mapping, chunk_size=chunk_size)
-    if fmt == "table":
-        adapter = partial(table.record_to_trajectory, mapping=parse_mapping(mapping))
-    elif fmt == "zeroeval":  # upstream names files by model: the stem, unless a teacher is given
-        adapter, teacher = zeroeval.record_to_trajectory, teacher or p.stem or None
-    else:
-        adapter = messages.record_to_trajectory
-    return collect(iter_records(p), str(p), partial(adapter, source_file=str(p), teacher=teacher), chunk_size)
+    if p.is_dir() and fmt == "zeroeval":
+        raise ValueError(f"{p} is a directory; zeroeval files are JSON lists (a directory is a save_to_disk folder)")
+    if p.is_dir() or fmt == "hf":
+        row_fmt = None if fmt in (None, "hf") else fmt
+        return ingest_hf(p, teacher=teacher, mapping=mapping, chunk_size=chunk_size, fmt=row_fmt, hf_options=hf_options)
+    if hf_options and any(hf_options.values()):
+        raise ValueError(f"{p} is a file: config/split/revision apply to HF datasets (a hub id or a saved folder)")
+    fmt = fmt or with_mapping(detect_format(p), mapping)
+    if fmt == "zeroeval":  # upstream names files by model: the stem, unless a teacher is given
+        teacher = teacher or p.stem or None
+    adapter = adapter_for(fmt, source_file=str(p), teacher=teacher, mapping=mapping)
+    return collect(iter_records(p), str(p), adapter, chunk_size)
