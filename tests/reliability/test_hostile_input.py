@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rsr.ingest import _io, ingest_file
-from rsr.ingest._common import ROLES
+from rsr.ingest._common import ROLE_ALIASES, ROLES
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -40,8 +40,9 @@ _not_answer = st.one_of(
     st.booleans(), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
     st.sampled_from([math.inf, -math.inf]),
 )  # fmt: skip
-_unknown_role = st.text(max_size=12).filter(lambda r: r not in ROLES)
-_content_parts = st.just([{"type": "text", "text": "hello"}])  # OpenAI-style content parts: not a string
+_unknown_role = st.text(max_size=12).filter(lambda r: r not in ROLES and r not in ROLE_ALIASES)
+# OpenAI-style content parts: text parts are read, any other part is rejected by its type
+_image_part = st.just([{"type": "text", "text": "hello"}, {"type": "image_url", "image_url": {"url": "x.png"}}])
 
 
 def _chat(i: int) -> dict:
@@ -80,8 +81,14 @@ MESSAGE_MUTATIONS = {
     "unknown role": st.tuples(st.integers(0, 1), _unknown_role).map(
         lambda a: (lambda r: _set_message(r, a[0], role=a[1]), rf"message {a[0]} has unknown role")
     ),
-    "content not a string": st.tuples(st.integers(0, 1), st.one_of(_not_str_or_none, _content_parts)).map(
+    "content not a string": st.tuples(st.integers(0, 1), _not_str_or_none).map(
         lambda a: (lambda r: _set_message(r, a[0], content=a[1]), rf"message {a[0]} \(\w+\) content must be a string")
+    ),
+    "content part not text": st.tuples(st.integers(0, 1), _image_part).map(
+        lambda a: (
+            lambda r: _set_message(r, a[0], content=a[1]),
+            rf"message {a[0]} \(\w+\) content part 1 has type 'image_url'",
+        )
     ),
     "content with a lone surrogate": st.tuples(st.integers(0, 1), st.sampled_from(["\ud800", "x\udfff"])).map(
         lambda a: (lambda r: _set_message(r, a[0], content=a[1]), r"not valid UTF-8 text")
@@ -408,7 +415,7 @@ def test_a_50_mb_line_good_or_broken(tmp_path):
 
 def test_a_record_with_10000_messages(tmp_path):
     turns = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(10_000)]
-    bad_turns = [*turns[:-1], {"role": "tool", "content": "x"}]
+    bad_turns = [*turns[:-1], {"role": "robot", "content": "x"}]
     path = tmp_path / "long.jsonl"
     path.write_text(
         json.dumps({"teacher": "t", "messages": turns}) + "\n" + json.dumps({"teacher": "t", "messages": bad_turns}),
@@ -416,9 +423,10 @@ def test_a_record_with_10000_messages(tmp_path):
     )
     result = ingest_file(path, fmt="messages")
     (traj,) = result.trajectories
-    assert len(traj.messages) == 10_000 and traj.problem == "turn 9998" and traj.response == "turn 9999"
+    # the problem is the opening user turn; the response the final assistant turn
+    assert len(traj.messages) == 10_000 and traj.problem == "turn 0" and traj.response == "turn 9999"
     (bad,) = result.rejected
-    assert bad.source_line == 2 and "message 9999 has unknown role 'tool'" in bad.reason
+    assert bad.source_line == 2 and "message 9999 has unknown role 'robot'" in bad.reason
 
 
 @pytest.mark.parametrize("fmt", ["messages", "zeroeval", "table"])
@@ -472,10 +480,10 @@ def test_curate_teacher_stores_good_lines_and_quarantines_bad_ones(state_dir, tm
     lines = [
         json.dumps(_chat(0)).encode(),
         b"{broken json",
-        json.dumps({**_chat(2), "messages": [{"role": "tool", "content": "x"}]}).encode(),
+        json.dumps({**_chat(2), "messages": [{"role": "robot", "content": "x"}]}).encode(),
         json.dumps(_chat(3)).replace("answer number 3", "answer \\ud800").encode(),
         b'{"teacher": "t", "messages": "\xff\xfe"}',
-        json.dumps({**_chat(5), "messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}]}).encode(),
+        json.dumps({**_chat(5), "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(),
         json.dumps(_chat(6)).encode(),
         b"",
         json.dumps(_chat(8)).encode(),
@@ -489,8 +497,8 @@ def test_curate_teacher_stores_good_lines_and_quarantines_bad_ones(state_dir, tm
         _, rows = store.query("SELECT source_file, source_line, reason FROM quarantine ORDER BY source_line")
     assert [(f, line) for f, line, _ in rows] == [(str(path), n) for n in (2, 3, 4, 5, 6)]
     reasons = [reason for _, _, reason in rows]
-    wanted = ["broken JSON", "unknown role 'tool'", "not valid UTF-8 text", "invalid UTF-8 at byte",
-              "content must be a string, got list"]  # fmt: skip
+    wanted = ["broken JSON", "unknown role 'robot'", "not valid UTF-8 text", "invalid UTF-8 at byte",
+              "content part 0 has type 'image_url'"]  # fmt: skip
     for reason, want in zip(reasons, wanted, strict=True):
         assert want in reason
     again = curate_teacher("t", str(path), format="messages", score=False, state=str(state_dir))
