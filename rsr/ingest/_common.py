@@ -102,6 +102,7 @@ SHAREGPT_ROLES = {
     "system": "system",
     "tool": "tool", "observation": "tool", "function": "tool", "ipython": "tool",
 }  # fmt: skip
+_OPENAI_ROLES = {**{r: r for r in ROLES}, **ROLE_ALIASES}
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")  # DeepSeek API / vLLM, OpenAI-compatible / HF
 TEXT_PARTS = ("text", "input_text", "output_text")  # OpenAI chat / Responses API text parts
 
@@ -128,7 +129,7 @@ def parse_turn(m: Any, i: int, roles: Mapping[str, str] | None = None) -> Messag
     name = m.get(role_key)
     if not isinstance(name, str):
         raise RecordError(f"message {i} has no string `{role_key}` (got {type_name(name)})")
-    known = roles if roles is not None else {**{r: r for r in ROLES}, **ROLE_ALIASES}
+    known = roles if roles is not None else _OPENAI_ROLES
     role = known.get(name)
     if role is None:
         raise RecordError(f"message {i} has unknown {role_key} {name[:40]!r} (expected one of {', '.join(known)})")
