@@ -416,3 +416,15 @@ def test_top_reasons_group_reasons_that_differ_in_numbers_and_quoted_values():
     top = top_reasons([rejected(r) for r in reasons], n=2)
     assert top == [("message <n> has unknown role '…'", 3), ("broken JSON: at line <n> column <n>", 2)]
     assert top_reasons([rejected("the teacher's turn")]) == [("the teacher's turn", 1)]
+
+
+def test_csv_correctness_text_and_a_mapping_over_the_generations_preset(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("question,output,ok\nq1,a1,true\nq2,a2,False\nq3,a3,\nq4,a4,maybe\n", encoding="utf-8")
+    result = ingest_file(path, teacher="t", mapping="problem=question response=output correctness=ok")
+    assert [t.teacher_correct for t in result.trajectories] == [True, False, None]
+    assert "column `ok` (mapped to correctness) must hold booleans" in result.rejected[0].reason
+    rows = [{"problem": "P", "outputs": ["x", "y"], "generations": ["not read"], "uuid": "u"}]
+    path = write_jsonl(tmp_path / "g.jsonl", rows)
+    result = ingest_file(path, teacher="t", fmt="generations", mapping={"response": "outputs"})
+    assert [(t.response, t.generation, t.source_id) for t in result.trajectories] == [("x", 0, "u"), ("y", 1, "u")]
