@@ -309,3 +309,28 @@ def test_gemma3_base_needs_a_template_and_matches_the_reference_with_chatml(gemm
     results = gemma.score(convs, progress=False)
     _assert_matches_reference(gemma, convs, results)
     assert all(math.isfinite(r.stats.rsr) for r in results)
+
+
+def test_messages_may_be_records_or_dicts(smollm):
+    from rsr.records import Message
+
+    conv = [USER, ANSWER]
+    as_records = [Message.model_validate(m) for m in conv]
+    assert smollm.score([as_records], progress=False)[0].stats == smollm.score([conv], progress=False)[0].stats
+
+
+def test_reasoning_is_counted_inside_think_and_openthoughts_tags(smollm):
+    from rsr.student import reasoning_spans
+
+    text = "<|begin_of_thought|>a<|end_of_thought|> b <think>c</think> d"
+    assert [text[a:b] for a, b in reasoning_spans(text)] == [
+        "<|begin_of_thought|>a<|end_of_thought|>",
+        "<think>c</think>",
+    ]
+    # R1 writes no opening tag (its generation prompt opened it): reasoning from the start; an unclosed block (a
+    # trace cut short) runs to the end.
+    assert reasoning_spans("a</think>b") == [(0, 9)] and reasoning_spans("x<think>y") == [(1, 9)]
+    thought = "<|begin_of_thought|>\n12 * 13 = 156.\n<|end_of_thought|>\n\n<|begin_of_solution|>156<|end_of_solution|>"
+    p = smollm.prepare([USER, {"role": "assistant", "content": thought}])
+    reasoning, answer, tool = p.coverage
+    assert reasoning > 0 and answer > 0 and tool == 0 and reasoning + answer == len(p.scored)
