@@ -17,6 +17,7 @@ def curate_teacher(
     format: str | None = None,
     mapping: dict[str, str] | None = None,
     problems: str | None = None,
+    hf_options: dict[str, str] | None = None,
     score: bool = True,
     publish: bool = False,
     students: list[StudentSpec] | None = None,
@@ -32,7 +33,7 @@ def curate_teacher(
     params = {"teacher": teacher, "path": path, "format": format, "problems": problems, "score": score}
     with recorded_run(home, params) as run_id:
         # Submitted with wait_for so that Prefect's graph shows the DAG's edges; each stage reads the last one's rows.
-        ingest = ingest_teacher.submit(home.duckdb, run_id, teacher, path, format, mapping, problems)
+        ingest = ingest_teacher.submit(home.duckdb, run_id, teacher, path, format, mapping, problems, hf_options)
         ingested = ingest.result()
         problem_ids = ingested.pop("problem_ids")
         dedup = deduplicate.submit(home.duckdb, run_id, problem_ids, dedup_threshold, wait_for=[ingest])

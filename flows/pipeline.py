@@ -25,7 +25,7 @@ def pipeline(
             curate_teacher(
                 t.name,
                 t.path,
-                **t.model_dump(include={"format", "mapping"}),
+                **t.model_dump(include={"format", "mapping", "hf_options"}),
                 problems=config.problems,
                 score=False,
                 dedup_threshold=config.dedup_threshold,

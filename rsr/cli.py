@@ -19,10 +19,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate reaso
 
 # The CLI's choices (each member's value is its name). Dtype auto: bfloat16 on AMX CPUs and CUDA, else float32.
 Dtype = StrEnum("Dtype", ["auto", "float32", "bfloat16"])
-Format = StrEnum("Format", ["messages", "zeroeval", "table", "hf"])
+Format = StrEnum("Format", ["messages", "sharegpt", "generations", "zeroeval", "table", "hf"])
 Policy = StrEnum("Policy", ["per_problem_min_rsr", "top_teachers", "rsr_threshold"])
 OutputFormat = StrEnum("OutputFormat", ["table", "csv", "json"])
 STUDENT_HELP = "smollm2-135m, gemma3-270m, a model folder or a hub id"
+MAP_HELP = (
+    "FIELD=COLUMN (repeatable): problem, response, reasoning, answer, correctness, teacher, id, system, problem_id; "
+    "a list column gives one trajectory per element (docs/formats.md)"
+)
 
 
 def _fail(message: str) -> None:
@@ -52,7 +56,7 @@ def score(
     max_tokens: Annotated[int | None, typer.Option(help="score the first N tokens (default: the context)")] = None,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
     format: Annotated[Format | None, typer.Option("--format", help="input format [default: detected]")] = None,
-    mapping: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN, as for add-teacher")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help=MAP_HELP)] = None,
 ) -> None:
     """Score trajectories with a student: per-record RSR statistics, then the dataset RSR."""
     from rsr.score_io import output_rows, read_score_input, summary
@@ -148,13 +152,13 @@ def _mapping(pairs: list[str] | None) -> dict[str, str] | None:
     """--map FIELD=COLUMN (repeatable), checked by the table adapter's own parser."""
     if not pairs:
         return None
-    from rsr.ingest.table import parse_mapping
+    from rsr.ingest.table import explicit_pairs, parse_mapping
 
     try:
-        given = parse_mapping(" ".join(pairs))
+        parse_mapping(pairs)  # the whole check (e.g. two text fields in one column), before anything runs
+        return explicit_pairs(pairs)
     except ValueError as err:
         _fail(f"--map: {err}")
-    return {k: v for k, v in given.items() if k != v}
 
 
 @app.command()
@@ -207,8 +211,11 @@ def add_teacher(
     name: Annotated[str, typer.Argument(help="teacher name")],
     path: Annotated[str, typer.Argument(help="file or dataset folder with the teacher's outputs")],
     format: Annotated[Format | None, typer.Option("--format", help="input format [default: detected]")] = None,
-    mapping: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN for --format table")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help=MAP_HELP)] = None,
     problems: Annotated[str | None, typer.Option(help="JSONL of problems with gold answers")] = None,
+    config: Annotated[str | None, typer.Option(help="a hub dataset's config (subset) name")] = None,
+    split: Annotated[str | None, typer.Option(help="one split of a hub or saved dataset (default: all)")] = None,
+    revision: Annotated[str | None, typer.Option(help="a hub dataset's revision (branch, tag or commit)")] = None,
     no_score: Annotated[bool, typer.Option("--no-score", help="ingest, dedup, verify only")] = False,
     publish: Annotated[bool, typer.Option("--publish", help="then publish for each student scored")] = False,
     state: StateOpt = None,
@@ -223,6 +230,7 @@ def add_teacher(
         "format": format.value if format else None,
         "mapping": _mapping(mapping),
         "problems": str(Path(problems).resolve()) if problems else None,
+        "hf_options": {k: v for k, v in (("config", config), ("split", split), ("revision", revision)) if v} or None,
         "score": not no_score,
         "publish": publish,
     }

@@ -101,8 +101,9 @@ class _Strict(BaseModel):
 class TeacherSpec(_Strict):
     name: str = Field(min_length=1)
     path: str
-    format: Literal["messages", "zeroeval", "table", "hf"] | None = None
+    format: Literal["messages", "sharegpt", "generations", "zeroeval", "table", "hf"] | None = None
     mapping: dict[str, str] | None = None
+    hf_options: dict[str, str] | None = None  # a hub dataset's {config, split, revision}
 
 
 class StudentSpec(_Strict):

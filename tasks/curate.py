@@ -39,6 +39,7 @@ def ingest_teacher(
     fmt: str | None = None,
     mapping: dict[str, str] | None = None,
     problems: str | None = None,
+    hf_options: dict[str, str] | None = None,
 ) -> dict:
     """Read one teacher's input into DuckDB; bad records go to quarantine, good ones are never lost.
 
@@ -51,7 +52,9 @@ def ingest_teacher(
     reasons: Counter[str] = Counter()
     digest = input_digest(Path(path)) if Path(path).exists() else None  # None: a hub id, digested by its files
     with _open(db) as store:
-        for chunk in iter_ingest(path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems):
+        for chunk in iter_ingest(
+            path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems, hf_options=hf_options
+        ):
             store.upsert_problems(chunk.problems)
             out["new"] += store.add_trajectories(chunk.trajectories, run_id)
             out["quarantined_new"] += store.add_rejected(chunk.rejected, run_id)
