@@ -31,7 +31,16 @@ from rsr.config import StateDir
 from rsr.metric import METRIC_VERSION, R_MAX, TrajectoryStats, token_ranks_surprisals
 from rsr.records import THINK_CLOSE, THINK_OPEN, Message, RecordError, Score, join_reasoning
 
-__all__ = ["ExactHead", "Prepared", "RecordError", "ScoredTrajectory", "Student", "UnsupportedStudent"]
+__all__ = [
+    "ExactHead",
+    "Prepared",
+    "RecordError",
+    "Rendered",
+    "ScoredTrajectory",
+    "Student",
+    "UnsupportedStudent",
+    "reasoning_spans",
+]
 
 
 class UnsupportedStudent(ValueError):
