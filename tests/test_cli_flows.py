@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -40,3 +41,47 @@ def test_add_student_scores_every_stored_trajectory_once(tmp_path, state_dir):
             "(SELECT count(*) FROM runs WHERE flow_name = 'rescore-student' AND status = 'completed')"
         )
     assert (n, flows) == (3, 2)
+
+
+def test_deepseek_api_reasoning_under_a_rewriting_template_is_scored_and_published_to_train_on(
+    tmp_path, state_dir, shared_data
+):
+    """Reasoning in `reasoning_content` is joined into the response; a student whose template drops it (QwQ's)
+    scores it as generated, and the published rows carry the prompt/completion text that was scored."""
+    src = tmp_path / "deepseek.jsonl"
+    rows = [
+        {
+            "id": f"q{i}",
+            "messages": [
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": f"The answer is \\boxed{{{a}}}.", "reasoning_content": f"{q} is {a}."},
+            ],
+            "answer": a,
+        }
+        for i, (q, a) in enumerate([("What is 2 + 3?", "5"), ("What is 4 * 6?", "24")])
+    ]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = str(shared_data / "chat-templates" / "QwQ-32B.jinja")
+    runner = CliRunner()
+    added = runner.invoke(app, ["add-teacher", "deepseek", str(src), "--no-score"])
+    assert added.exit_code == 0, added.output
+    scored = runner.invoke(app, ["add-student", "smollm2-135m", "--dtype", "float32", "--chat-template", template])
+    assert scored.exit_code == 0, scored.output
+    assert "scored 2 trajectories" in scored.output
+    with Store.open(state_dir / "rsr.duckdb", read_only=True) as store:
+        _, got = store.query("SELECT render, n_reasoning_tokens, n_answer_tokens, n_tokens FROM latest_scores")
+    assert len(got) == 2 and all(r == "generation" and nr > 0 and na > 0 and nr + na == n for r, nr, na, n in got)
+
+    out = runner.invoke(
+        app, ["publish", "--student", "smollm2-135m", "--dtype", "float32", "--chat-template", template]
+    )
+    assert out.exit_code == 0, out.output
+    folder = Path(out.output.split(" to ")[1].split(" (")[0])
+    published = [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines()]
+    for row in published:
+        assistant = row["messages"][-1]["content"]
+        assert assistant.startswith("<think>\n") and "</think>\n\nThe answer is" in assistant  # nothing lost
+        assert row["prompt"].endswith("<|im_start|>assistant\n<think>\n")  # QwQ's generation prompt opens it
+        assert row["completion"] == assistant.removeprefix("<think>\n") + "<|im_end|>\n"
+    card = (folder / "README.md").read_text()
+    assert "Train on the `prompt` and `completion` columns" in card and "rewrites assistant text" in card
