@@ -106,14 +106,12 @@ def score_student(
     # Positions past the student's context were never trained: a larger limit is capped, and said so.
     context = info["context_length"]
     key = {"dtype": info["dtype"], "max_tokens": min(scoring.max_tokens or context, context)}
-    if (scoring.max_tokens or 0) > context:
-        get_run_logger().warning(
-            "max_tokens %s is above %s's context of %s tokens: capped to %s",
-            scoring.max_tokens,
-            student.ref,
-            context,
-            context,
-        )
+    notes = [f"max_tokens {scoring.max_tokens} is above {student.ref}'s context of {context}: capped to {context}"]
+    notes = notes if (scoring.max_tokens or 0) > context else []
+    if info.get("render_mode") == "generation":  # the user must know what the template does to what is scored
+        notes.append(f"{student.ref}: {info['render_note']}")
+    for note in notes:
+        get_run_logger().warning(note)
     with Store.open(home.duckdb) as store:
         todo = store.unscored(info["student_id"], METRIC_VERSION, R_MAX, **key)
     size = scoring.shard_size
@@ -127,7 +125,7 @@ def score_student(
         with Store.open(home.duckdb) as store:  # the flow is the only writer; workers never open DuckDB
             stored += store.add_scores(scores, run_id)
         errors += sum(1 for s in scores if s.error)
-    result = {"student_id": info["student_id"], "ref": student.ref, "scored": stored, "errors": errors}
+    result = {"student_id": info["student_id"], "ref": student.ref, "scored": stored, "errors": errors, "notes": notes}
     return result | {"shards": -(-len(todo) // size)} | key
 
 

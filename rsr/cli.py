@@ -249,6 +249,8 @@ def add_teacher(
     _ingest_notes(result)
     for s in result["scores"]:
         typer.echo(f"  scored {s['scored']} for {s['student_id']} ({s['errors']} errors)")
+        for note in s.get("notes", []):
+            typer.echo(f"  note: {note}")
 
 
 def _ingest_notes(result: dict) -> None:
@@ -289,6 +291,8 @@ def add_student(
     with _user_errors():
         s = rescore_student(spec, ray=ray, publish=publish, state=str(home.root))
     typer.echo(f"scored {s['scored']} trajectories for {s['student_id']} ({s['errors']} errors)")
+    for note in s.get("notes", []):
+        typer.echo(f"note: {note}")
 
 
 @app.command()

@@ -68,6 +68,7 @@ def test_deepseek_api_reasoning_under_a_rewriting_template_is_scored_and_publish
     scored = runner.invoke(app, ["add-student", "smollm2-135m", "--dtype", "float32", "--chat-template", template])
     assert scored.exit_code == 0, scored.output
     assert "scored 2 trajectories" in scored.output
+    assert "note: smollm2-135m: this chat template drops" in scored.output  # said plainly
     with Store.open(state_dir / "rsr.duckdb", read_only=True) as store:
         _, got = store.query("SELECT render, n_reasoning_tokens, n_answer_tokens, n_tokens FROM latest_scores")
     assert len(got) == 2 and all(r == "generation" and nr > 0 and na > 0 and nr + na == n for r, nr, na, n in got)

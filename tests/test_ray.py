@@ -171,6 +171,7 @@ def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypa
         "ref": "smollm2-135m",
         "scored": N_TRAJECTORIES,
         "errors": 0,
+        "notes": [],
         "shards": n_shards,
         "dtype": "float32",
         "max_tokens": result["max_tokens"],
