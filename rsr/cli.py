@@ -174,7 +174,13 @@ def run(
     from flows.pipeline import pipeline
 
     with _user_errors():
-        pipeline(str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
+        result = pipeline(str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
+    for teacher in result["teachers"]:
+        typer.echo(f"teacher {teacher['teacher']}: {teacher['read']} read, {teacher['quarantined']} quarantined")
+        _ingest_notes(teacher)
+    for s in result["scores"]:
+        for note in s.get("notes", []):
+            typer.echo(f"note: {note}")
     status(state)
 
 
