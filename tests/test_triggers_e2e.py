@@ -53,7 +53,7 @@ def test_trigger_parameters_render_from_event_payloads():
     # The payloads `rsr add-teacher/add-student --async` send (rsr/cli.py).
     resource = {"prefect.resource.id": "rsr.teacher.t1", "prefect.resource.name": "t1"}
     payload = {"name": "t1", "file": "/data/t1.jsonl", "format": "messages", "mapping": None}
-    payload |= {"problems": "/data/p.jsonl", "score": True, "publish": False}
+    payload |= {"problems": "/data/p.jsonl", "score": True, "publish": False, "hf_options": {"split": "train"}}
     got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, payload)})
     assert got == {
         "teacher": "t1",
@@ -61,6 +61,7 @@ def test_trigger_parameters_render_from_event_payloads():
         "format": "messages",
         "mapping": None,
         "problems": "/data/p.jsonl",
+        "hf_options": {"split": "train"},
         "score": True,
         "publish": False,
     }
@@ -73,6 +74,7 @@ def test_trigger_parameters_render_from_event_payloads():
         "format": None,
         "mapping": None,
         "problems": None,
+        "hf_options": None,
         "score": True,
         "publish": False,
     }
