@@ -33,7 +33,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: $(TEST_STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 $(PY) -m pytest -q -rs; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 $(PY) -m pytest -q -rfEs; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -262,7 +262,7 @@ def add_teacher(
 def _ingest_notes(result: dict) -> None:
     """What a user must know after an ingest: why records were quarantined, and what missing golds mean."""
     for reason, n in result.get("top_reasons", []):
-        typer.echo(f"  quarantined {n} x: {reason}")
+        typer.echo(f"  quarantined {n} x, e.g. {reason}")
     if result["quarantined"]:
         typer.echo('  all of them: rsr sql "SELECT source_file, source_line, reason FROM quarantine"')
     if result.get("no_gold"):

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import task
 
 from rsr.dedup import find_duplicates
-from rsr.ingest import input_digest, iter_ingest, top_reasons
+from rsr.ingest import input_digest, iter_ingest, reason_pattern
 from rsr.store import Store
 from rsr.verify import verify_many
 
@@ -50,6 +50,7 @@ def ingest_teacher(
     problem_ids: set[str] = set()
     sources: set[str] = set()
     reasons: Counter[str] = Counter()
+    examples: dict[str, str] = {}
     digest = input_digest(Path(path)) if Path(path).exists() else None  # None: a hub id, digested by its files
     with _open(db) as store:
         for chunk in iter_ingest(
@@ -61,13 +62,16 @@ def ingest_teacher(
             out["read"] += len(chunk.trajectories)
             out["quarantined"] += len(chunk.rejected)
             out["no_gold"] += sum(1 for t in chunk.trajectories if t.gold_answer is None)
-            reasons.update(dict(top_reasons(chunk.rejected, n=10)))
+            for r in chunk.rejected:  # counted by pattern over the whole input, each shown by its first example
+                key = reason_pattern(r.reason)
+                reasons[key] += 1
+                examples.setdefault(key, f"{r.source_file}:{r.source_line}: {r.reason}")
             problem_ids.update(t.problem_id for t in chunk.trajectories)
             sources.update(t.source_file for t in chunk.trajectories)
         if digest is not None:
             for name in sorted(sources | {str(path)}):
                 store.add_source_file(name, digest.sha256, digest.size, digest.kind, teacher, run_id)
-    out["top_reasons"] = reasons.most_common(3)
+    out["top_reasons"] = [(examples[key], n) for key, n in reasons.most_common(3)]
     if not out["read"]:  # the quarantine is stored for inspection, but a run on nothing is no success
         why = "; ".join(f"{n} x {reason}" for reason, n in out["top_reasons"]) or "the input holds no records"
         raise ValueError(

@@ -86,3 +86,25 @@ def test_deepseek_api_reasoning_under_a_rewriting_template_is_scored_and_publish
         assert row["completion"] == assistant.removeprefix("<think>\n") + "<|im_end|>\n"
     card = (folder / "README.md").read_text()
     assert "Train on the `prompt` and `completion` columns" in card and "rewrites assistant text" in card
+
+
+def test_add_teacher_names_quarantine_reasons_and_missing_golds_and_fails_on_nothing(tmp_path, state_dir):
+    good = {"conversations": [{"from": "human", "value": "What is 1 + 1?"}, {"from": "gpt", "value": "2"}]}
+    bad = {"conversations": [{"from": "robot", "value": "?"}]}
+    src = tmp_path / "stratos.jsonl"
+    src.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n" + json.dumps(bad) + "\n")
+    runner = CliRunner()
+    out = runner.invoke(app, ["add-teacher", "stratos", str(src), "--no-score"])
+    assert out.exit_code == 0, out.output
+    assert "1 read, 1 new, 2 quarantined" in out.output
+    assert f"quarantined 2 x, e.g. {src}:2: message 0 has unknown from 'robot'" in out.output
+    assert "1 of 1 trajectories have no gold answer" in out.output and "--include-unverified" in out.output
+
+    nothing = tmp_path / "bad.jsonl"
+    nothing.write_text(json.dumps(bad) + "\n")
+    out = runner.invoke(app, ["add-teacher", "broken", str(nothing), "--no-score"])
+    assert out.exit_code == 2
+    assert "no trajectory read for teacher 'broken'" in out.output and "unknown from 'robot'" in out.output
+    with Store.open(state_dir / "rsr.duckdb", read_only=True) as store:
+        _, [(n,)] = store.query("SELECT count(*) FROM quarantine WHERE source_file = ?", [str(nothing)])
+    assert n == 1  # kept for inspection

@@ -414,8 +414,9 @@ def test_top_reasons_group_reasons_that_differ_in_numbers_and_quoted_values():
     ]
     reasons += ['message 0 has unknown role "it\'s"', "the teacher's turn", "broken JSON: at line 1 column 12"]
     top = top_reasons([rejected(r) for r in reasons], n=2)
-    assert top == [("message <n> has unknown role '…'", 3), ("broken JSON: at line <n> column <n>", 2)]
-    assert top_reasons([rejected("the teacher's turn")]) == [("the teacher's turn", 1)]
+    # counted by pattern, each shown by its first example
+    assert top == [("line 1: message 3 has unknown role 'x'", 3), ("line 1: broken JSON: at line 1 column 9", 2)]
+    assert top_reasons([rejected("the teacher's turn")]) == [("line 1: the teacher's turn", 1)]
 
 
 def test_csv_correctness_text_and_a_mapping_over_the_generations_preset(tmp_path):

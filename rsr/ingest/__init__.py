@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from rsr.ingest._common import CHUNK, IngestResult, collect, top_reasons
+from rsr.ingest._common import CHUNK, IngestResult, collect, reason_pattern, top_reasons
 from rsr.ingest._io import input_digest, iter_records, require_path, suffix_of
 from rsr.ingest.adapters import ROW_FORMATS, adapter_for, detect_rows, with_mapping
 from rsr.ingest.hf import check_options, ingest_hf, is_saved_dataset
@@ -40,6 +40,7 @@ __all__ = [
     "load_problems",
     "parse_mapping",
     "parse_teacher_json",
+    "reason_pattern",
     "top_reasons",
 ]
 

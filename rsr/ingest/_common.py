@@ -239,11 +239,22 @@ _NUMBER = re.compile(r"\d+")
 _QUOTED = re.compile(r"""(?<!\w)(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
 
 
+def reason_pattern(reason: str) -> str:
+    """A quarantine reason with numbers read <n> and quoted values '…': "message 3 has unknown role 'x'" and
+    "message 5 has unknown role 'y'" are one reason."""
+    return _NUMBER.sub("<n>", _QUOTED.sub("'…'", reason))
+
+
 def top_reasons(rejected: list[Rejected], n: int = 3) -> list[tuple[str, int]]:
-    """The `n` most frequent quarantine reasons, as (pattern, count): numbers read <n> and quoted values '…', so
-    "message 3 has unknown role 'x'" and "message 5 has unknown role 'y'" count as one reason."""
-    counts = Counter(_NUMBER.sub("<n>", _QUOTED.sub("'…'", r.reason)) for r in rejected)
-    return counts.most_common(n)
+    """The `n` most frequent quarantine reasons (by reason_pattern), each as (its first example with its line,
+    count)."""
+    counts: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for r in rejected:
+        key = reason_pattern(r.reason)
+        counts[key] += 1
+        examples.setdefault(key, f"line {r.source_line}: {r.reason}")
+    return [(examples[key], count) for key, count in counts.most_common(n)]
 
 
 # (record, line) -> its Trajectory, or (a row of several generations) one Trajectory or RecordError per generation;
