@@ -165,7 +165,26 @@ class Prepared:
     ids: list[int]
     scored: list[int]  # token positions p >= 1 whose token is scored (predicted from position p - 1)
     truncated: bool
-    coverage: tuple[int, int, int] = (0, 0, 0)  # scored tokens that are reasoning, answer, tool call (KINDS)
+    kinds: list[str] = field(default_factory=list)  # per scored position: reasoning | answer | tool (KINDS)
+    rendered: Rendered | None = field(default=None, repr=False)  # kept for a token-level view (Student.explain)
+    offsets: list[tuple[int, int]] = field(default_factory=list, repr=False)  # each id's characters in the text
+
+    @property
+    def coverage(self) -> tuple[int, int, int]:
+        """Scored tokens that are reasoning, answer, tool call (KINDS)."""
+        return (self.kinds.count("reasoning"), self.kinds.count("answer"), self.kinds.count("tool"))
+
+
+@dataclass
+class TokenScores:
+    """Per scored token, as the scorer computed it: its position in the sequence, its id, its rank (unclipped) and
+    surprisal (float32); the trajectory's sums are made from exactly these (TrajectoryStats.from_tokens)."""
+
+    positions: list[int]
+    ids: list[int]
+    ranks: torch.Tensor
+    surprisals: torch.Tensor
+    kinds: list[str]
 
 
 @dataclass
@@ -180,6 +199,7 @@ class ScoredTrajectory:
     n_reasoning_tokens: int = 0  # scored tokens inside <think>...</think> (tags included)
     n_answer_tokens: int = 0  # the rest of the content
     n_tool_tokens: int = 0  # tool-call text the template renders for an assistant turn
+    tokens: TokenScores | None = field(default=None, repr=False)  # per token, when score(keep_tokens=True)
 
     def to_score(self, trajectory_id: str, student_id: str) -> Score:
         made = {"trajectory_id": trajectory_id, "student_id": student_id, "metric_version": METRIC_VERSION}
@@ -462,9 +482,7 @@ class Student:
             scored = [p for p in scored if p < limit]
             if not scored:
                 raise RecordError(f"the prompt alone fills the first {limit} tokens; no response token left to score")
-        kinds = kinds[: len(scored)]
-        coverage = (kinds.count("reasoning"), kinds.count("answer"), kinds.count("tool"))
-        return Prepared(index=index, ids=ids, scored=scored, truncated=truncated, coverage=coverage)
+        return Prepared(index, ids, scored, truncated, kinds[: len(scored)], r, offsets[: len(ids)])
 
     # -- the hot path ----------------------------------------------------------------------------------------
     def score(
@@ -473,8 +491,10 @@ class Student:
         *,
         max_tokens: int | None = None,
         progress: bool = True,
+        keep_tokens: bool = False,
     ) -> list[ScoredTrajectory]:
-        """Score each conversation's assistant tokens; one result per conversation, in input order.
+        """Score each conversation's assistant tokens; one result per conversation, in input order (with
+        `keep_tokens`, each result's per-token numbers too).
 
         max_tokens above the student's context is capped to it (max_tokens_for says so, for callers to print)."""
         limit, _ = self.max_tokens_for(max_tokens)
@@ -493,12 +513,30 @@ class Student:
         ):
             for p in prepared:
                 r = results[p.index]
-                r.stats = self._score_one(p)
+                tokens = self._score_one(p)
+                r.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
                 r.n_reasoning_tokens, r.n_answer_tokens, r.n_tool_tokens = p.coverage
+                r.tokens = tokens if keep_tokens else None
                 bar.update(len(p.scored))
         return results
 
-    def _score_one(self, p: Prepared) -> TrajectoryStats:
+    def explain(
+        self, messages: Sequence[Mapping | object], max_tokens: int | None = None
+    ) -> tuple[Prepared, ScoredTrajectory]:
+        """One conversation through the same exact scorer, keeping what a token-level view needs: the rendered text,
+        every token's characters (context included) and each scored token's numbers; the sums are bit for bit
+        those of score(). Raises RecordError for a conversation that cannot be scored."""
+        limit, _ = self.max_tokens_for(max_tokens)
+        p = self.prepare(messages, max_tokens=limit)
+        with torch.inference_mode():
+            tokens = self._score_one(p)
+        made = {"dtype": models.dtype_name(self.dtype), "max_tokens": max_tokens and limit, "render": self.render_mode}
+        result = ScoredTrajectory(**made, tokens=tokens)
+        result.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
+        result.n_reasoning_tokens, result.n_answer_tokens, result.n_tool_tokens = p.coverage
+        return p, result
+
+    def _score_one(self, p: Prepared) -> TokenScores:
         # One sequence per forward, unpadded: padded batches change the kernels' shapes and so their reductions
         # (bf16 hidden states moved by up to 1.75 with batch-mates), and on this CPU batching was no faster
         # (1.07-1.33x slower than one at a time, measured in bf16 and fp32).
@@ -507,7 +545,7 @@ class Student:
         # Only positions that predict a scored token reach the LM head: never a [seq, vocab] tensor.
         cols = torch.tensor(p.scored, device=self.device)
         ranks, surprisals = self.head.ranks_surprisals(hidden[cols - 1], ids[0, cols])
-        return TrajectoryStats.from_tokens(ranks, surprisals, self.r_max, p.truncated)
+        return TokenScores(p.scored, [p.ids[c] for c in p.scored], ranks, surprisals, p.kinds)
 
 
 def _message(message: Mapping | object, i: int) -> Message:
