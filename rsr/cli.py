@@ -57,9 +57,13 @@ def score(
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
     format: Annotated[Format | None, typer.Option("--format", help="input format [default: detected]")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help=MAP_HELP)] = None,
+    tokens: Annotated[
+        Path | None,
+        typer.Option("--tokens", metavar="FILE.parquet", help="also write one row per scored token (streamed)"),
+    ] = None,
 ) -> None:
     """Score trajectories with a student: per-record RSR statistics, then the dataset RSR."""
-    from rsr.score_io import output_rows, read_score_input, summary
+    from rsr.score_io import output_rows, read_score_input, score_stream, summary, tokens_written
     from rsr.student import Student
 
     with _user_errors(ValueError, OSError):
@@ -76,7 +80,9 @@ def score(
     if capped:
         typer.echo(f"note: {capped}", err=True)
     started = time.perf_counter()
-    results = model.score([t.messages for t in items.trajectories], max_tokens=max_tokens and limit)
+    if tokens:
+        tokens.parent.mkdir(parents=True, exist_ok=True)
+    results = score_stream(model, items.trajectories, max_tokens and limit, tokens)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
         for row in output_rows(items, results, model.student_id):
@@ -93,6 +99,8 @@ def score(
         typer.echo(f"{items.repeats} records repeat an earlier one (same teacher, problem and response): scored once")
     if not n_ok:
         _fail(f"nothing scored from {input}: see the `error` of each line in {out}")
+    if tokens:
+        typer.echo(f"per-token rows: {tokens} ({tokens_written(tokens)} rows, one per scored token)")
     typer.echo(f"dataset RSR: {ds_rsr:.4f}" + (f" (over {n_ok - n_truncated} of {n_ok})" if n_truncated else ""))
 
 

@@ -87,6 +87,20 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else math.nan
 
 
+PROFILE_BINS = 10
+
+
+def surprisal_profile(surprisals: torch.Tensor, bins: int = PROFILE_BINS) -> list[float]:
+    """Where along a response its surprisal sits: the share of its total surprisal in each of `bins` equal slices
+    of its scored tokens (token k of n falls in slice floor(k * bins / n)); empty when the total is not positive."""
+    s = surprisals.double().flatten()
+    total = float(s.sum())
+    if not s.numel() or total <= 0:
+        return []
+    slices = torch.arange(s.numel()) * bins // s.numel()
+    return (torch.zeros(bins, dtype=torch.float64).index_add_(0, slices, s) / total).tolist()
+
+
 def trajectory_rsr(ranks: torch.Tensor, surprisals: torch.Tensor, r_max: int = R_MAX) -> float:
     """RSR of one trajectory from its per-token ranks and surprisals: a ratio of sums."""
     return TrajectoryStats.from_tokens(ranks, surprisals, r_max).rsr

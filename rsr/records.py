@@ -177,3 +177,4 @@ class Score(BaseModel):
     n_answer_tokens: int = 0
     n_tool_tokens: int = 0
     render: str | None = None
+    surprisal_profile: list[float] | None = None  # share of the surprisal in each tenth of the response (metric.py)

@@ -62,7 +62,7 @@ class _Data:
     student_ref: str
     other_ids: list[str]
     setting: ScoreKey | None  # the scoring setting the board is for (None: nothing scored yet)
-    scores: pd.DataFrame  # the student's used rows in that setting: teacher, trajectory_id, rsr
+    scores: pd.DataFrame  # the student's used rows in that setting: teacher, trajectory_id, rsr, surprisal_profile
     board: pd.DataFrame  # teacher_board
     publication: dict[str, Any] | None
     history: pd.DataFrame  # run_id, at, teacher, dataset_rsr
@@ -176,7 +176,10 @@ def _load(state: StateDir, student_ref: str) -> _Data:
         student_id, ref, others = resolve_student(store, student_ref)
         setting = current_setting(store, student_id)
         scores = store.query_df(
-            f"SELECT teacher, trajectory_id, rsr FROM latest_scores WHERE {_USED}", _used_params(student_id, setting)
+            f"""SELECT teacher, trajectory_id, rsr,
+                       (SELECT surprisal_profile FROM scores s WHERE s.score_id = l.score_id) AS surprisal_profile
+                FROM latest_scores l WHERE {_USED}""",
+            _used_params(student_id, setting),
         )
         board = teacher_board(store, student_id, setting)
         history = _history(store, student_id, setting)
@@ -271,12 +274,33 @@ def _plot_history(d: _Data, ax: Axes) -> str | None:
     return None
 
 
+def _plot_position(d: _Data, ax: Axes) -> str | None:
+    ax.set_title(f"Where the surprisal sits along the response, student {d.student_ref}")
+    rows = d.scores.dropna(subset=["surprisal_profile"])
+    rows = rows[rows["surprisal_profile"].map(len) > 0]
+    if rows.empty:
+        return "no surprisal profiles yet (scores made before they were recorded)"
+    for teacher in [t for t in d.board["teacher"] if t in set(rows["teacher"])]:
+        profiles = np.stack(rows.loc[rows["teacher"] == teacher, "surprisal_profile"].map(np.asarray).to_list())
+        bins = profiles.shape[1]
+        x = (np.arange(bins) + 0.5) * 100 / bins
+        ax.plot(x, profiles.mean(axis=0) * 100, marker="o", label=f"{teacher} ({len(profiles)})")
+    ax.axhline(100 / bins, color="0.6", linestyle=":", label="even spread")
+    ax.set_xlabel("position in the response (% of its scored tokens)")
+    ax.set_ylabel("share of the trajectory's surprisal (%)")
+    ax.set_xlim(0, 100)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return None
+
+
 PLOTS: dict[str, Callable[[_Data, Axes], str | None]] = {
     "teacher_selection.png": _plot_selection,  # dataset RSR per teacher, 95% interval, in rank order (the paper's rule)
     "rsr_distribution.png": _plot_distribution,  # trajectory RSR per teacher (box plot + the points)
     "rsr_vs_accuracy.png": _plot_accuracy,  # dataset RSR vs verified accuracy, one labelled point per teacher
     "selected_per_teacher.png": _plot_selected,  # rows each teacher contributed to the latest publication
     "score_history.png": _plot_history,  # dataset RSR per teacher after each scoring run (cumulative)
+    "surprisal_by_position.png": _plot_position,  # per teacher, the share of surprisal in each tenth of a response
 }
 PNG_NAMES = tuple(PLOTS)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsr.ingest import iter_ingest
 from rsr.metric import TrajectoryStats, dataset_rsr
 from rsr.records import Trajectory
-from rsr.student import ScoredTrajectory
+from rsr.student import ScoredTrajectory, Student
 
 # The coverage and rendering a score records, written beside its statistics.
 _COVERAGE = ("n_reasoning_tokens", "n_answer_tokens", "n_tool_tokens", "render")
@@ -67,6 +68,71 @@ def output_rows(items: ScoreInput, results: list[ScoredTrajectory], student_id: 
             row |= r.stats.as_dict() | made | {"dtype": r.dtype, "max_tokens": r.max_tokens}
         rows.append((t.source_line, t.generation or 0, row))
     return [row for *_, row in sorted(rows, key=lambda x: x[:2])]
+
+
+TOKEN_COLUMNS = {  # one row per scored token; the record's sums are made from exactly these values
+    "id": "string",  # the record's id, as in the JSONL output
+    "trajectory_id": "string",
+    "position": "int32",  # the token's position in the rendered sequence (predicted from position - 1)
+    "token_id": "int32",
+    "token": "string",  # the token's text
+    "kind": "string",  # reasoning | answer | tool
+    "rank": "int64",  # unclipped; the score's sum_rank sums min(rank, r_max)
+    "surprisal": "float32",  # natural log, as computed
+}
+SCORE_CHUNK = 64  # trajectories scored per call: what is held at once when per-token rows are written
+
+
+def score_stream(
+    student: Student, trajectories: list[Trajectory], max_tokens: int | None, tokens: Path | None
+) -> list[ScoredTrajectory]:
+    """Score in chunks; with `tokens`, per-token rows are appended to that Parquet file as each chunk finishes, so
+    memory stays flat however many tokens there are. Results keep only their sums."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in TOKEN_COLUMNS.items()])
+    results: list[ScoredTrajectory] = []
+    with (
+        pq.ParquetWriter(tokens, schema) if tokens else nullcontext() as writer,
+        tqdm(total=len(trajectories), unit="traj", desc=f"scoring ({student.ref})") as bar,
+    ):
+        for start in range(0, len(trajectories), SCORE_CHUNK):
+            chunk = trajectories[start : start + SCORE_CHUNK]
+            got = student.score(
+                [t.messages for t in chunk], max_tokens=max_tokens, progress=False, keep_tokens=bool(tokens)
+            )
+            if writer is not None:
+                writer.write_table(pa.Table.from_pylist(_token_rows(student, chunk, got), schema=schema))
+            for r in got:
+                r.tokens = None  # written: do not hold them
+            results += got
+            bar.update(len(chunk))
+    return results
+
+
+def _token_rows(student: Student, chunk: list[Trajectory], results: list[ScoredTrajectory]) -> list[dict]:
+    rows = []
+    for t, r in zip(chunk, results, strict=True):
+        if r.tokens is None:
+            continue
+        tk = r.tokens
+        texts = student.tokenizer.batch_decode([[i] for i in tk.ids])
+        common = {"id": record_id(t), "trajectory_id": t.trajectory_id}
+        for pos, tid, text, kind, rank, s in zip(
+            tk.positions, tk.ids, texts, tk.kinds, tk.ranks.tolist(), tk.surprisals.tolist(), strict=True
+        ):
+            rows.append(
+                common | {"position": pos, "token_id": tid, "token": text, "kind": kind, "rank": rank, "surprisal": s}
+            )
+    return rows
+
+
+def tokens_written(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def summary(results: list[ScoredTrajectory]) -> tuple[int, int, int, float]:

@@ -302,6 +302,10 @@ MIGRATIONS: list[str] = [
         JOIN teacher_coverage c ON c.student_id = p.student_id AND c.teacher = p.teacher AND c.dtype = p.dtype
              AND c.max_tokens IS NOT DISTINCT FROM p.max_tokens AND c.r_max = p.r_max;
     """,
+    # v4: where along each response its surprisal sits (the share in each tenth), for the report's position plot.
+    """
+    ALTER TABLE scores ADD COLUMN surprisal_profile DOUBLE[];
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The metric version the views above were written for (checked by a test against rsr.metric.METRIC_VERSION).

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from rsr import models
 from rsr.config import StateDir
-from rsr.metric import METRIC_VERSION, R_MAX, TrajectoryStats, token_ranks_surprisals
+from rsr.metric import METRIC_VERSION, R_MAX, TrajectoryStats, surprisal_profile, token_ranks_surprisals
 from rsr.records import THINK_CLOSE, THINK_OPEN, Message, RecordError, Score, join_reasoning
 
 __all__ = [
@@ -200,12 +200,14 @@ class ScoredTrajectory:
     n_answer_tokens: int = 0  # the rest of the content
     n_tool_tokens: int = 0  # tool-call text the template renders for an assistant turn
     tokens: TokenScores | None = field(default=None, repr=False)  # per token, when score(keep_tokens=True)
+    surprisal_profile: list[float] | None = None  # share of the surprisal in each tenth of the response
 
     def to_score(self, trajectory_id: str, student_id: str) -> Score:
         made = {"trajectory_id": trajectory_id, "student_id": student_id, "metric_version": METRIC_VERSION}
         made |= {"dtype": self.dtype, "max_tokens": self.max_tokens, "error": self.error, "r_max": R_MAX}
         made |= {"render": self.render, "n_reasoning_tokens": self.n_reasoning_tokens}
         made |= {"n_answer_tokens": self.n_answer_tokens, "n_tool_tokens": self.n_tool_tokens}
+        made |= {"surprisal_profile": self.surprisal_profile}
         if (s := self.stats) is not None:
             made |= {"r_max": s.r_max, "sum_rank_unclipped": s.sum_rank_unclipped, **s.as_dict()}
         return Score(**made)
@@ -516,6 +518,7 @@ class Student:
                 tokens = self._score_one(p)
                 r.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
                 r.n_reasoning_tokens, r.n_answer_tokens, r.n_tool_tokens = p.coverage
+                r.surprisal_profile = surprisal_profile(tokens.surprisals)
                 r.tokens = tokens if keep_tokens else None
                 bar.update(len(p.scored))
         return results
@@ -534,6 +537,7 @@ class Student:
         result = ScoredTrajectory(**made, tokens=tokens)
         result.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
         result.n_reasoning_tokens, result.n_answer_tokens, result.n_tool_tokens = p.coverage
+        result.surprisal_profile = surprisal_profile(tokens.surprisals)
         return p, result
 
     def _score_one(self, p: Prepared) -> TokenScores:

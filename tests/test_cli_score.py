@@ -99,3 +99,27 @@ def test_missing_input_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["score", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 2
     assert "nope.jsonl: no such file" in result.output
+
+
+def test_tokens_parquet_holds_one_row_per_scored_token_and_sums_to_the_scores_exactly(tmp_path, records):
+    import torch
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out, tokens = tmp_path / "out.jsonl", tmp_path / "tokens.parquet"
+    result = CliRunner().invoke(app, ["score", str(src), "--out", str(out), "--tokens", str(tokens)])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    table = pq.read_table(tokens).to_pandas()
+    assert f"per-token rows: {tokens} ({len(table)} rows" in result.output
+    assert set(table["id"]) == set(rows)
+    for rid, group in table.groupby("id"):
+        row = rows[rid]
+        assert len(group) == row["n_tokens"] and group["position"].is_monotonic_increasing
+        assert float(group["rank"].clip(upper=100).sum()) == row["sum_rank"]  # exactly: the same values
+        assert float(torch.tensor(group["surprisal"].to_numpy()).double().sum()) == row["sum_surprisal"]
+        kinds = group["kind"].value_counts()
+        assert (
+            kinds.get("reasoning", 0) == row["n_reasoning_tokens"] and kinds.get("answer", 0) == row["n_answer_tokens"]
+        )
+        assert group["position"].is_unique and (group["surprisal"] >= 0).all() and (group["rank"] >= 1).all()

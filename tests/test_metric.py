@@ -46,3 +46,13 @@ def test_zero_surprisal_has_no_finite_rsr():
     stats = TrajectoryStats.from_tokens(torch.tensor([1]), torch.tensor([0.0]))
     assert math.isnan(stats.rsr)
     assert math.isnan(dataset_rsr([]))
+
+
+def test_surprisal_profile_is_the_share_of_surprisal_in_each_tenth_of_the_response():
+    from rsr.metric import surprisal_profile
+
+    s = torch.tensor([1.0] * 10 + [3.0] * 10)  # 20 tokens: two per tenth, the second half three times as surprising
+    profile = surprisal_profile(s)
+    assert profile == pytest.approx([0.05] * 5 + [0.15] * 5) and sum(profile) == pytest.approx(1.0)
+    assert surprisal_profile(torch.tensor([2.0, 2.0, 4.0]), bins=3) == pytest.approx([0.25, 0.25, 0.5])
+    assert surprisal_profile(torch.tensor([])) == [] and surprisal_profile(torch.zeros(4)) == []

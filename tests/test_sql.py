@@ -63,6 +63,8 @@ def _score(t: Trajectory, rsr: float | None, error: str | None = None) -> Score:
         mean_rank=rsr,
         mean_surprisal=None if error else 1.0,
         error=error,
+        # front-loaded for a low RSR, back-loaded for a high one: the report's position plot has shapes to draw
+        surprisal_profile=None if error else ([0.3, 0.2] + [0.0625] * 8 if rsr < 2 else [0.0625] * 8 + [0.2, 0.3]),
     )
 
 
