@@ -176,7 +176,9 @@ def _locate(text: str, content: str, cursor: int) -> tuple[str, int]:
 
 
 def message_views(student: Student, messages: Sequence[Mapping | Message], text: str) -> list[MessageView]:
-    msgs = [m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in messages]
+    # As the scorer reads them (student._message): a Message, a mapping, or an object with attributes.
+    msgs = [m if isinstance(m, Message) else Message.model_validate(dict(m) if isinstance(m, Mapping) else vars(m))
+            for m in messages]  # fmt: skip
     last = max((i for i, m in enumerate(msgs) if m.role == "assistant"), default=-1)
     views, cursor = [], 0
     for i, m in enumerate(msgs):
