@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import random
 import re
 import shutil
+import string
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 import torch
 from markupsafe import escape
@@ -185,7 +188,8 @@ def _browser() -> str | None:
 def test_the_page_opens_in_headless_chromium_with_coloured_tokens_and_grey_context(smollm, tmp_path):
     from PIL import Image
 
-    long_answer = " ".join(["Zebra quantum marmalade oscillates beneath purple algebra; xylophone 7q!"] * 6)
+    rng = random.Random(0)  # letters at random: a response the student finds surprising token after token
+    long_answer = " ".join("".join(rng.choices(string.ascii_lowercase, k=6)) for _ in range(80))
     chat = [{"role": "user", "content": "Explain addition " * 10}, {"role": "assistant", "content": long_answer}]
     path = write_explain_page(tmp_path / "page.html", smollm, chat, title="browser")
     shot = tmp_path / "out.png"
@@ -194,11 +198,12 @@ def test_the_page_opens_in_headless_chromium_with_coloured_tokens_and_grey_conte
            f"--screenshot={shot}", "--window-size=1200,1600", path.as_uri()]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert shot.is_file(), f"chromium wrote no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
-    pixels = list(Image.open(shot).convert("RGB").getdata())
-    reddish = sum(1 for r, g, b in pixels if r > 140 and g < 80 and b < 100)
-    grey = sum(1 for r, g, b in pixels if max(r, g, b) - min(r, g, b) < 6 and 120 <= r <= 150)
+    rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    reddish = int(((r > 140) & (g < 80) & (b < 100)).sum())
+    grey = int(((rgb.max(-1) - rgb.min(-1) < 6) & (r >= 120) & (r <= 150)).sum())
     # The legend's three darkest swatches hold < 1,500 reddish pixels: the rest are high-surprisal tokens.
-    assert reddish > 4000, reddish
+    assert reddish > 8000, reddish  # measured: ~28,000
     assert grey > 300, grey  # the context text (#888)
 
 
