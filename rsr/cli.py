@@ -57,7 +57,7 @@ def score(
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
     format: Annotated[Format | None, typer.Option("--format", help="input format [default: detected]")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help=MAP_HELP)] = None,
-    tokens: Annotated[
+    tokens_out: Annotated[
         Path | None,
         typer.Option("--tokens", metavar="FILE.parquet", help="also write one row per scored token (streamed)"),
     ] = None,
@@ -80,9 +80,9 @@ def score(
     if capped:
         typer.echo(f"note: {capped}", err=True)
     started = time.perf_counter()
-    if tokens:
-        tokens.parent.mkdir(parents=True, exist_ok=True)
-    results = score_stream(model, items.trajectories, max_tokens and limit, tokens)
+    if tokens_out:
+        tokens_out.parent.mkdir(parents=True, exist_ok=True)
+    results = score_stream(model, items.trajectories, max_tokens and limit, tokens_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
         for row in output_rows(items, results, model.student_id):
@@ -99,9 +99,41 @@ def score(
         typer.echo(f"{items.repeats} records repeat an earlier one (same teacher, problem and response): scored once")
     if not n_ok:
         _fail(f"nothing scored from {input}: see the `error` of each line in {out}")
-    if tokens:
-        typer.echo(f"per-token rows: {tokens} ({tokens_written(tokens)} rows, one per scored token)")
+    if tokens_out:
+        typer.echo(f"per-token rows: {tokens_out} ({tokens_written(tokens_out)} rows, one per scored token)")
     typer.echo(f"dataset RSR: {ds_rsr:.4f}" + (f" (over {n_ok - n_truncated} of {n_ok})" if n_truncated else ""))
+
+
+@app.command()
+def explain(
+    trajectory: Annotated[str, typer.Argument(help="a trajectory_id in the state folder, or with --file a record id")],
+    student: Annotated[str, typer.Option(help=STUDENT_HELP)] = "smollm2-135m",
+    dtype: Annotated[Dtype, typer.Option(help="the dtype it was scored in")] = Dtype.auto,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file, as scored")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="as scored (default: the context)")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="a file `rsr score` read (then TRAJECTORY is its id)")
+    ] = None,
+    format: Annotated[Format | None, typer.Option("--format", help="--file's format [default: detected]")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help=MAP_HELP)] = None,
+    out: Annotated[Path, typer.Option("--out", help="the page (.html) or a folder for it")] = Path("."),
+    state: Annotated[str | None, typer.Option("--state", help="state folder (default: $RSR_HOME or ./.rsr)")] = None,
+) -> None:
+    """One trajectory token by token, as the student scored it: a self-contained HTML page (context greyed, each
+    scored token coloured by surprisal, rank on hover, totals checked against the stored score)."""
+    from rsr.explain import explain_record, explain_trajectory
+    from rsr.student import Student
+
+    with _user_errors(ValueError, OSError):
+        model = Student.load(student, dtype=dtype.value, device=device, chat_template=chat_template)
+        if file is not None:
+            fmt = format.value if format else None
+            page = explain_record(file, trajectory, model, out, fmt, _mapping(mapping), max_tokens=max_tokens)
+        else:
+            db = _state(state).duckdb
+            page = explain_trajectory(db, trajectory, model, out, max_tokens=max_tokens)
+    typer.echo(f"wrote {page}")
 
 
 # ---- The DAG commands. Flows are imported lazily: Prefect must see this state folder's settings first. ----------
@@ -521,6 +553,18 @@ def sql(
         typer.secho(f"note: only the first {max_rows} rows are shown (--max-rows)", fg=typer.colors.YELLOW, err=True)
 
 
+def _registered_student(home, ref: str):
+    """The student as it was registered (ref, dtype, chat template), loaded: explain pages need the model."""
+    from rsr.report import resolve_student
+    from rsr.store import Store
+    from rsr.student import Student
+
+    with Store.open(home.duckdb, read_only=True) as store:
+        student_id, _, _ = resolve_student(store, ref)
+        info = next(r.info for r in store.students() if r.student_id == student_id)
+    return Student.load(info["ref"], dtype=info["dtype"], chat_template=info.get("chat_template"), state=home)
+
+
 @app.command()
 def report(
     student: Annotated[str, typer.Option("--student", help="student ref (e.g. smollm2-135m) or student_id")],
@@ -529,6 +573,9 @@ def report(
         bool, typer.Option("--mlflow/--no-mlflow", help="log the files to the latest publication's MLflow run")
     ] = True,
     mlflow_uri: MlflowOpt = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="also each teacher's lowest/highest-RSR trajectory, token by token")
+    ] = False,
     state: StateOpt = None,
 ) -> None:
     """Plots + one HTML page for a student: RSR per teacher, RSR vs accuracy, selection, score history."""
@@ -536,9 +583,11 @@ def report(
     from rsr.report import build_report
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    home = StateDir.from_env(state)
     with _user_errors(ValueError, FileNotFoundError):  # an SqlError is a ValueError
-        result = build_report(StateDir.from_env(state), student, out, log_to_mlflow=mlflow, mlflow_uri=mlflow_uri)
-    for path in [*result.pngs, result.html]:
+        model = _registered_student(home, student) if explain else None
+        result = build_report(home, student, out, log_to_mlflow=mlflow, mlflow_uri=mlflow_uri, explain_with=model)
+    for path in [*result.pages, *result.pngs, result.html]:
         typer.echo(f"wrote {path}")
     for warning in result.warnings:
         typer.secho(f"note: {warning}", fg=typer.colors.YELLOW, err=True)

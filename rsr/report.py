@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
@@ -35,6 +36,8 @@ from rsr.store import ScoreKey, Store
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+
+    from rsr.student import Student
 
 HTML_TEMPLATE = Path(__file__).with_name("report.html")
 N_RESAMPLES = 1000
@@ -54,6 +57,7 @@ class ReportResult:
     mlflow_run_id: str | None  # the run the files were logged to (None: no publication, or logging failed)
     student_id: str = ""
     warnings: list[str] = field(default_factory=list)
+    pages: list[Path] = field(default_factory=list)  # explain pages (build_report's `explain_with`)
 
 
 @dataclass
@@ -336,7 +340,23 @@ def _table(board: pd.DataFrame) -> str:
     return shown.to_html(index=False, na_rep="-", formatters={headers[k]: v.format for k, v in formats.items()})
 
 
-def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
+def _explain_pages(state: StateDir, d: _Data, out: Path, student: Student) -> dict[str, list[tuple[str, float, str]]]:
+    """Per teacher, its lowest- and highest-RSR trajectory token by token (rsr.explain), scored as its stored
+    score was (the setting's max_tokens): {teacher: [(label, rsr, page path relative to `out`)]}."""
+    from rsr.explain import explain_trajectory  # here: a report without pages loads no model library
+
+    pages: dict[str, list[tuple[str, float, str]]] = {}
+    limit = d.setting.max_tokens if d.setting else None
+    for teacher, g in d.scores.dropna(subset=["rsr"]).groupby("teacher", sort=False):
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(teacher)).strip("-.") or "teacher"
+        for label, row in (("lowest", g.loc[g["rsr"].idxmin()]), ("highest", g.loc[g["rsr"].idxmax()])):
+            name = f"explain/{slug}-{label}-rsr.html"
+            explain_trajectory(state.duckdb, row["trajectory_id"], student, out / name, max_tokens=limit)
+            pages.setdefault(str(teacher), []).append((label, float(row["rsr"]), name))
+    return pages
+
+
+def _html(d: _Data, pngs: list[Path], state: StateDir, pages: dict | None = None) -> str:
     """report.html from its template (autoescaped), with the PNGs inline: the page works on its own."""
     from jinja2 import Template
 
@@ -344,6 +364,7 @@ def _html(d: _Data, pngs: list[Path], state: StateDir) -> str:
         d=d,
         best=next(iter(d.board.dropna(subset=["dataset_rsr"])["teacher"]), None),  # the board is best first
         table=_table(d.board),  # inserted as is (`safe`): to_html escapes the cells itself
+        pages=pages or {},
         figures=[(p.name, base64.b64encode(p.read_bytes()).decode()) for p in pngs],
         metric_version=METRIC_VERSION,
         n_resamples=N_RESAMPLES,
@@ -369,6 +390,8 @@ def _log_to_mlflow(result: ReportResult, pub: dict[str, Any] | None, uri: str) -
         # Only our files: `out` may hold other things the user keeps there.
         for path in [*result.pngs, result.html]:
             client.log_artifact(run_id, str(path), artifact_path="report")
+        for path in result.pages:
+            client.log_artifact(run_id, str(path), artifact_path="report/explain")
     except (MlflowException, OSError) as err:
         # The files are written either way; say why they are not in MLflow instead of failing the command.
         result.warnings.append(f"could not log the report to MLflow run {run_id} at {uri}: {err}")
@@ -377,20 +400,31 @@ def _log_to_mlflow(result: ReportResult, pub: dict[str, Any] | None, uri: str) -
 
 
 def build_report(
-    state: StateDir, student_ref: str, out: Path, *, log_to_mlflow: bool = True, mlflow_uri: str | None = None
+    state: StateDir,
+    student_ref: str,
+    out: Path,
+    *,
+    log_to_mlflow: bool = True,
+    mlflow_uri: str | None = None,
+    explain_with: Student | None = None,
 ) -> ReportResult:
     """Write the PNGs and report.html into ``out`` and log them to the latest publication's MLflow run: on
     ``mlflow_uri`` if given, else on the server the publication was logged to, else $MLFLOW_TRACKING_URI or the
-    state folder's store."""
+    state folder's store. ``explain_with`` (the loaded student, as registered): also each teacher's lowest- and
+    highest-RSR trajectory token by token under ``out/explain/``, linked from the page."""
     data = _load(state, student_ref)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = [out / name for name in PLOTS]
     for path in pngs:
         _save_plot(data, path.name, path)
+    if explain_with is not None and explain_with.student_id != data.student_id:
+        raise ValueError(f"the loaded student is {explain_with.student_id}, the report is for {data.student_id}")
+    pages = _explain_pages(state, data, out, explain_with) if explain_with is not None else {}
     page = out / "report.html"
-    page.write_text(_html(data, pngs, state), encoding="utf-8")
+    page.write_text(_html(data, pngs, state, pages), encoding="utf-8")
     result = ReportResult(pngs, page, None, data.student_id, [data.note] if data.note else [])
+    result.pages = [out / name for links in pages.values() for _, _, name in links]
     if log_to_mlflow:
         pub = data.publication
         _log_to_mlflow(result, pub, mlflow_uri or (pub and pub["params"].get("mlflow_uri")) or state.mlflow_uri)

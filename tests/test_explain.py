@@ -232,6 +232,21 @@ def test_explain_trajectory_on_a_real_store_matches_the_stored_score_exactly(smo
     with pytest.raises(ValueError, match="t-nope"):
         explain_trajectory(db, "t-nope", smollm, tmp_path / "x.html")
 
+    # The same from the command line, and from the report, which links each teacher's lowest and highest RSR.
+    cli = runner.invoke(app, ["explain", ids[1][0], "--dtype", "float32", "--out", str(tmp_path / "cli.html")])
+    assert cli.exit_code == 0, cli.output
+    assert "match the stored score exactly" in (tmp_path / "cli.html").read_text(encoding="utf-8")
+    report = runner.invoke(
+        app, ["report", "--student", "smollm2-135m", "--out", str(tmp_path / "report"), "--explain", "--no-mlflow"]
+    )
+    assert report.exit_code == 0, report.output
+    html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    for label in ("lowest", "highest"):
+        linked = tmp_path / "report" / "explain" / f"tutor-{label}-rsr.html"
+        assert f'href="explain/tutor-{label}-rsr.html"' in html and f"wrote {linked}" in report.output
+        assert "match the stored score exactly" in linked.read_text(encoding="utf-8")
+    assert (tmp_path / "report" / "surprisal_by_position.png").stat().st_size > 0
+
 
 def test_a_stored_score_that_differs_is_said_loudly_with_both_values(smollm):
     stats = smollm.score([CHAT], progress=False)[0]
