@@ -177,13 +177,24 @@ CASES = {
 WITH_TOOLS = {QWEN25, LLAMA31, QWEN3}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("name", sorted(TRAINING))
+# Agent chats on the templates that render an OpenAI-style tool-call turn (Qwen2.5, Llama 3.1, Qwen3); R1's and
+# QwQ's refuse one, each record with a clear error (test below).
+PAIRS = [(n, c) for n in sorted(TRAINING) for c in sorted(CASES) if c != "agent with a tool call" or n in WITH_TOOLS]
+
+
+@pytest.mark.parametrize(("name", "case"), PAIRS)
 def test_scored_tokens_are_the_tokens_a_trainer_masks(base, name, case):
-    if case == "agent with a tool call" and name not in WITH_TOOLS:
-        pytest.skip(f"{name}: agent chats are checked on Qwen2.5, Llama 3.1 and Qwen3 only")
     student = _student(base, name)
     _assert_scored_equals_trained(student, name, CASES[case])
+
+
+@pytest.mark.parametrize("name", sorted(set(TRAINING) - WITH_TOOLS))
+def test_a_template_that_refuses_a_tool_call_turn_is_that_records_clear_error(base, name):
+    student = _student(base, name)
+    with pytest.raises(RecordError, match="the chat template refused this conversation"):
+        student.prepare(AGENT)
+    [result] = student.score([AGENT], progress=False)
+    assert result.stats is None and "refused this conversation (roles: user, assistant, tool)" in result.error
 
 
 @pytest.mark.parametrize("name", sorted(MODES))

@@ -1,0 +1,74 @@
+"""Does `rsr score --tokens` keep memory flat? The same command on N and 4N real trajectories, with and without
+per-token rows, as whole processes: peak RSS (the process tree, sampled) and wall time, as ratios in one run.
+
+    .venv/bin/python benchmarks/bench_tokens.py [--n 40]
+
+Data: ZeroEval MATH level-5 outputs of ../shared/data (four teachers' first records), as `messages` JSONL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.conftest import zeroeval_conversations  # noqa: E402
+
+TEACHERS = ("gpt-4o-2024-08-06", "Qwen2.5-7B-Instruct", "Meta-Llama-3.1-8B-Instruct", "gemma-2-9b-it")
+
+
+def write_input(path: Path, n: int) -> None:
+    per = -(-n // len(TEACHERS))
+    chats = [c for t in TEACHERS for c in zeroeval_conversations(ROOT.parent / "shared" / "data", t, per)][:n]
+    path.write_text("".join(json.dumps({"id": f"r{i}", "messages": m}) + "\n" for i, m in enumerate(chats)))
+
+
+def run(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of the whole process tree."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak, ps = 0, psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [ps, *ps.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(args)} exited {proc.returncode}")
+    return time.perf_counter() - started, peak / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=40)
+    n = ap.parse_args().n
+    rsr = str(Path(sys.executable).with_name("rsr"))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        for size in (n, 4 * n):
+            src = Path(tmp) / f"in-{size}.jsonl"
+            write_input(src, size)
+            base = [rsr, "score", str(src), "--out", str(Path(tmp) / "out.jsonl"), "--dtype", "bfloat16"]
+            plain = run(base)
+            with_tokens = run([*base, "--tokens", str(Path(tmp) / f"tokens-{size}.parquet")])
+            rows.append((size, plain, with_tokens))
+    print("| trajectories | without --tokens: s, peak MB | with --tokens: s, peak MB | peak ratio (with/without) |")
+    print("|---|---|---|---|")
+    for size, (ps, pm), (ts, tm) in rows:
+        print(f"| {size} | {ps:.1f}, {pm:.0f} | {ts:.1f}, {tm:.0f} | {tm / pm:.2f} |")
+    (_, (_, small)), (_, (_, large)) = [(r[0], r[2]) for r in rows]
+    print(f"\npeak RSS with --tokens, {4 * n} vs {n} trajectories: {large / small:.2f}x (flat = 1.0)")
+
+
+if __name__ == "__main__":
+    main()
