@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment
+from jinja2 import Template
 
 from rsr.metric import METRIC_VERSION, TrajectoryStats
 from rsr.records import Message, Score, Trajectory
@@ -232,9 +232,10 @@ def explain_page(
     prepared, result = student.explain(messages, max_tokens=max_tokens)
     stats = result.stats
     assert stats is not None and prepared.rendered is not None
-    env = Environment(autoescape=True, keep_trailing_newline=True)  # autoescape: every value is escaped text
-    env.filters |= {"pyrepr": repr, "pieces": visible_pieces}  # repr: exact floats, read back by float()
-    page = env.from_string(HTML_TEMPLATE.read_text(encoding="utf-8")).render(
+    # autoescape: every value is escaped text; repr gives exact floats, read back by float()
+    page = Template(HTML_TEMPLATE.read_text(encoding="utf-8"), autoescape=True, keep_trailing_newline=True).render(
+        pyrepr=repr,
+        pieces=visible_pieces,
         title=title,
         info=student.info(),
         meta={k: visible_pieces(str(v)) for k, v in (meta or {}).items()},

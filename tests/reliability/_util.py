@@ -104,8 +104,11 @@ def snapshot(db: Path) -> dict[str, list[tuple]]:
     """Every row of every content table, in a canonical order (read-only open)."""
     from rsr.store import Store
 
+    def hashable(row: tuple) -> tuple:  # list columns (scores.surprisal_profile) as tuples, so rows compare as sets
+        return tuple(tuple(v) if isinstance(v, list) else v for v in row)
+
     with Store.open(db, read_only=True) as store:
-        return {t: store.query(f"SELECT * FROM {t} ORDER BY ALL")[1] for t in CONTENT_TABLES}
+        return {t: [hashable(r) for r in store.query(f"SELECT * FROM {t} ORDER BY ALL")[1]] for t in CONTENT_TABLES}
 
 
 def diff(before: dict[str, list[tuple]], after: dict[str, list[tuple]]) -> dict[str, str]:
