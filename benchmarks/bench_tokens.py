@@ -1,5 +1,6 @@
-"""Does `rsr score --tokens` keep memory flat? The same command on N and 4N real trajectories, with and without
-per-token rows, as whole processes: peak RSS (the process tree, sampled) and wall time, as ratios in one run.
+"""Does `rsr score --tokens` keep memory flat? The same command on N and 4N real trajectories (the N four times),
+with and without per-token rows, as whole processes: peak RSS (the process tree, sampled) and wall time, as ratios
+in one run.
 
     .venv/bin/python benchmarks/bench_tokens.py [--n 40]
 
@@ -25,10 +26,17 @@ from tests.conftest import zeroeval_conversations  # noqa: E402
 TEACHERS = ("gpt-4o-2024-08-06", "Qwen2.5-7B-Instruct", "Meta-Llama-3.1-8B-Instruct", "gemma-2-9b-it")
 
 
-def write_input(path: Path, n: int) -> None:
+def write_input(path: Path, n: int, copies: int) -> None:
+    """`copies` times the same n trajectories (each copy's problem marked, so none repeats another): the longest
+    sequence, which sets the forward's own peak, is the same at every size, and only what is held can grow."""
     per = -(-n // len(TEACHERS))
     chats = [c for t in TEACHERS for c in zeroeval_conversations(ROOT.parent / "shared" / "data", t, per)][:n]
-    path.write_text("".join(json.dumps({"id": f"r{i}", "messages": m}) + "\n" for i, m in enumerate(chats)))
+    rows = []
+    for k in range(copies):
+        for i, (user, assistant) in enumerate(chats):
+            user = user | {"content": f"{user['content']} (copy {k})"}
+            rows.append({"id": f"r{k}-{i}", "messages": [user, assistant]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def run(args: list[str]) -> tuple[float, float]:
@@ -55,9 +63,10 @@ def main() -> None:
     rsr = str(Path(sys.executable).with_name("rsr"))
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
-        for size in (n, 4 * n):
+        for copies in (1, 4):
+            size = copies * n
             src = Path(tmp) / f"in-{size}.jsonl"
-            write_input(src, size)
+            write_input(src, n, copies)
             base = [rsr, "score", str(src), "--out", str(Path(tmp) / "out.jsonl"), "--dtype", "bfloat16"]
             plain = run(base)
             with_tokens = run([*base, "--tokens", str(Path(tmp) / f"tokens-{size}.parquet")])
