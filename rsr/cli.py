@@ -428,18 +428,21 @@ def status(state: StateOpt = None) -> None:
     with Store.open(home.duckdb, read_only=True) as store:
         for student in store.students():
             table = Table(title=f"teachers for student {student.student_id} (lowest dataset RSR first)")
-            columns = ("rank", "teacher", "trajectories", "scored", "failed", "truncated", "accuracy", "dataset RSR")
-            for col in (*columns, "95% interval", "selected"):
+            board = teacher_board(store, student.student_id).to_dict("records")
+            # "scored" is scored of ingested; failed and truncated get a column when any teacher has some.
+            extra = [c for c in ("n_failed", "n_truncated") if any(r[c] for r in board)]
+            headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval")
+            for col in (*headers, "selected"):
                 table.add_column(col, justify="left" if col == "teacher" else "right")
             subset = False
-            for r in teacher_board(store, student.student_id).to_dict("records"):
+            for r in board:
                 scored = pd.notna(r["dataset_rsr"])
                 subset |= bool(scored and r["on_subset"])
                 table.add_row(
                     f"{r['rank']:.0f}" if scored else "-",
                     r["teacher"],
-                    str(r["n_trajectories"]),
-                    *(str(r[c]) for c in ("n_scored", "n_failed", "n_truncated")),
+                    f"{r['n_scored']}/{r['n_trajectories']}",
+                    *(str(r[c]) for c in extra),
                     f"{r['all_accuracy']:.1%}" if r["all_accuracy"] is not None else "-",
                     (f"{r['dataset_rsr']:.3f}" + (f" on {r['n']}*" if r["on_subset"] else "")) if scored else "-",
                     f"{r['ci_low']:.3f}-{r['ci_high']:.3f}" if scored else "-",

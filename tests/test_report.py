@@ -78,6 +78,8 @@ def test_report_cli(published, tmp_path: Path) -> None:
     assert status.exit_code == 0, status.output
     assert "95% interval" in status.output and "alpha-teacher" in status.output and "1.500" in status.output
     assert "scores in float32" in status.output
+    # alpha's third trajectory only failed: a failed column, 2/3 scored, and its RSR flagged as resting on a subset
+    assert "failed" in status.output and "2/3" in status.output and "* dataset RSR on a subset" in status.output
     assert "truncated (left out of selection unless --include-truncated)" in status.output
 
     bad = CliRunner().invoke(app, ["report", "--student", "nobody", "--out", str(tmp_path), "--state", str(state.root)])
