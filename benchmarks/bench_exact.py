@@ -32,7 +32,7 @@ from bench_scorer import load_conversations, load_student, loadavg  # benchmarks
 from old_scorer import old_score
 
 from rsr.metric import TrajectoryStats
-from rsr.student import RecordError, Student
+from rsr.score.student import RecordError, Student
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Stats = list[TrajectoryStats]

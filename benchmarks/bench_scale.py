@@ -189,7 +189,7 @@ class DbClock:
              "set_duplicates", "set_verdicts", "close")  # fmt: skip
 
     def __init__(self) -> None:
-        from rsr.store import Store
+        from rsr.store.writer import Store
 
         self.seconds = 0.0
         for name in self.NAMES:
@@ -214,8 +214,8 @@ def _mb(n_bytes: int) -> str:
 
 
 def run(paths: list[Path], work: Path, timeout_s: float) -> list[dict]:
-    from rsr.store import Store
-    from tasks.curate import deduplicate, ingest_teacher, verify_answers
+    from rsr.store.writer import Store
+    from rsr_tasks.curate import deduplicate, ingest_teacher, verify_answers
 
     db = work / "rsr.duckdb"
     rss, clock = TreeRss(), DbClock()

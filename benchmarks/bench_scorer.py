@@ -46,7 +46,7 @@ from old_scorer import length_sorted_batches as _length_sorted_batches  # paddin
 from tqdm.auto import tqdm
 
 from rsr.metric import TrajectoryStats, dataset_rsr
-from rsr.student import Prepared, RecordError, Student
+from rsr.score.student import Prepared, RecordError, Student
 
 REPO = Path(__file__).resolve().parents[1]
 # RSR_SHARED_DATA: where ../shared/data is not beside the checkout (the tests honour it too)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from rsr.metric import TrajectoryStats
-from rsr.student import Prepared, Student
+from rsr.score.student import Prepared, Student
 
 BATCH_SIZE = 8
 MAX_LOGITS_GIB = 6.0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from rsr.metric import TrajectoryStats, token_ranks_surprisals
-from rsr.student import Prepared, Student
+from rsr.score.student import Prepared, Student
 
 
 def length_sorted_batches(prepared: Sequence[Prepared], batch_tokens: int) -> list[list[Prepared]]:

@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rsr.ingest import ingest_file  # noqa: E402
-from rsr.verify import VerifierPool, verify_many  # noqa: E402
+from rsr.curate.ingest import ingest_file  # noqa: E402
+from rsr.curate.verify import VerifierPool, verify_many  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("RSR_SHARED_DATA", REPO.parent / "shared" / "data"))
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
     from prefect.events import DeploymentEventTrigger
 
-    from rsr.config import RaySpec, StateDir
+    from rsr.config import RaySpec
+    from rsr.settings import StateDir
 
 PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
 

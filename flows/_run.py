@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 from prefect.runtime import flow_run
 
-from rsr.config import StateDir, apply_env
-from rsr.db import writer_lock
-from rsr.store import Store
+from rsr.settings import StateDir, apply_env
+from rsr.store.connect import writer_lock
+from rsr.store.writer import Store
 
 
 def state_dir(state: str | None) -> StateDir:

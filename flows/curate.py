@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prefect import flow
 
-from flows._run import recorded_run, state_dir
-from flows.rescore import registered_students, score_and_publish
 from rsr.config import RaySpec, ScoringSpec, StudentSpec
-from tasks.curate import deduplicate, ingest_teacher, verify_answers
+from rsr.curate.dedup import DEFAULT_THRESHOLD
+from rsr.curate.verify import DEFAULT_TIMEOUT_S
+from rsr_flows._run import recorded_run, state_dir
+from rsr_flows.rescore import registered_students, score_and_publish
+from rsr_flows.score import Scored
+from rsr_tasks.curate import Ingested, deduplicate, ingest_teacher, verify_answers
+
+
+@dataclass(frozen=True)
+class Curated:
+    ingested: Ingested
+    duplicates: int
+    verified: int
+    scores: list[Scored]  # one per student scored (none when score=False)
 
 
 @flow(name="curate-teacher")
@@ -23,10 +36,10 @@ def curate_teacher(
     students: list[StudentSpec] | None = None,
     scoring: ScoringSpec | None = None,
     ray: RaySpec | None = None,
-    dedup_threshold: float = 0.9,
-    verify_timeout_s: float = 5.0,
+    dedup_threshold: float = DEFAULT_THRESHOLD,
+    verify_timeout_s: float = DEFAULT_TIMEOUT_S,
     state: str | None = None,
-) -> dict:
+) -> Curated:
     """`publish`: then publish each student's dataset that the new teacher's scores changed (off by default; each
     score's "published")."""
     home = state_dir(state)
@@ -35,10 +48,8 @@ def curate_teacher(
         # Submitted with wait_for so that Prefect's graph shows the DAG's edges; each stage reads the last one's rows.
         ingest = ingest_teacher.submit(home.duckdb, run_id, teacher, path, format, mapping, problems, hf_options)
         ingested = ingest.result()
-        problem_ids = ingested.pop("problem_ids")
-        dedup = deduplicate.submit(home.duckdb, run_id, problem_ids, dedup_threshold, wait_for=[ingest])
+        dedup = deduplicate.submit(home.duckdb, run_id, ingested.problem_ids, dedup_threshold, wait_for=[ingest])
         verify = verify_answers.submit(home.duckdb, run_id, verify_timeout_s, wait_for=[dedup])
-        ingested["duplicates"], ingested["verified"] = dedup.result(), verify.result()
         specs = (students or registered_students(home.duckdb)) if score else []
-        ingested["scores"] = score_and_publish(home, run_id, specs, scoring, ray, publish)
-        return ingested
+        scores = score_and_publish(home, run_id, specs, scoring, ray, publish)
+        return Curated(ingested, dedup.result(), verify.result(), scores)

@@ -3,19 +3,28 @@ select -> publish, each stage re-runnable alone and a no-op when its inputs are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prefect import flow
 
-from flows._run import recorded_run, state_dir
-from flows.curate import curate_teacher
-from flows.publish import publish_dataset
-from flows.score import run_score_student
 from rsr.config import PipelineConfig, RaySpec
+from rsr_flows._run import recorded_run, state_dir
+from rsr_flows.curate import Curated, curate_teacher
+from rsr_flows.publish import Published, publish_dataset
+from rsr_flows.score import Scored, run_score_student
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    teachers: list[Curated]
+    scores: list[Scored]
+    published: list[Published]
 
 
 @flow(name="pipeline")
 def pipeline(
     config_path: str, state: str | None = None, ray: RaySpec | None = None, mlflow_uri: str | None = None
-) -> dict:
+) -> PipelineResult:
     """`ray` (from `--ray-address`) overrides the config's Ray address, `mlflow_uri` its MLflow server."""
     config = PipelineConfig.load(config_path)
     home = state_dir(state)
@@ -42,7 +51,7 @@ def pipeline(
             name = spec.dataset_name(config.output) if len(config.students) > 1 else spec.output or config.output
             policy = spec.policy or config.policy
             published.append(publish_dataset(spec, policy, name, mlflow_uri=uri, state=str(home.root)))
-        return {"teachers": teachers, "scores": scores, "published": published}
+        return PipelineResult(teachers, scores, published)
 
 
 def ray_for(config: PipelineConfig, given: RaySpec | None) -> RaySpec | None:

@@ -1,19 +1,28 @@
-"""publish_dataset: select a student's trajectories by policy and publish them with lineage."""
+"""publish_dataset: find the student, select its trajectories by policy, publish them with lineage (and push)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import dataclass
 
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows._run import recorded_run, state_dir
 from rsr.config import StudentSpec
+from rsr.publish.manifest import Publication
 from rsr.select import SelectionPolicy
-from tasks.publish import publish, push
-from tasks.score import find_student
+from rsr_flows._run import recorded_run, state_dir
+from rsr_tasks.publish import publish, push, select_trajectories
+from rsr_tasks.score import find_student
 
 DEFAULT_POLICY = SelectionPolicy(name="per_problem_min_rsr")
+
+
+@dataclass(frozen=True)
+class Published:
+    publication: Publication
+    student_id: str
+    teacher_ranking: list[tuple[str, float, int]]  # (teacher, dataset RSR, n) best first
+    hub_commit_url: str | None = None
 
 
 @flow(name="publish-dataset")
@@ -24,7 +33,7 @@ def publish_dataset(
     mlflow_uri: str | None = None,
     push_to_hub: str | None = None,
     state: str | None = None,
-) -> dict:
+) -> Published:
     """`name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own;
     `mlflow_uri` to $MLFLOW_TRACKING_URI, then the state folder's MLflow store; `push_to_hub`: also upload the
     dataset to this Hugging Face dataset repo."""
@@ -34,10 +43,8 @@ def publish_dataset(
     name = name or student.dataset_name()
     params = {"student": student.ref, "policy": policy.model_dump(), "name": name}
     with recorded_run(home, params) as run_id:
-        found = find_student(home.duckdb, student)  # the students table knows its id: no model is loaded
-        pub, ranking = publish(
-            home, run_id, found["student_id"], policy, name, flow_run.get_id(), mlflow_uri, found["key"]
-        )
+        found = find_student(home.duckdb, student)
+        selection = select_trajectories(home, found.student, found.key, policy)
+        pub = publish(home, run_id, selection, name, flow_run.get_id(), mlflow_uri)
         hub = push(home, pub, push_to_hub, mlflow_uri) if push_to_hub else None
-        result = asdict(pub) | {"path": str(pub.path), "hub_commit_url": hub, "student_id": found["student_id"]}
-        return result | {"teacher_ranking": ranking}
+        return Published(pub, found.student.student_id, selection.ranking, hub)

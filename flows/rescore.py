@@ -7,15 +7,17 @@ rescore_students  every registered student, or the given ones (the nightly sched
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from prefect import flow
 
-from flows._run import recorded_run, state_dir
-from flows.publish import publish_dataset
-from flows.score import run_score_student
-from rsr.config import RaySpec, ScoringSpec, StateDir, StudentSpec
-from rsr.store import Store
+from rsr.config import RaySpec, ScoringSpec, StudentSpec
+from rsr.settings import StateDir
+from rsr.store.queries import Reader
+from rsr_flows._run import recorded_run, state_dir
+from rsr_flows.publish import publish_dataset
+from rsr_flows.score import Scored, run_score_student
 
 
 @flow(name="rescore-student")
@@ -25,7 +27,7 @@ def rescore_student(
     ray: RaySpec | None = None,
     publish: bool = False,
     state: str | None = None,
-) -> dict:
+) -> Scored:
     home = state_dir(state)
     with recorded_run(home, {"students": [student.ref]}) as run_id:
         return score_and_publish(home, run_id, [student], scoring, ray, publish)[0]
@@ -38,26 +40,31 @@ def rescore_students(
     ray: RaySpec | None = None,
     publish: bool = True,
     state: str | None = None,
-) -> list[dict]:
+) -> list[Scored]:
     home = state_dir(state)
     specs = list(students or []) or registered_students(home.duckdb)
     with recorded_run(home, {"students": [s.ref for s in specs]}) as run_id:
         return score_and_publish(home, run_id, specs, scoring, ray, publish)
 
 
-def score_and_publish(home: StateDir, run_id: str, specs: list[StudentSpec], scoring, ray, publish: bool) -> list[dict]:
-    """Score each student; with `publish`, then publish (its result's "published") each one that got new scores,
+def score_and_publish(
+    home: StateDir, run_id: str, specs: list[StudentSpec], scoring, ray, publish: bool
+) -> list[Scored]:
+    """Score each student; with `publish`, then publish (its result's `published`) each one that got new scores,
     under its own policy and name."""
-    scored = [run_score_student(home, run_id, spec, scoring, ray) for spec in specs]
-    for spec, result in zip(specs, scored, strict=True):
-        result["published"] = publish_dataset(spec, state=str(home.root)) if publish and result["scored"] else None
-    return scored
+    out = []
+    for spec in specs:
+        scored = run_score_student(home, run_id, spec, scoring, ray)
+        if publish and scored.scored:
+            scored = dataclasses.replace(scored, published=publish_dataset(spec, state=str(home.root)))
+        out.append(scored)
+    return out
 
 
 def registered_students(db: Path) -> list[StudentSpec]:
     """Every student scored before (so a new teacher is scored for all of them), else the embedded default."""
-    with Store.open(db, read_only=True) as store:
-        rows = store.students()
+    with Reader.open(db) as reader:
+        rows = reader.students()
     specs = []
     for row in rows:
         info = row.info or {}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,10 +16,30 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from rsr.config import RaySpec, ScoringSpec, StateDir, StudentSpec
+import rsr.metric
+import rsr_tasks.score
+from rsr.config import RaySpec, ScoringSpec, StudentSpec
 from rsr.metric import METRIC_VERSION, R_MAX
-from rsr.store import Store
-from tasks.score import register_student, score_shard
+from rsr.settings import StateDir
+from rsr.store.writer import Store
+from rsr_flows.publish import Published
+from rsr_tasks.score import register_student, score_shard
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One student's scoring run: what was stored, in which setting, and what the user must be told."""
+
+    student_id: str
+    ref: str
+    scored: int  # scores stored (failed ones included)
+    errors: int
+    shards: int
+    dtype: str
+    max_tokens: int
+    notes: list[str] = field(default_factory=list)
+    published: Published | None = None  # rescore with publish: the dataset its new scores made
+
 
 # What a Ray worker needs from the flow's environment: where converted students live (RSR_MODELS, else
 # RSR_HOME/models), the Hugging Face cache and offline switches, quiet Prefect. Never the DuckDB path: workers
@@ -42,11 +65,10 @@ def ray_init_kwargs(ray: RaySpec) -> dict:
     # A cluster's workers may run another checkout (or none): ship ours, so they run this code. Local paths are
     # only allowed in the job's runtime_env, hence here and not per task. Dependencies (torch, transformers,
     # prefect, the embedded student's wheel) must be installed on the cluster's hosts.
-    import rsr.config
-    import tasks.score
-
-    # From a module's file, not the package's: an editable install can make `tasks` a namespace package.
-    modules = [str(Path(m.__file__).parent) for m in (rsr.config, tasks.score)]
+    # Ray names a shipped folder's module by the folder: tasks/ installs as rsr_tasks, so it ships as a copy so named.
+    shipped = Path(tempfile.mkdtemp(prefix="rsr-ray-")) / "rsr_tasks"
+    shutil.copytree(Path(rsr_tasks.score.__file__).parent, shipped, ignore=shutil.ignore_patterns("__pycache__"))
+    modules = [str(Path(rsr.metric.__file__).parent), str(shipped)]
     return {"runtime_env": {"py_modules": modules, "excludes": ["__pycache__", "*.pyc"]}}
 
 
@@ -96,12 +118,13 @@ def score_student(
     student: StudentSpec,
     scoring: ScoringSpec | None = None,
     ray: RaySpec | None = None,
-) -> dict:
+) -> Scored:
     """Only keys (trajectory, student digest, dtype, max_tokens, r_max, metric version) without a score are
     computed, shard by shard: the driver holds one shard's trajectories at a time, and a re-run after a crash
     redoes at most the shards that were in flight."""
     scoring = scoring or ScoringSpec()
-    info = register_student(home.duckdb, student)
+    registered = register_student(home.duckdb, student)
+    info = registered.info
     # The effective setting is part of every score's key: None would mean "the context" and never match a row.
     # Positions past the student's context were never trained: a larger limit is capped, and said so.
     context = info["context_length"]
@@ -113,11 +136,11 @@ def score_student(
     for note in notes:
         get_run_logger().warning(note)
     with Store.open(home.duckdb) as store:
-        todo = store.unscored(info["student_id"], METRIC_VERSION, R_MAX, **key)
+        todo = store.unscored(registered.student_id, METRIC_VERSION, R_MAX, **key)
     size = scoring.shard_size
     task = score_shard.with_options(retries=scoring.retries)
     shard_args = (
-        (student, info["student_id"], _shard(home, todo[i : i + size]), key["max_tokens"])
+        (student, registered.student_id, _shard(home, todo[i : i + size]), key["max_tokens"])
         for i in range(0, len(todo), size)
     )
     stored = errors = 0
@@ -125,8 +148,7 @@ def score_student(
         with Store.open(home.duckdb) as store:  # the flow is the only writer; workers never open DuckDB
             stored += store.add_scores(scores, run_id)
         errors += sum(1 for s in scores if s.error)
-    result = {"student_id": info["student_id"], "ref": student.ref, "scored": stored, "errors": errors, "notes": notes}
-    return result | {"shards": -(-len(todo) // size)} | key
+    return Scored(registered.student_id, student.ref, stored, errors, -(-len(todo) // size), **key, notes=notes)
 
 
 def _shard(home: StateDir, ids: list[str]) -> list[tuple[str, list[dict]]]:
@@ -158,7 +180,7 @@ def _finished_shards(task, shard_args: Iterator[tuple], ray: RaySpec | None) -> 
         yield future.result()
 
 
-def run_score_student(home: StateDir, run_id: str, student: StudentSpec, scoring, ray) -> dict:
+def run_score_student(home: StateDir, run_id: str, student: StudentSpec, scoring, ray) -> Scored:
     """score_student on its task runner: in-process one shard at a time (torch already uses every core for each
     batch), or Ray."""
     if ray is None:

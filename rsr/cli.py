@@ -11,9 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from rsr_tasks.curate import Ingested
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate reasoning trajectories by RSR.")
 
@@ -37,7 +40,7 @@ def _fail(message: str) -> None:
 @contextmanager
 def _user_errors(*types: type[Exception]) -> Iterator[None]:
     """The errors a user can fix (by default: a bad file or value, a busy state folder) as one clear line."""
-    from rsr.db import StateBusy
+    from rsr.store.connect import StateBusy
 
     caught = types or (FileNotFoundError, ValueError, StateBusy)
     try:
@@ -63,8 +66,8 @@ def score(
     ] = None,
 ) -> None:
     """Score trajectories with a student: per-record RSR statistics, then the dataset RSR."""
-    from rsr.score_io import output_rows, read_score_input, score_stream, summary, tokens_written
-    from rsr.student import Student
+    from rsr.score.io import output_rows, read_score_input, score_stream, summary, tokens_written
+    from rsr.score.student import Student
 
     with _user_errors(ValueError, OSError):
         items = read_score_input(input, format.value if format else None, _mapping(mapping))
@@ -122,8 +125,8 @@ def explain(
 ) -> None:
     """One trajectory token by token, as the student scored it: a self-contained HTML page (context greyed, each
     scored token coloured by surprisal, rank on hover, totals checked against the stored score)."""
-    from rsr.explain import explain_record, explain_trajectory
-    from rsr.student import Student
+    from rsr.report.explain import explain_record, explain_trajectory
+    from rsr.score.student import Student
 
     with _user_errors(ValueError, OSError):
         model = Student.load(student, dtype=dtype.value, device=device, chat_template=chat_template)
@@ -180,7 +183,7 @@ QUIET_ENV = {
 
 def _state(state: str | None):
     """The state folder, with its settings (and QUIET_ENV) in the environment."""
-    from rsr.config import StateDir, apply_env
+    from rsr.settings import StateDir, apply_env
 
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
@@ -192,7 +195,7 @@ def _mapping(pairs: list[str] | None) -> dict[str, str] | None:
     """--map FIELD=COLUMN (repeatable), checked by the table adapter's own parser."""
     if not pairs:
         return None
-    from rsr.ingest.table import explicit_pairs, parse_mapping
+    from rsr.curate.ingest.table import explicit_pairs, parse_mapping
 
     try:
         parse_mapping(pairs)  # the whole check (e.g. two text fields in one column), before anything runs
@@ -211,15 +214,16 @@ def run(
     """The whole DAG from a config: teachers -> dedup -> verify -> score -> select -> publish."""
     ray = _ray(ray_address)
     home = _state(state)
-    from flows.pipeline import pipeline
+    from rsr_flows.pipeline import pipeline
 
     with _user_errors():
         result = pipeline(str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
-    for teacher in result["teachers"]:
-        typer.echo(f"teacher {teacher['teacher']}: {teacher['read']} read, {teacher['quarantined']} quarantined")
-        _ingest_notes(teacher)
-    for s in result["scores"]:
-        for note in s.get("notes", []):
+    for curated in result.teachers:
+        got = curated.ingested
+        typer.echo(f"teacher {got.teacher}: {got.read} read, {got.quarantined} quarantined")
+        _ingest_notes(got)
+    for s in result.scores:
+        for note in s.notes:
             typer.echo(f"note: {note}")
     status(state)
 
@@ -239,7 +243,7 @@ def demo(state: StateOpt = None) -> None:
 
 def _emit_async(event: str, name: str, payload: dict, state: str | None) -> None:
     """--async: send the event to the configured Prefect server for `rsr serve` (or a gpu worker) to act on."""
-    from deployments.events import NoPrefectApi, emit
+    from rsr_deployments.events import NoPrefectApi, emit
 
     if state:
         typer.echo("note: --state is not sent; the flow writes to the state folder its server side uses", err=True)
@@ -284,30 +288,31 @@ def add_teacher(
         _emit_async("rsr.teacher.added", name, {"name": name, "file": p, **given}, state)
         return
     home = _state(state)
-    from flows.curate import curate_teacher
+    from rsr_flows.curate import curate_teacher
 
     with _user_errors():
         result = curate_teacher(name, p, **given, ray=ray, state=str(home.root))
+    got = result.ingested
     typer.echo(
-        f"teacher {name}: {result['read']} read, {result['new']} new, {result['quarantined']} quarantined, "
-        f"{result['duplicates']} duplicates, {result['verified']} verified"
+        f"teacher {name}: {got.read} read, {got.new} new, {got.quarantined} quarantined, "
+        f"{result.duplicates} duplicates, {result.verified} verified"
     )
-    _ingest_notes(result)
-    for s in result["scores"]:
-        typer.echo(f"  scored {s['scored']} for {s['student_id']} ({s['errors']} errors)")
-        for note in s.get("notes", []):
+    _ingest_notes(got)
+    for s in result.scores:
+        typer.echo(f"  scored {s.scored} for {s.student_id} ({s.errors} errors)")
+        for note in s.notes:
             typer.echo(f"  note: {note}")
 
 
-def _ingest_notes(result: dict) -> None:
+def _ingest_notes(result: Ingested) -> None:
     """What a user must know after an ingest: why records were quarantined, and what missing golds mean."""
-    for reason, n in result.get("top_reasons", []):
+    for reason, n in result.top_reasons:
         typer.echo(f"  quarantined {n} x, e.g. {reason}")
-    if result["quarantined"]:
+    if result.quarantined:
         typer.echo('  all of them: rsr sql "SELECT source_file, source_line, reason FROM quarantine"')
-    if result.get("no_gold"):
+    if result.no_gold:
         typer.echo(
-            f"  {result['no_gold']} of {result['read']} trajectories have no gold answer: they are verified `no_gold`, "
+            f"  {result.no_gold} of {result.read} trajectories have no gold answer: they are verified `no_gold`, "
             "and publishing (verified_only by default) selects none of them until a gold arrives (--problems FILE, "
             "--map answer=COLUMN) or you publish with --include-unverified"
         )
@@ -330,14 +335,14 @@ def add_student(
         _emit_async("rsr.student.added", ref, payload, state)
         return
     home = _state(state)
-    from flows.rescore import rescore_student
     from rsr.config import StudentSpec
+    from rsr_flows.rescore import rescore_student
 
     spec = StudentSpec(ref=ref, dtype=dtype.value, chat_template=chat_template)
     with _user_errors():
         s = rescore_student(spec, ray=ray, publish=publish, state=str(home.root))
-    typer.echo(f"scored {s['scored']} trajectories for {s['student_id']} ({s['errors']} errors)")
-    for note in s.get("notes", []):
+    typer.echo(f"scored {s.scored} trajectories for {s.student_id} ({s.errors} errors)")
+    for note in s.notes:
         typer.echo(f"note: {note}")
 
 
@@ -362,9 +367,9 @@ def publish(
 ) -> None:
     """Select by policy and publish an SFT dataset (datasets + Parquet + JSONL + card) with MLflow lineage."""
     home = _state(state)
-    from flows.publish import publish_dataset
     from rsr.config import StudentSpec
     from rsr.select import SelectionPolicy
+    from rsr_flows.publish import publish_dataset
 
     spec = StudentSpec(ref=student, dtype=dtype.value, chat_template=chat_template)
     with _user_errors():
@@ -377,9 +382,10 @@ def publish(
             include_truncated=include_truncated,
         )
         result = publish_dataset(spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root))
-    typer.echo(f"published {result['n_rows']} rows to {result['path']} (MLflow run {result['mlflow_run_id']})")
-    if result["hub_commit_url"]:
-        typer.echo(f"pushed to the Hub: {result['hub_commit_url']}")
+    pub = result.publication
+    typer.echo(f"published {pub.n_rows} rows to {pub.path} (MLflow run {pub.mlflow_run_id})")
+    if result.hub_commit_url:
+        typer.echo(f"pushed to the Hub: {result.hub_commit_url}")
 
 
 @app.command()
@@ -399,8 +405,8 @@ def serve(
     home = _state(state)
     from prefect import serve as prefect_serve
 
-    from deployments.events import NoPrefectApi, require_api
-    from deployments.serve import build_deployments
+    from rsr_deployments.events import NoPrefectApi, require_api
+    from rsr_deployments.serve import build_deployments
 
     with _user_errors(NoPrefectApi):
         url = require_api()
@@ -420,12 +426,12 @@ def status(state: StateOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from rsr.report import teacher_board
-    from rsr.store import Store
+    from rsr.report.page import teacher_board
+    from rsr.store.queries import Reader
 
     console = Console()
     # Read-only (a snapshot while a flow writes): never a lock error, and never in the way of a writing flow.
-    with Store.open(home.duckdb, read_only=True) as store:
+    with Reader.open(home.duckdb) as store:
         for student in store.students():
             table = Table(title=f"teachers for student {student.student_id} (lowest dataset RSR first)")
             board = teacher_board(store, student.student_id).to_dict("records")
@@ -460,13 +466,11 @@ def status(state: StateOpt = None) -> None:
                     f"  scores in {k.dtype}, max_tokens {k.max_tokens}: {setting.n_scored}, of which "
                     f"{setting.n_truncated} truncated (left out of selection unless --include-truncated)"
                 )
-        _, [(n_quarantined,)] = store.query("SELECT count(*) FROM quarantine")
-        _, pubs = store.query("SELECT path, n_rows, mlflow_run_id FROM publications ORDER BY created_at DESC LIMIT 1")
+        n_quarantined, pub = store.n_quarantined(), store.latest_publication()
     console.print(f"quarantined records: {n_quarantined} (rsr sql: SELECT * FROM quarantine)")
-    if pubs:
-        path, n_rows, mlflow_run_id = pubs[0]
-        console.print(f"dataset:  {path}  ({n_rows} rows; datasets.load_from_disk)")
-        console.print(f"MLflow run {mlflow_run_id}")
+    if pub:
+        console.print(f"dataset:  {pub['path']}  ({pub['n_rows']} rows; datasets.load_from_disk)")
+        console.print(f"MLflow run {pub['mlflow_run_id']}")
     console.print(f"DuckDB:   {home.duckdb}")
     console.print(f"MLflow:   {home.mlflow_uri}")
     console.print(f"  open the UI:  mlflow ui --backend-store-uri {home.mlflow_uri}")
@@ -485,7 +489,7 @@ class _SqlHelp(typer.core.TyperCommand):
         from rich.console import Console
         from rich.table import Table
 
-        from rsr.sql import VIEW_DOCS, view_columns
+        from rsr.store.sql import VIEW_DOCS, view_columns
 
         # Computed here, not at import: the columns come from a small in-memory DuckDB built from rsr.store.
         table = Table(title="Views (tables and details: docs/sql.md)", title_justify="left", show_lines=True)
@@ -519,8 +523,8 @@ def sql(
     state: StateOpt = None,
 ) -> None:
     """Run a read-only SQL query on the state's DuckDB. Writes are refused; works while a flow is writing."""
-    from rsr.config import StateDir
-    from rsr.sql import SqlError, run_query, to_csv, to_json
+    from rsr.settings import StateDir
+    from rsr.store.sql import SqlError, run_query, to_csv, to_json
 
     if (query is None) == (file is None):
         _fail('give the query as an argument or with --file (one of them), e.g. rsr sql "SELECT * FROM runs"')
@@ -558,13 +562,11 @@ def sql(
 
 def _registered_student(home, ref: str):
     """The student as it was registered (ref, dtype, chat template), loaded: explain pages need the model."""
-    from rsr.report import resolve_student
-    from rsr.store import Store
-    from rsr.student import Student
+    from rsr.score.student import Student
+    from rsr.store.queries import Reader
 
-    with Store.open(home.duckdb, read_only=True) as store:
-        student_id, _, _ = resolve_student(store, ref)
-        info = next(r.info for r in store.students() if r.student_id == student_id)
+    with Reader.open(home.duckdb) as reader:
+        info = reader.registrations(ref)[0].info
     return Student.load(info["ref"], dtype=info["dtype"], chat_template=info.get("chat_template"), state=home)
 
 
@@ -582,8 +584,8 @@ def report(
     state: StateOpt = None,
 ) -> None:
     """Plots + one HTML page for a student: RSR per teacher, RSR vs accuracy, selection, score history."""
-    from rsr.config import StateDir
-    from rsr.report import build_report
+    from rsr.report.page import build_report
+    from rsr.settings import StateDir
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     home = StateDir.from_env(state)

@@ -6,7 +6,8 @@ Per response token k, under the student:
     RSR(trajectory) = sum_k min(rank_k, r_max) / sum_k surprisal_k      (lower is better)
     RSR(dataset)    = sum_j mean_rank_j / sum_j mean_surprisal_j
 
-Sums are kept (not only ratios) so dataset figures can be recomputed in SQL.
+Sums are kept (not only ratios) so dataset figures can be recomputed in SQL. numpy only: per-token ranks and
+surprisals come from the scorer (rsr/score/student.py), so the store, `rsr sql` and ingest never load torch.
 """
 
 from __future__ import annotations
@@ -16,23 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike
 
 METRIC_VERSION = "rsr-v1"
 R_MAX = 100
-
-
-def token_ranks_surprisals(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank (1-based, strictly-greater count) and natural-log surprisal of each target under its logits row.
-
-    logits: [n, vocab] (any float dtype; compared in float32), targets: [n] token ids.
-    """
-    logits = logits.float()
-    target_logit = logits.gather(1, targets.view(-1, 1))
-    ranks = 1 + (logits > target_logit).sum(dim=1)
-    surprisals = torch.logsumexp(logits, dim=1) - target_logit.squeeze(1)
-    return ranks, surprisals
 
 
 @dataclass(frozen=True)
@@ -48,13 +36,13 @@ class TrajectoryStats:
 
     @classmethod
     def from_tokens(
-        cls, ranks: torch.Tensor, surprisals: torch.Tensor, r_max: int = R_MAX, truncated: bool = False
+        cls, ranks: ArrayLike, surprisals: ArrayLike, r_max: int = R_MAX, truncated: bool = False
     ) -> TrajectoryStats:
-        ranks = ranks.double()
+        ranks = np.asarray(ranks, dtype=np.float64)
         return cls(
-            n_tokens=int(ranks.numel()),
-            sum_rank=float(ranks.clamp(max=r_max).sum()),
-            sum_surprisal=float(surprisals.double().sum()),
+            n_tokens=int(ranks.size),
+            sum_rank=float(np.minimum(ranks, r_max).sum()),
+            sum_surprisal=float(np.asarray(surprisals, dtype=np.float64).sum()),
             sum_rank_unclipped=float(ranks.sum()),
             truncated=truncated,
             r_max=r_max,
@@ -90,18 +78,18 @@ def _ratio(num: float, den: float) -> float:
 PROFILE_BINS = 10
 
 
-def surprisal_profile(surprisals: torch.Tensor, bins: int = PROFILE_BINS) -> list[float]:
+def surprisal_profile(surprisals: ArrayLike, bins: int = PROFILE_BINS) -> list[float]:
     """Where along a response its surprisal sits: the share of its total surprisal in each of `bins` equal slices
     of its scored tokens (token k of n falls in slice floor(k * bins / n)); empty when the total is not positive."""
-    s = surprisals.double().flatten()
+    s = np.asarray(surprisals, dtype=np.float64).ravel()
     total = float(s.sum())
-    if not s.numel() or total <= 0:
+    if not s.size or total <= 0:
         return []
-    slices = torch.arange(s.numel()) * bins // s.numel()
-    return (torch.zeros(bins, dtype=torch.float64).index_add_(0, slices, s) / total).tolist()
+    slices = np.arange(s.size) * bins // s.size
+    return (np.bincount(slices, weights=s, minlength=bins) / total).tolist()
 
 
-def trajectory_rsr(ranks: torch.Tensor, surprisals: torch.Tensor, r_max: int = R_MAX) -> float:
+def trajectory_rsr(ranks: ArrayLike, surprisals: ArrayLike, r_max: int = R_MAX) -> float:
     """RSR of one trajectory from its per-token ranks and surprisals: a ratio of sums."""
     return TrajectoryStats.from_tokens(ranks, surprisals, r_max).rsr
 

@@ -1,6 +1,6 @@
 """Selection policies: which scored trajectories go into a student's SFT dataset (lower RSR is better).
 
-``candidates(store, student_id)`` reads the views once; ``select(candidates, policy)`` and
+``rsr.store.queries.candidates`` reads the views once; ``select(candidates, policy)`` and
 ``rank_teachers(candidates)`` are pure, so policies are tested (and compared) without a database.
 
 A trajectory whose RSR is None or NaN (no tokens, or a response the student predicts perfectly) is never
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-if TYPE_CHECKING:
-    from rsr.store import ScoreKey, Store
+from rsr.metric import dataset_rsr_of_means
+from rsr.store.queries import Candidate
 
 
 class SelectionPolicy(BaseModel):
@@ -43,59 +42,45 @@ class SelectionPolicy(BaseModel):
         return self
 
 
-@dataclass(frozen=True)
-class Candidate:
-    trajectory_id: str
-    score_id: str
-    teacher: str
-    problem_id: str
-    rsr: float | None
-    mean_rank: float | None
-    mean_surprisal: float | None
-    verdict: str | None
-    is_duplicate: bool
-    truncated: bool = False
-
-
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def candidates(store: Store, student_id: str, key: ScoreKey | None = None) -> list[Candidate]:
-    """Every trajectory with a current (non-error) score for this student made as ``key`` says (dtype, max_tokens,
-    r_max), with its verdict and duplicate flag. Without ``key``: the student's only scoring setting; a student
-    scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix."""
-    if key is None:
-        settings = store.score_settings(student_id)
-        if not settings:
-            return []
-        if len(settings) > 1:
-            found = "; ".join(str(s.key) for s in settings)
-            raise ValueError(f"student {student_id} has scores made in several settings ({found}): pick one (key=)")
-        key = settings[0].key
-    _, rows = store.query(
-        """SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
-                  v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate, l.truncated
-           FROM latest_scores l
-           LEFT JOIN trajectory_verdicts v ON v.trajectory_id = l.trajectory_id
-           LEFT JOIN duplicates d ON d.trajectory_id = l.trajectory_id
-           WHERE l.student_id = ? AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?
-           ORDER BY l.trajectory_id""",
-        [student_id, key.dtype, key.max_tokens, key.r_max],
-    )
-    return [Candidate(*row) for row in rows]
+# The policy's filters in the order they apply; each excludes what fails it, counted under its name.
+FILTERS: tuple[tuple[str, Callable[[Candidate, SelectionPolicy], bool]], ...] = (
+    ("excluded_no_rsr", lambda c, p: _finite(c.rsr)),
+    ("excluded_unverified", lambda c, p: not p.verified_only or c.verdict == "correct"),
+    ("excluded_duplicate", lambda c, p: not p.exclude_duplicates or not c.is_duplicate),
+    ("excluded_truncated", lambda c, p: p.include_truncated or not c.truncated),
+)
+
+
+def sift(cands: Iterable[Candidate], policy: SelectionPolicy) -> tuple[list[Candidate], dict[str, int]]:
+    """The candidates that pass the policy's filters, and how many each filter excluded."""
+    pool, excluded = list(cands), {}
+    for name, keep in FILTERS:
+        kept = [c for c in pool if keep(c, policy)]
+        excluded[name], pool = len(pool) - len(kept), kept
+    return pool, excluded
 
 
 def eligible(cands: Iterable[Candidate], policy: SelectionPolicy) -> list[Candidate]:
-    """The policy's filters (verified, not duplicate, not truncated, finite RSR) without its choice."""
-    return [
-        c
-        for c in cands
-        if _finite(c.rsr)
-        and (not policy.verified_only or c.verdict == "correct")
-        and (not policy.exclude_duplicates or not c.is_duplicate)
-        and (policy.include_truncated or not c.truncated)
-    ]
+    """The policy's filters (finite RSR, verified, not duplicate, not truncated) without its choice."""
+    return sift(cands, policy)[0]
+
+
+def selection_counts(cands: Sequence[Candidate], chosen: Sequence[Candidate], policy: SelectionPolicy) -> dict:
+    """The selection in numbers, for the card and MLflow: candidates, truncated ones, exclusions by filter, and
+    what the policy chose."""
+    pool, excluded = sift(cands, policy)
+    return {
+        "candidates": len(cands),
+        "truncated": sum(c.truncated for c in cands),
+        **excluded,
+        "not_chosen": len(pool) - len(chosen),
+        "selected": len(chosen),
+        "truncated_selected": sum(c.truncated for c in chosen),
+    }
 
 
 def rank_teachers(cands: Iterable[Candidate]) -> list[tuple[str, float, int]]:
@@ -103,8 +88,6 @@ def rank_teachers(cands: Iterable[Candidate]) -> list[tuple[str, float, int]]:
 
     Pass the eligible candidates (as ``select`` does) to rank teachers on what would be published. Rows without
     finite means are left out (a teacher with none is not ranked); ties are broken by teacher name."""
-    from rsr.metric import dataset_rsr_of_means  # here: rsr.config imports this module, torch stays out of it
-
     groups: dict[str, list[Candidate]] = defaultdict(list)
     for c in cands:
         if _finite(c.mean_rank) and _finite(c.mean_surprisal):

@@ -8,14 +8,15 @@ re-run stores each record exactly once and only redoes what was not stored.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import task
 
-from rsr.dedup import find_duplicates
-from rsr.ingest import input_digest, iter_ingest, reason_pattern
-from rsr.store import Store
-from rsr.verify import verify_many
+from rsr.curate.dedup import DEFAULT_THRESHOLD, find_duplicates
+from rsr.curate.ingest import input_digest, iter_ingest, reason_pattern
+from rsr.curate.verify import DEFAULT_TIMEOUT_S, verify_many
+from rsr.store.writer import Store
 
 # DuckDB keeps every block it wrote or read cached up to its memory limit (default: 80% of RAM), so over a large
 # input its cache, not our chunks, would set the process's size; the CPU stages cap it (it spills past the cap).
@@ -26,8 +27,24 @@ VERIFY_CHUNK = 5000  # trajectories verified and stored per chunk
 
 def _open(db: Path) -> Store:
     store = Store.open(db)
-    store.query(f"SET memory_limit = '{DB_MEMORY}'")
+    store.limit_memory(DB_MEMORY)
     return store
+
+
+@dataclass
+class Ingested:
+    """One teacher's input, read: counts, the three commonest quarantine reasons (each with its first example and
+    count) and the problems it touched (what dedup reads next)."""
+
+    teacher: str
+    path: str
+    read: int = 0
+    new: int = 0
+    quarantined: int = 0
+    quarantined_new: int = 0
+    no_gold: int = 0
+    top_reasons: list[tuple[str, int]] = field(default_factory=list)
+    problem_ids: list[str] = field(default_factory=list)
 
 
 @task(name="ingest-teacher")
@@ -40,13 +57,12 @@ def ingest_teacher(
     mapping: dict[str, str] | None = None,
     problems: str | None = None,
     hf_options: dict[str, str] | None = None,
-) -> dict:
+) -> Ingested:
     """Read one teacher's input into DuckDB; bad records go to quarantine, good ones are never lost.
 
     The input's digest is recorded (lineage) under each source name its records carry (an HF dataset's splits
     are "<dir>[split]")."""
-    out = {"teacher": teacher, "path": str(path), "read": 0, "new": 0, "quarantined": 0, "quarantined_new": 0}
-    out["no_gold"] = 0
+    out = Ingested(teacher, str(path))
     problem_ids: set[str] = set()
     sources: set[str] = set()
     reasons: Counter[str] = Counter()
@@ -57,11 +73,11 @@ def ingest_teacher(
             path, teacher=teacher, fmt=fmt, mapping=mapping, problems=problems, hf_options=hf_options
         ):
             store.upsert_problems(chunk.problems)
-            out["new"] += store.add_trajectories(chunk.trajectories, run_id)
-            out["quarantined_new"] += store.add_rejected(chunk.rejected, run_id)
-            out["read"] += len(chunk.trajectories)
-            out["quarantined"] += len(chunk.rejected)
-            out["no_gold"] += sum(1 for t in chunk.trajectories if t.gold_answer is None)
+            out.new += store.add_trajectories(chunk.trajectories, run_id)
+            out.quarantined_new += store.add_rejected(chunk.rejected, run_id)
+            out.read += len(chunk.trajectories)
+            out.quarantined += len(chunk.rejected)
+            out.no_gold += sum(1 for t in chunk.trajectories if t.gold_answer is None)
             for r in chunk.rejected:  # counted by pattern over the whole input, each shown by its first example
                 key = reason_pattern(r.reason)
                 reasons[key] += 1
@@ -71,43 +87,37 @@ def ingest_teacher(
         if digest is not None:
             for name in sorted(sources | {str(path)}):
                 store.add_source_file(name, digest.sha256, digest.size, digest.kind, teacher, run_id)
-    out["top_reasons"] = [(examples[key], n) for key, n in reasons.most_common(3)]
-    if not out["read"]:  # the quarantine is stored for inspection, but a run on nothing is no success
-        why = "; ".join(f"{n} x {reason}" for reason, n in out["top_reasons"]) or "the input holds no records"
+    out.top_reasons = [(examples[key], n) for key, n in reasons.most_common(3)]
+    if not out.read:  # the quarantine is stored for inspection, but a run on nothing is no success
+        why = "; ".join(f"{n} x {reason}" for reason, n in out.top_reasons) or "the input holds no records"
         raise ValueError(
-            f"{path}: no trajectory read for teacher {teacher!r} ({out['quarantined']} records quarantined: {why}); "
+            f"{path}: no trajectory read for teacher {teacher!r} ({out.quarantined} records quarantined: {why}); "
             'see `rsr sql "SELECT source_line, reason FROM quarantine"` and docs/formats.md (--format, --map)'
         )
-    out["problem_ids"] = sorted(problem_ids)
+    out.problem_ids = sorted(problem_ids)
     return out
 
 
 @task(name="deduplicate")
-def deduplicate(db: Path, run_id: str, problem_ids: list[str], threshold: float = 0.9) -> int:
+def deduplicate(db: Path, run_id: str, problem_ids: list[str], threshold: float = DEFAULT_THRESHOLD) -> int:
     """Exact + near duplicates among all teachers' trajectories of these problems, first-ingested kept.
     Duplicates only meet within a problem, so problems are read and stored a chunk at a time."""
     found = 0
     with _open(db) as store:
         for start in range(0, len(problem_ids), DEDUP_PROBLEMS):
-            rows = store.query_df(
-                """SELECT trajectory_id, problem_id, response FROM trajectories
-                   WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
-                   ORDER BY ingested_at, teacher, source_file, source_line, trajectory_id""",
-                [problem_ids[start : start + DEDUP_PROBLEMS]],
-            )
-            duplicates = find_duplicates(rows.itertuples(index=False), threshold=threshold)
+            rows = store.responses(problem_ids[start : start + DEDUP_PROBLEMS])
+            duplicates = find_duplicates(rows, threshold=threshold)
             store.set_duplicates(duplicates, run_id)
             found += len(duplicates)
     return found
 
 
 @task(name="verify-answers")
-def verify_answers(db: Path, run_id: str, timeout_s: float = 5.0) -> int:
+def verify_answers(db: Path, run_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Verdicts for every trajectory not yet verified (or whose gold answer arrived since), a chunk at a time."""
     done = 0
     with _open(db) as store:
-        _, ((end,),) = store.query("SELECT coalesce(max(rowid) + 1, 0) FROM trajectories")
-        for start in range(0, end, VERIFY_CHUNK):
+        for start in range(0, store.trajectory_rows(), VERIFY_CHUNK):
             rows = store.unverified(range(start, start + VERIFY_CHUNK))
             if rows:
                 store.set_verdicts(verify_many(rows, timeout_s=timeout_s), run_id)

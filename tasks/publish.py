@@ -1,19 +1,42 @@
-"""Select and publish: a chat-format SFT dataset with lineage in DuckDB and MLflow."""
+"""Select, publish, push: a chat-format SFT dataset with lineage in DuckDB and MLflow."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prefect import task
 
-from rsr.config import StateDir, StudentSpec
-from rsr.hub import push_to_hub
-from rsr.lineage import Tracking
-from rsr.publish import Publication, Request, publish_selection, selection_counts, source_files
-from rsr.report import current_setting, resolve_student
-from rsr.select import SelectionPolicy, candidates, rank_teachers, select
-from rsr.store import ScoreKey, Store
-from tasks.score import load_student
+from rsr.config import StudentSpec
+from rsr.publish.files import publish_selection, source_files
+from rsr.publish.hub import push_to_hub
+from rsr.publish.lineage import Tracking
+from rsr.publish.manifest import Publication, Request
+from rsr.select import SelectionPolicy, rank_teachers, select, selection_counts
+from rsr.settings import StateDir
+from rsr.store.queries import Candidate, Reader, ScoreKey, StudentRow
+from rsr.store.writer import Store
+from rsr_tasks.score import load_student
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a policy chose among a student's scored trajectories, and the numbers the card and MLflow show."""
+
+    student: StudentRow
+    policy: SelectionPolicy
+    chosen: list[Candidate]
+    counts: dict[str, int]  # rsr.select.selection_counts
+    ranking: list[tuple[str, float, int]]  # (teacher, dataset RSR, n) best first, over all candidates
+
+
+@task(name="select")
+def select_trajectories(state: StateDir, student: StudentRow, key: ScoreKey, policy: SelectionPolicy) -> Selection:
+    """Apply the policy to the student's current scores made as ``key`` says (dtype, max_tokens, r_max)."""
+    with Reader.open(state.duckdb) as reader:
+        cands = reader.candidates(student.student_id, key)
+    chosen = select(cands, policy)
+    return Selection(student, policy, chosen, selection_counts(cands, chosen, policy), rank_teachers(cands))
 
 
 def training_split(info: dict) -> Callable[[list[dict]], dict[str, str]]:
@@ -27,49 +50,44 @@ def training_split(info: dict) -> Callable[[list[dict]], dict[str, str]]:
     return student.training_example
 
 
-@task(name="publish-selection")
+@task(name="publish")
 def publish(
     state: StateDir,
     run_id: str,
-    student: str,
-    policy: SelectionPolicy,
+    selection: Selection,
     name: str,
     prefect_flow_run_id: str | None = None,
     mlflow_uri: str | None = None,
-    key: ScoreKey | None = None,
-) -> tuple[Publication, list[tuple[str, float, int]]]:
-    """Publish for a registered student (ref or student_id, read from the students table: nothing is loaded).
+) -> Publication:
+    """Write the selection as a dataset, log it to MLflow and register it in DuckDB.
 
     ``mlflow_uri``: the --mlflow-uri flag or the config's; None falls back to $MLFLOW_TRACKING_URI, then the
-    state folder's store. ``key``: which of the student's scores (dtype, max_tokens, r_max); default: the
-    setting it was scored in most recently."""
+    state folder's store."""
+    info, row = selection.student.info, selection.student
+    request = Request(
+        name,
+        row.student_id,
+        row.ref,
+        selection.policy,
+        run_id,
+        prefect_flow_run_id,
+        render_mode=info.get("render_mode", "template"),
+        render_note=info.get("render_note"),
+        chat_template=info.get("chat_template"),
+        split=training_split(info) if info.get("render_mode") == "generation" else None,
+    )
     with Store.open(state.duckdb) as store:
-        student_id, ref, _ = resolve_student(store, student)
-        info = next(r.info for r in store.students() if r.student_id == student_id)
-        cands = candidates(store, student_id, key or current_setting(store, student_id))
-        chosen = select(cands, policy)
         pub = publish_selection(
             store,
-            chosen,
-            Request(
-                name,
-                student_id,
-                ref,
-                policy,
-                run_id,
-                prefect_flow_run_id,
-                render_mode=info.get("render_mode", "template"),
-                render_note=info.get("render_note"),
-                chat_template=info.get("chat_template"),
-                split=training_split(info) if info.get("render_mode") == "generation" else None,
-            ),
+            selection.chosen,
+            request,
             out_root=state.datasets,
             tracking=Tracking.resolve(state, mlflow_uri),
-            sources=source_files(store, chosen),
-            counts=selection_counts(cands, chosen, policy),
+            sources=source_files(store, selection.chosen),
+            counts=selection.counts,
         )
         store.set_run_mlflow(run_id, pub.mlflow_run_id)
-    return pub, rank_teachers(cands)
+    return pub
 
 
 @task(name="push-to-hub", retries=2, retry_delay_seconds=30)

@@ -3,16 +3,18 @@ on a Ray GPU node, and returns Score records that the flow, the only writer, sto
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from prefect import task
 
 from rsr.config import StudentSpec
-from rsr.models import auto_device, dtype_name, parse_dtype
 from rsr.records import Score
-from rsr.store import Store
-from rsr.student import Student
+from rsr.score.load import auto_device, dtype_name, parse_dtype
+from rsr.score.student import Student
+from rsr.store.queries import Reader, ScoreKey, StudentRow
+from rsr.store.writer import Store
 
 
 @lru_cache(maxsize=2)
@@ -26,7 +28,7 @@ def load_student(spec: StudentSpec) -> Student:
 
 
 @task(name="register-student")
-def register_student(db: Path, spec: StudentSpec) -> dict:
+def register_student(db: Path, spec: StudentSpec) -> StudentRow:
     """Load the student (converting an embedded GGUF once) and record its identity and its publishing settings."""
     student = load_student(spec)
     if student.chat_template is None:
@@ -34,23 +36,27 @@ def register_student(db: Path, spec: StudentSpec) -> dict:
     info = student.info() | spec.model_dump(mode="json", include={"chat_template", "policy", "output"})
     with Store.open(db) as store:
         store.register_student(student.student_id, spec.ref, student.digest, info)
-    return info
+    return StudentRow(student.student_id, spec.ref, student.digest, info)
+
+
+@dataclass(frozen=True)
+class FoundStudent:
+    student: StudentRow
+    key: ScoreKey  # which of its scores to select by
 
 
 @task(name="find-student")
-def find_student(db: Path, spec: StudentSpec) -> dict:
-    """The registered student for this spec (newest digest first) and which of its scores to select by: the most
-    recent setting in the spec's dtype ("auto": this machine's), so a bf16 score never answers a float32 request."""
+def find_student(db: Path, spec: StudentSpec) -> FoundStudent:
+    """The registered student for this spec (by the one rule: Reader.registrations) and which of its scores to
+    select by: the most recent setting in the spec's dtype ("auto": this machine's), so a bf16 score never answers
+    a float32 request. Nothing is loaded: the students table knows the id."""
     dtype = dtype_name(parse_dtype(spec.dtype, auto_device()))
-    with Store.open(db, read_only=True) as store:
-        rows = [r for r in store.students() if r.ref == spec.ref and r.info.get("chat_template") == spec.chat_template]
-        if not rows:
-            raise ValueError(f"student {spec.ref!r} (template {spec.chat_template}) is not registered: score it first")
-        student_id = rows[-1].student_id
-        keys = [s.key for s in store.score_settings(student_id) if s.key.dtype == dtype]
-    if not keys:
+    with Reader.open(db) as reader:
+        row = reader.registrations(spec.ref, spec.chat_template)[0]
+        key = reader.current_setting(row.student_id, dtype)
+    if key is None:
         raise ValueError(f"student {spec.ref!r} has no {dtype} scores: `rsr add-student {spec.ref} --dtype {dtype}`")
-    return {"student_id": student_id, "ref": spec.ref, "key": keys[0]}
+    return FoundStudent(row, key)
 
 
 @task(name="score-shard", retries=2, retry_delay_seconds=2)

@@ -53,7 +53,7 @@ def zeroeval_conversations(shared: Path, teacher: str, n: int, start: int = 0) -
 @pytest.fixture(scope="session")
 def smollm():
     """The embedded default student, float32 (exact comparisons)."""
-    from rsr.student import Student
+    from rsr.score.student import Student
 
     return Student.load("smollm2-135m", dtype="float32")
 

@@ -21,7 +21,7 @@ import re
 import pytest
 
 from rsr.records import Message, RecordError, join_reasoning
-from rsr.student import Student
+from rsr.score.student import Student
 from tests.conftest import SHARED_DATA
 
 TEMPLATES = SHARED_DATA / "chat-templates"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from rsr.cli import app
-from rsr.store import Store
+from rsr.store.writer import Store
 
 
 def test_add_student_scores_every_stored_trajectory_once(tmp_path, state_dir):

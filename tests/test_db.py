@@ -1,4 +1,4 @@
-"""rsr.db: the one retry policy and the state folder's writer lock (the DuckDB side is in test_store/test_sql)."""
+"""rsr.store.connect: the one retry policy and the state folder's writer lock (DuckDB: test_store, test_sql)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rsr.db import StateBusy, open_read_only, retry, writer_lock
+from rsr.store.connect import StateBusy, open_read_only, retry, writer_lock
 
 
 def test_retry_retries_only_what_it_is_told_and_stops_at_the_budget() -> None:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from rsr.dedup import find_duplicates
-from rsr.ingest import ingest_file
+from rsr.curate.dedup import find_duplicates
+from rsr.curate.ingest import ingest_file
 from rsr.records import Message, Trajectory
 
 

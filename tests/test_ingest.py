@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rsr.ingest import _io, detect_format, ingest_file, load_problems, parse_teacher_json
+from rsr.curate.ingest import _io, detect_format, ingest_file, load_problems, parse_teacher_json
 from rsr.records import problem_id_for
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

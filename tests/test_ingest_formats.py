@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rsr.ingest import detect_format, ingest_file, top_reasons
+from rsr.curate.ingest import detect_format, ingest_file, top_reasons
 from rsr.records import Rejected, join_reasoning, problem_id_for
 
 REASONING = "Let me think. 3 times 4 is 12, minus 5 is 7."  # each test's reasoning tokens: all must be kept

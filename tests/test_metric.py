@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from rsr.metric import R_MAX, TrajectoryStats, dataset_rsr, token_ranks_surprisals, trajectory_rsr
+from rsr.metric import R_MAX, TrajectoryStats, dataset_rsr, trajectory_rsr
+from rsr.score.student import token_ranks_surprisals
 
 
 def test_rank_is_strictly_greater_count_plus_one_and_surprisal_is_natural_log():

@@ -14,11 +14,11 @@ from mlflow import MlflowClient
 from servers import free_port, http_server  # tests/ is on sys.path (pytest's rootdir insertion)
 from test_publish import POLICY, _publish, assert_card, assert_mlflow_run, env, mlflow_template  # noqa: F401
 
-from rsr.config import StateDir
-from rsr.lineage import EXPERIMENT, Tracking
-from rsr.report import build_report
+from rsr.publish.lineage import EXPERIMENT, Tracking
+from rsr.report.page import build_report
 from rsr.select import candidates, select
-from rsr.store import Store
+from rsr.settings import StateDir
+from rsr.store.writer import Store
 
 
 @pytest.fixture(scope="module")

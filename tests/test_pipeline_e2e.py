@@ -25,7 +25,7 @@ def _subset(shared: Path, out: Path) -> list[Path]:
 
 
 def _counts(db: Path) -> dict:
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     with Store.open(db, read_only=True) as store:
         return {
@@ -39,9 +39,9 @@ def test_pipeline_on_real_teachers(shared_data, state_dir, tmp_path):
     import datasets
     from mlflow import MlflowClient
 
-    from flows.pipeline import pipeline
-    from rsr.config import StateDir
-    from rsr.store import Store
+    from rsr.settings import StateDir
+    from rsr.store.writer import Store
+    from rsr_flows.pipeline import pipeline
 
     files = _subset(shared_data, tmp_path)
     config = {

@@ -1,4 +1,4 @@
-"""rsr.publish end to end on real components: DuckDB file, MLflow sqlite store, datasets.load_from_disk, the
+"""rsr.publish.files end to end on real components: DuckDB file, MLflow sqlite store, datasets.load_from_disk, the
 dataset card read back with huggingface_hub, and the task that publishes for a registered student."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import pytest
 from huggingface_hub import DatasetCard
 from mlflow import MlflowClient
 
-from rsr import publish as publish_mod
-from rsr.config import StateDir
-from rsr.lineage import EXPERIMENT, Tracking
 from rsr.metric import METRIC_VERSION
-from rsr.publish import Publication, Request, publish_selection, selection_counts, source_files
+from rsr.publish import files as publish_mod
+from rsr.publish.files import Publication, Request, publish_selection, selection_counts, source_files
+from rsr.publish.lineage import EXPERIMENT, Tracking
 from rsr.records import Message, Score, Trajectory, Verdict
 from rsr.select import SelectionPolicy, candidates, select
-from rsr.store import Store
-from tasks.publish import publish as publish_task
+from rsr.settings import StateDir
+from rsr.store.writer import Store
+from rsr_tasks.publish import publish as publish_task
 
 POLICY = SelectionPolicy(name="per_problem_min_rsr")
 INGEST_SHA = {"file": "a" * 64, "hf_dir": "b" * 64}  # as rsr.ingest recorded them (not what the files hold now)
@@ -298,12 +298,12 @@ def test_digests_are_the_ones_taken_at_ingest(env) -> None:
 
 def test_the_task_publishes_for_a_registered_student_without_loading_it(env, monkeypatch) -> None:
     """`tiny/student` is no model anywhere: the task reads its id from the students table (ref or id)."""
-    import rsr.student
+    import rsr.score.student
 
     def no_loading(*a, **k):
         raise AssertionError("publishing must not load the student")
 
-    monkeypatch.setattr(rsr.student.Student, "load", no_loading)
+    monkeypatch.setattr(rsr.score.student.Student, "load", no_loading)
     env["store"].close()  # the task opens the state's database itself
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{env['home'] / 'mlflow.db'}")
     pub, ranking = publish_task.fn(StateDir(env["home"]), env["run"], "tiny/student", POLICY, "by-ref", "prefect-123")
@@ -393,7 +393,7 @@ def test_push_to_hub_uploads_with_datasets_own_push(env, monkeypatch) -> None:
 
     import pyarrow.parquet as pq
 
-    from tasks.publish import push
+    from rsr_tasks.publish import push
 
     pub = _publish(env, select(candidates(env["store"], "stu"), POLICY))
     hub = FakeHub(monkeypatch)

@@ -28,7 +28,7 @@ def test_what_travels_to_a_worker_pickles():
 
     from rsr.config import StudentSpec
     from rsr.records import Score
-    from tasks.score import score_shard
+    from rsr_tasks.score import score_shard
 
     spec = StudentSpec(ref="smollm2-135m", dtype="bfloat16")
     items = [("t-1", [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}])]
@@ -39,8 +39,8 @@ def test_what_travels_to_a_worker_pickles():
 
 
 def test_ray_options_ask_for_the_gpu_share_and_forward_the_env(monkeypatch):
-    from flows.score import ray_init_kwargs, ray_remote_options
     from rsr.config import RaySpec
+    from rsr_flows.score import ray_init_kwargs, ray_remote_options
 
     monkeypatch.setenv("RSR_MODELS", "/models")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -52,7 +52,7 @@ def test_ray_options_ask_for_the_gpu_share_and_forward_the_env(monkeypatch):
 
     assert "runtime_env" not in ray_init_kwargs(RaySpec())  # a local instance imports the installed package
     modules = ray_init_kwargs(RaySpec(address="ray://head:10001"))["runtime_env"]["py_modules"]
-    assert sorted(Path(m).name for m in modules) == ["rsr", "tasks"]
+    assert sorted(Path(m).name for m in modules) == ["rsr", "rsr_tasks"]
     assert all((Path(m) / f).is_file() for m, f in zip(sorted(modules), ["config.py", "score.py"], strict=True))
 
 
@@ -67,7 +67,7 @@ def test_ray_address_reaches_the_flows_as_their_ray_parameter(tmp_path):
         "teachers: [{name: t, path: t.jsonl}]\nray: {address: 'ray://old:10001', num_gpus_per_task: 0.25}\n"
     )
     (tmp_path / "t.jsonl").touch()
-    from flows.pipeline import ray_for
+    from rsr_flows.pipeline import ray_for
 
     given = RaySpec(address="ray://head:10001", num_gpus_per_task=1)
     assert ray_for(PipelineConfig.load(config), given) == RaySpec(address="ray://head:10001", num_gpus_per_task=0.25)
@@ -80,7 +80,7 @@ def _worker_setup(log: str):
     def setup() -> None:
         import duckdb
 
-        from rsr.student import Student
+        from rsr.score.student import Student
 
         def refuse(*args, **kwargs):
             raise RuntimeError(f"a Ray worker (pid {os.getpid()}) opened DuckDB; only the flow may write it")
@@ -100,8 +100,8 @@ def _worker_setup(log: str):
 
 
 def _state(root: Path, trajectories) -> tuple:
-    from rsr.config import StateDir
-    from rsr.store import Store
+    from rsr.settings import StateDir
+    from rsr.store.writer import Store
 
     state = StateDir(root).ensure()
     with Store.open(state.duckdb) as store:
@@ -111,7 +111,7 @@ def _state(root: Path, trajectories) -> tuple:
 
 
 def _scores(state) -> dict[str, tuple]:
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     with Store.open(state.duckdb, read_only=True) as store:
         _, rows = store.query(
@@ -126,11 +126,11 @@ def _scores(state) -> dict[str, tuple]:
 def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypatch):
     import ray
 
-    import tasks.score
-    from flows.score import run_score_student
+    import rsr_tasks.score
     from rsr.config import RaySpec, ScoringSpec, StudentSpec
+    from rsr.curate.ingest import ingest_file
     from rsr.demo import write_demo_data
-    from rsr.ingest import ingest_file
+    from rsr_flows.score import run_score_student
 
     config = write_demo_data(tmp_path / "demo")
     trajectories = ingest_file(config.parent / "careful-tutor.jsonl", teacher="careful-tutor").trajectories
@@ -158,10 +158,10 @@ def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypa
         remote, remote_run = _state(tmp_path / "ray", trajectories)
         # Set after Ray started, so a worker sees it only if the flow forwards it.
         monkeypatch.setenv("RSR_HOME", str(remote.root))
-        driver_loads = tasks.score._student.cache_info()
+        driver_loads = rsr_tasks.score._student.cache_info()
         result = run_score_student(remote, remote_run, spec, scoring, RaySpec(num_gpus_per_task=1, num_cpus_per_task=1))
         # The driver loaded the student once more (register_student, a cache hit) and scored nothing itself.
-        after = tasks.score._student.cache_info()
+        after = rsr_tasks.score._student.cache_info()
         assert (after.hits + after.misses) - (driver_loads.hits + driver_loads.misses) == 1
     finally:
         ray.shutdown()

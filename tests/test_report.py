@@ -13,11 +13,11 @@ from test_sql import STUDENT_ID, STUDENT_REF, build_store  # tests/ is on sys.pa
 from typer.testing import CliRunner
 
 from rsr.cli import app
-from rsr.config import StateDir
-from rsr.db import writer_lock
 from rsr.metric import dataset_rsr_of_means
-from rsr.report import PNG_NAMES, bootstrap_ci, build_report, resolve_student, teacher_board
-from rsr.store import Store
+from rsr.report.page import PNG_NAMES, bootstrap_ci, build_report, resolve_student, teacher_board
+from rsr.settings import StateDir
+from rsr.store.connect import writer_lock
+from rsr.store.writer import Store
 
 TEACHERS = ("alpha-teacher", "beta-teacher")
 

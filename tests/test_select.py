@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Score, Trajectory, Verdict
 from rsr.select import Candidate, SelectionPolicy, candidates, eligible, rank_teachers, select
-from rsr.store import ScoreKey, Store
+from rsr.store.writer import ScoreKey, Store
 
 
 def cand(

@@ -17,11 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from rsr.cli import app
-from rsr.db import writer_lock
 from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Problem, Rejected, Score, Trajectory, Verdict
-from rsr.sql import VIEW_DOCS, SqlError, WriteRefused, check_read_only, run_query, view_columns
-from rsr.store import Store
+from rsr.store.connect import writer_lock
+from rsr.store.sql import VIEW_DOCS, SqlError, WriteRefused, check_read_only, run_query, view_columns
+from rsr.store.writer import Store
 
 STUDENT_ID = "tiny-student@abc123"
 STUDENT_REF = "tiny-student"
@@ -259,7 +259,7 @@ def test_help_lists_every_view_with_its_columns(tmp_path: Path) -> None:
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from rsr.store import Store
+    from rsr.store.writer import Store
     from rsr.records import Message, Trajectory
     db, hold_s, mode = sys.argv[1], float(sys.argv[2]), sys.argv[3]
     with Store.open(db) as store:

@@ -1,4 +1,4 @@
-"""rsr.store on a real DuckDB file: migrations (from the v1 schema too), idempotent writes, score keys, views."""
+"""rsr.store.writer on a real DuckDB file: migrations (from the v1 schema too), idempotent writes, score keys, views."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rsr import store as store_mod
-from rsr.db import writer_lock
 from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Problem, Rejected, Score, Trajectory, Verdict
-from rsr.store import SCHEMA_VERSION, ScoreKey, Store, score_id_for
+from rsr.store import connect as store_mod
+from rsr.store.connect import writer_lock
+from rsr.store.writer import SCHEMA_VERSION, ScoreKey, Store, score_id_for
 
 TABLES = {
     "runs",

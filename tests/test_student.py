@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from rsr.models import CHAT_TEMPLATES
-from rsr.student import Student, UnsupportedStudent
+from rsr.score.load import CHAT_TEMPLATES
+from rsr.score.student import Student, UnsupportedStudent
 from tests.conftest import zeroeval_conversations
 from tests.reference_scorer import reference
 
@@ -320,7 +320,7 @@ def test_messages_may_be_records_or_dicts(smollm):
 
 
 def test_reasoning_is_counted_inside_think_and_openthoughts_tags(smollm):
-    from rsr.student import reasoning_spans
+    from rsr.score.student import reasoning_spans
 
     text = "<|begin_of_thought|>a<|end_of_thought|> b <think>c</think> d"
     assert [text[a:b] for a, b in reasoning_spans(text)] == [

@@ -47,8 +47,8 @@ def _event(name: str, resource: dict, payload: dict):
 
 
 def test_trigger_parameters_render_from_event_payloads():
-    from deployments import events
-    from deployments.serve import CURATE_PARAMETERS, RESCORE_PARAMETERS
+    from rsr_deployments import events
+    from rsr_deployments.serve import CURATE_PARAMETERS, RESCORE_PARAMETERS
 
     # The payloads `rsr add-teacher/add-student --async` send (rsr/cli.py).
     resource = {"prefect.resource.id": "rsr.teacher.t1", "prefect.resource.name": "t1"}
@@ -92,8 +92,8 @@ def test_prefect_yaml_declares_the_served_deployments(tmp_path):
     from prefect.events import DeploymentEventTrigger
     from prefect.flows import load_flow_from_entrypoint
 
-    from deployments.serve import DEFAULT_RESCORE_CRON, build_deployments, triggers
-    from rsr.config import StateDir
+    from rsr.settings import StateDir
+    from rsr_deployments.serve import DEFAULT_RESCORE_CRON, build_deployments, triggers
 
     spec = yaml.safe_load(PREFECT_YAML.read_text())
     declared = {d["name"]: d for d in spec["deployments"]}
@@ -223,7 +223,7 @@ def served(prefect_server: Server, tmp_path) -> Iterator[tuple[Server, Path, Pat
 
 @pytest.mark.slow
 def test_serve_runs_flows_on_events(served, tmp_path):
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     server, home, log, client_env = served
     teacher, problems = _demo(tmp_path)
@@ -283,7 +283,7 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
     """`prefect deploy` of deployments/prefect.yaml, then one triggered run executed by a process worker."""
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     server = prefect_server
     home = tmp_path / "gpu-home"

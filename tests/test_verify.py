@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from rsr.ingest import ingest_file
+from rsr.curate.ingest import ingest_file
+from rsr.curate.verify import VerifierPool, extract_answer, last_boxed, verify, verify_many
 from rsr.records import Message, Trajectory
-from rsr.verify import VerifierPool, extract_answer, last_boxed, verify, verify_many
 
 
 def traj(response: str, gold: str | None = "5", declared: str | None = None, problem: str = "P?") -> Trajectory:

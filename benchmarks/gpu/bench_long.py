@@ -51,7 +51,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(HERE)]
 import long_setup as ls  # noqa: E402
 from naive_scorer import naive_score_prepared  # noqa: E402
 
-from rsr.student import Student  # noqa: E402
+from rsr.score.student import Student  # noqa: E402
 
 GiB = 2**30
 PAPER_N, PAPER_MINUTES = 5000, 45.0
@@ -489,7 +489,7 @@ def exact_pair(run: Run, s: Scored) -> tuple[str, dict[bool, Callable]] | None:
     switch = exact_switch()
     if switch:
         where, name = switch
-        label = f"rsr.student's switch `{name}` ({where}) True vs False"
+        label = f"rsr.score.student's switch `{name}` ({where}) True vs False"
         return label, {flag: exact_scorer(s, where, name, flag, ctx) for flag in (False, True)}
     try:
         from old_scorer import old_score
@@ -530,7 +530,7 @@ def phase_e(run: Run, s: Scored) -> None:
     pair = exact_pair(run, s)
     if pair is None:
         sig = f"Student.score{inspect.signature(Student.score)}"
-        note = f"rsr.student exposes no exact/old switch and benchmarks/old_scorer.py is absent; {sig}"
+        note = f"rsr.score.student exposes no exact/old switch and benchmarks/old_scorer.py is absent; {sig}"
         run.report.set("e_exact", "skipped: nothing to compare", None, note, result="SKIP")
         return
     label, scorers = pair

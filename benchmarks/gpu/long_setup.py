@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rsr.student import Student
+from rsr.score.student import Student
 
 REPO = Path(__file__).resolve().parents[2]
 Conversation = list[dict[str, str]]
@@ -135,12 +135,12 @@ def tokenizer_dir(name: str, bundle: Path | None) -> Path:
     for c in candidates:
         if (c / "tokenizer.json").is_file():
             return c
-    from rsr.config import StateDir
+    from rsr.settings import StateDir
 
     try:
-        from rsr.models import convert_embedded
+        from rsr.score.load import convert_embedded
     except ImportError:  # before rsr/models.py split it out of rsr/student.py
-        from rsr.student import convert_embedded
+        from rsr.score.student import convert_embedded
 
     return convert_embedded(name, StateDir.from_env().models)
 

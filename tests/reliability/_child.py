@@ -28,8 +28,8 @@ def _die() -> None:
 
 
 def _install_marker(path: str, min_shard_s: float = 0.0) -> None:
-    from rsr.store import Store
-    from rsr.student import Student
+    from rsr.score.student import Student
+    from rsr.store.writer import Store
 
     def mark(event: str, n: int) -> None:
         with open(path, "a", encoding="utf-8") as fh:
@@ -59,8 +59,8 @@ def _install_marker(path: str, min_shard_s: float = 0.0) -> None:
 def _install_kill(point: str) -> None:
     import datasets
 
-    from rsr import publish
-    from rsr.store import Store
+    from rsr.publish import files as publish
+    from rsr.store.writer import Store
 
     if point == "mid-write":
         datasets.Dataset.to_parquet = lambda *a, **k: _die()

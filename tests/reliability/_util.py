@@ -102,7 +102,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Pop
 
 def snapshot(db: Path) -> dict[str, list[tuple]]:
     """Every row of every content table, in a canonical order (read-only open)."""
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     def hashable(row: tuple) -> tuple:  # list columns (scores.surprisal_profile) as tuples, so rows compare as sets
         return tuple(tuple(v) if isinstance(v, list) else v for v in row)
@@ -122,7 +122,7 @@ def diff(before: dict[str, list[tuple]], after: dict[str, list[tuple]]) -> dict[
 
 
 def count(db: Path, sql: str, params: list | None = None) -> int:
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     with Store.open(db) as store:  # read-write: also replays a killed writer's WAL, as the next flow would
         return int(store.query(sql, params)[1][0][0])

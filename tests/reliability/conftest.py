@@ -44,7 +44,7 @@ def fresh_state(root: Path, mlflow_template: Path) -> Path:
 @pytest.fixture(scope="session")
 def scored_template(tmp_path_factory, mlflow_template) -> tuple[Path, Path]:
     """(state folder, config): the demo pipeline run once, in-process, on 4 problems. Tests copy it."""
-    from flows.pipeline import pipeline
+    from rsr_flows.pipeline import pipeline
 
     base = tmp_path_factory.mktemp("rel-template")
     config = small_demo(base / "data", TEMPLATE_PROBLEMS, shard_size=4)

@@ -31,7 +31,7 @@ def _holder(lock) -> str:
 
 @pytest.mark.slow
 def test_two_pipelines_at_once_on_one_state_folder(tmp_path, mlflow_template, prefect_api_url):
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     config = small_demo(tmp_path / "data", N_PROBLEMS)
     state = fresh_state(tmp_path / "state", mlflow_template)
@@ -55,13 +55,13 @@ def test_two_pipelines_at_once_on_one_state_folder(tmp_path, mlflow_template, pr
         assert last.startswith(f"error: {state} is busy: pid ") and "(flow pipeline)" in last, log[-3000:]
         assert "RSR_LOCK_WAIT_S" in last
 
-        has_sql = importlib.util.find_spec("rsr.sql") is not None
+        has_sql = importlib.util.find_spec("rsr.store.sql") is not None
         sql_cli = spawn([str(RSR), "sql", "SELECT count(*) AS n FROM trajectories", "--format", "json",
                          "--state", str(state)], env, tmp_path / "sql.log") if has_sql else None  # fmt: skip
         answers, store_reads, counts = 0, 0, []
         while any(p.poll() is None for p in procs):
             if has_sql and db.exists():
-                from rsr.sql import run_query
+                from rsr.store.sql import run_query
 
                 result = run_query(db, "SELECT (SELECT count(*) FROM trajectories), (SELECT count(*) FROM scores)")
                 counts.append(result.rows[0])
@@ -107,7 +107,7 @@ def test_a_flow_open_waits_for_a_reader_instead_of_failing(tmp_path, monkeypatch
 
     import duckdb
 
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     db = tmp_path / "rsr.duckdb"
     Store.open(db).close()

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from rsr.ingest import ingest_file, input_digest
+from rsr.curate.ingest import ingest_file, input_digest
 
 from ._util import count, finish, markers, spawn, wait_for
 
@@ -39,8 +39,8 @@ CHILD = """
 import functools, json, os, signal, sys, time
 from pathlib import Path
 import tasks.curate as curate
-from rsr import ingest
-from rsr.store import Store
+from rsr.curate import ingest
+from rsr.store.writer import Store
 
 db, path, marker, kill_inside = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 curate.iter_ingest = functools.partial(ingest.iter_ingest, chunk_size=int(sys.argv[5]))

@@ -21,7 +21,7 @@ POINTS = ["mid-write", "before-register", "after-register"]
 
 
 def _publications(db: Path) -> list[dict]:
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     with Store.open(db) as store:  # read-write: replays the killed writer's WAL, as the next flow would
         cols, rows = store.query("SELECT * FROM publications ORDER BY name")
@@ -38,7 +38,7 @@ def assert_complete(folder: Path, n_rows: int | None = None, digest: str | None 
     import datasets
     import pyarrow.parquet as pq
 
-    from rsr.publish import content_digest
+    from rsr.publish.files import content_digest
 
     for name in ("dataset_info.json", "state.json", "data.parquet", "data.jsonl", "README.md"):
         assert (folder / name).is_file(), f"{folder} lacks {name}"
@@ -64,8 +64,8 @@ def _check_state(state: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
 def test_sigkill_mid_publish_leaves_no_half_dataset_and_rerun_publishes(point, scored_state, prefect_api_url, tmp_path):
-    from flows.publish import publish_dataset
     from rsr.config import PipelineConfig
+    from rsr_flows.publish import publish_dataset
 
     state, config_path = scored_state
     config = PipelineConfig.load(config_path)

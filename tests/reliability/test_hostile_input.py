@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rsr.ingest import _io, ingest_file
-from rsr.ingest._common import ROLE_ALIASES, ROLES
+from rsr.curate.ingest import _io, ingest_file
+from rsr.curate.ingest._common import ROLE_ALIASES, ROLES
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -373,7 +373,7 @@ _any_text = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_si
 @given(st.lists(st.tuples(_any_text, _any_text, _any_text), min_size=1, max_size=5))
 def test_fuzz_any_text_round_trips_through_the_store(texts):
     """NUL, control characters, RTL marks, emoji, combining marks: stored and read back unchanged."""
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "t.jsonl"
@@ -473,8 +473,8 @@ def test_corrupt_saved_hf_dataset_is_one_quarantined_entry(tmp_path):
 
 @pytest.mark.slow
 def test_curate_teacher_stores_good_lines_and_quarantines_bad_ones(state_dir, tmp_path):
-    from flows.curate import curate_teacher
-    from rsr.store import Store
+    from rsr.store.writer import Store
+    from rsr_flows.curate import curate_teacher
 
     path = tmp_path / "mixed.jsonl"
     lines = [

@@ -18,7 +18,7 @@ def _files(root: Path) -> dict[str, int]:
 
 
 def _runs(db: Path) -> list[tuple]:
-    from rsr.store import Store
+    from rsr.store.writer import Store
 
     with Store.open(db, read_only=True) as store:
         return store.query("SELECT flow_name, status FROM runs ORDER BY started_at")[1]
@@ -26,11 +26,11 @@ def _runs(db: Path) -> list[tuple]:
 
 @pytest.mark.slow
 def test_every_flow_rerun_with_the_same_inputs_changes_nothing(scored_state):
-    from flows.curate import curate_teacher
-    from flows.pipeline import pipeline
-    from flows.publish import publish_dataset
-    from flows.rescore import rescore_student, rescore_students
     from rsr.config import PipelineConfig
+    from rsr_flows.curate import curate_teacher
+    from rsr_flows.pipeline import pipeline
+    from rsr_flows.publish import publish_dataset
+    from rsr_flows.rescore import rescore_student, rescore_students
 
     state, config_path = scored_state
     config = PipelineConfig.load(config_path)

@@ -100,7 +100,7 @@ def test_template_without_system_role_gives_a_per_record_error(smollm):
 def test_the_same_through_the_scoring_task(smollm, monkeypatch):
     """score_shard (what a worker runs) returns an error Score row for the refused record, not an exception."""
     from rsr.config import StudentSpec
-    from tasks import score as score_task
+    from rsr_tasks import score as score_task
 
     student = dataclasses.replace(smollm, chat_template=NO_SYSTEM_TEMPLATE)
     monkeypatch.setattr(score_task, "load_student", lambda spec: student)
@@ -111,8 +111,8 @@ def test_the_same_through_the_scoring_task(smollm, monkeypatch):
 
 
 def test_tokenizer_without_pad_token_scores_the_same(smollm, tmp_path):
-    from rsr.config import StateDir
-    from rsr.student import Student
+    from rsr.score.student import Student
+    from rsr.settings import StateDir
 
     source = StateDir.from_env().models / "smollm2-135m"  # the converted embedded student (the fixture made it)
     folder = tmp_path / "no-pad"

@@ -163,8 +163,8 @@ def test_a_template_runs_sandboxed(smollm):
 
 @pytest.mark.slow
 def test_answers_that_look_like_code_are_never_evaluated(tmp_path):
+    from rsr.curate.verify import VerifierPool, verify_many
     from rsr.records import Message, Trajectory
-    from rsr.verify import VerifierPool, verify_many
 
     marker = tmp_path / "PWNED"
     payloads = [

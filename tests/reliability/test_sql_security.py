@@ -15,9 +15,9 @@ import pytest
 from test_sql import build_store  # tests/ is on sys.path (pytest prepends the rootdir of each test package)
 from typer.testing import CliRunner
 
-from rsr import sql as sql_mod
 from rsr.cli import app
-from rsr.sql import SqlError, WriteRefused, check_read_only, run_query
+from rsr.store import sql as sql_mod
+from rsr.store.sql import SqlError, WriteRefused, check_read_only, run_query
 
 TABLES = ("runs", "problems", "trajectories", "quarantine", "duplicates", "verdicts", "students", "scores",
           "publications", "publication_items", "schema_version")  # fmt: skip

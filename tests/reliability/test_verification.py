@@ -14,9 +14,9 @@ import threading
 
 import pytest
 
-from rsr.ingest.zeroeval import parse_teacher_json
+from rsr.curate.ingest.zeroeval import parse_teacher_json
+from rsr.curate.verify import VerifierPool, extract_answer, verify_many
 from rsr.records import Message, Trajectory
-from rsr.verify import VerifierPool, extract_answer, verify_many
 
 SIZE = 1_000_000  # quadratic code takes hours on this, linear code well under a second
 HANG_GUARD_S = 300

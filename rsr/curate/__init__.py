@@ -1,0 +1,1 @@
+"""Curate: read teachers' outputs (ingest/), drop near-duplicates (dedup), check answers (verify)."""

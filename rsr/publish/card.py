@@ -1,0 +1,53 @@
+"""The dataset card of a publication, built with huggingface_hub's card tools from ``dataset_card.md``.
+
+The YAML metadata is a ``DatasetCardData``; the text is the Jinja template beside this file. The card is checked
+before it is written: its YAML parses back to the same metadata, and its ``configs`` are the ones ``datasets``
+reads (``load_dataset(folder)`` finds ``data.parquet``). The Hub checks it again when the card is pushed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from rsr.publish.lineage import EXPERIMENT, redact
+from rsr.publish.manifest import Manifest
+
+TEMPLATE = Path(__file__).with_name("dataset_card.md")
+# The Hub's size_categories: the first label whose bound the row count is under.
+SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+         (10_000_000, "1M<n<10M")]  # fmt: skip
+
+
+def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
+    """The card for one publication, validated (see ``validate``)."""
+    data = DatasetCardData(
+        pretty_name=m.name,
+        task_categories=["text-generation"],
+        size_categories=[next((label for bound, label in SIZES if len(m.rows) < bound), "10M<n<100M")],
+        tags=["sft", "reasoning", "distillation", "rsr-curate"],
+        configs=[{"config_name": "default", "data_files": "data.parquet"}],
+    )
+    expected = data.to_dict()  # taken before rendering: the card must round-trip to exactly this
+    card = DatasetCard.from_template(
+        data,
+        template_path=str(TEMPLATE),
+        **vars(m),
+        mlflow_run_id=mlflow_run_id,
+        mlflow_uri=redact(mlflow_uri),
+        experiment=EXPERIMENT,
+    )
+    validate(card, expected)
+    return card
+
+
+def validate(card: DatasetCard, expected: dict) -> None:
+    """The card's YAML parses back to ``expected`` and its configs are valid for ``datasets``; else ValueError."""
+    parsed = DatasetCard(str(card))  # raises ValueError on YAML that does not parse or is not a mapping
+    if parsed.data.to_dict() != expected:
+        raise ValueError(f"dataset card metadata did not survive a YAML round trip: {parsed.data.to_dict()}")
+    configs = MetadataConfigs.from_dataset_card_data(parsed.data)
+    if set(configs) != {"default"}:
+        raise ValueError(f"dataset card configs {sorted(configs)}: expected one 'default' config")

@@ -1,0 +1,214 @@
+"""Publish a selection as an SFT dataset (Hugging Face ``datasets``, chat ``messages``) with a card and lineage.
+
+    publish_selection(store, chosen, Request(name, student_id, student_ref, policy, run_id), out_root=...,
+                      tracking=Tracking.resolve(state), sources=source_files(store, chosen))
+
+Layout of one publication, ``<out_root>/<name>/<dataset_id>/``::
+
+    dataset_info.json, state.json, data-*.arrow   datasets.load_from_disk(path)
+    data.parquet                                  load_dataset("parquet", data_files=...), pandas, DuckDB
+    data.jsonl                                    one JSON row per line (TRL / LLaMA-Factory ``messages`` form)
+    README.md                                     dataset card (rsr/card.py): student, policy, teachers, lineage
+
+Three steps, three modules: the files and the card (here and ``rsr.card``), the MLflow run (``rsr.lineage``),
+the registration in DuckDB (``Store.record_publication``).
+
+Crash safety: everything is written into a hidden temporary sibling folder, logged to MLflow from there, and
+renamed into place only when complete; only then is the publication row written to DuckDB. Any failure
+removes the temporary folder (and the final one if it had just been renamed there), marks the MLflow run
+FAILED and writes no row, so a registered publication always points at a whole dataset.
+
+Identity and idempotence: ``content_digest`` hashes the canonical JSON of the rows, sorted by
+(problem_id, trajectory_id), so the same selection gives the same digest whatever order it came in.
+``dataset_id`` hashes (name, student_id, policy, content_digest). Publishing an identical selection again
+returns the registered publication unchanged: no new files, no new MLflow run, no second row. (If its folder
+has been deleted meanwhile, the folder is rebuilt, with a new MLflow run, and the row is kept.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pandas as pd
+
+from rsr.publish import card, lineage
+from rsr.publish.lineage import Tracking
+from rsr.publish.manifest import Manifest, Publication, Request, content_digest, dataset_id_for, rsr_stats
+from rsr.records import Message
+from rsr.store.queries import Candidate, SourceFile
+from rsr.store.writer import Store
+
+_STRING = ("trajectory_id", "teacher", "problem_id", "problem", "gold_answer", "verdict")
+_TEXT = datasets.Value("string")
+MESSAGE = {"role": _TEXT, "content": _TEXT}
+# Agent rows: the keys a template reads for tool use (arguments as JSON text: records.Message's wire form).
+TOOL_KEYS = {
+    "tool_calls": datasets.List({"id": _TEXT, "type": _TEXT, "function": {"name": _TEXT, "arguments": _TEXT}}),
+    "name": _TEXT,
+    "tool_call_id": _TEXT,
+}
+
+
+def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
+    """The published columns; tool keys in `messages` only when some row uses tools (Arrow gives every message
+    every key, and a template such as Llama 3.1's tests `'tool_calls' in message`), prompt/completion when the
+    student's template rewrites assistant text (the text that was scored, to train on)."""
+    tools = any(k in m for r in rows for m in r["messages"] for k in TOOL_KEYS)
+    cols = {"messages": datasets.List(MESSAGE | (TOOL_KEYS if tools else {}))}
+    if rows and "prompt" in rows[0]:
+        cols |= {"prompt": _TEXT, "completion": _TEXT}
+    return datasets.Features(
+        cols
+        | {k: _TEXT for k in _STRING}
+        | {k: datasets.Value("float64") for k in ("rsr", "mean_rank", "mean_surprisal")}
+        | {"score_id": _TEXT}
+    )
+
+
+def manifest_for(
+    store: Store, selected: Sequence[Candidate], req: Request, sources: Sequence[SourceFile], counts: dict
+) -> Manifest:
+    rows = build_rows(store, selected, req.split if req.render_mode == "generation" else None)
+    digest = content_digest(rows)
+    frame = pd.DataFrame(rows, columns=["teacher", "problem_id", "rsr", "mean_rank", "mean_surprisal"])
+    return Manifest(
+        **vars(req),
+        rows=rows,
+        content_digest=digest,
+        dataset_id=dataset_id_for(req.name, req.student_id, req.policy, digest),
+        sources=list(sources),
+        stats=rsr_stats(frame),
+        teachers={str(t): rsr_stats(g) for t, g in frame.groupby("teacher", sort=True)},
+        n_problems=frame["problem_id"].nunique(),
+        counts=dict(counts),
+    )
+
+
+def source_files(store: Store, chosen: Sequence[Candidate]) -> list[SourceFile]:
+    """The ingested inputs the chosen rows came from, with the digests taken at ingest (one per path+digest)."""
+    paths = store.source_paths([c.trajectory_id for c in chosen])
+    unique = {(s.path, s.sha256): s for s in store.source_files(paths=paths)}
+    return [unique[k] for k in sorted(unique)]
+
+
+def build_rows(
+    store: Store, selected: Sequence[Candidate], split: Callable[[list[dict]], dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """One SFT row per selected candidate, in canonical (problem_id, trajectory_id) order; with `split`, also the
+    prompt/completion text that was scored."""
+    by_id: dict[str, Candidate] = {}
+    for c in selected:
+        if c.trajectory_id in by_id:
+            raise ValueError(f"trajectory {c.trajectory_id} selected twice; a selection lists each trajectory once")
+        by_id[c.trajectory_id] = c
+    rows = store.sft_rows(list(by_id))
+    missing = sorted(set(by_id) - {r["trajectory_id"] for r in rows})
+    if missing:
+        raise ValueError(f"{len(missing)} selected trajectories are not in {store.path} (e.g. {missing[0]})")
+    for row in rows:
+        row["messages"] = [Message(**m).for_template() for m in json.loads(row["messages"])]  # as it was scored
+        row |= {k: getattr(by_id[row["trajectory_id"]], k) for k in ("rsr", "mean_rank", "mean_surprisal", "score_id")}
+        if split is not None:
+            row |= split(row["messages"])
+    return rows
+
+
+def write_files(folder: Path, rows: Sequence[dict[str, Any]], readme: str) -> None:
+    """Arrow (save_to_disk), Parquet, JSONL and the card into ``folder``."""
+    ds = datasets.Dataset.from_list(list(rows), features=features(rows))
+    ds.save_to_disk(str(folder))
+    ds.to_parquet(str(folder / "data.parquet"))
+    with open(folder / "data.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (folder / "README.md").write_text(readme, encoding="utf-8")
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Atomic rename; a complete-but-unregistered leftover at `final` (crash after rename) is replaced."""
+    if final.exists():
+        aside = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        shutil.rmtree(aside)
+    else:
+        os.rename(tmp, final)
+
+
+def _fresh_tmp(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed earlier attempt
+        shutil.rmtree(stale)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def _register(store: Store, m: Manifest, final: Path, mlflow_run_id: str, tracking: Tracking) -> None:
+    params = {
+        "policy": m.policy.model_dump(mode="json"),
+        "student_ref": m.student_ref,
+        "prefect_flow_run_id": m.prefect_flow_run_id,
+        "sources": [{"path": s.path, "sha256": s.sha256, "kind": s.kind} for s in m.sources],
+        "selection": m.counts,
+        "mlflow_uri": lineage.redact(tracking.uri),  # where its run lives (`rsr report` logs there too)
+    }
+    publication = {k: getattr(m, k) for k in ("dataset_id", "name", "student_id", "content_digest", "run_id")}
+    publication |= {"path": final, "policy": m.policy.name, "params": params, "n_rows": len(m.rows)}
+    publication["mlflow_run_id"] = mlflow_run_id
+    store.record_publication(publication, [(r["trajectory_id"], r["score_id"]) for r in m.rows])
+
+
+def publish_selection(
+    store: Store,
+    selected: Sequence[Candidate],
+    req: Request,
+    *,
+    out_root: Path,
+    tracking: Tracking,
+    sources: Sequence[SourceFile] = (),
+    counts: dict[str, int] | None = None,
+) -> Publication:
+    """Write the selection under ``out_root/name/dataset_id``, log it to MLflow, register it in DuckDB."""
+    if not selected:
+        raise ValueError(
+            f"publish {req.name!r}: nothing selected for {req.student_ref}; relax the policy or score more"
+        )
+    if not re.fullmatch(r"[\w][\w.\-]*", req.name):
+        raise ValueError(f"dataset name {req.name!r}: use letters, digits, '.', '-', '_' (it becomes a folder name)")
+    m = Manifest.build(store, selected, req, sources, counts or {})
+    final = Path(out_root) / m.name / m.dataset_id
+    existing = store.get_publication(m.dataset_id)
+    client = tracking.client()
+    experiment = lineage.experiment_id(client, tracking)
+    lineage.settle_interrupted_runs(client, experiment, m.dataset_id, existing["mlflow_run_id"] if existing else None)
+    if existing is not None and final.is_dir():
+        return Publication(m.dataset_id, final, existing["n_rows"], m.content_digest, existing["mlflow_run_id"])
+
+    mlflow_run_id = lineage.start_run(client, experiment, m)
+    tmp = _fresh_tmp(final)
+    moved = False
+    try:
+        write_files(tmp, m.rows, str(card.build(m, mlflow_run_id, tracking.uri)))
+        lineage.log_publication(client, mlflow_run_id, m, tmp, final)
+        _move_into_place(tmp, final)
+        moved = True
+        if existing is None:
+            _register(store, m, final, mlflow_run_id, tracking)
+    except BaseException:
+        # Undo everything visible: no folder at the final path, no row (never written), run marked FAILED.
+        shutil.rmtree(tmp, ignore_errors=True)  # best effort: the original error is what matters
+        if moved:
+            shutil.rmtree(final, ignore_errors=True)
+        client.set_terminated(mlflow_run_id, "FAILED")
+        raise
+    client.set_terminated(mlflow_run_id, "FINISHED")
+    return Publication(m.dataset_id, final, len(m.rows), m.content_digest, mlflow_run_id)

@@ -1,0 +1,85 @@
+"""What one publication is, as pure data: the request, the manifest computed before anything is written, the result.
+card.py, lineage.py and files.py all read it; it imports none of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rsr.metric import dataset_rsr_of_means
+from rsr.select import SelectionPolicy
+from rsr.store.writer import SourceFile
+
+DIGEST_LEN = 20  # hex chars of a digest logged to MLflow (its dataset digest column holds 36)
+
+
+@dataclass(frozen=True)
+class Publication:
+    dataset_id: str
+    path: Path
+    n_rows: int
+    content_digest: str
+    mlflow_run_id: str | None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What is published, for whom, by which run."""
+
+    name: str
+    student_id: str
+    student_ref: str
+    policy: SelectionPolicy
+    run_id: str
+    prefect_flow_run_id: str | None = None
+    # How the student rendered what was scored (Student.info()): the card says how to train so training sees it.
+    render_mode: str = "template"
+    render_note: str | None = None
+    chat_template: str | None = None  # the template asked for (a name or file); None: the model's own
+    # generation mode: messages -> {"prompt", "completion"}, the text split that was scored (Student.training_example)
+    split: Callable[[list[dict]], dict[str, str]] | None = field(default=None, compare=False, repr=False)
+
+
+def rsr_stats(rows: pd.DataFrame) -> dict[str, float]:
+    """Row count, RSR mean/median/min/max and dataset RSR (over the rows with both means) of published rows."""
+    usable = rows.dropna(subset=["mean_rank", "mean_surprisal"])
+    drsr = dataset_rsr_of_means(usable["mean_rank"], usable["mean_surprisal"])
+    return {
+        "n_rows": len(rows),
+        **rows["rsr"].agg(["mean", "median", "min", "max"]).add_prefix("rsr_"),
+        "dataset_rsr": drsr,
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest(Request):
+    """The request and everything its publication says about itself, computed before anything is written."""
+
+    rows: list[dict[str, Any]]
+    content_digest: str
+    dataset_id: str
+    sources: list[SourceFile]
+    stats: dict[str, float]  # rsr_stats of all rows
+    teachers: dict[str, dict[str, float]]  # rsr_stats per teacher, sorted by name
+    n_problems: int
+    counts: dict[str, int] = field(default_factory=dict)  # the selection in numbers (selection_counts)
+
+
+def content_digest(rows: Sequence[dict[str, Any]]) -> str:
+    """Digest of the rows as canonical JSON lines (keys sorted); rows must already be in canonical order."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.hexdigest()[:DIGEST_LEN]
+
+
+def dataset_id_for(name: str, student_id: str, policy: SelectionPolicy, digest: str) -> str:
+    key = json.dumps([name, student_id, policy.model_dump(mode="json"), digest], sort_keys=True)
+    return "d-" + hashlib.sha256(key.encode()).hexdigest()[:DIGEST_LEN]

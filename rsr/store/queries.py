@@ -1,0 +1,398 @@
+"""Every read of the state database, named and typed. ``Reader.open(path)`` reads a consistent snapshot without
+ever writing (``connect.open_read_only``); the writer, ``rsr.store.writer.Store``, is a Reader too.
+
+``query``/``query_df`` run ad-hoc SQL for tests and notebooks; the product reads through the named methods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import astuple, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from rsr.metric import METRIC_VERSION, R_MAX
+from rsr.records import Score, Trajectory
+from rsr.store import connect as db
+
+
+def check_dtype(dtype: str | None) -> str:
+    if not dtype or dtype == "auto":
+        raise ValueError(
+            f"score dtype {dtype!r}: give the compute dtype the score was (or will be) made in, e.g. 'bfloat16' "
+            "or 'float32' (Student.info()['dtype']), never 'auto': a bf16 score must not answer a float32 request"
+        )
+    return dtype
+
+
+@dataclass(frozen=True)
+class ScoreKey:
+    """How a score is made, besides the trajectory and student: rows differ in value if any of these differ."""
+
+    dtype: str
+    max_tokens: int | None = None
+    r_max: int = R_MAX
+    metric_version: str = METRIC_VERSION
+
+
+@dataclass(frozen=True)
+class StudentRow:
+    student_id: str
+    ref: str
+    digest: str | None
+    info: dict[str, Any]
+    registered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScoreSetting:
+    """A row of the ``score_settings`` view: how many of a student's current scores were made one way."""
+
+    student_id: str
+    student: str | None
+    key: ScoreKey
+    n_scored: int
+    n_truncated: int
+    last_scored_at: datetime
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """An ingested input file (or HF dataset folder) and its digest, taken when it was read."""
+
+    path: str
+    sha256: str
+    size: int
+    kind: str  # "file" | "hf_dir"
+    teacher: str | None
+    run_id: str | None
+    ingested_at: datetime
+
+
+@dataclass(frozen=True)
+class Candidate:
+    trajectory_id: str
+    score_id: str
+    teacher: str
+    problem_id: str
+    rsr: float | None
+    mean_rank: float | None
+    mean_surprisal: float | None
+    verdict: str | None
+    is_duplicate: bool
+    truncated: bool = False
+
+
+# Rows the teacher_selection view counts (scored, not truncated, with tokens and finite means) in one setting;
+# the parameters are `_used_params`.
+_USED = (
+    "student_id = ? AND dtype = ? AND max_tokens IS NOT DISTINCT FROM ? AND r_max = ? AND metric_version = ? "
+    "AND NOT truncated AND n_tokens > 0 AND isfinite(mean_rank) AND isfinite(mean_surprisal)"
+)
+_STORED_COLUMNS = (
+    "trajectory_id student_id metric_version r_max dtype max_tokens n_tokens sum_rank sum_surprisal rsr mean_rank "
+    "mean_surprisal truncated n_reasoning_tokens n_answer_tokens n_tool_tokens render"
+).split()
+
+
+def _used_params(student_id: str, setting: ScoreKey | None) -> list[Any]:
+    # No setting (never scored): NULLs, which match no row.
+    return [student_id, *(astuple(setting) if setting else [None] * 4)]
+
+
+class Reader:
+    """The DuckDB state, read. Any number of readers may be open (read-only ones read a snapshot while a flow
+    writes); use as a context manager."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, note: str | None, resources: ExitStack) -> None:
+        self._con = con
+        self.path = path
+        self.note = note  # why a snapshot is read (None: the live file)
+        self._resources = resources  # closes the connection (and its snapshot)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Reader:
+        """Open ``path`` read-only: nothing is written nor created; a file older or newer than this code is refused."""
+        path, resources = Path(path), ExitStack()
+        try:
+            con, note = resources.enter_context(db.open_read_only(path))
+            db.check_schema(con, path, read_only=True)
+        except BaseException:
+            resources.close()
+            raise
+        return cls(con, path, note, resources)
+
+    def close(self) -> None:
+        self._resources.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get_trajectories(self, ids: Sequence[str] | None = None, teacher: str | None = None) -> list[Trajectory]:
+        """Trajectories by id (in the order given, missing ids skipped) and/or teacher (in file order)."""
+        join, order, params = "", "t.teacher, t.source_file, t.source_line", [teacher, teacher]
+        if ids is not None:
+            join = "JOIN (SELECT unnest(?) AS id, generate_subscripts(?, 1) AS pos) b ON b.id = t.trajectory_id"
+            order, params = "b.pos", [list(ids), list(ids), *params]
+        cur = self._con.execute(
+            f"""SELECT {", ".join(f"t.{c}" for c in Trajectory.model_fields)} FROM trajectories t {join}
+            WHERE CAST(? AS VARCHAR) IS NULL OR t.teacher = ? ORDER BY {order}""",
+            params,
+        )
+        rows = [dict(zip(Trajectory.model_fields, row, strict=True)) for row in cur.fetchall()]
+        return [Trajectory(**r | {"messages": json.loads(r["messages"])}) for r in rows]  # the model validates them
+
+    def responses(self, problem_ids: Sequence[str]) -> list[tuple]:
+        """Named rows (trajectory_id, problem_id, response) of these problems' trajectories, first ingested first."""
+        return self._named(
+            """SELECT trajectory_id, problem_id, response FROM trajectories
+               WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
+               ORDER BY ingested_at, teacher, source_file, source_line, trajectory_id""",
+            [list(problem_ids)],
+        )
+
+    def trajectory_rows(self) -> int:
+        """One past the highest row position of the trajectories table (pages of rows are read by position)."""
+        return int(self._con.execute("SELECT coalesce(max(rowid) + 1, 0) FROM trajectories").fetchall()[0][0])
+
+    def _named(self, sql: str, params: Sequence[Any], name: str = "Row") -> list[tuple]:
+        cur = self._con.execute(sql, params)
+        row = namedtuple(name, [d[0] for d in cur.description])  # read by attribute, like a record
+        return [row(*r) for r in cur.fetchall()]
+
+    def unverified(self, rows: range | None = None, teacher: str | None = None) -> list[tuple]:
+        """Named rows (trajectory_id, response, declared_answer, gold_answer) of trajectories with no verdict, or
+        with a `no_gold` one whose gold (its own, else its problem's) is known now. `rows`: only these row positions;
+        a page's rows sit in a few row groups, so it reads only those (paging by id, or OFFSET, would scan the whole
+        table for every page: quadratic in the table's size)."""
+        rows = range(2**62) if rows is None else rows  # None: every row
+        cur = self._con.execute(
+            """SELECT t.trajectory_id, t.response, t.declared_answer,
+                coalesce(t.gold_answer, p.gold_answer) AS gold_answer
+            FROM trajectories t
+            LEFT JOIN verdicts v ON v.trajectory_id = t.trajectory_id
+            LEFT JOIN problems p ON p.problem_id = t.problem_id
+            WHERE t.rowid >= ? AND t.rowid < ? AND (CAST(? AS VARCHAR) IS NULL OR t.teacher = ?)
+              AND (v.trajectory_id IS NULL
+                   OR (v.verdict = 'no_gold' AND coalesce(t.gold_answer, p.gold_answer) IS NOT NULL))
+            ORDER BY t.trajectory_id""",
+            [rows.start, rows.stop, teacher, teacher],
+        )
+        row = namedtuple("Unverified", [d[0] for d in cur.description])  # read by attribute, like a Trajectory
+        return [row(*r) for r in cur.fetchall()]
+
+    def students(self) -> list[StudentRow]:
+        rows = self._con.execute("SELECT * FROM students ORDER BY registered_at, student_id").fetchall()
+        return [StudentRow(sid, ref, dig, json.loads(info) if info else {}, at) for sid, ref, dig, info, at in rows]
+
+    def registrations(self, ref: str, chat_template: str | None | bool = True) -> list[StudentRow]:
+        """The one rule for finding a registered student: ``ref`` is a student_id (taken as given, first) or a
+        model reference, newest registration first. ``chat_template``: only registrations rendering with it (None:
+        the model's own); True: any. Raises ValueError, naming the registered refs, when none matches."""
+        rows = sorted(reversed(self.students()), key=lambda r: r.student_id != ref)  # stable: newest first
+        rows = [r for r in rows if ref in (r.ref, r.student_id)]
+        if chat_template is not True:
+            rows = [r for r in rows if r.info.get("chat_template") == chat_template]
+        if not rows:
+            known = ", ".join(sorted({r.ref for r in self.students()})) or "none"
+            which = "" if chat_template is True else f" with template {chat_template}"
+            raise ValueError(f"no student {ref!r}{which} in the store (registered: {known}); `rsr add-student REF`")
+        return rows
+
+    def current_setting(self, student_id: str, dtype: str | None = None) -> ScoreKey | None:
+        """How the student's most recent scores (in ``dtype``, when given) were made; None if never scored so."""
+        return next((s.key for s in self.score_settings(student_id) if dtype in (None, s.key.dtype)), None)
+
+    def unscored(
+        self,
+        student_id: str,
+        metric_version: str,
+        r_max: int,
+        *,
+        dtype: str,
+        max_tokens: int | None = None,
+        teacher: str | None = None,
+        retry_errors: bool = True,
+    ) -> list[str]:
+        """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors).
+
+        ``dtype`` is the compute dtype (never "auto"); ``max_tokens`` the effective truncation limit (the
+        student's context length when none is set); None only matches rows whose limit was not recorded."""
+        error_cond = "AND s.error IS NULL" if retry_errors else ""
+        cur = self._con.execute(
+            f"""SELECT t.trajectory_id FROM trajectories t
+            WHERE (CAST(? AS VARCHAR) IS NULL OR t.teacher = ?)
+              AND NOT EXISTS (
+                SELECT 1 FROM scores s
+                WHERE s.trajectory_id = t.trajectory_id AND s.student_id = ? AND s.metric_version = ?
+                  AND s.r_max = ? AND s.dtype = ? AND s.max_tokens IS NOT DISTINCT FROM ? {error_cond})
+            ORDER BY t.trajectory_id""",
+            [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens],
+        )
+        return [r[0] for r in cur.fetchall()]
+
+    def score_settings(self, student_id: str | None = None) -> list[ScoreSetting]:
+        """How a student's current scores were made (dtype, max_tokens, r_max), with counts (truncated ones too);
+        the most recently scored setting first (on a tie, the one with more rows)."""
+        cur = self._con.execute(
+            """SELECT student_id, student, dtype, max_tokens, r_max, n_scored, n_truncated, last_scored_at
+            FROM score_settings WHERE CAST(? AS VARCHAR) IS NULL OR student_id = ?
+            ORDER BY student_id, last_scored_at DESC, n_scored DESC, dtype, max_tokens NULLS LAST, r_max""",
+            [student_id, student_id],
+        )
+        return [
+            ScoreSetting(sid, ref, ScoreKey(dtype, max_tokens, r_max), n, n_trunc, at)
+            for sid, ref, dtype, max_tokens, r_max, n, n_trunc, at in cur.fetchall()
+        ]
+
+    def source_files(self, teacher: str | None = None, paths: Sequence[str | Path] | None = None) -> list[SourceFile]:
+        """The newest digest of each ingested file (per path and teacher), filtered by teacher and/or paths."""
+        wanted = None if paths is None else [str(p) for p in paths]
+        cur = self._con.execute(
+            """SELECT path, sha256, size, kind, teacher, run_id, ingested_at FROM source_files
+            WHERE (CAST(? AS VARCHAR) IS NULL OR teacher = ?)
+              AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(?, path))
+            QUALIFY row_number() OVER (PARTITION BY path, teacher ORDER BY ingested_at DESC, sha256) = 1
+            ORDER BY path, teacher NULLS FIRST""",
+            [teacher, teacher, wanted, wanted],
+        )
+        return [SourceFile(*row) for row in cur.fetchall()]
+
+    def get_publication(self, dataset_id: str) -> dict[str, Any] | None:
+        cols, rows = self.query("SELECT * FROM publications WHERE dataset_id = ?", [dataset_id])
+        if not rows:
+            return None
+        pub = dict(zip(cols, rows[0], strict=True))
+        pub["params"] = json.loads(pub["params"]) if pub["params"] else {}
+        return pub
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """Run a read query; returns (column names, rows). Meant for SELECTs over the tables and views."""
+        cur = self._con.execute(sql, params)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, cur.fetchall()
+
+    def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        return self._con.execute(sql, params).df()
+
+    def candidates(self, student_id: str, key: ScoreKey | None = None) -> list[Candidate]:
+        """Every trajectory with a current (non-error) score for this student made as ``key`` says (dtype, max_tokens,
+        r_max), with its verdict and duplicate flag. Without ``key``: the student's only scoring setting; a student
+        scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix."""
+        if key is None:
+            settings = self.score_settings(student_id)
+            if not settings:
+                return []
+            if len(settings) > 1:
+                found = "; ".join(str(s.key) for s in settings)
+                raise ValueError(f"student {student_id} has scores made in several settings ({found}): pick one (key=)")
+            key = settings[0].key
+        _, rows = self.query(
+            """SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
+                      v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate, l.truncated
+               FROM latest_scores l
+               LEFT JOIN trajectory_verdicts v ON v.trajectory_id = l.trajectory_id
+               LEFT JOIN duplicates d ON d.trajectory_id = l.trajectory_id
+               WHERE l.student_id = ? AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?
+               ORDER BY l.trajectory_id""",
+            [student_id, key.dtype, key.max_tokens, key.r_max],
+        )
+        return [Candidate(*row) for row in rows]
+
+    # ---- what the report, the status board and publishing read ---------------------------------------------
+
+    def used_scores(self, student_id: str, key: ScoreKey | None, profile: bool = False) -> pd.DataFrame:
+        """teacher, trajectory_id, rsr, mean_rank, mean_surprisal (and surprisal_profile) of the rows the
+        teacher_selection view counts in this setting."""
+        extra = ", (SELECT surprisal_profile FROM scores s WHERE s.score_id = l.score_id) AS surprisal_profile"
+        return self.query_df(
+            f"""SELECT teacher, trajectory_id, rsr, mean_rank, mean_surprisal{extra if profile else ""}
+            FROM latest_scores l WHERE {_USED}""",
+            _used_params(student_id, key),
+        )
+
+    def teacher_board(self, student_id: str, key: ScoreKey | None, dataset_id: str | None) -> pd.DataFrame:
+        """One row per known teacher, best first (lowest dataset RSR, unscored last): teacher, rank, dataset_rsr,
+        n, accuracy, mean_response_tokens, n_trajectories, all_accuracy, n_scored, n_failed, n_truncated,
+        on_subset, selected (its rows in publication ``dataset_id``)."""
+        params = _used_params(student_id, key)[:4]
+        return self.query_df(
+            """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
+                       s.n_trajectories, s.accuracy AS all_accuracy,
+                       coalesce(c.n_scored, 0) AS n_scored, coalesce(c.n_failed, 0) AS n_failed,
+                       coalesce(c.n_truncated, 0) AS n_truncated, coalesce(v.n, 0) < s.n_trajectories AS on_subset,
+                       (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
+                         WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
+                FROM teacher_summary s
+                LEFT JOIN teacher_selection v ON v.teacher = s.teacher AND v.student_id = ?
+                     AND v.dtype = ? AND v.max_tokens IS NOT DISTINCT FROM ? AND v.r_max = ?
+                LEFT JOIN teacher_coverage c ON c.teacher = s.teacher AND c.student_id = ?
+                     AND c.dtype = ? AND c.max_tokens IS NOT DISTINCT FROM ? AND c.r_max = ?
+                ORDER BY v.rank NULLS LAST, s.teacher""",
+            [dataset_id, *params, *params],
+        )
+
+    def score_history(self, student_id: str, key: ScoreKey | None) -> pd.DataFrame:
+        """Every successful score of this setting ever stored, oldest first (teacher, trajectory_id, run_id,
+        scored_at, score_id, mean_rank, mean_surprisal)."""
+        return self.query_df(
+            f"""SELECT teacher, trajectory_id, run_id, scored_at, score_id, mean_rank, mean_surprisal
+            FROM score_history WHERE error IS NULL AND teacher IS NOT NULL AND {_USED} ORDER BY scored_at, score_id""",
+            _used_params(student_id, key),
+        )
+
+    def latest_publication(self, student_id: str | None = None) -> dict[str, Any] | None:
+        """The newest publication (of this student, when given), as get_publication gives it."""
+        found = self._con.execute(
+            "SELECT dataset_id FROM publications WHERE CAST(? AS VARCHAR) IS NULL OR student_id = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            [student_id, student_id],
+        ).fetchall()
+        return self.get_publication(found[0][0]) if found else None
+
+    def n_quarantined(self) -> int:
+        return int(self._con.execute("SELECT count(*) FROM quarantine").fetchall()[0][0])
+
+    def stored_score(self, trajectory_id: str, student_id: str, dtype: str, max_tokens: int) -> Score | None:
+        """The student's latest score of the trajectory in ``dtype``: the row made with ``max_tokens``, else the
+        most recent one."""
+        found = self._con.execute(
+            f"""SELECT {", ".join(_STORED_COLUMNS)} FROM latest_scores
+            WHERE trajectory_id = ? AND student_id = ? AND dtype = ?
+            ORDER BY (max_tokens IS NOT DISTINCT FROM ?) DESC, scored_at DESC, score_id DESC LIMIT 1""",
+            [trajectory_id, student_id, dtype, max_tokens],
+        ).fetchall()
+        row = dict(zip(_STORED_COLUMNS, found[0], strict=True)) if found else None
+        return Score(**{k: v for k, v in row.items() if v is not None}) if row else None
+
+    def source_paths(self, trajectory_ids: Sequence[str]) -> list[str]:
+        """The input files (source_file) these trajectories were read from."""
+        return [
+            r[0]
+            for r in self._con.execute(
+                "SELECT DISTINCT source_file FROM trajectories "
+                "WHERE trajectory_id IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+                [list(trajectory_ids)],
+            ).fetchall()
+        ]
+
+    def sft_rows(self, trajectory_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """messages (JSON text), trajectory_id, teacher, problem_id, problem, gold_answer and verdict of these
+        trajectories, in canonical (problem_id, trajectory_id) order."""
+        cols, rows = self.query(
+            "SELECT t.messages, trajectory_id, t.teacher, t.problem_id, t.problem, v.gold_answer, v.verdict "
+            "FROM trajectories t JOIN trajectory_verdicts v USING (trajectory_id) "
+            "WHERE list_contains(CAST(? AS VARCHAR[]), trajectory_id) ORDER BY t.problem_id, trajectory_id",
+            [list(trajectory_ids)],
+        )
+        return [dict(zip(cols, r, strict=True)) for r in rows]
