@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from rsr.cli import app
-from rsr.store.writer import Store
+from rsr.store.queries import Reader
 
 
 def test_add_student_scores_every_stored_trajectory_once(tmp_path, state_dir):
@@ -35,7 +35,7 @@ def test_add_student_scores_every_stored_trajectory_once(tmp_path, state_dir):
     assert again.exit_code == 0, again.output
     assert "scored 0 trajectories" in again.output  # keyed: nothing is scored twice
 
-    with Store.open(state_dir / "rsr.duckdb", read_only=True) as store:
+    with Reader.open(state_dir / "rsr.duckdb") as store:
         _, [(n, flows)] = store.query(
             "SELECT (SELECT count(*) FROM scores WHERE error IS NULL), "
             "(SELECT count(*) FROM runs WHERE flow_name = 'rescore-student' AND status = 'completed')"
@@ -69,7 +69,7 @@ def test_deepseek_api_reasoning_under_a_rewriting_template_is_scored_and_publish
     assert scored.exit_code == 0, scored.output
     assert "scored 2 trajectories" in scored.output
     assert "note: smollm2-135m: this chat template drops" in scored.output  # said plainly
-    with Store.open(state_dir / "rsr.duckdb", read_only=True) as store:
+    with Reader.open(state_dir / "rsr.duckdb") as store:
         _, got = store.query("SELECT render, n_reasoning_tokens, n_answer_tokens, n_tokens FROM latest_scores")
     assert len(got) == 2 and all(r == "generation" and nr > 0 and na > 0 and nr + na == n for r, nr, na, n in got)
 
@@ -105,6 +105,6 @@ def test_add_teacher_names_quarantine_reasons_and_missing_golds_and_fails_on_not
     out = runner.invoke(app, ["add-teacher", "broken", str(nothing), "--no-score"])
     assert out.exit_code == 2
     assert "no trajectory read for teacher 'broken'" in out.output and "unknown from 'robot'" in out.output
-    with Store.open(state_dir / "rsr.duckdb", read_only=True) as store:
+    with Reader.open(state_dir / "rsr.duckdb") as store:
         _, [(n,)] = store.query("SELECT count(*) FROM quarantine WHERE source_file = ?", [str(nothing)])
     assert n == 1  # kept for inspection

@@ -39,7 +39,7 @@ def test_writer_lock_is_reentrant_and_refuses_a_second_process(tmp_path: Path) -
         assert (outer, inner) == (True, False)  # a subflow shares its parent's lock
         assert (tmp_path / "writer.lock").read_text() == f"pid {os.getpid()} (flow outer)"
         other = subprocess.run(
-            [sys.executable, "-c", "import sys; from pathlib import Path; from rsr.db import writer_lock\n"
+            [sys.executable, "-c", "import sys; from pathlib import Path; from rsr.store.connect import writer_lock\n"
              "with writer_lock(Path(sys.argv[1]), 'second', wait_s=0): pass", str(tmp_path)],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip

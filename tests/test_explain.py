@@ -218,9 +218,9 @@ def test_explain_trajectory_on_a_real_store_matches_the_stored_score_exactly(smo
     scored = runner.invoke(app, ["add-student", "smollm2-135m", "--dtype", "float32"])
     assert scored.exit_code == 0, scored.output
     db = state_dir / "rsr.duckdb"
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
 
-    with Store.open(db, read_only=True) as store:
+    with Reader.open(db) as store:
         _, ids = store.query("SELECT trajectory_id FROM latest_scores WHERE student_id = ?", [smollm.student_id])
     assert len(ids) == 2
     out = explain_trajectory(db, ids[0][0], smollm, tmp_path / "pages")

@@ -16,7 +16,7 @@ from test_publish import POLICY, _publish, assert_card, assert_mlflow_run, env, 
 
 from rsr.publish.lineage import EXPERIMENT, Tracking
 from rsr.report.page import build_report
-from rsr.select import candidates, select
+from rsr.select import select
 from rsr.settings import StateDir
 from rsr.store.writer import Store
 
@@ -43,7 +43,7 @@ def test_publish_and_report_through_the_teams_server(env, mlflow_server, monkeyp
     tracking = Tracking.resolve(StateDir(env["home"]))
     assert tracking == Tracking(url)  # no local artifact folder: the server decides where artifacts go
 
-    pub = _publish(env, select(candidates(env["store"], "stu"), POLICY), tracking=tracking)
+    pub = _publish(env, select(env["store"].candidates("stu"), POLICY), tracking=tracking)
     client = MlflowClient(tracking_uri=url)
     assert_mlflow_run(client, pub, env["sources"], env["run"])  # params, inputs + digests, artifact bytes
     assert_card(pub, env["sources"])

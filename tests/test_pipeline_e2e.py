@@ -25,9 +25,9 @@ def _subset(shared: Path, out: Path) -> list[Path]:
 
 
 def _counts(db: Path) -> dict:
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
 
-    with Store.open(db, read_only=True) as store:
+    with Reader.open(db) as store:
         return {
             table: store.query(f"SELECT count(*) FROM {table}")[1][0][0]
             for table in ("trajectories", "verdicts", "scores", "duplicates", "quarantine", "publications")
@@ -40,7 +40,7 @@ def test_pipeline_on_real_teachers(shared_data, state_dir, tmp_path):
     from mlflow import MlflowClient
 
     from rsr.settings import StateDir
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
     from rsr_flows.pipeline import pipeline
 
     files = _subset(shared_data, tmp_path)
@@ -63,7 +63,7 @@ def test_pipeline_on_real_teachers(shared_data, state_dir, tmp_path):
     assert counts["scores"] == n
     assert counts["publications"] == 1
 
-    with Store.open(st.duckdb, read_only=True) as store:
+    with Reader.open(st.duckdb) as store:
         _, summary = store.query("SELECT teacher, n_trajectories, n_correct FROM teacher_summary ORDER BY teacher")
         assert {row[0] for row in summary} == set(TEACHERS)
         assert all(row[1] == N_PROBLEMS for row in summary)
@@ -78,7 +78,7 @@ def test_pipeline_on_real_teachers(shared_data, state_dir, tmp_path):
         _, lineage = store.query("SELECT DISTINCT dataset_id, mlflow_run_id FROM dataset_lineage")
         _, selected = store.query("SELECT count(*) FROM publication_items")
 
-    published = result["published"][0]
+    published = result.published[0].publication
     ds = datasets.load_from_disk(published["path"])
     assert len(ds) == published["n_rows"] == selected[0][0]
     assert 0 < len(ds) <= N_PROBLEMS  # per problem at most one trajectory, verified correct only
@@ -97,5 +97,5 @@ def test_pipeline_on_real_teachers(shared_data, state_dir, tmp_path):
     # Re-running with the same inputs changes nothing: no new trajectory, score or publication.
     again = pipeline(str(config_path), state=str(state_dir))
     assert _counts(st.duckdb) == counts
-    assert again["published"][0]["dataset_id"] == published["dataset_id"]
-    assert all(s["scored"] == 0 for s in again["scores"])
+    assert again.published[0].publication.dataset_id == published.dataset_id
+    assert all(s.scored == 0 for s in again.scores)

@@ -13,15 +13,19 @@ import pytest
 from huggingface_hub import DatasetCard
 from mlflow import MlflowClient
 
+from rsr.config import StudentSpec
 from rsr.metric import METRIC_VERSION
 from rsr.publish import files as publish_mod
-from rsr.publish.files import Publication, Request, publish_selection, selection_counts, source_files
+from rsr.publish.files import publish_selection, source_files
 from rsr.publish.lineage import EXPERIMENT, Tracking
+from rsr.publish.manifest import Publication, Request
 from rsr.records import Message, Score, Trajectory, Verdict
-from rsr.select import SelectionPolicy, candidates, select
+from rsr.select import SelectionPolicy, select, selection_counts
 from rsr.settings import StateDir
 from rsr.store.writer import Store
 from rsr_tasks.publish import publish as publish_task
+from rsr_tasks.publish import select_trajectories
+from rsr_tasks.score import find_student
 
 POLICY = SelectionPolicy(name="per_problem_min_rsr")
 INGEST_SHA = {"file": "a" * 64, "hf_dir": "b" * 64}  # as rsr.ingest recorded them (not what the files hold now)
@@ -107,7 +111,7 @@ def _publish(
 ) -> Publication:
     store: Store = env["store"]
     req = Request(name, "stu", "tiny/student", POLICY, env["run"], prefect_flow_run_id)
-    cands = candidates(store, "stu")
+    cands = store.candidates("stu")
     return publish_selection(
         store,
         selected,
@@ -178,7 +182,7 @@ def assert_mlflow_run(client: MlflowClient, pub: Publication, sources: list[Path
 
 def test_publish_writes_dataset_card_mlflow_and_lineage(env) -> None:
     store: Store = env["store"]
-    selected = select(candidates(store, "stu"), POLICY)
+    selected = select(store.candidates("stu"), POLICY)
     by_problem = {c.problem_id: c for c in selected}
     assert sorted(c.rsr for c in selected) == [0.5, 1.0]  # B on problem 1, A on problem 0
 
@@ -216,7 +220,7 @@ def test_publish_writes_dataset_card_mlflow_and_lineage(env) -> None:
 
 
 def test_republishing_the_same_selection_is_idempotent(env) -> None:
-    selected = select(candidates(env["store"], "stu"), POLICY)
+    selected = select(env["store"].candidates("stu"), POLICY)
     first = _publish(env, selected)
     again = _publish(env, list(reversed(selected)), prefect_flow_run_id="prefect-456")
     assert again == first
@@ -239,7 +243,7 @@ def _fail_after_parquet(self, path, *a, **kw):
 @pytest.mark.parametrize("where", ["mid-write", "registering"])
 def test_a_failure_leaves_nothing_registered_or_in_place(env, monkeypatch, where: str) -> None:
     store: Store = env["store"]
-    selected = select(candidates(store, "stu"), POLICY)
+    selected = select(store.candidates("stu"), POLICY)
     if where == "mid-write":
         monkeypatch.setattr(datasets.Dataset, "to_parquet", _fail_after_parquet)
     else:  # after the folder is renamed into place, before the row is written
@@ -268,7 +272,7 @@ def test_a_failure_leaves_nothing_registered_or_in_place(env, monkeypatch, where
 
 def test_leftover_unregistered_folder_is_replaced(env) -> None:
     """A crash between rename and registration leaves a complete folder; the next publish takes its place."""
-    selected = select(candidates(env["store"], "stu"), POLICY)
+    selected = select(env["store"].candidates("stu"), POLICY)
     rows = publish_mod.build_rows(env["store"], selected)
     dataset_id = publish_mod.dataset_id_for("math-sft", "stu", POLICY, publish_mod.content_digest(rows))
     leftover = env["home"] / "datasets" / "math-sft" / dataset_id
@@ -282,7 +286,7 @@ def test_leftover_unregistered_folder_is_replaced(env) -> None:
 def test_publish_refuses_empty_and_bad_names(env) -> None:
     with pytest.raises(ValueError, match="nothing selected"):
         _publish(env, [])
-    selected = select(candidates(env["store"], "stu"), POLICY)
+    selected = select(env["store"].candidates("stu"), POLICY)
     with pytest.raises(ValueError, match="folder name"):
         _publish(env, selected, name="../escape")
 
@@ -290,7 +294,7 @@ def test_publish_refuses_empty_and_bad_names(env) -> None:
 def test_digests_are_the_ones_taken_at_ingest(env) -> None:
     """A source file changed after ingest: the lineage keeps the digest of what was read, not of what is there."""
     env["sources"][0].write_text("edited after ingest\n")
-    pub = _publish(env, select(candidates(env["store"], "stu"), POLICY))
+    pub = _publish(env, select(env["store"].candidates("stu"), POLICY))
     run = _client(env).get_run(pub.mlflow_run_id)
     digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
     assert digests["A.jsonl"] == INGEST_SHA["file"][:20] and digests["B-hf"] == INGEST_SHA["hf_dir"][:20]
@@ -306,12 +310,19 @@ def test_the_task_publishes_for_a_registered_student_without_loading_it(env, mon
     monkeypatch.setattr(rsr.score.student.Student, "load", no_loading)
     env["store"].close()  # the task opens the state's database itself
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{env['home'] / 'mlflow.db'}")
-    pub, ranking = publish_task.fn(StateDir(env["home"]), env["run"], "tiny/student", POLICY, "by-ref", "prefect-123")
-    assert pub.n_rows == 2 and [t for t, _, _ in ranking] == ["B", "A"]
-    again, _ = publish_task.fn(StateDir(env["home"]), env["run"], "stu", POLICY, "by-ref", "prefect-123")
-    assert again == pub  # the exact student_id names the same student
+    state = StateDir(env["home"])
+
+    def by(ref: str) -> Publication:
+        found = find_student.fn(state.duckdb, StudentSpec(ref=ref, dtype="float32"))
+        selection = select_trajectories.fn(state, found.student, found.key, POLICY)
+        assert [t for t, _, _ in selection.ranking] == ["B", "A"]
+        return publish_task.fn(state, env["run"], selection, "by-ref", "prefect-123")
+
+    pub = by("tiny/student")
+    assert pub.n_rows == 2
+    assert by("stu") == pub  # the exact student_id names the same student
     with pytest.raises(ValueError, match="no student 'nobody'.*tiny/student"):
-        publish_task.fn(StateDir(env["home"]), env["run"], "nobody", POLICY, "by-ref")
+        by("nobody")
     env["store"] = Store.open(env["home"] / "rsr.duckdb")  # for the fixture's teardown
 
 
@@ -395,7 +406,7 @@ def test_push_to_hub_uploads_with_datasets_own_push(env, monkeypatch) -> None:
 
     from rsr_tasks.publish import push
 
-    pub = _publish(env, select(candidates(env["store"], "stu"), POLICY))
+    pub = _publish(env, select(env["store"].candidates("stu"), POLICY))
     hub = FakeHub(monkeypatch)
     url = push.fn(StateDir(env["home"]), pub, "team/math-sft", _tracking(env).uri)
     tags = _client(env).get_run(pub.mlflow_run_id).data.tags

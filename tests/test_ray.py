@@ -111,9 +111,9 @@ def _state(root: Path, trajectories) -> tuple:
 
 
 def _scores(state) -> dict[str, tuple]:
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
 
-    with Store.open(state.duckdb, read_only=True) as store:
+    with Reader.open(state.duckdb) as store:
         _, rows = store.query(
             "SELECT trajectory_id, student_id, n_tokens, sum_rank, sum_surprisal, sum_rank_unclipped, rsr, truncated,"
             " error, run_id FROM scores"
@@ -167,14 +167,14 @@ def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypa
         ray.shutdown()
 
     assert result == {
-        "student_id": result["student_id"],
+        "student_id": result.student_id,
         "ref": "smollm2-135m",
         "scored": N_TRAJECTORIES,
         "errors": 0,
         "notes": [],
         "shards": n_shards,
         "dtype": "float32",
-        "max_tokens": result["max_tokens"],
+        "max_tokens": result.max_tokens,
     }
     loads = [line.split("\t") for line in log.read_text().splitlines()]
     pids = [row[0] for row in loads]

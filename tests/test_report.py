@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from rsr.cli import app
 from rsr.metric import dataset_rsr_of_means
-from rsr.report.page import PNG_NAMES, bootstrap_ci, build_report, resolve_student, teacher_board
+from rsr.report.page import PNG_NAMES, bootstrap_ci, build_report, teacher_board
 from rsr.settings import StateDir
 from rsr.store.connect import writer_lock
+from rsr.store.queries import Reader
 from rsr.store.writer import Store
 
 TEACHERS = ("alpha-teacher", "beta-teacher")
@@ -91,9 +92,14 @@ def test_student_without_publication_and_newest_registration(tmp_path: Path) -> 
     db = build_store(home)
     with Store.open(db) as store:  # a later registration of the same ref (e.g. new weights): it wins
         store.register_student("tiny-student@fff999", STUDENT_REF, "fff999", {})
-    with Store.open(db, read_only=True) as store:
-        assert resolve_student(store, STUDENT_REF) == ("tiny-student@fff999", STUDENT_REF, [STUDENT_ID])
-        assert resolve_student(store, STUDENT_ID)[0] == STUDENT_ID  # an exact id is taken as given
+    with Reader.open(db) as store:
+        newest, *older = store.registrations(STUDENT_REF)
+        assert (newest.student_id, newest.ref, [o.student_id for o in older]) == (
+            "tiny-student@fff999",
+            STUDENT_REF,
+            [STUDENT_ID],
+        )
+        assert store.registrations(STUDENT_ID)[0].student_id == STUDENT_ID  # an exact id is taken as given
 
     state = StateDir(home)
     with writer_lock(home, "flow pipeline"):  # a flow is writing: the report reads a snapshot
@@ -108,7 +114,7 @@ def test_student_without_publication_and_newest_registration(tmp_path: Path) -> 
 
 def test_teacher_board_ranks_by_dataset_rsr_with_bootstrap_intervals(published) -> None:
     state, _ = published
-    with Store.open(state.duckdb, read_only=True) as store:
+    with Reader.open(state.duckdb) as store:
         board = teacher_board(store, STUDENT_ID)
         _, used = store.query(
             "SELECT teacher, mean_rank, mean_surprisal FROM latest_scores WHERE student_id = ? AND NOT truncated",

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Score, Trajectory, Verdict
-from rsr.select import Candidate, SelectionPolicy, candidates, eligible, rank_teachers, select
-from rsr.store.writer import ScoreKey, Store
+from rsr.select import SelectionPolicy, eligible, rank_teachers, select
+from rsr.store.queries import Candidate, ScoreKey
+from rsr.store.writer import Store
 
 
 def cand(
@@ -129,14 +130,14 @@ def test_candidates_from_store(state_dir: Path) -> None:
             [Duplicate(trajectory_id=b.trajectory_id, dup_of=a.trajectory_id, similarity=1, kind="exact")], "r"
         )
         store.add_scores([score(a), score(b, truncated=True), score(a, student_id="other")], "r")
-        got = {x.trajectory_id: x for x in candidates(store, "stu")}
-        assert candidates(store, "nobody") == []
+        got = {x.trajectory_id: x for x in store.candidates("stu")}
+        assert store.candidates("nobody") == []
         # Scored again in bf16: the two settings never mix, so the caller names one.
         store.add_scores([score(a, 1.0, dtype="bfloat16")], "r")
         with pytest.raises(ValueError, match="several settings"):
-            candidates(store, "stu")
-        bf16 = candidates(store, "stu", ScoreKey("bfloat16"))
-        assert candidates(store, "stu", ScoreKey("float32")) == list(got.values())
+            store.candidates("stu")
+        bf16 = store.candidates("stu", ScoreKey("bfloat16"))
+        assert store.candidates("stu", ScoreKey("float32")) == list(got.values())
     assert set(got) == {a.trajectory_id, b.trajectory_id}  # c has no score for stu
     assert got[a.trajectory_id].verdict == "correct" and not got[a.trajectory_id].is_duplicate
     assert got[b.trajectory_id].verdict is None and got[b.trajectory_id].is_duplicate

@@ -12,8 +12,9 @@ import pytest
 from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Problem, Rejected, Score, Trajectory, Verdict
 from rsr.store import connect as store_mod
-from rsr.store.connect import writer_lock
-from rsr.store.writer import SCHEMA_VERSION, ScoreKey, Store, score_id_for
+from rsr.store.connect import SCHEMA_VERSION, writer_lock
+from rsr.store.queries import Reader, ScoreKey
+from rsr.store.writer import Store, score_id_for
 
 TABLES = {
     "runs",
@@ -97,15 +98,16 @@ def test_open_creates_schema_and_reopen_is_noop(db: Path) -> None:
     with Store.open(db) as s:  # second open: no migration re-applied, data kept
         assert s.query("SELECT count(*) FROM schema_version")[1] == [(SCHEMA_VERSION,)]
         assert s.query("SELECT run_id FROM runs")[1] == [(run,)]
-    with Store.open(db, read_only=True) as ro:
-        assert ro.read_only and ro.schema_version == SCHEMA_VERSION
-        with pytest.raises(duckdb.Error):
-            ro.start_run("nope", {})
+    with Reader.open(db) as ro:
+        assert ro.schema_version == SCHEMA_VERSION
+        assert not hasattr(ro, "start_run")  # a Reader has no writes
+        with pytest.raises(duckdb.Error):  # and its connection refuses them
+            ro.query("INSERT INTO runs (run_id, flow_name, status) VALUES ('r', 'nope', 'running')")
 
 
 def test_read_only_refuses_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no database yet"):
-        Store.open(tmp_path / "absent.duckdb", read_only=True)
+        Reader.open(tmp_path / "absent.duckdb")
 
 
 def test_new_migration_is_applied_once_and_read_only_asks_to_migrate(db: Path, monkeypatch) -> None:
@@ -114,7 +116,7 @@ def test_new_migration_is_applied_once_and_read_only_asks_to_migrate(db: Path, m
     monkeypatch.setattr(store_mod, "MIGRATIONS", extra)
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", len(extra))
     with pytest.raises(RuntimeError, match="open it read-write once"):
-        Store.open(db, read_only=True)
+        Reader.open(db)
     for _ in range(2):  # the ALTER would fail if re-applied
         with Store.open(db) as s:
             assert s.schema_version == len(extra)
@@ -478,12 +480,12 @@ def test_read_only_open_while_a_flow_writes_reads_a_snapshot(db: Path) -> None:
     with Store.open(db) as s:
         s.start_run("first", {})
     with writer_lock(db.parent, "flow pipeline"):
-        with Store.open(db, read_only=True) as ro:
+        with Reader.open(db) as ro:
             assert ro.note and "flow pipeline" in ro.note and "snapshot" in ro.note
             assert ro.query("SELECT flow_name FROM runs")[1] == [("first",)]
             with pytest.raises(duckdb.Error):
-                ro.start_run("nope", {})
-    with Store.open(db, read_only=True) as ro:  # nobody writing: the live file
+                ro.query("INSERT INTO runs (run_id, flow_name, status) VALUES ('r', 'nope', 'running')")
+    with Reader.open(db) as ro:  # nobody writing: the live file
         assert ro.note is None
         assert ro.get_trajectories(["t-none"]) == []  # Arrow batches work on the guarded connection
     assert sorted(p.name for p in db.parent.iterdir()) == ["rsr.duckdb", "writer.lock"]  # no snapshot left behind

@@ -223,7 +223,7 @@ def served(prefect_server: Server, tmp_path) -> Iterator[tuple[Server, Path, Pat
 
 @pytest.mark.slow
 def test_serve_runs_flows_on_events(served, tmp_path):
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
 
     server, home, log, client_env = served
     teacher, problems = _demo(tmp_path)
@@ -242,7 +242,7 @@ def test_serve_runs_flows_on_events(served, tmp_path):
     assert "emitted rsr.teacher.added" in out
     (run,) = _wait_final(server, "curate-teacher", "curate-teacher", log)
     assert run.parameters["teacher"] == "careful-tutor" and run.parameters["path"] == str(teacher.resolve())
-    with Store.open(home / "rsr.duckdb", read_only=True) as store:
+    with Reader.open(home / "rsr.duckdb") as store:
         _, rows = store.query(
             """SELECT count(*), count(v.trajectory_id), count(s.trajectory_id) FROM trajectories t
                LEFT JOIN verdicts v USING (trajectory_id) LEFT JOIN scores s USING (trajectory_id)
@@ -259,7 +259,7 @@ def test_serve_runs_flows_on_events(served, tmp_path):
     assert "emitted rsr.student.added" in out
     (rescored,) = _wait_final(server, "rescore-students", "rescore-students", log)
     assert rescored.parameters["students"][0]["chat_template"] == "llama3"
-    with Store.open(home / "rsr.duckdb", read_only=True) as store:
+    with Reader.open(home / "rsr.duckdb") as store:
         (new,) = [s for s in store.students() if s.student_id != first.student_id]
         assert new.info["chat_template"] == "llama3"
         _, scored = store.query("SELECT count(*) FROM scores WHERE student_id = ?", [new.student_id])
@@ -273,7 +273,7 @@ def test_serve_runs_flows_on_events(served, tmp_path):
     args = ["add-teacher", "terse-solver", str(terse), "--format", "messages", "--problems", str(problems)]
     assert "emitted rsr.teacher.added" in _rsr([*args, "--publish", "--async"], client_env, tmp_path)
     _wait_final(server, "curate-teacher", "curate-teacher", log, n=2)
-    with Store.open(home / "rsr.duckdb", read_only=True) as store:
+    with Reader.open(home / "rsr.duckdb") as store:
         _, pubs = store.query("SELECT DISTINCT name, student_id FROM publications ORDER BY name")
     assert pubs == [("sft-smollm2-135m", first.student_id), ("sft-smollm2-135m-llama3", new.student_id)]
 
@@ -283,7 +283,7 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
     """`prefect deploy` of deployments/prefect.yaml, then one triggered run executed by a process worker."""
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
 
     server = prefect_server
     home = tmp_path / "gpu-home"
@@ -336,7 +336,7 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
         r for r in _deployment_runs(server, "curate-teacher", "curate-teacher") if r.parameters["teacher"] == "tutor"
     ]
     assert run.state.is_completed(), servers.tail(log)
-    with Store.open(home / "rsr.duckdb", read_only=True) as store:
+    with Reader.open(home / "rsr.duckdb") as store:
         _, rows = store.query(
             """SELECT count(*), count(v.trajectory_id) FROM trajectories t LEFT JOIN verdicts v USING (trajectory_id)
                WHERE t.teacher = 'tutor'"""

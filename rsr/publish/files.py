@@ -184,7 +184,7 @@ def publish_selection(
         )
     if not re.fullmatch(r"[\w][\w.\-]*", req.name):
         raise ValueError(f"dataset name {req.name!r}: use letters, digits, '.', '-', '_' (it becomes a folder name)")
-    m = Manifest.build(store, selected, req, sources, counts or {})
+    m = manifest_for(store, selected, req, sources, counts or {})
     final = Path(out_root) / m.name / m.dataset_id
     existing = store.get_publication(m.dataset_id)
     client = tracking.client()

@@ -14,7 +14,7 @@ import pandas as pd
 
 from rsr.metric import dataset_rsr_of_means
 from rsr.select import SelectionPolicy
-from rsr.store.writer import SourceFile
+from rsr.store.queries import SourceFile
 
 DIGEST_LEN = 20  # hex chars of a digest logged to MLflow (its dataset digest column holds 36)
 

@@ -129,6 +129,10 @@ class Reader:
             raise
         return cls(con, path, note, resources)
 
+    @property
+    def schema_version(self) -> int:
+        return db.check_schema(self._con, self.path, read_only=False)
+
     def close(self) -> None:
         self._resources.close()
 

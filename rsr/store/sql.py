@@ -2,7 +2,7 @@
 
     run_query(db_path, sql)    # -> QueryResult(columns, rows, from_snapshot, ...)
 
-What makes it read-only is the connection (``rsr.db.open_read_only``): ``read_only``, external access off (no
+What makes it read-only is the connection (``rsr.store.connect.open_read_only``): ``read_only``, external access off (no
 files, URLs, extensions or ATTACH) and the configuration locked, so no statement can write or turn that back
 on; the engine's refusals come back as ``WriteRefused``. ``check_read_only`` only gives a friendly message
 before anything runs for statements that are not queries (INSERT, CREATE, SET, COPY, ...).
@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from rsr.store import connect as db
 from rsr.store.connect import open_read_only
 
 # The documented views, one line each; their columns are read from the migrations (rsr.store), so that
@@ -44,10 +45,8 @@ VIEW_DOCS: dict[str, str] = {
 @cache
 def view_columns() -> dict[str, list[tuple[str, str]]]:
     """{view: [(column, type), ...]} for the documented views, from rsr.store's migrations run in memory."""
-    from rsr.store.writer import MIGRATIONS
-
     with duckdb.connect(":memory:") as con:
-        for migration in MIGRATIONS:
+        for migration in db.MIGRATIONS:
             con.execute(migration)
         return {name: [(r[0], r[1]) for r in con.execute(f"DESCRIBE {name}").fetchall()] for name in VIEW_DOCS}
 

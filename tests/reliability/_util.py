@@ -102,12 +102,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Pop
 
 def snapshot(db: Path) -> dict[str, list[tuple]]:
     """Every row of every content table, in a canonical order (read-only open)."""
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
 
     def hashable(row: tuple) -> tuple:  # list columns (scores.surprisal_profile) as tuples, so rows compare as sets
         return tuple(tuple(v) if isinstance(v, list) else v for v in row)
 
-    with Store.open(db, read_only=True) as store:
+    with Reader.open(db) as store:
         return {t: [hashable(r) for r in store.query(f"SELECT * FROM {t} ORDER BY ALL")[1]] for t in CONTENT_TABLES}
 
 

@@ -31,7 +31,7 @@ def _holder(lock) -> str:
 
 @pytest.mark.slow
 def test_two_pipelines_at_once_on_one_state_folder(tmp_path, mlflow_template, prefect_api_url):
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
 
     config = small_demo(tmp_path / "data", N_PROBLEMS)
     state = fresh_state(tmp_path / "state", mlflow_template)
@@ -67,7 +67,7 @@ def test_two_pipelines_at_once_on_one_state_folder(tmp_path, mlflow_template, pr
                 counts.append(result.rows[0])
                 answers += 1
             if db.exists():
-                with Store.open(db, read_only=True) as store:  # a notebook's read: the writer must not fail
+                with Reader.open(db) as store:  # a notebook's read: the writer must not fail
                     store.query("SELECT count(*) FROM scores")
                     time.sleep(0.05)
                 store_reads += 1

@@ -38,7 +38,8 @@ SEED = int(os.environ.get("RSR_FAULT_SEED", "20260126"))
 CHILD = """
 import functools, json, os, signal, sys, time
 from pathlib import Path
-import tasks.curate as curate
+import rsr_tasks.curate as curate
+from dataclasses import asdict
 from rsr.curate import ingest
 from rsr.store.writer import Store
 
@@ -61,7 +62,8 @@ def marked(self, trajectories, run_id):
 Store.add_trajectories = marked
 with Store.open(db) as store:
     run_id = store.start_run("crash-ingest", {})
-print(json.dumps({k: v for k, v in curate.ingest_teacher.fn(db, run_id, "t", path).items() if k != "problem_ids"}))
+got = asdict(curate.ingest_teacher.fn(db, run_id, "t", path))
+print(json.dumps({k: v for k, v in got.items() if k != "problem_ids"}))
 """
 
 

@@ -91,14 +91,20 @@ def test_sigkill_mid_publish_leaves_no_half_dataset_and_rerun_publishes(point, s
 
     result = publish_dataset(config.students[0], config.policy, NAME, state=str(state))
     pubs = [p for p in _check_state(state) if p["name"] == NAME]
-    assert [p["dataset_id"] for p in pubs] == [result["dataset_id"]]
-    assert Path(pubs[0]["path"]) == Path(result["path"]) == state / "datasets" / NAME / result["dataset_id"]
-    assert sorted(p.name for p in (state / "datasets" / NAME).iterdir()) == [result["dataset_id"]]  # no leftovers
+    assert [p["dataset_id"] for p in pubs] == [result.publication.dataset_id]
+    assert (
+        Path(pubs[0]["path"])
+        == Path(result.publication.path)
+        == state / "datasets" / NAME / result.publication.dataset_id
+    )
+    assert sorted(p.name for p in (state / "datasets" / NAME).iterdir()) == [
+        result.publication.dataset_id
+    ]  # no leftovers
     if point != "mid-write":
-        assert finals == [result["dataset_id"]]  # the killed attempt was publishing this very dataset
+        assert finals == [result.publication.dataset_id]  # the killed attempt was publishing this very dataset
 
     # MLflow: nothing left RUNNING; the killed attempt's run is closed (FINISHED if it had registered, else KILLED)
-    runs = _mlflow_runs(state, result["dataset_id"])
+    runs = _mlflow_runs(state, result.publication.dataset_id)
     assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_id, r.info.status) for r in runs]
     statuses = {r.info.run_id: r.info.status for r in runs}
     assert statuses[pubs[0]["mlflow_run_id"]] == "FINISHED"

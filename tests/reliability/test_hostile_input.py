@@ -473,7 +473,7 @@ def test_corrupt_saved_hf_dataset_is_one_quarantined_entry(tmp_path):
 
 @pytest.mark.slow
 def test_curate_teacher_stores_good_lines_and_quarantines_bad_ones(state_dir, tmp_path):
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
     from rsr_flows.curate import curate_teacher
 
     path = tmp_path / "mixed.jsonl"
@@ -490,8 +490,8 @@ def test_curate_teacher_stores_good_lines_and_quarantines_bad_ones(state_dir, tm
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
     result = curate_teacher("t", str(path), format="messages", score=False, state=str(state_dir))
-    assert (result["new"], result["quarantined"]) == (3, 5)
-    with Store.open(state_dir / "rsr.duckdb", read_only=True) as store:
+    assert (result.ingested.new, result.ingested.quarantined) == (3, 5)
+    with Reader.open(state_dir / "rsr.duckdb") as store:
         _, rows = store.query("SELECT source_line FROM trajectories ORDER BY 1")
         assert [r[0] for r in rows] == [1, 7, 9]
         _, rows = store.query("SELECT source_file, source_line, reason FROM quarantine ORDER BY source_line")

@@ -18,9 +18,9 @@ def _files(root: Path) -> dict[str, int]:
 
 
 def _runs(db: Path) -> list[tuple]:
-    from rsr.store.writer import Store
+    from rsr.store.queries import Reader
 
-    with Store.open(db, read_only=True) as store:
+    with Reader.open(db) as store:
         return store.query("SELECT flow_name, status FROM runs ORDER BY started_at")[1]
 
 
@@ -64,10 +64,10 @@ def test_every_flow_rerun_with_the_same_inputs_changes_nothing(scored_state):
     for name, rerun in reruns.items():
         result = rerun()
         if name == "curate_teacher":
-            assert all(r["new"] == 0 and r["quarantined_new"] == 0 for r in result)
-            assert all(s["scored"] == 0 for r in result for s in r["scores"])
+            assert all(r.ingested.new == 0 and r.ingested.quarantined_new == 0 for r in result)
+            assert all(s.scored == 0 for r in result for s in r.scores)
         if name.startswith("rescore_"):
-            assert all(s["scored"] == 0 for s in result)
+            assert all(s.scored == 0 for s in result)
         changed.update({f"{name}: {t}": d for t, d in diff(before, snapshot(db)).items()})
     assert changed == {}, changed
     assert _files(state / "datasets") == datasets_before
