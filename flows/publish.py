@@ -44,7 +44,7 @@ def publish_dataset(
     params = {"student": student.ref, "policy": policy.model_dump(), "name": name}
     with recorded_run(home, params) as run_id:
         found = find_student(home.duckdb, student)
-        selection = select_trajectories(home, found.student, found.key, policy)
+        selection = select_trajectories(home, found, policy)  # each task's result is the next one's argument: an edge
         pub = publish(home, run_id, selection, name, flow_run.get_id(), mlflow_uri)
         hub = push(home, pub, push_to_hub, mlflow_uri) if push_to_hub else None
         return Published(pub, found.student.student_id, selection.ranking, hub)

@@ -478,7 +478,7 @@ def status(state: StateOpt = None) -> None:
     console.print(f"  open the UI:  PREFECT_HOME={home.prefect_home} prefect server start")
 
 
-# ---- Read-only SQL and reports (rsr/sql.py, rsr/report.py). No apply_env: a read must not create the state folder.
+# ---- Read-only SQL and reports (rsr/store/sql.py, rsr/report/page.py). No apply_env: a read creates no state folder.
 
 
 class _SqlHelp(typer.core.TyperCommand):

@@ -20,7 +20,7 @@ from rsr.store.writer import Store
 
 # DuckDB keeps every block it wrote or read cached up to its memory limit (default: 80% of RAM), so over a large
 # input its cache, not our chunks, would set the process's size; the CPU stages cap it (it spills past the cap).
-DB_MEMORY = "768MB"
+DB_MEMORY = "384MB"
 DEDUP_PROBLEMS = 5000  # problems (with all their teachers' trajectories) deduplicated per chunk
 VERIFY_CHUNK = 5000  # trajectories verified and stored per chunk
 

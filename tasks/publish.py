@@ -14,9 +14,9 @@ from rsr.publish.lineage import Tracking
 from rsr.publish.manifest import Publication, Request
 from rsr.select import SelectionPolicy, rank_teachers, select, selection_counts
 from rsr.settings import StateDir
-from rsr.store.queries import Candidate, Reader, ScoreKey, StudentRow
+from rsr.store.queries import Candidate, Reader, StudentRow
 from rsr.store.writer import Store
-from rsr_tasks.score import load_student
+from rsr_tasks.score import FoundStudent, load_student
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,12 @@ class Selection:
 
 
 @task(name="select")
-def select_trajectories(state: StateDir, student: StudentRow, key: ScoreKey, policy: SelectionPolicy) -> Selection:
-    """Apply the policy to the student's current scores made as ``key`` says (dtype, max_tokens, r_max)."""
+def select_trajectories(state: StateDir, found: FoundStudent, policy: SelectionPolicy) -> Selection:
+    """Apply the policy to the student's current scores made as ``found.key`` says (dtype, max_tokens, r_max)."""
     with Reader.open(state.duckdb) as reader:
-        cands = reader.candidates(student.student_id, key)
+        cands = reader.candidates(found.student.student_id, found.key)
     chosen = select(cands, policy)
-    return Selection(student, policy, chosen, selection_counts(cands, chosen, policy), rank_teachers(cands))
+    return Selection(found.student, policy, chosen, selection_counts(cands, chosen, policy), rank_teachers(cands))
 
 
 def training_split(info: dict) -> Callable[[list[dict]], dict[str, str]]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
 from rsr.records import DupKind, Duplicate, normalize_text
+
+if TYPE_CHECKING:
+    from datasketch import MinHash, MinHashLSH
 
 SEED = 1  # fixed: the same inputs always give the same duplicates
 _CANDIDATE_SLACK = 0.15  # LSH recall below the threshold; the MinHash estimate then decides
@@ -36,6 +38,8 @@ class _Sketcher:
     def __init__(self, num_perm: int, shingle: int) -> None:
         self.num_perm, self.shingle = num_perm, shingle
         self.words: dict[str, int] = {}  # stable 64-bit word hashes (blake2b, not the per-process salted hash())
+        from datasketch import MinHash  # here: it pulls in scipy and redis (~45 MB), which ingest never needs
+
         a, b = MinHash(num_perm=num_perm, seed=SEED, scheme="legacy").permutations
         self.a, self.b = a.astype(np.uint64), b.astype(np.uint64)
 
@@ -64,6 +68,8 @@ class _Sketcher:
         return x.min(axis=0)
 
     def minhash(self, signature: np.ndarray) -> MinHash:
+        from datasketch import MinHash
+
         return MinHash(num_perm=self.num_perm, seed=SEED, hashvalues=signature, scheme="legacy")
 
 
@@ -108,6 +114,8 @@ class _Kept:
         self.signatures.append(signature)
         if self.lsh is None and len(self.ids) > _PAIRWISE_MAX:
             candidate = max(0.05, self.threshold - _CANDIDATE_SLACK)
+            from datasketch import MinHashLSH
+
             self.lsh = MinHashLSH(threshold=candidate, num_perm=self.sketch.num_perm, weights=(0.2, 0.8))
             for rank, kept in enumerate(self.signatures):
                 self.lsh.insert(rank, self.sketch.minhash(kept))

@@ -8,9 +8,9 @@ Layout of one publication, ``<out_root>/<name>/<dataset_id>/``::
     dataset_info.json, state.json, data-*.arrow   datasets.load_from_disk(path)
     data.parquet                                  load_dataset("parquet", data_files=...), pandas, DuckDB
     data.jsonl                                    one JSON row per line (TRL / LLaMA-Factory ``messages`` form)
-    README.md                                     dataset card (rsr/card.py): student, policy, teachers, lineage
+    README.md                                     dataset card (card.py): student, policy, teachers, lineage
 
-Three steps, three modules: the files and the card (here and ``rsr.card``), the MLflow run (``rsr.lineage``),
+Three steps, three modules: the files and the card (here and ``card``), the MLflow run (``lineage``),
 the registration in DuckDB (``Store.record_publication``).
 
 Crash safety: everything is written into a hidden temporary sibling folder, logged to MLflow from there, and

@@ -279,7 +279,7 @@ def _table(board: pd.DataFrame) -> str:
 
 
 def _explain_pages(state: StateDir, d: _Data, out: Path, student: Student) -> dict[str, list[tuple[str, float, str]]]:
-    """Per teacher, its lowest- and highest-RSR trajectory token by token (rsr.explain), scored as its stored
+    """Per teacher, its lowest- and highest-RSR trajectory token by token (rsr.report.explain), scored as its stored
     score was (the setting's max_tokens): {teacher: [(label, rsr, page path relative to `out`)]}."""
     from rsr.report.explain import explain_trajectory  # here: a report without pages loads no model library
 

@@ -1,6 +1,6 @@
 """Find, convert, load and fingerprint a student model (embedded GGUF, local folder, hub id); its chat template.
 
-Scoring with a loaded model is rsr/student.py."""
+Scoring with a loaded model is rsr/score/student.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The student: render chats and score trajectories (the hot path). Loading a model is rsr/models.py.
+"""The student: render chats and score trajectories (the hot path). Loading a model is rsr/score/load.py.
 
     student = Student.load("smollm2-135m")
     results = student.score([messages, ...])          # one ScoredTrajectory per conversation, in order
