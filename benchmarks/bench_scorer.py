@@ -346,7 +346,7 @@ def measurements(tp: dict, mem: list[dict]) -> str:
     return "\n\n".join(
         [
             "## Workload",
-            table(["set", *keys, "baseline padded/real"], sets),
+            table(["set", "trajectories", "response tokens", "total tokens", "longest", "baseline padded/real"], sets),
             f"Timed: {timed_set}.",
             "## Throughput (end to end: conversations in, stats out; medians)",
             speed,

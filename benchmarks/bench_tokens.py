@@ -2,9 +2,10 @@
 with and without per-token rows, as whole processes: peak RSS (the process tree, sampled) and wall time, as ratios
 in one run.
 
-    .venv/bin/python benchmarks/bench_tokens.py [--n 40]
+    .venv/bin/python -m benchmarks.bench_tokens [--n 40]
 
 Data: ZeroEval MATH level-5 outputs of ../shared/data (four teachers' first records), as `messages` JSONL.
+Writes nothing: the table is printed (benchmarks/results/cpu-tokens.md keeps a run's).
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from tests.conftest import zeroeval_conversations  # noqa: E402
+from benchmarks._common import load_conversations, table
 
 TEACHERS = ("gpt-4o-2024-08-06", "Qwen2.5-7B-Instruct", "Meta-Llama-3.1-8B-Instruct", "gemma-2-9b-it")
 
@@ -29,8 +28,7 @@ TEACHERS = ("gpt-4o-2024-08-06", "Qwen2.5-7B-Instruct", "Meta-Llama-3.1-8B-Instr
 def write_input(path: Path, n: int, copies: int) -> None:
     """`copies` times the same n trajectories (each copy's problem marked, so none repeats another): the longest
     sequence, which sets the forward's own peak, is the same at every size, and only what is held can grow."""
-    per = -(-n // len(TEACHERS))
-    chats = [c for t in TEACHERS for c in zeroeval_conversations(ROOT.parent / "shared" / "data", t, per)][:n]
+    chats = load_conversations(n, teachers=TEACHERS)
     rows = []
     for k in range(copies):
         for i, (user, assistant) in enumerate(chats):
@@ -71,10 +69,11 @@ def main() -> None:
             plain = run(base)
             with_tokens = run([*base, "--tokens", str(Path(tmp) / f"tokens-{size}.parquet")])
             rows.append((size, plain, with_tokens))
-    print("| trajectories | without --tokens: s, peak MB | with --tokens: s, peak MB | peak ratio (with/without) |")
-    print("|---|---|---|---|")
-    for size, (ps, pm), (ts, tm) in rows:
-        print(f"| {size} | {ps:.1f}, {pm:.0f} | {ts:.1f}, {tm:.0f} | {tm / pm:.2f} |")
+    header = ["trajectories", "without --tokens: s, peak MB", "with --tokens: s, peak MB", "peak ratio (with/without)"]
+    cells = [
+        [size, f"{ps:.1f}, {pm:.0f}", f"{ts:.1f}, {tm:.0f}", f"{tm / pm:.2f}"] for size, (ps, pm), (ts, tm) in rows
+    ]
+    print(table(header, cells))
     (_, (_, small)), (_, (_, large)) = [(r[0], r[2]) for r in rows]
     print(f"\npeak RSS with --tokens, {4 * n} vs {n} trajectories: {large / small:.2f}x (flat = 1.0)")
 

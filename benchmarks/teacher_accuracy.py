@@ -1,6 +1,6 @@
 """Per-teacher accuracy with our verifier vs the upstream ZeroEval leaderboard, on the 8 real teachers.
 
-    .venv/bin/python benchmarks/teacher_accuracy.py [--data ../shared/data] [--workers 2] [--examples 3]
+    .venv/bin/python -m benchmarks.teacher_accuracy [--data ../shared/data] [--workers 2] [--examples 3]
 
 Prints a markdown table (ours vs upstream `Acc` / `No answer`), timings, and a breakdown of the per-item
 disagreements with a re-implementation of upstream's rule, so a difference can be explained, not just seen.
@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks._common import SHARED, table, timed
+from rsr.curate.ingest import ingest_file
+from rsr.curate.verify import VerifierPool, verify_many
 
-from rsr.curate.ingest import ingest_file  # noqa: E402
-from rsr.curate.verify import VerifierPool, verify_many  # noqa: E402
-
-DEFAULT_DATA = Path(os.environ.get("RSR_SHARED_DATA", REPO.parent / "shared" / "data"))
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 _FRACTION = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*/\s*(-?\d+(?:\.\d+)?)\s*")
 
@@ -84,12 +80,68 @@ def upstream_verdict(raw: str, gold: str, teacher: str) -> str:
 # ---- the run ----------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Tally:
+    rows: list[list] = field(default_factory=list)  # the table's cells
+    replica: list[tuple[float, float]] = field(default_factory=list)  # upstream's Acc, upstream's rule here
+    disagreements: Counter = field(default_factory=Counter)
+    examples: dict[str, list] = field(default_factory=lambda: defaultdict(list))
+    n: int = 0
+    t_ingest: float = 0.0
+    t_verify: float = 0.0
+
+
+def tally_teacher(path: Path, pool: VerifierPool, timeout: float, upstream: dict, tally: Tally) -> None:
+    """Verify one teacher's file; add its table row and its per-item disagreements with upstream's rule."""
+    teacher = path.stem
+    result, t_ingest = timed(lambda: ingest_file(path))
+    verdicts, t_verify = timed(lambda: verify_many(result.trajectories, timeout_s=timeout, pool=pool))
+    tally.n, tally.t_ingest, tally.t_verify = (
+        tally.n + len(verdicts),
+        tally.t_ingest + t_ingest,
+        tally.t_verify + t_verify,
+    )
+    raw = json.loads(path.read_text())
+    ours, theirs = Counter(v.verdict for v in verdicts), Counter()
+    for traj, v in zip(result.trajectories, verdicts, strict=True):
+        record = raw[traj.source_line]
+        upstream_says = upstream_verdict(record["output"][0], record["answer"], teacher)
+        theirs[upstream_says] += 1
+        if upstream_says != v.verdict:
+            kind = f"upstream {upstream_says} -> ours {v.verdict}"
+            tally.disagreements[kind] += 1
+            tally.examples[kind].append((teacher, record["id"], record["answer"], v.extracted_answer, v.detail))
+    n, up = len(verdicts), upstream.get(teacher, {})
+    acc, up_acc = 100 * ours["correct"] / n, float(up.get("Acc", "nan"))
+    noans, up_noans = 100 * ours["no_answer"] / n, float(up.get("No answer", "nan"))
+    tally.replica.append((up_acc, 100 * theirs["correct"] / n))
+    numbers = [f"{acc:.2f}", f"{up_acc:.2f}", f"{acc - up_acc:+.2f}", f"{noans:.2f}", f"{up_noans:.2f}"]
+    tally.rows.append([teacher, n, *numbers, ours["error"]])
+
+
+def print_report(tally: Tally, examples: int, workers: int) -> None:
+    header = ["teacher", "n", "acc (ours)", "acc (upstream)", "Δ", "no answer (ours)", "no answer (upstream)", "errors"]
+    print(table(header, tally.rows, align="lrrrrrrr"))
+    replica_ok = all(abs(a - b) < 0.01 for a, b in tally.replica)
+    print(f"\nupstream rule re-implemented here reproduces summary.json Acc for all teachers: {replica_ok}")
+    print(f"\nper-item disagreements with the upstream rule ({sum(tally.disagreements.values())} of {tally.n}):")
+    for kind, count in tally.disagreements.most_common():
+        print(f"- {kind}: {count}")
+        for teacher, pid, gold, ours, detail in tally.examples[kind][:examples]:
+            print(f"    - {teacher} #{pid}: gold `{gold}`, ours extracted `{ours}` ({detail})")
+    print(
+        f"\n{tally.n} trajectories: ingest {tally.t_ingest:.1f}s, verify {tally.t_verify:.1f}s "
+        f"({tally.n / tally.t_verify:.0f} trajectories/s with {workers} workers)"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default ../shared/data)")
+    ap.add_argument("--data", type=Path, default=SHARED, help="the shared data folder (default ../shared/data)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--examples", type=int, default=3, help="disagreement examples to print per kind")
+    ap.add_argument("--teachers", nargs="+", help="only these teachers (default: all)")
     args = ap.parse_args()
     folder = args.data / "zeroeval-math-l5"
     if not folder.is_dir():
@@ -97,63 +149,13 @@ def main() -> int:
         return 2
     upstream = {row["Model"]: row for row in json.loads((folder / "summary.json").read_text())}
     files = sorted(p for p in folder.glob("*.json") if p.name != "summary.json")
-
-    rows, disagreements, examples = [], Counter(), defaultdict(list)
-    n_total, t_ingest, t_verify = 0, 0.0, 0.0
+    tally = Tally()
     with VerifierPool(args.workers) as pool:
         pool.check_many([("1", "1")])  # start the workers outside the timed region
         for path in files:
-            teacher = path.stem
-            t0 = time.perf_counter()
-            result = ingest_file(path)
-            t1 = time.perf_counter()
-            verdicts = verify_many(result.trajectories, timeout_s=args.timeout, pool=pool)
-            t2 = time.perf_counter()
-            t_ingest, t_verify, n_total = t_ingest + t1 - t0, t_verify + t2 - t1, n_total + len(verdicts)
-            counts = Counter(v.verdict for v in verdicts)
-            raw = {i: r for i, r in enumerate(json.loads(path.read_text()))}
-            upstream_counts = Counter()
-            for traj, v in zip(result.trajectories, verdicts, strict=True):
-                record = raw[traj.source_line]
-                theirs = upstream_verdict(record["output"][0], record["answer"], teacher)
-                upstream_counts[theirs] += 1
-                if theirs != v.verdict:
-                    kind = f"upstream {theirs} -> ours {v.verdict}"
-                    disagreements[kind] += 1
-                    examples[kind].append((teacher, record["id"], record["answer"], v.extracted_answer, v.detail))
-            n = len(verdicts)
-            up = upstream.get(teacher, {})
-            rows.append(
-                (
-                    teacher,
-                    n,
-                    100 * counts["correct"] / n,
-                    float(up.get("Acc", "nan")),
-                    100 * counts["no_answer"] / n,
-                    float(up.get("No answer", "nan")),
-                    100 * upstream_counts["correct"] / n,
-                    counts["error"],
-                )
-            )
-
-    print("| teacher | n | acc (ours) | acc (upstream) | Δ | no answer (ours) | no answer (upstream) | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for teacher, n, acc, up_acc, noans, up_noans, _replica, errors in rows:
-        print(
-            f"| {teacher} | {n} | {acc:.2f} | {up_acc:.2f} | {acc - up_acc:+.2f} | {noans:.2f} | {up_noans:.2f} "
-            f"| {errors} |"
-        )
-    replica_ok = all(abs(r[6] - r[3]) < 0.01 for r in rows)
-    print(f"\nupstream rule re-implemented here reproduces summary.json Acc for all teachers: {replica_ok}")
-    print(f"\nper-item disagreements with the upstream rule ({sum(disagreements.values())} of {n_total}):")
-    for kind, count in disagreements.most_common():
-        print(f"- {kind}: {count}")
-        for teacher, pid, gold, ours, detail in examples[kind][: args.examples]:
-            print(f"    - {teacher} #{pid}: gold `{gold}`, ours extracted `{ours}` ({detail})")
-    print(
-        f"\n{n_total} trajectories: ingest {t_ingest:.1f}s, verify {t_verify:.1f}s "
-        f"({n_total / t_verify:.0f} trajectories/s with {args.workers} workers)"
-    )
+            if not args.teachers or path.stem in args.teachers:
+                tally_teacher(path, pool, args.timeout, upstream, tally)
+    print_report(tally, args.examples, args.workers)
     return 0
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.shared_data import REPO, SHARED_DATA
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -18,10 +20,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # In-process flows start Prefect's temporary server; on a busy box it needs more than Prefect's default 20 s.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")
 
-REPO = Path(__file__).resolve().parents[1]
 # Converted students are shared by all tests (and kept between local runs); each test still gets its own RSR_HOME.
 os.environ.setdefault("RSR_MODELS", str(REPO / ".rsr-cache" / "models"))
-SHARED_DATA = Path(os.environ.get("RSR_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
@@ -40,16 +40,6 @@ def state_dir(tmp_path, monkeypatch) -> Path:
     return home
 
 
-def zeroeval_conversations(shared: Path, teacher: str, n: int, start: int = 0) -> list[list[dict]]:
-    """Real trajectories as [user: problem, assistant: raw teacher text]."""
-    import json
-
-    records = json.loads((shared / "zeroeval-math-l5" / f"{teacher}.json").read_text())[start : start + n]
-    return [
-        [{"role": "user", "content": r["problem"]}, {"role": "assistant", "content": r["output"][0]}] for r in records
-    ]
-
-
 @pytest.fixture(scope="session")
 def smollm():
     """The embedded default student, float32 (exact comparisons)."""
@@ -60,7 +50,7 @@ def smollm():
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     """Stop the temporary Prefect server that in-process flows started (atexit alone misses a pytest that is
-    interrupted); servers started by fixtures stop themselves (tests/servers.py)."""
+    interrupted); servers started by fixtures stop themselves (tests/support/servers.py)."""
     import sys
 
     if "prefect.server.api.server" in sys.modules:

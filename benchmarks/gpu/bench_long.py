@@ -1,18 +1,18 @@
 """Issue 11: scoring at the scale users run (1-8B students, long chains of thought, one H200), in one command.
 
-    python benchmarks/gpu/bench_long.py --out OUT             # on the GPU host (via run.sh long), ~9 min
-    python benchmarks/gpu/bench_long.py --dry-run --out OUT   # tiny configs on CPU: every phase's code runs
+    python -m benchmarks.gpu.bench_long --out OUT             # on the GPU host (via run.sh long), ~9 min
+    python -m benchmarks.gpu.bench_long --dry-run --out OUT   # tiny configs on CPU: every phase's code runs
 
 Students: Qwen2.5-7B's and Gemma-3-1B's published architectures with random weights made on the GPU in bf16
 (long_setup.py): speed and memory do not depend on the weights. Trajectories: --n log-normal lengths over
 1k-16k tokens plus --n-long of 32k, a real problem as the prompt and real teacher responses joined as the response.
 
 Phases (--phases, default all; b needs a, g needs a and d):
-  a  fast scorer vs the body alone (the model's forward without the head, replaying the scorer's own batches)
+  a  fast scorer vs the body alone (the model's forward without the head, replaying the scorer's own calls)
   b  model FLOPs utilisation of the fast scorer on the 7B (formula printed)
-  c  speed-up vs the authors'-style baseline (naive_scorer.py) at its largest batch size that does not OOM
+  c  speed-up vs the baseline (benchmarks/baseline_scorer.py) at its largest batch size that does not OOM
   d  one 32k-token trajectory under the 7B: peak memory; the 32k throughput
-  e  exact ranks: cost on the GPU, if rsr.student exposes a switch
+  e  exact ranks' cost: the float32 head vs the model's own bf16 head on the same hidden states, 7B
   f  GPU-idle share of end-to-end scoring (torch.profiler kernel intervals vs wall time), 1B student
   g  extrapolation to the paper's workload (5,000 trajectories at 32k context, 7B)
   h  the Ray path once (one worker, num_gpus=1) gives the in-process scores, 1B student
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import inspect
 import json
 import math
 import os
@@ -34,24 +33,18 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(HERE)]
-
-import long_setup as ls  # noqa: E402
-from naive_scorer import naive_score_prepared  # noqa: E402
-
-from rsr.score.student import Student  # noqa: E402
+from benchmarks._common import REPO, ZEROEVAL, table, timed
+from benchmarks.baseline_scorer import baseline_score
+from benchmarks.gpu import long_setup as ls
+from rsr.score.student import Student, token_ranks_surprisals
 
 GiB = 2**30
 PAPER_N, PAPER_MINUTES = 5000, 45.0
@@ -60,7 +53,7 @@ PEAK_TFLOPS = (("H200 NVL", 835.0), ("H200", 989.4), ("H100 PCIe", 756.0), ("H10
 # Seconds each phase may use on the GPU host (the whole run fits one 10-minute command); c shrinks to what is left.
 BUDGET = {"build": 60, "a": 150, "d": 45, "e": 60, "c": 150, "profile": 30, "f": 75, "h": 75}
 ROWS = (  # id, phase, measure, student, goal
-    ("a_fraction", "a", "fast scorer / body-only throughput (same batches, end to end)", "big", ">= 90%"),
+    ("a_fraction", "a", "fast scorer / body-only throughput (same calls, end to end)", "big", ">= 90%"),
     ("b_mfu", "b", "model FLOPs utilisation of the fast scorer", "big", ">= 55%"),
     ("c_speedup", "c", "speed-up vs the authors'-style baseline at its largest batch that fits", "big", ">= 2x"),
     ("d_peak_32k", "d", "one 32k-token trajectory: peak memory", "big", "no OOM"),
@@ -72,6 +65,15 @@ ROWS = (  # id, phase, measure, student, goal
     ("h_ray", "h", "Ray worker (num_gpus=1) gives the in-process scores", "small", "identical"),
 )
 NEEDS = {"b": "a", "g": "ad"}
+NOTES = [
+    "a/f: end to end = conversations in, stats out (rendering and tokenising included); body = the model's forward "
+    "without the head replayed on the calls the fast scorer made (a forward pre-hook records them)",
+    "c: the baseline is benchmarks/baseline_scorer.py (fixed batches in file order, right padding + mask, full "
+    "[batch, seq, vocab] logits in float32), without its 6 GiB split (the OOM search sets the batch)",
+    "e: the product's float32 head (rsr.score.student.ExactHead) vs the model's own bf16 head, then the same rank "
+    "and logsumexp, on the same hidden states of the response positions",
+    "g: minutes = 5,000 x the measured seconds per trajectory, weighted by this run's length mix",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,35 +116,27 @@ class Report:
     def missed(self, student: str) -> bool:
         return any(r.result.startswith("MISS") for r in self.rows.values() if r.student == student)
 
-    def table(self) -> str:
-        names = {k: self.meta.get("students", {}).get(k, {}).get("label", k) for k in ("big", "small")}
-        lines = ["| # | measure | student (random weights†) | goal | measured | result |", "|---|---|---|---|---|---|"]
-        for r in self.rows.values():
-            measured = r.measured + (f" ({r.note})" if r.note else "")
-            lines.append(f"| {r.phase} | {r.measure} | {names[r.student]} | {r.goal} | {measured} | {r.result} |")
-        return "\n".join(lines)
-
     def markdown(self) -> str:
         m = self.meta
+        names = {k: m.get("students", {}).get(k, {}).get("label", k) for k in ("big", "small")}
+        cells = [
+            [r.phase, r.measure, names[r.student], r.goal, r.measured + (f" ({r.note})" if r.note else ""), r.result]
+            for r in self.rows.values()
+        ]
         parts = [
             "# Long-CoT scoring at real student sizes (benchmarks/gpu/bench_long.py)",
-            "",
             f"{m.get('hardware_line', '')}. {m.get('run_line', '')}",
-            "",
-            *[f"- {line}" for line in m.get("setup_lines", [])],
-            "",
-            self.table(),
-            "",
+            "\n".join(f"- {line}" for line in m.get("setup_lines", [])),
+            table(["#", "measure", "student (random weights†)", "goal", "measured", "result"], cells),
             "† random weights made on the device: speed and memory do not depend on the weights' values (RSR values "
             "do); every figure above is a speed, a memory or an identity of scores between two paths.",
-            "",
-            *[f"- {line}" for line in m.get("notes", [])],
+            "\n".join(f"- {line}" for line in NOTES),
         ]
         if self.errors:
-            parts += ["", "## Errors", ""] + [f"- phase {k}: `{v.splitlines()[-1]}`" for k, v in self.errors.items()]
+            parts += ["## Errors", "\n".join(f"- phase {k}: `{v.splitlines()[-1]}`" for k, v in self.errors.items())]
         if self.profile:
-            parts += ["", "## Kernel time by op, fast scorer on the 7B (top 15)", "", "```", self.profile, "```"]
-        return "\n".join(parts) + "\n"
+            parts += ["## Kernel time by op, fast scorer on the 7B (top 15)", f"```\n{self.profile}\n```"]
+        return "\n\n".join(parts) + "\n"
 
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -171,16 +165,8 @@ class Run:
     def left(self) -> float:
         return self.args.budget_s - (time.monotonic() - self.start)
 
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
     def timed(self, fn: Callable, *args, **kwargs) -> tuple[object, float]:
-        self.sync()
-        t = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.sync()
-        return out, time.perf_counter() - t
+        return timed(lambda: fn(*args, **kwargs), self.device)
 
     def phase(self, name: str, fn: Callable, *args, forced: bool = False) -> None:
         """Run one phase if selected and if time is left; an exception is recorded, and the next phase runs."""
@@ -208,10 +194,8 @@ class Run:
             torch.cuda.empty_cache()
 
 
-def score_ok(student: Student, convs, max_tokens: int, batch_tokens: int | None = None, **kwargs) -> list:
-    if batch_tokens:  # only when asked: the exact scorer (issue 9) runs one sequence per forward, no batch size
-        kwargs["batch_tokens"] = batch_tokens
-    results = student.score(convs, max_tokens=max_tokens, progress=False, **kwargs)
+def score_ok(student: Student, convs, max_tokens: int) -> list:
+    results = student.score(convs, max_tokens=max_tokens, progress=False)
     bad = [r.error for r in results if r.stats is None]
     if bad:
         raise RuntimeError(f"the scorer rejected {len(bad)} of {len(convs)} trajectories, e.g. {bad[0]}")
@@ -231,8 +215,15 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def needs(run: Run, *phases: str) -> list[dict]:
+    missing = [p for p in phases if p not in run.report.raw]
+    if missing:
+        raise RuntimeError(f"phase {' and '.join(missing)} gave no measurement in this run")
+    return [run.report.raw[p] for p in phases]
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# The body alone, on the fast scorer's own batches
+# The body alone, on the fast scorer's own calls
 # ---------------------------------------------------------------------------------------------------------------
 def _clone(x):
     return x.detach().clone() if isinstance(x, torch.Tensor) else x
@@ -240,7 +231,7 @@ def _clone(x):
 
 class BodyCalls:
     """Records every call of the model's body (base_model) while the fast scorer runs, to replay them alone:
-    the same batches, padding and arguments, without the head and without the scorer's host-side work."""
+    the same inputs and arguments, without the head and without the scorer's host-side work."""
 
     def __init__(self, model: torch.nn.Module):
         self.body = model.base_model
@@ -262,62 +253,21 @@ class BodyCalls:
         for args, kwargs in self.calls:
             self.body(*args, **kwargs)
 
-    def padded_tokens(self) -> int:
-        total = 0
-        for args, kwargs in self.calls:
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            total += ids.numel() if isinstance(ids, torch.Tensor) and ids.dim() == 2 else 0
-        return total
-
-
-class UtilSampler:
-    """NVML's GPU utilisation (share of time a kernel ran, per ~1/6 s window) sampled every 50 ms in a thread:
-    a second, profiler-free view of how busy the GPU was."""
-
-    def __init__(self, cuda: bool):
-        self.cuda, self.samples, self.error = cuda, [], None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.samples.append(torch.cuda.utilization())
-
-    def __enter__(self) -> UtilSampler:
-        if self.cuda:
-            try:
-                torch.cuda.utilization()
-            except Exception as err:  # pynvml missing, or its NVMLError (an Exception) in a sandbox: recorded
-                self.error = f"{type(err).__name__}: {err}"
-            else:
-                self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def mean(self) -> float | None:
-        return statistics.mean(self.samples) / 100 if self.samples else None
-
 
 def fast_and_body(run: Run, student: Student, convs, lengths: list[int]) -> dict:
     """One timed fast pass (recording the body's calls), then the body alone on the same calls."""
-    ctx = run.args.context
-    score_ok(student, convs[:4], ctx, batch_tokens=run.args.batch_tokens)  # warm-up: kernels, allocator
+    score_ok(student, convs[:4], run.args.context)  # warm-up: kernels, allocator
     run.free()
     if run.cuda:
         torch.cuda.reset_peak_memory_stats()
-    with BodyCalls(student.model) as calls, UtilSampler(run.cuda) as util:
-        _, t_fast = run.timed(score_ok, student, convs, ctx, batch_tokens=run.args.batch_tokens)
+    with BodyCalls(student.model) as calls:
+        _, t_fast = run.timed(score_ok, student, convs, run.args.context)
     peak = torch.cuda.max_memory_allocated() / GiB if run.cuda else None
     _, t_body = run.timed(calls.replay)  # the fast pass just ran the same shapes: kernels and allocator are warm
     tokens = sum(lengths)
     return {
         "trajectories": len(convs),
         "tokens": tokens,
-        "padded_tokens": calls.padded_tokens(),
         "body_calls": len(calls.calls),
         "t_fast_s": t_fast,
         "t_body_s": t_body,
@@ -325,8 +275,6 @@ def fast_and_body(run: Run, student: Student, convs, lengths: list[int]) -> dict
         "body_tok_s": tokens / t_body,
         "fraction": t_body / t_fast,
         "fast_peak_gib": peak,
-        "nvml_util_mean": util.mean(),
-        "nvml_error": util.error,
     }
 
 
@@ -345,28 +293,21 @@ class Scored:
     long_convs: list
     long_lengths: list[int]
     flops: ls.FlopModel
-    rebuild: Callable[..., Student]  # the same seeded student again, with extra Student.load arguments
 
 
-def calibrate(run: Run, s: Scored) -> float:
-    """The fast scorer's tokens/s on 8 of the trajectories (after a warm-up on 4), measured once per student."""
+def fit_to_budget(run: Run, s: Scored, seconds: float, passes: float) -> int:
+    """How many trajectories (a prefix of the seeded list, at least 16) fit `passes` fast-scorer passes in
+    `seconds` at the fast scorer's speed, measured once per student on 8 of them after a warm-up on 4."""
+    if run.args.dry_run:
+        return len(s.convs)
     cal = run.report.raw.setdefault("calibration", {})
     if s.arch.key not in cal:
         score_ok(s.student, s.convs[:4], run.args.context)
         _, t = run.timed(score_ok, s.student, s.convs[4:12], run.args.context)
         cal[s.arch.key] = sum(s.lengths[4:12]) / t
-    return cal[s.arch.key]
-
-
-def fit_to_budget(run: Run, s: Scored, seconds: float, passes: float) -> int:
-    """How many trajectories (a prefix of the seeded list, at least 16) fit `passes` fast-scorer passes in
-    `seconds` at the calibrated speed."""
-    if run.args.dry_run:
-        return len(s.convs)
-    tok_s = calibrate(run, s)
     n, total = 0, 0
     for length in s.lengths:
-        if (total + length) / tok_s * passes > seconds:
+        if (total + length) / cal[s.arch.key] * passes > seconds:
             break
         n, total = n + 1, total + length
     return max(n, 16)
@@ -386,16 +327,9 @@ def phase_a(run: Run, s: Scored) -> None:
         f"{r['fraction']:.1%}",
         r["fraction"] >= 0.90,
         f"fast {r['fast_tok_s']:,.0f} tok/s in {fmt_s(r['t_fast_s'])}, body {r['body_tok_s']:,.0f} tok/s; "
-        f"{r['trajectories']} trajectories, {r['tokens']:,} tokens, padded/real "
-        f"{r['padded_tokens'] / r['tokens']:.3f}; rendering + tokenising alone ~{prep:.1f} s{fewer}",
+        f"{r['trajectories']} trajectories, {r['tokens']:,} tokens in {r['body_calls']} body calls; rendering + "
+        f"tokenising alone ~{prep:.1f} s{fewer}",
     )
-
-
-def needs(run: Run, *phases: str) -> list[dict]:
-    missing = [p for p in phases if p not in run.report.raw]
-    if missing:
-        raise RuntimeError(f"phase {' and '.join(missing)} gave no measurement in this run")
-    return [run.report.raw[p] for p in phases]
 
 
 def phase_b(run: Run, s: Scored) -> None:
@@ -404,13 +338,9 @@ def phase_b(run: Run, s: Scored) -> None:
     mfu = a["flops"] / a["t_fast_s"] / (peak * 1e12)
     body_mfu = (a["flops"] - a["head_flops"]) / a["t_body_s"] / (peak * 1e12)
     run.report.raw["b"] = {"mfu": mfu, "body_mfu": body_mfu, "flops": a["flops"], "peak_tflops": peak}
-    run.report.set(
-        "b_mfu",
-        f"{mfu:.1%}",
-        mfu >= 0.55,
-        f"{a['flops'] / a['t_fast_s'] / 1e12:,.0f} TFLOP/s of {peak:,.0f}; body alone {body_mfu:.1%} "
-        "(head FLOPs left out)",
-    )
+    achieved = a["flops"] / a["t_fast_s"] / 1e12
+    note = f"{achieved:,.0f} TFLOP/s of {peak:,.0f}; body alone {body_mfu:.1%} (head FLOPs left out)"
+    run.report.set("b_mfu", f"{mfu:.1%}", mfu >= 0.55, note)
 
 
 def phase_d(run: Run, s: Scored) -> None:
@@ -422,27 +352,15 @@ def phase_d(run: Run, s: Scored) -> None:
     res, t_one = run.timed(score_ok, s.student, s.long_convs[:1], ctx)
     peak = torch.cuda.max_memory_allocated() / GiB if run.cuda else None
     _, t_all = run.timed(score_ok, s.student, s.long_convs, ctx)
-    n = s.long_lengths[0]
-    run.report.raw["d"] = {
-        "tokens": n,
-        "scored_tokens": res[0].stats.n_tokens,
-        "peak_gib": peak,
-        "resident_gib": resident,
-        "t_one_s": t_one,
-        "n_long": len(s.long_convs),
-        "t_all_s": t_all,
-        "long_tok_s": sum(s.long_lengths) / t_all,
-    }
+    n, long_tok_s = s.long_lengths[0], sum(s.long_lengths) / t_all
+    run.report.raw["d"] = {"tokens": n, "scored_tokens": res[0].stats.n_tokens, "peak_gib": peak,
+                           "resident_gib": resident, "t_one_s": t_one, "n_long": len(s.long_convs), "t_all_s": t_all,
+                           "long_tok_s": long_tok_s}  # fmt: skip
     if peak is None:
         run.report.set("d_peak_32k", "ran; peak n/a on CPU", None, f"{n:,} tokens", result="SKIP")
         return
-    run.report.set(
-        "d_peak_32k",
-        f"peak {peak:.1f} GiB",
-        True,
-        f"{n:,} tokens; {resident:.1f} GiB resident before (weights); "
-        f"{len(s.long_convs)} x 32k at {sum(s.long_lengths) / t_all:,.0f} tok/s",
-    )
+    note = f"{n:,} tokens; {resident:.1f} GiB resident before (weights); {len(s.long_convs)} x 32k at {long_tok_s:,.0f}"
+    run.report.set("d_peak_32k", f"peak {peak:.1f} GiB", True, note + " tok/s")
 
 
 def phase_g(run: Run, s: Scored) -> None:
@@ -461,96 +379,47 @@ def phase_g(run: Run, s: Scored) -> None:
         f"this run's length mix ({share:.1%} at 32k, the rest 1k-16k log-normal) at its measured "
         f"{per_main:.2f} s and {per_long:.2f} s per trajectory; the paper: under an hour",
     )
-    run.report.set(
-        "g_full32k",
-        f"{full:.1f} min",
-        None,
-        f"{PAPER_N:,} x {d['tokens']:,} tokens at the measured 32k throughput; at 100% of peak it would be "
-        f"{ideal:.0f} min",
-    )
-
-
-def exact_switch() -> tuple[str, str] | None:
-    """Where rsr.student lets a caller choose between exact and the old ranks (a name containing 'exact')."""
-    for where, fn in (("score", Student.score), ("load", Student.load)):
-        for name in inspect.signature(fn).parameters:
-            if "exact" in name.lower():
-                return where, name
-    for f in dataclasses.fields(Student):
-        if "exact" in f.name.lower():
-            return "field", f.name
-    return None
-
-
-def exact_pair(run: Run, s: Scored) -> tuple[str, dict[bool, Callable]] | None:
-    """Two scorers to compare, False = before exactness, True = exact: a switch in rsr.student if there is one,
-    else the product against benchmarks/old_scorer.py (the scorer as it was before exact scoring), else None."""
-    ctx = run.args.context
-    switch = exact_switch()
-    if switch:
-        where, name = switch
-        label = f"rsr.score.student's switch `{name}` ({where}) True vs False"
-        return label, {flag: exact_scorer(s, where, name, flag, ctx) for flag in (False, True)}
-    try:
-        from old_scorer import old_score
-    except ImportError:
-        return None
-    batch_tokens = run.args.batch_tokens or (32768 if run.cuda else 8192)  # the old scorer's defaults
-
-    def old(convs):
-        prepared = [s.student.prepare(m, max_tokens=ctx, index=i) for i, m in enumerate(convs)]
-        return [SimpleNamespace(stats=st) for st in old_score(s.student, prepared, batch_tokens)]
-
-    label = (
-        "the product (exact: fp32 head, one sequence per forward) vs benchmarks/old_scorer.py (bf16 head, "
-        f"padded batches of {batch_tokens} tokens), both end to end"
-    )
-    return label, {False: old, True: lambda convs: score_ok(s.student, convs, ctx)}
-
-
-def exact_scorer(s: Scored, where: str, name: str, flag: bool, ctx: int) -> Callable:
-    if where == "score":
-        return lambda convs: score_ok(s.student, convs, ctx, **{name: flag})
-    if where == "field":
-
-        def run_field(convs):
-            before = getattr(s.student, name)
-            setattr(s.student, name, flag)
-            try:
-                return score_ok(s.student, convs, ctx)
-            finally:
-                setattr(s.student, name, before)
-
-        return run_field
-    student = s.rebuild(**{name: flag})  # a Student.load parameter: a second student with the other setting
-    return lambda convs: score_ok(student, convs, ctx)
+    note = f"{PAPER_N:,} x {d['tokens']:,} tokens at the measured 32k throughput; at 100% of peak {ideal:.0f} min"
+    run.report.set("g_full32k", f"{full:.1f} min", None, note)
 
 
 def phase_e(run: Run, s: Scored) -> None:
-    pair = exact_pair(run, s)
-    if pair is None:
-        sig = f"Student.score{inspect.signature(Student.score)}"
-        note = f"rsr.score.student exposes no exact/old switch and benchmarks/old_scorer.py is absent; {sig}"
-        run.report.set("e_exact", "skipped: nothing to compare", None, note, result="SKIP")
-        return
-    label, scorers = pair
-    convs = s.convs[: min(48, fit_to_budget(run, s, BUDGET["e"], 5.0))]  # 2 warm-ups + 4 timed passes
-    times: dict[bool, list[float]] = {False: [], True: []}
-    rsr: dict[bool, list[float]] = {}
-    for flag in (False, True):
-        scorers[flag](convs[:2])  # warm-up
-    for flag in (False, True, True, False):  # ABBA: drift cancels
-        res, t = run.timed(scorers[flag], convs)
-        times[flag].append(t)
-        rsr[flag] = [r.stats.rsr for r in res]
-    cost = statistics.mean(times[True]) / statistics.mean(times[False]) - 1
-    diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(rsr[True], rsr[False], strict=True))
-    run.report.raw["e"] = {"compared": label, "times": {str(k): v for k, v in times.items()}, "cost": cost}
+    """The float32 head against the model's own bf16 head on the same hidden states, and their difference as a
+    share of the fast scorer's end-to-end time on the same trajectories."""
+    student, ctx = s.student, run.args.context
+    convs = s.convs[: min(16, fit_to_budget(run, s, BUDGET["e"], 3.0))]
+    own, chunk = student.model.get_output_embeddings(), student.head.chunk
+
+    def bf16_head(h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = [token_ranks_surprisals(own(a), b) for a, b in zip(h.split(chunk), t.split(chunk), strict=True)]
+        return tuple(torch.cat(p).cpu() for p in zip(*parts, strict=True))
+
+    def positions(conv) -> tuple[torch.Tensor, torch.Tensor]:
+        p = student.prepare(conv, max_tokens=ctx)
+        ids = torch.tensor([p.ids], device=run.device)
+        hidden = student.model.base_model(input_ids=ids).last_hidden_state[0]
+        cols = torch.tensor(p.scored, device=run.device)
+        return hidden[cols - 1], ids[0, cols]
+
+    heads = {"fp32": student.head.ranks_surprisals, "bf16": bf16_head}
+    secs, tokens = {"fp32": 0.0, "bf16": 0.0}, 0
+    with torch.inference_mode():
+        for head in heads.values():  # warm-up
+            head(*positions(convs[0]))
+        for conv in convs:
+            hidden, targets = positions(conv)
+            tokens += len(targets)
+            for name, head in heads.items():
+                secs[name] += run.timed(head, hidden, targets)[1]
+    _, t_e2e = run.timed(score_ok, student, convs, ctx)
+    cost = (secs["fp32"] - secs["bf16"]) / t_e2e
+    run.report.raw["e"] = {"head_s": secs, "positions": tokens, "trajectories": len(convs), "t_e2e_s": t_e2e}
     run.report.set(
         "e_exact",
-        f"{cost:+.1%} time",
+        f"{cost:+.1%} of end-to-end time",
         None,
-        f"{label}; {len(convs)} trajectories, ABBA; max RSR rel diff {diff:.1e}",
+        f"float32 head {secs['fp32']:.2f} s vs the model's bf16 head {secs['bf16']:.2f} s on {tokens:,} response "
+        f"positions of {len(convs)} trajectories, scored end to end in {t_e2e:.2f} s",
     )
 
 
@@ -563,7 +432,7 @@ def largest_batch(run: Run, student: Student, prepared: list) -> tuple[int, dict
         worst = max(chunks, key=lambda c: len(c) * max(len(p.ids) for p in c))
         fits = True
         try:
-            naive_score_prepared(student, worst, b, math.inf)
+            baseline_score(student, worst, b, math.inf)
         except torch.cuda.OutOfMemoryError:
             fits = False
         run.free()  # outside the except block: the traceback no longer holds the failed batch's tensors
@@ -576,7 +445,7 @@ def largest_batch(run: Run, student: Student, prepared: list) -> tuple[int, dict
     return best, tried
 
 
-def naive_pass(run: Run, s: Scored, b: int, seconds: float) -> tuple[int, float]:
+def baseline_pass(run: Run, s: Scored, b: int, seconds: float) -> tuple[int, float]:
     """The authors' loop: fixed batches of b in file order, each tokenised then scored with full logits; stops
     after the batch that crosses `seconds` (the fast scorer is then timed on the same prefix)."""
     done, total = 0, 0.0
@@ -585,7 +454,7 @@ def naive_pass(run: Run, s: Scored, b: int, seconds: float) -> tuple[int, float]
 
         def one(chunk=chunk):
             prepared = [s.student.prepare(m, max_tokens=run.args.context, index=j) for j, m in enumerate(chunk)]
-            naive_score_prepared(s.student, prepared, b, math.inf)
+            baseline_score(s.student, prepared, b, math.inf)
 
         _, t = run.timed(one)
         done, total = done + len(chunk), total + t
@@ -600,40 +469,29 @@ def phase_c(run: Run, s: Scored) -> None:
     prepared = [s.student.prepare(m, max_tokens=run.args.context, index=i) for i, m in enumerate(s.convs)]
     (b, tried), t_search = run.timed(largest_batch, run, s.student, prepared)
     del prepared
-    # What is left after the search goes to the baseline and to the fast scorer on the same prefix (~1/2 of it).
-    budget = (seconds - t_search) * 0.6
-    oom = False
+    budget = (seconds - t_search) * 0.6  # what is left goes to the baseline and the fast scorer on the same prefix
     try:
-        done, t_naive = naive_pass(run, s, b, budget)
+        done, t_base = baseline_pass(run, s, b, budget)
     except torch.cuda.OutOfMemoryError:  # the cache fragmented since the search: the next size down, once
-        oom = True
-    if oom:
+        done = None
+    if done is None:
         run.free()
         tried[f"{b} in the pass"], b = "OOM", max(1, b // 2)
-        done, t_naive = naive_pass(run, s, b, budget)
+        done, t_base = baseline_pass(run, s, b, budget)
     a = run.report.raw.get("a", {})
     if a.get("trajectories") == done:
         t_fast = a["t_fast_s"]
     else:
         _, t_fast = run.timed(score_ok, s.student, s.convs[:done], run.args.context)
     tokens = sum(s.lengths[:done])
-    speedup = t_naive / t_fast
-    run.report.raw["c"] = {
-        "batch": b,
-        "tried": tried,
-        "trajectories": done,
-        "tokens": tokens,
-        "t_naive_s": t_naive,
-        "t_fast_s": t_fast,
-        "naive_tok_s": tokens / t_naive,
-        "fast_tok_s": tokens / t_fast,
-    }
+    run.report.raw["c"] = {"batch": b, "tried": tried, "trajectories": done, "tokens": tokens,
+                           "t_baseline_s": t_base, "t_fast_s": t_fast}  # fmt: skip
     run.report.set(
         "c_speedup",
-        f"{speedup:.2f}x",
-        speedup >= 2.0,
+        f"{t_base / t_fast:.2f}x",
+        t_base / t_fast >= 2.0,
         f"baseline batch {b} (tried {', '.join(f'{k}: {v}' for k, v in tried.items())}): "
-        f"{tokens / t_naive:,.0f} tok/s vs fast {tokens / t_fast:,.0f} tok/s on the same {done} trajectories",
+        f"{tokens / t_base:,.0f} tok/s vs fast {tokens / t_fast:,.0f} tok/s on the same {done} trajectories",
     )
 
 
@@ -646,8 +504,7 @@ def kernel_profile(run: Run, s: Scored) -> str:
     convs = [s.convs[i] for i in order[mid : mid + 8]]
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.cuda else [])
     with profile(activities=activities) as prof:
-        score_ok(s.student, convs, run.args.context)
-        run.sync()
+        run.timed(score_ok, s.student, convs, run.args.context)
     key = "self_device_time_total" if run.cuda else "self_cpu_time_total"
     return f"sorted by {key}; {len(convs)} trajectories\n" + prof.key_averages().table(sort_by=key, row_limit=15)
 
@@ -675,13 +532,9 @@ def phase_f(run: Run, s: Scored) -> None:
     convs = s.convs[:n]
     r = fast_and_body(run, s.student, convs, s.lengths[:n])
     run.report.raw["f_fraction"] = r
-    run.report.set(
-        "f_fraction",
-        f"{r['fraction']:.1%}",
-        None,
-        f"fast {r['fast_tok_s']:,.0f} tok/s, body {r['body_tok_s']:,.0f} tok/s; the 262k-vocabulary head is "
-        f"{s.flops.head(1) / s.flops.per_token_dense():.0%} of this student's dense FLOPs",
-    )
+    head_share = s.flops.head(1) / s.flops.per_token_dense()
+    note = f"fast {r['fast_tok_s']:,.0f} tok/s, body {r['body_tok_s']:,.0f} tok/s; the 262k-vocabulary head is "
+    run.report.set("f_fraction", f"{r['fraction']:.1%}", None, note + f"{head_share:.0%} of the dense FLOPs")
     # Device activity only (the CPU-op tracing would slow the host side it measures); both if that saw nothing.
     for activities in ([ProfilerActivity.CUDA], [ProfilerActivity.CPU, ProfilerActivity.CUDA]):
         with profile(activities=activities if run.cuda else [ProfilerActivity.CPU]) as prof:
@@ -689,21 +542,18 @@ def phase_f(run: Run, s: Scored) -> None:
         if not run.cuda:
             run.report.set("f_idle", "n/a on CPU", None, f"profiled end-to-end run: {wall:.2f} s", result="SKIP")
             return
-        busy = busy_seconds(prof)
-        if busy > 0:
+        if (busy := busy_seconds(prof)) > 0:
             break
     else:
         raise RuntimeError("torch.profiler recorded no CUDA kernel during a scoring run")
     idle = 1 - busy / wall
-    nvml = r["nvml_util_mean"]
-    nvml_note = f"NVML utilisation {nvml:.0%}" if nvml is not None else f"NVML: {r['nvml_error'] or 'no sample'}"
     run.report.raw["f"] = {"wall_profiled_s": wall, "busy_s": busy, "idle": idle, "wall_unprofiled_s": r["t_fast_s"]}
     run.report.set(
         "f_idle",
         f"{idle:.1%}",
         idle < 0.10,
-        f"GPU busy {busy:.2f} s of {wall:.2f} s wall ({n} trajectories, torch.profiler kernel and "
-        f"copy intervals; {1 - busy / r['t_fast_s']:.1%} against the unprofiled wall; {nvml_note} unprofiled)",
+        f"GPU busy {busy:.2f} s of {wall:.2f} s wall ({n} trajectories, torch.profiler kernel and copy intervals; "
+        f"{1 - busy / r['t_fast_s']:.1%} against the unprofiled wall)",
     )
 
 
@@ -716,9 +566,8 @@ def phase_h(run: Run, s: Scored) -> None:
         return
     convs = s.convs[:16]
     local = [ls.stats_tuple(r) for r in score_ok(s.student, convs, run.args.context)]
-    # Local workers inherit the driver's environment: they import rsr and long_setup from this checkout.
-    paths = [str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    # Local workers inherit the driver's environment: they import rsr and benchmarks.gpu.long_setup from here.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     # num_gpus given, not detected: a detection miss would leave the task waiting for a GPU until the timeout.
     gpus = torch.cuda.device_count() if run.cuda else 1  # a CPU-only dry run declares one, as tests/test_ray.py does
     ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, object_store_memory=256 << 20)
@@ -748,11 +597,7 @@ def make_scored(run: Run, key: str, arch: ls.Arch) -> Scored:
     """Build the student (random weights on the device), its trajectories, and their token counts."""
     args, w = run.args, run.args.workload
     tokenizers = ls.tokenizer_dir(arch.tokenizer, args.tokenizers)
-
-    def rebuild(**load_kwargs) -> Student:
-        return ls.build_student(arch, str(run.device), "bfloat16", args.seed, tokenizers, run.work, load_kwargs)
-
-    student, t_build = run.timed(rebuild)
+    student, t_build = run.timed(ls.build_student, arch, str(run.device), "bfloat16", args.seed, tokenizers, run.work)
     pairs = ls.load_texts(args.data)
     convs = ls.conversations(student, pairs, w.lengths(), w.seed)
     long_convs = ls.conversations(student, pairs, [w.long - 256] * w.n_long, w.seed + 1)
@@ -760,38 +605,22 @@ def make_scored(run: Run, key: str, arch: ls.Arch) -> Scored:
         lambda: [student.prepare(m, max_tokens=args.context, index=i) for i, m in enumerate(convs + long_convs)]
     )
     lengths = [len(p.ids) for p in prepared]
-    response = sum(len(p.scored) for p in prepared[: len(convs)])
-    main = lengths[: len(convs)]
+    main, response = lengths[: len(convs)], sum(len(p.scored) for p in prepared[: len(convs)])
     flops = ls.FlopModel.of(student.model)
     params = sum(p.numel() for p in student.model.parameters())
     run.report.meta.setdefault("students", {})[key] = {
-        "label": arch.label,
-        "arch": arch.key,
-        "config": arch.config,
-        "params": params,
-        "weights_gib": params * 2 / GiB,
-        "tokenizer": arch.tokenizer_note,
-        "build_s": t_build,
-        "flops_formula": flops.formula(),
-    }
+        "label": arch.label, "arch": arch.key, "config": arch.config, "params": params, "weights_gib": params * 2 / GiB,
+        "tokenizer": arch.tokenizer_note, "build_s": t_build, "flops_formula": flops.formula(),
+    }  # fmt: skip
     run.report.raw.setdefault("workload", {})[key] = {
-        "trajectories": len(convs),
-        "tokens": sum(main),
-        "min": min(main),
-        "median": statistics.median(main),
-        "mean": statistics.mean(main),
-        "max": max(main),
-        "response_share": response / sum(main),
-        "long": lengths[len(convs) :],
-        "prepare_s": t_prep,
+        "trajectories": len(convs), "tokens": sum(main), "min": min(main), "median": statistics.median(main),
+        "mean": statistics.mean(main), "max": max(main), "response_share": response / sum(main),
+        "long": lengths[len(convs) :], "prepare_s": t_prep,
         "data": str(args.data) if args.data.is_dir() else "synthetic text (no data folder)",
-    }
-    print(
-        f"  {arch.label}: {params / 1e9:.2f}B params, built in {t_build:.1f} s; {len(convs)} + "
-        f"{len(long_convs)} trajectories, {sum(main):,} tokens",
-        flush=True,
-    )
-    return Scored(arch, tokenizers, student, convs, main, long_convs, lengths[len(convs) :], flops, rebuild)
+    }  # fmt: skip
+    print(f"  {arch.label}: {params / 1e9:.2f}B params, built in {t_build:.1f} s; {len(convs)} + {len(long_convs)} "
+          f"trajectories, {sum(main):,} tokens", flush=True)  # fmt: skip
+    return Scored(arch, tokenizers, student, convs, main, long_convs, lengths[len(convs) :], flops)
 
 
 def hardware(run: Run) -> dict:
@@ -799,14 +628,8 @@ def hardware(run: Run) -> dict:
 
     import transformers
 
-    hw = {
-        "device": str(run.device),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "ray": None,
-    }
+    hw = {"device": str(run.device), "torch": torch.__version__, "transformers": transformers.__version__,
+          "python": platform.python_version(), "cpus": os.cpu_count(), "ray": None}  # fmt: skip
     if importlib.util.find_spec("ray"):
         import ray
 
@@ -828,30 +651,25 @@ def describe(run: Run) -> None:
     m["run_line"] = f"bf16; seed {args.seed}; phases {run.phases}; wall time {fmt_s(time.monotonic() - run.start)}" + (
         "; **dry run: tiny configs on CPU, numbers meaningless**" if args.dry_run else ""
     )
-    peak, why = m["peak"]
-    lines = []
-    for key, st in m.get("students", {}).items():
-        lines.append(
-            f"{'7B' if key == 'big' else '1B'} student: {st['label']} ({st['params'] / 1e9:.2f}B params, "
-            f"{st['weights_gib']:.1f} GiB bf16, built on the device in {st['build_s']:.1f} s), tokenizer: "
-            f"{st['tokenizer']}"
-        )
-    for key, wl in run.report.raw.get("workload", {}).items():
-        lines.append(
-            f"trajectories ({key}): {wl['trajectories']} of {wl['min']:,}-{wl['max']:,} tokens (median "
-            f"{wl['median']:,.0f}, mean {wl['mean']:,.0f}; {wl['response_share']:.0%} response), plus "
-            f"{len(wl['long'])} of {max(wl['long'], default=0):,}; text: {wl['data']}"
-        )
-    big = m.get("students", {}).get("big")
-    if big:
+    lines = [
+        f"{'7B' if key == 'big' else '1B'} student: {st['label']} ({st['params'] / 1e9:.2f}B params, "
+        f"{st['weights_gib']:.1f} GiB bf16, built on the device in {st['build_s']:.1f} s), tokenizer: {st['tokenizer']}"
+        for key, st in m.get("students", {}).items()
+    ]
+    lines += [
+        f"trajectories ({key}): {wl['trajectories']} of {wl['min']:,}-{wl['max']:,} tokens (median "
+        f"{wl['median']:,.0f}, mean {wl['mean']:,.0f}; {wl['response_share']:.0%} response), plus {len(wl['long'])} of "
+        f"{max(wl['long'], default=0):,}; text: {wl['data']}"
+        for key, wl in run.report.raw.get("workload", {}).items()
+    ]
+    if big := m.get("students", {}).get("big"):
         lines.append(big["flops_formula"])
-    lines.append(f"peak: {peak:,.1f} TFLOP/s ({why})")
-    m["setup_lines"] = lines
+    peak, why = m["peak"]
+    m["setup_lines"] = [*lines, f"peak: {peak:,.1f} TFLOP/s ({why})"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    shared = Path(os.environ.get("RSR_SHARED_DATA", REPO.parent / "shared" / "data"))
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_out/long")))
     p.add_argument("--dry-run", action="store_true", help="tiny configs, 8 short trajectories, on CPU")
     p.add_argument("--phases", default="abcdefgh", help="a subset of abcdefgh (b needs a; g needs a, d)")
@@ -859,10 +677,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-long", type=int, default=4, help="trajectories of 32k tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-s", type=float, default=560.0, help="the whole run's time budget")
-    p.add_argument("--batch-tokens", type=int, default=None, help="fast scorer batch size (default: rsr's)")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak (default: by device name)")
     p.add_argument("--tokenizers", type=Path, default=None, help="folder of <student>/tokenizer.json (the bundle)")
-    p.add_argument("--data", type=Path, default=shared / "zeroeval-math-l5", help="teacher trajectories")
+    p.add_argument("--data", type=Path, default=ZEROEVAL, help="teacher trajectories")
     p.add_argument("--profile", action="store_true", help="record the kernel profile even if no target misses")
     args = p.parse_args(argv)
     args.workload = ls.DRY_WORKLOAD if args.dry_run else ls.Workload(n=args.n, n_long=args.n_long, seed=args.seed)
@@ -884,37 +701,23 @@ def main(argv: list[str] | None = None) -> Report:
 
 
 def run_all(run: Run) -> Report:
-    args, phases = run.args, run.phases
     run.report.meta["hardware"] = hardware(run)
-    run.report.meta["peak"] = peak_tflops(run.report.meta["hardware"].get("gpu", "cpu"), args.peak_tflops)
-    big, small = (ls.QWEN_TINY, ls.GEMMA_TINY) if args.dry_run else (ls.QWEN25_7B, ls.GEMMA3_1B)
-    for key, arch, names, steps in (
-        (
-            "big",
-            big,
-            "abcdeg",
-            (("a", phase_a), ("b", phase_b), ("d", phase_d), ("g", phase_g), ("e", phase_e), ("c", phase_c)),
-        ),
-        ("small", small, "fh", (("f", phase_f), ("h", phase_h))),
-    ):
-        if not any(p in phases for p in names):
-            for p in names:
+    run.report.meta["peak"] = peak_tflops(run.report.meta["hardware"].get("gpu", "cpu"), run.args.peak_tflops)
+    big, small = (ls.QWEN_TINY, ls.GEMMA_TINY) if run.args.dry_run else (ls.QWEN25_7B, ls.GEMMA3_1B)
+    steps = {"big": (big, {"a": phase_a, "b": phase_b, "d": phase_d, "g": phase_g, "e": phase_e, "c": phase_c}),
+             "small": (small, {"f": phase_f, "h": phase_h})}  # fmt: skip
+    for key, (arch, phases) in steps.items():
+        if not any(p in run.phases for p in phases):
+            for p in phases:
                 run.report.skip(p, "not selected (--phases)")
             continue
-        s = build_or_skip(run, key, arch, names)
-        for name, fn in steps if s else ():
+        s = build_or_skip(run, key, arch, "".join(phases))
+        for name, fn in phases.items() if s else ():
             run.phase(name, fn, s)
-        if s and key == "big" and (args.dry_run or args.profile or run.report.missed("big")):
+        if s and key == "big" and (run.args.dry_run or run.args.profile or run.report.missed("big")):
             run.phase("profile", lambda r, s: setattr(r.report, "profile", kernel_profile(r, s)), s, forced=True)
         del s
         run.free()
-    run.report.meta["notes"] = [
-        "a/f: end to end = conversations in, stats out (rendering and tokenising included); body = the model's "
-        "forward without the head replayed on the batches the fast scorer made (a forward pre-hook records them)",
-        "c: the baseline is benchmarks/naive_scorer.py (fixed batches in file order, right padding + mask, full "
-        "[batch, seq, vocab] logits in float32, log_softmax), without its 6 GiB split (the OOM search sets the batch)",
-        "g: minutes = 5,000 x the measured seconds per trajectory, weighted by this run's length mix",
-    ]
     describe(run)
     run.report.write()
     print("\n" + run.report.markdown(), flush=True)

@@ -2,8 +2,8 @@
 
 Random weights are created directly on the device (no 16 GB checkpoint on disk or over a network): the cost of
 scoring (speed, memory) does not depend on the weights' values, so the figures hold for the real students; RSR
-values do not. Imported by Ray workers too (bench_long puts this folder on PYTHONPATH), so it stays importable
-without side effects.
+values do not. Imported by Ray workers too (as benchmarks.gpu.long_setup; bench_long puts the repository on their
+PYTHONPATH), so it stays importable without side effects.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import torch
 
 from rsr.score.student import Student
 
-REPO = Path(__file__).resolve().parents[2]
 Conversation = list[dict[str, str]]
 
 
@@ -135,12 +134,8 @@ def tokenizer_dir(name: str, bundle: Path | None) -> Path:
     for c in candidates:
         if (c / "tokenizer.json").is_file():
             return c
+    from rsr.score.load import convert_embedded
     from rsr.settings import StateDir
-
-    try:
-        from rsr.score.load import convert_embedded
-    except ImportError:  # before rsr/models.py split it out of rsr/student.py
-        from rsr.score.student import convert_embedded
 
     return convert_embedded(name, StateDir.from_env().models)
 

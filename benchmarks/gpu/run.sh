@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU host, from the repository root, with the bundle beside it (bundle.sh):
-#   bash benchmarks/gpu/run.sh long                         # bench_long.py: issue 11's table (1B and 7B, long CoT)
-#   bash benchmarks/gpu/run.sh bench --devices cuda         # benchmarks/bench_scorer.py, its GPU table
+#   bash benchmarks/gpu/run.sh long                         # benchmarks.gpu.bench_long: issue 11's table (1B, 7B)
+#   bash benchmarks/gpu/run.sh bench --devices cuda         # benchmarks.bench_scorer, its GPU table
 # Results go to $OUT (default /tmp/out).
 set -euo pipefail
 BUNDLE=${BUNDLE:-$PWD/.devbench}
@@ -28,8 +28,8 @@ export PYTHONPATH=/tmp/site:$PWD:/tmp/ray-site RSR_MODELS=/tmp/rsr-models RSR_HO
 export RSR_SHARED_DATA=$BUNDLE/data HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 what=$1; shift
 case $what in
-  long) python3 benchmarks/gpu/bench_long.py --out "$OUT" --tokenizers /tmp/bundle-models "$@" 2>&1 | tee "$OUT/long.txt" ;;
-  bench) python3 benchmarks/gpu/make_models.py /tmp/bundle-models
-         python3 benchmarks/bench_scorer.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt" ;;
+  long) python3 -m benchmarks.gpu.bench_long --out "$OUT" --tokenizers /tmp/bundle-models "$@" 2>&1 | tee "$OUT/long.txt" ;;
+  bench) python3 -m benchmarks.gpu.make_models /tmp/bundle-models
+         python3 -m benchmarks.bench_scorer --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt" ;;
   *) echo "run.sh: long | bench" >&2; exit 2 ;;
 esac

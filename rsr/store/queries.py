@@ -228,7 +228,8 @@ class Reader:
         teacher: str | None = None,
         retry_errors: bool = True,
     ) -> list[str]:
-        """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors).
+        """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors), a
+        problem's trajectories side by side (shards keep them together, so their prompt is computed once).
 
         ``dtype`` is the compute dtype (never "auto"); ``max_tokens`` the effective truncation limit (the
         student's context length when none is set); None only matches rows whose limit was not recorded."""
@@ -240,7 +241,7 @@ class Reader:
                 SELECT 1 FROM scores s
                 WHERE s.trajectory_id = t.trajectory_id AND s.student_id = ? AND s.metric_version = ?
                   AND s.r_max = ? AND s.dtype = ? AND s.max_tokens IS NOT DISTINCT FROM ? {error_cond})
-            ORDER BY t.trajectory_id""",
+            ORDER BY t.problem_id, t.trajectory_id""",
             [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens],
         )
         return [r[0] for r in cur.fetchall()]

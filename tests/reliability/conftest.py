@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import servers
-
-from ._util import small_demo
+from tests.support import servers
+from tests.support.child_runs import fresh_state, small_demo
+from tests.support.mlflow_store import initialised_mlflow_db
 
 TEMPLATE_PROBLEMS = 4  # 4 problems x 3 teachers = 12 trajectories, 1 near duplicate
 
@@ -28,17 +28,7 @@ def prefect_api_url(tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory) -> Path:
     """An initialised MLflow sqlite file: creating its schema takes seconds per state folder, a copy does not."""
-    from mlflow import MlflowClient
-
-    db = tmp_path_factory.mktemp("rel-mlflow") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
-
-
-def fresh_state(root: Path, mlflow_template: Path) -> Path:
-    root.mkdir(parents=True)
-    shutil.copy(mlflow_template, root / "mlflow.db")
-    return root
+    return initialised_mlflow_db(tmp_path_factory.mktemp("rel-mlflow") / "mlflow.db")
 
 
 @pytest.fixture(scope="session")

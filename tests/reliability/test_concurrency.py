@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from ._util import RSR, child_env, count, duplicate_score_keys, finish, small_demo, spawn
-from .conftest import fresh_state
+from tests.support.child_runs import RSR, child_env, count, duplicate_score_keys, finish, fresh_state, small_demo, spawn
 
 N_PROBLEMS = 3  # x 3 teachers = 9 trajectories (+1 malformed line)
 
@@ -29,10 +28,61 @@ def _holder(lock) -> str:
         return ""
 
 
-@pytest.mark.slow
-def test_two_pipelines_at_once_on_one_state_folder(tmp_path, mlflow_template, prefect_api_url):
+def _wait_for_a_pipeline_to_hold(lock, procs) -> None:
+    deadline = time.monotonic() + 300
+    while "pid" not in _holder(lock) and time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    holder = _holder(lock)
+    assert "flow pipeline" in holder, f"no pipeline took the lock: {holder!r}"
+
+
+def _impatient_run_is_refused(run, state, prefect_api_url, tmp_path) -> None:
+    """A third run with RSR_LOCK_WAIT_S=1 exits at once (2), its last line naming the folder, holder and remedy."""
+    impatient = spawn(run, child_env(prefect_api_url, RSR_LOCK_WAIT_S="1"), tmp_path / "c.log")
+    rc, log = finish(impatient, timeout=180)
+    assert rc == 2, log[-3000:]
+    # the last line says what happened and what to do (Prefect logs the failed flow run above it)
+    last = log.strip().splitlines()[-1]
+    assert last.startswith(f"error: {state} is busy: pid ") and "(flow pipeline)" in last, log[-3000:]
+    assert "RSR_LOCK_WAIT_S" in last
+
+
+def _read_until_done(db, procs, has_sql: bool) -> tuple[int, int, list]:
+    """Read the database as rsr.sql and a notebook would, until every pipeline exited: (answers, opens, counts)."""
     from rsr.store.queries import Reader
 
+    answers, store_reads, counts = 0, 0, []
+    while any(p.poll() is None for p in procs):
+        if has_sql and db.exists():
+            from rsr.store.sql import run_query
+
+            result = run_query(db, "SELECT (SELECT count(*) FROM trajectories), (SELECT count(*) FROM scores)")
+            counts.append(result.rows[0])
+            answers += 1
+        if db.exists():
+            with Reader.open(db) as store:  # a notebook's read: the writer must not fail
+                store.query("SELECT count(*) FROM scores")
+                time.sleep(0.05)
+            store_reads += 1
+        time.sleep(0.1)
+    return answers, store_reads, counts
+
+
+def _assert_as_after_one_run(db) -> None:
+    n = 3 * N_PROBLEMS
+    assert count(db, "SELECT count(*) FROM trajectories") == n
+    assert count(db, "SELECT count(*) FROM scores") == n
+    assert duplicate_score_keys(db) == 0
+    assert count(db, "SELECT count(*) FROM quarantine") == 1
+    assert count(db, "SELECT count(*) FROM publications") == 1
+    assert count(db, "SELECT count(*) FROM runs WHERE flow_name = 'pipeline' AND status = 'completed'") == 2
+    assert count(db, "SELECT count(*) FROM runs WHERE status <> 'completed'") == 0
+    # the run that waited found nothing left to do: every score row belongs to one pipeline run
+    assert count(db, "SELECT count(DISTINCT run_id) FROM scores") == 1
+
+
+@pytest.mark.slow
+def test_two_pipelines_at_once_on_one_state_folder(tmp_path, mlflow_template, prefect_api_url):
     config = small_demo(tmp_path / "data", N_PROBLEMS)
     state = fresh_state(tmp_path / "state", mlflow_template)
     db, lock = state / "rsr.duckdb", state / "writer.lock"
@@ -41,37 +91,13 @@ def test_two_pipelines_at_once_on_one_state_folder(tmp_path, mlflow_template, pr
     first, second = spawn(run, env, tmp_path / "a.log"), spawn(run, env, tmp_path / "b.log")
     procs = [first, second]
     try:
-        deadline = time.monotonic() + 300
-        while "pid" not in _holder(lock) and time.monotonic() < deadline and all(p.poll() is None for p in procs):
-            time.sleep(0.05)
-        holder = _holder(lock)
-        assert "flow pipeline" in holder, f"no pipeline took the lock: {holder!r}"
-
-        impatient = spawn(run, child_env(prefect_api_url, RSR_LOCK_WAIT_S="1"), tmp_path / "c.log")
-        rc, log = finish(impatient, timeout=180)
-        assert rc == 2, log[-3000:]
-        # the last line says what happened and what to do (Prefect logs the failed flow run above it)
-        last = log.strip().splitlines()[-1]
-        assert last.startswith(f"error: {state} is busy: pid ") and "(flow pipeline)" in last, log[-3000:]
-        assert "RSR_LOCK_WAIT_S" in last
+        _wait_for_a_pipeline_to_hold(lock, procs)
+        _impatient_run_is_refused(run, state, prefect_api_url, tmp_path)
 
         has_sql = importlib.util.find_spec("rsr.store.sql") is not None
         sql_cli = spawn([str(RSR), "sql", "SELECT count(*) AS n FROM trajectories", "--format", "json",
                          "--state", str(state)], env, tmp_path / "sql.log") if has_sql else None  # fmt: skip
-        answers, store_reads, counts = 0, 0, []
-        while any(p.poll() is None for p in procs):
-            if has_sql and db.exists():
-                from rsr.store.sql import run_query
-
-                result = run_query(db, "SELECT (SELECT count(*) FROM trajectories), (SELECT count(*) FROM scores)")
-                counts.append(result.rows[0])
-                answers += 1
-            if db.exists():
-                with Reader.open(db) as store:  # a notebook's read: the writer must not fail
-                    store.query("SELECT count(*) FROM scores")
-                    time.sleep(0.05)
-                store_reads += 1
-            time.sleep(0.1)
+        answers, store_reads, counts = _read_until_done(db, procs, has_sql)
         codes = [finish(p, timeout=60) for p in procs]
         for rc, log in codes:
             assert rc == 0, log[-3000:]
@@ -86,16 +112,7 @@ def test_two_pipelines_at_once_on_one_state_folder(tmp_path, mlflow_template, pr
     assert store_reads > 0 and (answers > 0 or not has_sql)
     # readers saw the data only grow: committed states, never a torn one
     assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(counts, counts[1:], strict=False))
-    n = 3 * N_PROBLEMS
-    assert count(db, "SELECT count(*) FROM trajectories") == n
-    assert count(db, "SELECT count(*) FROM scores") == n
-    assert duplicate_score_keys(db) == 0
-    assert count(db, "SELECT count(*) FROM quarantine") == 1
-    assert count(db, "SELECT count(*) FROM publications") == 1
-    assert count(db, "SELECT count(*) FROM runs WHERE flow_name = 'pipeline' AND status = 'completed'") == 2
-    assert count(db, "SELECT count(*) FROM runs WHERE status <> 'completed'") == 0
-    # the run that waited found nothing left to do: every score row belongs to one pipeline run
-    assert count(db, "SELECT count(DISTINCT run_id) FROM scores") == 1
+    _assert_as_after_one_run(db)
     print(f"\nconcurrency: 2 pipelines + 1 impatient run; {answers} rsr.sql answers, {store_reads} read-only opens")
 
 

@@ -25,8 +25,7 @@ import time
 import pytest
 
 from rsr.curate.ingest import ingest_file, input_digest
-
-from ._util import count, finish, markers, spawn, wait_for
+from tests.support.child_runs import count, finish, markers, spawn, wait_for
 
 CHUNK = 40
 N_GOOD = 400  # + repeats and malformed lines: ~11 chunks

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ._util import CHILD, child_env, finish, spawn
+from tests.support.child_runs import CHILD, child_env, finish, spawn
 
 NAME = "crash-sft"
 POINTS = ["mid-write", "before-register", "after-register"]

@@ -1,7 +1,7 @@
 """SIGKILL `rsr run` at random moments while it scores, re-run it, and count: nothing lost, nothing twice.
 
-Each killed run is a real `rsr run CONFIG --state DIR` child process (tests/reliability/_child.py adds a progress
-marker: one line per shard started, finished, stored). The kill lands at a seeded-random point of the scoring
+Each killed run is a real `rsr run CONFIG --state DIR` child process (tests/support/rsr_with_hooks.py adds a
+progress marker: one line per shard started, finished, stored). The kill lands at a seeded-random point of the scoring
 phase: after 0 or 1 of the run's shards were stored, a random fraction of one shard's scoring time later
 (RSR_FAULT_SEED overrides the seed). The child holds each shard for at least MIN_SHARD_S seconds, as a slow
 worker would, so that the kill lands mid-scoring on a fast machine too (the tiny demo shards score in a blink
@@ -28,103 +28,90 @@ import time
 
 import pytest
 
-from ._util import CHILD, SCORE_KEY, child_env, count, duplicate_score_keys, finish, markers, small_demo, spawn
-from .conftest import fresh_state
+from tests.support.child_runs import (
+    CHILD,
+    SCORE_KEY,
+    child_env,
+    count,
+    duplicate_score_keys,
+    finish,
+    fresh_state,
+    markers,
+    small_demo,
+    spawn,
+)
 
 N_PROBLEMS = 4  # x 3 teachers = 12 trajectories
 SHARD = 2  # 6 shards
 N_KILLS = 3
 SEED = int(os.environ.get("RSR_FAULT_SEED", "20260126"))
-MIN_SHARD_S = 2.0  # each killed run's shards take at least this long (see _child.py --min-shard-s)
+MIN_SHARD_S = 2.0  # each killed run's shards take at least this long (see rsr_with_hooks.py --min-shard-s)
 
 
 def _scores(db) -> int:
     return count(db, "SELECT count(*) FROM scores WHERE error IS NULL") if db.exists() else 0
 
 
-@pytest.mark.slow
-def test_sigkill_mid_scoring_then_rerun_scores_each_trajectory_exactly_once(
-    tmp_path, mlflow_template, prefect_api_url, record_property
-):
-    rng = random.Random(SEED)
-    config = small_demo(tmp_path / "data", N_PROBLEMS, shard_size=SHARD)
-    state = fresh_state(tmp_path / "state", mlflow_template)
+def _child_run(config, state, marker, *hooks: str) -> list[str]:
+    """`rsr run CONFIG --state STATE` through the hooks script, with a progress marker (and more hook options)."""
+    rsr_args = ["run", str(config), "--state", str(state)]
+    return [sys.executable, str(CHILD), "--marker", str(marker), *hooks, "--", *rsr_args]
+
+
+def _kill_mid_scoring(k: int, rng: random.Random, config, state, env, tmp_path) -> dict:
+    """Run k: start `rsr run`, SIGKILL it at a seeded-random point of its scoring, check what it left; its figures."""
     db = state / "rsr.duckdb"
-    env = child_env(prefect_api_url)
-    figures = []
+    before = _scores(db)
+    marker = tmp_path / f"marker-{k}.jsonl"
+    proc = spawn(_child_run(config, state, marker, "--min-shard-s", str(MIN_SHARD_S)), env, tmp_path / f"run-{k}.log")
+    try:
+        # a random point: after 0 or 1 shards of this run were stored, a random fraction of a shard later
+        after_shards = rng.randint(0, 1)
+        fraction = rng.random()
+        started = _wait_stored(marker, proc, after_shards)
+        delay = fraction * _shard_seconds(marker)
+        time.sleep(delay)
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)  # the main process only, as an OOM kill would
+    finally:
+        rc, log = finish(proc, timeout=120)
+    assert started, f"run {k} never started scoring:\n{log[-3000:]}"
+    if not killed:  # it finished before the kill: nothing to measure for this kill point
+        assert rc == 0, log[-3000:]
+        return {"kill": k, "delay_s": round(delay, 2), "killed": False}
+    assert rc == -9
 
-    for k in range(N_KILLS):
-        before = _scores(db)
-        marker = tmp_path / f"marker-{k}.jsonl"
-        proc = spawn(
-            [
-                sys.executable,
-                str(CHILD),
-                "--marker",
-                str(marker),
-                "--min-shard-s",
-                str(MIN_SHARD_S),
-                "--",
-                "run",
-                str(config),
-                "--state",
-                str(state),
-            ],
-            env,
-            tmp_path / f"run-{k}.log",
-        )
-        try:
-            # a random point: after 0 or 1 shards of this run were stored, a random fraction of a shard later
-            after_shards = rng.randint(0, 1)
-            fraction = rng.random()
-            started = _wait_stored(marker, proc, after_shards)
-            delay = fraction * _shard_seconds(marker)
-            time.sleep(delay)
-            killed = proc.poll() is None
-            if killed:
-                os.kill(proc.pid, signal.SIGKILL)  # the main process only, as an OOM kill would
-        finally:
-            rc, log = finish(proc, timeout=120)
-        assert started, f"run {k} never started scoring:\n{log[-3000:]}"
-        if not killed:  # it finished before the kill: nothing to measure for this kill point
-            assert rc == 0, log[-3000:]
-            figures.append({"kill": k, "delay_s": round(delay, 2), "killed": False})
-            continue
-        assert rc == -9
+    after = _scores(db)
+    events = markers(marker)
+    done = sum(e["n"] for e in events if e["ev"] == "done")
+    began = sum(e["n"] for e in events if e["ev"] == "start")
+    reported = sum(e["n"] for e in events if e["ev"] == "stored")
+    added = after - before
+    assert duplicate_score_keys(db) == 0
+    # every committed shard survived the kill (a kill between commit and marker can only add one shard)
+    assert reported <= added <= reported + SHARD
+    assert added % SHARD == 0, f"a partial shard was stored: {added} rows"
+    # finished-but-unstored work is at most the shard whose write was in progress
+    assert done - added <= SHARD
+    # shards run one at a time and are stored before the next starts: a kill re-scores at most one shard
+    assert began - added <= SHARD
+    return {
+        "kill": k,
+        "delay_s": round(delay, 2),
+        "killed": True,
+        "stored_before": before,
+        "stored_after": after,
+        "computed_then_lost": began - added,  # shards in flight or being written: redone later
+    }
 
-        after = _scores(db)
-        events = markers(marker)
-        done = sum(e["n"] for e in events if e["ev"] == "done")
-        began = sum(e["n"] for e in events if e["ev"] == "start")
-        reported = sum(e["n"] for e in events if e["ev"] == "stored")
-        added = after - before
-        assert duplicate_score_keys(db) == 0
-        # every committed shard survived the kill (a kill between commit and marker can only add one shard)
-        assert reported <= added <= reported + SHARD
-        assert added % SHARD == 0, f"a partial shard was stored: {added} rows"
-        # finished-but-unstored work is at most the shard whose write was in progress
-        assert done - added <= SHARD
-        # shards run one at a time and are stored before the next starts: a kill re-scores at most one shard
-        assert began - added <= SHARD
-        figures.append(
-            {
-                "kill": k,
-                "delay_s": round(delay, 2),
-                "killed": True,
-                "stored_before": before,
-                "stored_after": after,
-                "computed_then_lost": began - added,  # shards in flight or being written: redone later
-            }
-        )
 
-    # The last run finishes: it scores exactly what is missing, and nothing twice.
+def _final_run_scores_what_is_missing(config, state, env, tmp_path) -> tuple[int, int]:
+    """The last run finishes: it scores exactly what is missing, and nothing twice. (rescored, total)"""
+    db = state / "rsr.duckdb"
     before = _scores(db)
     marker = tmp_path / "marker-final.jsonl"
-    proc = spawn(
-        [sys.executable, str(CHILD), "--marker", str(marker), "--", "run", str(config), "--state", str(state)],
-        env,
-        tmp_path / "run-final.log",
-    )
+    proc = spawn(_child_run(config, state, marker), env, tmp_path / "run-final.log")
     rc, log = finish(proc, timeout=600)
     assert rc == 0, log[-3000:]
     total = count(db, "SELECT count(*) FROM trajectories")
@@ -137,6 +124,21 @@ def test_sigkill_mid_scoring_then_rerun_scores_each_trajectory_exactly_once(
     assert duplicate_score_keys(db) == 0
     assert count(db, f"SELECT count(*) FROM (SELECT {SCORE_KEY} FROM scores GROUP BY ALL HAVING count(*) > 1)") == 0
     assert count(db, "SELECT count(*) FROM publications") == 1
+    return rescored, total
+
+
+@pytest.mark.slow
+def test_sigkill_mid_scoring_then_rerun_scores_each_trajectory_exactly_once(
+    tmp_path, mlflow_template, prefect_api_url, record_property
+):
+    rng = random.Random(SEED)
+    config = small_demo(tmp_path / "data", N_PROBLEMS, shard_size=SHARD)
+    state = fresh_state(tmp_path / "state", mlflow_template)
+    db = state / "rsr.duckdb"
+    env = child_env(prefect_api_url)
+    figures = [_kill_mid_scoring(k, rng, config, state, env, tmp_path) for k in range(N_KILLS)]
+
+    rescored, total = _final_run_scores_what_is_missing(config, state, env, tmp_path)
     killed_runs = sum(1 for f in figures if f["killed"])
     assert count(db, "SELECT count(*) FROM runs WHERE status = 'running'") == 0
     assert count(db, "SELECT count(*) FROM runs WHERE flow_name = 'pipeline' AND status = 'interrupted'") == killed_runs

@@ -1,11 +1,11 @@
 """Hostile input against every ingest adapter: each bad record is quarantined with its file, line and a reason
 that names the problem; each good one is ingested; nothing crashes.
 
-These extend tests/test_ingest.py's fuzzers (which check "no crash, good ones kept" on random junk) with targeted
-mutations: a good record is broken in one known way, and the test asserts that exactly that line is quarantined
-with a reason naming what is wrong, while its good neighbours are ingested. Plus the big cases (a 50 MB line, a
-10,000-message record, empty/binary/corrupt files in every format), a store round trip of arbitrary text, and the
-same file through the DAG (curate_teacher -> DuckDB trajectories + quarantine).
+These extend tests/unit/test_ingest_adapters.py's fuzzers (which check "no crash, good ones kept" on random junk)
+with targeted mutations: a good record is broken in one known way, and the test asserts that exactly that line is
+quarantined with a reason naming what is wrong, while its good neighbours are ingested. Plus the big cases (a 50 MB
+line, a 10,000-message record, empty/binary/corrupt files in every format), a store round trip of arbitrary text, and
+the same file through the DAG (curate_teacher -> DuckDB trajectories + quarantine).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ._util import CONTENT_TABLES, diff, snapshot
+from tests.support.child_runs import CONTENT_TABLES, diff, snapshot
 
 
 def _files(root: Path) -> dict[str, int]:

@@ -12,12 +12,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from test_sql import build_store  # tests/ is on sys.path (pytest prepends the rootdir of each test package)
 from typer.testing import CliRunner
 
 from rsr.cli import app
 from rsr.store import sql as sql_mod
 from rsr.store.sql import SqlError, WriteRefused, check_read_only, run_query
+from tests.support.hand_made_store import build_store
 
 TABLES = ("runs", "problems", "trajectories", "quarantine", "duplicates", "verdicts", "students", "scores",
           "publications", "publication_items", "schema_version")  # fmt: skip

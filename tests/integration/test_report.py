@@ -1,5 +1,5 @@
-"""`rsr report` on a real store populated by hand (tests/test_sql.build_store) and a real MLflow sqlite store; the
-teacher-selection board (view + bootstrap intervals) against rsr.metric."""
+"""`rsr report` on a real store populated by hand (tests/support/hand_made_store.py) and a real MLflow sqlite store;
+the teacher-selection board (view + bootstrap intervals) against rsr.metric."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from PIL import Image, ImageStat
-from test_sql import STUDENT_ID, STUDENT_REF, build_store  # tests/ is on sys.path (pytest's rootdir insertion)
 from typer.testing import CliRunner
 
 from rsr.cli import app
@@ -19,6 +18,7 @@ from rsr.settings import StateDir
 from rsr.store.connect import writer_lock
 from rsr.store.queries import Reader
 from rsr.store.writer import Store
+from tests.support.hand_made_store import STUDENT_ID, STUDENT_REF, build_store
 
 TEACHERS = ("alpha-teacher", "beta-teacher")
 

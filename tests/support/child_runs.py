@@ -1,9 +1,11 @@
-"""Helpers shared by the reliability tests: small demo inputs, child processes, database snapshots."""
+"""Helpers for tests that run `rsr` in child processes (tests/reliability): small demo inputs, fresh state folders,
+child processes, database snapshots."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CHILD = Path(__file__).resolve().parent / "_child.py"
+CHILD = Path(__file__).resolve().parent / "rsr_with_hooks.py"  # `rsr` with test hooks (--marker, --kill-at)
 RSR = Path(sys.executable).with_name("rsr")
 
 # Every table a re-run must leave alone. `runs` is left out on purpose: each flow run adds its own row.
@@ -48,6 +50,13 @@ def small_demo(folder: Path, n_problems: int, *, shard_size: int = 64, output: s
     raw["output"] = output
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     return config
+
+
+def fresh_state(root: Path, mlflow_template: Path) -> Path:
+    """A new state folder holding a copy of the initialised MLflow store."""
+    root.mkdir(parents=True)
+    shutil.copy(mlflow_template, root / "mlflow.db")
+    return root
 
 
 def child_env(prefect_api_url: str | None, **extra: str) -> dict[str, str]:

@@ -11,14 +11,28 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from servers import free_port, http_server  # tests/ is on sys.path (pytest's rootdir insertion)
-from test_publish import POLICY, _publish, assert_card, assert_mlflow_run, env, mlflow_template  # noqa: F401
 
 from rsr.publish.lineage import EXPERIMENT, Tracking
 from rsr.report.page import build_report
 from rsr.select import select
 from rsr.settings import StateDir
 from rsr.store.writer import Store
+from tests.support.mlflow_store import initialised_mlflow_db
+from tests.support.publish_case import POLICY, assert_card, assert_mlflow_run, publish_case, publish_selected
+from tests.support.servers import free_port, http_server
+
+
+@pytest.fixture(scope="module")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An initialised MLflow sqlite DB, copied per test: creating its schema takes seconds, a copy does not."""
+    return initialised_mlflow_db(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
+
+
+@pytest.fixture
+def env(state_dir: Path, mlflow_template: Path, tmp_path: Path) -> Iterator[dict]:
+    """The hand-made publishable state (tests/support/publish_case.py)."""
+    with publish_case(state_dir, mlflow_template, tmp_path) as case:
+        yield case
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +51,13 @@ def mlflow_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
         yield url, tmp
 
 
-def test_publish_and_report_through_the_teams_server(env, mlflow_server, monkeypatch, tmp_path: Path) -> None:  # noqa: F811 (fixture)
+def test_publish_and_report_through_the_teams_server(env, mlflow_server, monkeypatch, tmp_path: Path) -> None:
     url, server_dir = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     tracking = Tracking.resolve(StateDir(env["home"]))
     assert tracking == Tracking(url)  # no local artifact folder: the server decides where artifacts go
 
-    pub = _publish(env, select(env["store"].candidates("stu"), POLICY), tracking=tracking)
+    pub = publish_selected(env, select(env["store"].candidates("stu"), POLICY), tracking=tracking)
     client = MlflowClient(tracking_uri=url)
     assert_mlflow_run(client, pub, env["sources"], env["run"])  # params, inputs + digests, artifact bytes
     assert_card(pub, env["sources"])

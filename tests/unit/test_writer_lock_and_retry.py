@@ -1,4 +1,5 @@
-"""rsr.store.connect: the one retry policy and the state folder's writer lock (DuckDB: test_store, test_sql)."""
+"""rsr.store.connect: the one retry policy and the state folder's writer lock (DuckDB itself:
+tests/integration/test_store_writer_and_views.py and test_sql_reads.py)."""
 
 from __future__ import annotations
 

@@ -52,8 +52,9 @@ def test_ray_options_ask_for_the_gpu_share_and_forward_the_env(monkeypatch):
 
     assert "runtime_env" not in ray_init_kwargs(RaySpec())  # a local instance imports the installed package
     modules = ray_init_kwargs(RaySpec(address="ray://head:10001"))["runtime_env"]["py_modules"]
-    assert sorted(Path(m).name for m in modules) == ["rsr", "rsr_tasks"]
-    assert all((Path(m) / f).is_file() for m, f in zip(sorted(modules), ["config.py", "score.py"], strict=True))
+    by_name = {Path(m).name: Path(m) for m in modules}  # rsr_tasks ships as a temporary copy so named
+    assert sorted(by_name) == ["rsr", "rsr_tasks"]
+    assert (by_name["rsr"] / "config.py").is_file() and (by_name["rsr_tasks"] / "score.py").is_file()
 
 
 def test_ray_address_reaches_the_flows_as_their_ray_parameter(tmp_path):
@@ -121,32 +122,25 @@ def _scores(state) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in rows}
 
 
-@pytest.mark.slow
-@requires_ray
-def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypatch):
-    import ray
-
-    import rsr_tasks.score
-    from rsr.config import RaySpec, ScoringSpec, StudentSpec
+def _demo_trajectories(tmp_path: Path) -> list:
     from rsr.curate.ingest import ingest_file
     from rsr.demo import write_demo_data
-    from rsr_flows.score import run_score_student
 
     config = write_demo_data(tmp_path / "demo")
     trajectories = ingest_file(config.parent / "careful-tutor.jsonl", teacher="careful-tutor").trajectories
     trajectories = trajectories[:N_TRAJECTORIES]
     assert len(trajectories) == N_TRAJECTORIES
-    spec = StudentSpec(ref="smollm2-135m", dtype="float32", device="cpu")
-    scoring = ScoringSpec(shard_size=SHARD_SIZE, retries=0)
-    n_shards = -(-N_TRAJECTORIES // SHARD_SIZE)
+    return trajectories
 
-    # The reference: the same flow with the in-process runner.
-    local, local_run = _state(tmp_path / "local", trajectories)
-    monkeypatch.setenv("RSR_HOME", str(local.root))
-    assert run_score_student(local, local_run, spec, scoring, None)["scored"] == N_TRAJECTORIES
 
-    log = tmp_path / "worker-loads.tsv"
-    log.touch()
+def _score_on_ray(tmp_path: Path, monkeypatch, trajectories, spec, scoring, log: Path) -> tuple:
+    """The same flow on a fresh local Ray instance whose workers log model loads: (state, run id, result)."""
+    import ray
+
+    import rsr_tasks.score
+    from rsr.config import RaySpec
+    from rsr_flows.score import run_score_student
+
     ray.init(
         address="local",  # a fresh instance, even where `ray start` left a cluster running
         num_cpus=2,
@@ -165,17 +159,10 @@ def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypa
         assert (after.hits + after.misses) - (driver_loads.hits + driver_loads.misses) == 1
     finally:
         ray.shutdown()
+    return remote, remote_run, result
 
-    assert result == {
-        "student_id": result.student_id,
-        "ref": "smollm2-135m",
-        "scored": N_TRAJECTORIES,
-        "errors": 0,
-        "notes": [],
-        "shards": n_shards,
-        "dtype": "float32",
-        "max_tokens": result.max_tokens,
-    }
+
+def _assert_one_load_on_the_gpu_worker(log: Path, remote) -> None:
     loads = [line.split("\t") for line in log.read_text().splitlines()]
     pids = [row[0] for row in loads]
     assert pids, "no Ray worker loaded the student: the shards did not run on Ray"
@@ -186,6 +173,38 @@ def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypa
         assert cuda == "0", "the scoring task did not get the (declared) GPU"
         assert rsr_home == str(remote.root), "RSR_HOME did not reach the worker"
         assert api.startswith("http"), "PREFECT_API_URL did not reach the worker"
+
+
+@pytest.mark.slow
+@requires_ray
+def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypatch):
+    from rsr.config import ScoringSpec, StudentSpec
+    from rsr_flows.score import run_score_student
+
+    trajectories = _demo_trajectories(tmp_path)
+    spec = StudentSpec(ref="smollm2-135m", dtype="float32", device="cpu")
+    scoring = ScoringSpec(shard_size=SHARD_SIZE, retries=0)
+    n_shards = -(-N_TRAJECTORIES // SHARD_SIZE)
+
+    # The reference: the same flow with the in-process runner.
+    local, local_run = _state(tmp_path / "local", trajectories)
+    monkeypatch.setenv("RSR_HOME", str(local.root))
+    assert run_score_student(local, local_run, spec, scoring, None)["scored"] == N_TRAJECTORIES
+
+    log = tmp_path / "worker-loads.tsv"
+    log.touch()
+    remote, remote_run, result = _score_on_ray(tmp_path, monkeypatch, trajectories, spec, scoring, log)
+    assert result == {
+        "student_id": result.student_id,
+        "ref": "smollm2-135m",
+        "scored": N_TRAJECTORIES,
+        "errors": 0,
+        "notes": [],
+        "shards": n_shards,
+        "dtype": "float32",
+        "max_tokens": result.max_tokens,
+    }
+    _assert_one_load_on_the_gpu_worker(log, remote)
 
     expected, got = _scores(local), _scores(remote)
     assert set(got) == set(expected) == {t.trajectory_id for t in trajectories}

@@ -208,7 +208,7 @@ def test_students_register_is_upsert(store: Store) -> None:
 def test_scores_keyed_unscored_and_idempotent(store: Store) -> None:
     ts = [traj("A", f"q{i}", "r") for i in range(3)] + [traj("B", "q0", "r")]
     store.add_trajectories(ts, "r")
-    ids = sorted(t.trajectory_id for t in ts)
+    ids = [t.trajectory_id for t in sorted(ts, key=lambda t: (t.problem_id, t.trajectory_id))]  # by problem
     fp32 = {"dtype": "float32"}
     assert store.unscored("stu", METRIC_VERSION, 100, **fp32) == ids
     assert store.unscored("stu", METRIC_VERSION, 100, **fp32, teacher="B") == [ts[3].trajectory_id]
@@ -220,7 +220,9 @@ def test_scores_keyed_unscored_and_idempotent(store: Store) -> None:
     assert store.add_scores([failed], "s1") == 1
     assert store.add_scores([failed], "s1-retry") == 0
     # Error rows are history, not scores: offered again unless retry_errors=False.
-    assert store.unscored("stu", METRIC_VERSION, 100, **fp32) == sorted([ts[2].trajectory_id, ts[3].trajectory_id])
+    assert store.unscored("stu", METRIC_VERSION, 100, **fp32) == [
+        i for i in ids if i in {ts[2].trajectory_id, ts[3].trajectory_id}
+    ]
     assert store.unscored("stu", METRIC_VERSION, 100, **fp32, retry_errors=False) == [ts[3].trajectory_id]
     assert store.add_scores([score(ts[2], 4, 2)], "s2") == 1
     # Once a key has a successful score, neither a recomputation nor a late error is added.
@@ -294,7 +296,9 @@ def test_record_publication_is_one_transaction(store: Store) -> None:
     assert store.get_publication("d-1")["n_rows"] == 2
 
 
-def test_views_on_a_hand_made_case(store: Store) -> None:
+def _hand_made_case(store: Store) -> tuple[list[Trajectory], str]:
+    """Teachers A (a3 a near duplicate of a2, a3's scoring failed, then scored truncated) and B (b1 also at
+    r_max 50, b2 also under another metric version); verdicts for all. Returns [a1, a2, a3, b1, b2] and the run."""
     a1, a2, a3 = traj("A", "p1", "a1"), traj("A", "p2", "a2"), traj("A", "p2", "a2 again")
     b1, b2 = traj("B", "p1", "b1"), traj("B", "p2", "b2")
     store.add_trajectories([a1, a2, a3, b1, b2], "ingest-run")
@@ -326,25 +330,10 @@ def test_views_on_a_hand_made_case(store: Store) -> None:
     )
     store.add_scores([score(b1, 2.5, 1, r_max=50)], run)  # another r_max: another key, shown beside it
     store.add_scores([score(a3, 0.1, 1, truncated=True)], run)  # truncated: shown, but never ranks a teacher
+    return [a1, a2, a3, b1, b2], run
 
-    cols, rows = store.query("SELECT * FROM teacher_summary ORDER BY teacher")
-    assert cols == ["teacher", "n_trajectories", "n_unique", "n_correct", "n_incorrect", "n_no_answer", "accuracy"]
-    assert rows == [("A", 3, 2, 1, 1, 1, pytest.approx(1 / 3)), ("B", 2, 2, 2, 0, 0, 1.0)]
 
-    cols, rows = store.query("SELECT * FROM trajectory_verdicts WHERE trajectory_id = ?", [a2.trajectory_id])
-    assert cols == ["trajectory_id", "source_id", "teacher", "problem_id", "extracted_answer", "gold_answer", "verdict"]
-    assert rows == [(a2.trajectory_id, None, "A", a2.problem_id, "5", "2", "incorrect")]
-
-    _, rows = store.query("SELECT trajectory_id, r_max, rsr, dtype, max_tokens, truncated FROM latest_scores")
-    assert sorted(rows) == sorted([
-        (a1.trajectory_id, 100, 2.0, "float32", None, False),
-        (a2.trajectory_id, 100, 1.0, "float32", None, False),
-        (a3.trajectory_id, 100, 0.1, "float32", None, True),
-        (b1.trajectory_id, 100, 3.0, "float32", None, False),
-        (b1.trajectory_id, 50, 2.5, "float32", None, False),
-        (b2.trajectory_id, 100, 0.5, "float32", None, False),
-    ])  # fmt: skip
-
+def _assert_teacher_selection_and_coverage(store: Store) -> None:
     cols, rows = store.query("SELECT * FROM teacher_selection ORDER BY r_max DESC, rank")
     assert cols == ["student_id", "student", "teacher", "dtype", "max_tokens", "r_max", "dataset_rsr", "n",
                     "accuracy", "mean_response_tokens", "rank", "n_ingested", "n_scored", "n_failed", "n_truncated",
@@ -369,9 +358,8 @@ def test_views_on_a_hand_made_case(store: Store) -> None:
         ("B", 50, 2, 1, 0, 0, 1),
     ]
 
-    _, rows = store.query("SELECT count(*), count(DISTINCT flow_name), any_value(student) FROM score_history")
-    assert rows == [(8, 1, "tiny-student")]
 
+def _assert_dataset_lineage(store: Store, b2: Trajectory, run: str) -> None:
     store.record_publication(
         dict(
             dataset_id="d-1",
@@ -389,6 +377,35 @@ def test_views_on_a_hand_made_case(store: Store) -> None:
     )
     _, rows = store.query("SELECT * FROM dataset_lineage")
     assert rows == [("d-1", "ds", b2.trajectory_id, "B", score_id_for(score(b2, 1, 2)), 0.5, run, "pub-run", "ml")]
+
+
+def test_views_on_a_hand_made_case(store: Store) -> None:
+    (a1, a2, a3, b1, b2), run = _hand_made_case(store)
+
+    cols, rows = store.query("SELECT * FROM teacher_summary ORDER BY teacher")
+    assert cols == ["teacher", "n_trajectories", "n_unique", "n_correct", "n_incorrect", "n_no_answer", "accuracy"]
+    assert rows == [("A", 3, 2, 1, 1, 1, pytest.approx(1 / 3)), ("B", 2, 2, 2, 0, 0, 1.0)]
+
+    cols, rows = store.query("SELECT * FROM trajectory_verdicts WHERE trajectory_id = ?", [a2.trajectory_id])
+    assert cols == ["trajectory_id", "source_id", "teacher", "problem_id", "extracted_answer", "gold_answer", "verdict"]
+    assert rows == [(a2.trajectory_id, None, "A", a2.problem_id, "5", "2", "incorrect")]
+
+    _, rows = store.query("SELECT trajectory_id, r_max, rsr, dtype, max_tokens, truncated FROM latest_scores")
+    assert sorted(rows) == sorted([
+        (a1.trajectory_id, 100, 2.0, "float32", None, False),
+        (a2.trajectory_id, 100, 1.0, "float32", None, False),
+        (a3.trajectory_id, 100, 0.1, "float32", None, True),
+        (b1.trajectory_id, 100, 3.0, "float32", None, False),
+        (b1.trajectory_id, 50, 2.5, "float32", None, False),
+        (b2.trajectory_id, 100, 0.5, "float32", None, False),
+    ])  # fmt: skip
+
+    _assert_teacher_selection_and_coverage(store)
+
+    _, rows = store.query("SELECT count(*), count(DISTINCT flow_name), any_value(student) FROM score_history")
+    assert rows == [(8, 1, "tiny-student")]
+
+    _assert_dataset_lineage(store, b2, run)
 
 
 def test_bulk_inserts_are_idempotent(store: Store) -> None:

@@ -1,6 +1,6 @@
 """Run the `rsr` command in a child process, with test hooks installed first.
 
-    python _child.py [--marker FILE] [--min-shard-s SECONDS] [--kill-at POINT] -- rsr-arguments...
+    python tests/support/rsr_with_hooks.py [--marker FILE] [--min-shard-s SECONDS] [--kill-at POINT] -- ARGS...
 
 --marker FILE    append one JSON line per scoring event: {"ev": "start"|"done", "n": trajectories} around each
                  Student.score call (one per shard) and {"ev": "stored", "n": rows} after each Store.add_scores,

@@ -22,7 +22,7 @@ import pytest
 
 from rsr.records import Message, RecordError, join_reasoning
 from rsr.score.student import Student
-from tests.conftest import SHARED_DATA
+from tests.support.shared_data import SHARED_DATA
 
 TEMPLATES = SHARED_DATA / "chat-templates"
 R1, QWQ, QWEN3 = "DeepSeek-R1-Distill-Qwen-7B", "QwQ-32B", "Qwen3-8B"

@@ -1,4 +1,4 @@
-"""The scorer against an independent brute-force reference (tests/reference_scorer.py), on real students and real
+"""The scorer against an independent brute-force reference (benchmarks/baseline_scorer.py), on real students and real
 trajectories; exactness of the head in bf16; batch invariance; logit transforms of Gemma 2/3, Cohere, Granite."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from benchmarks.baseline_scorer import reference
 from rsr.score.load import CHAT_TEMPLATES
 from rsr.score.student import Student, UnsupportedStudent
-from tests.conftest import zeroeval_conversations
-from tests.reference_scorer import reference
+from tests.support.shared_data import zeroeval_conversations
 
 REL = 1e-5
 USER = {"role": "user", "content": "What is 12 times 13?"}

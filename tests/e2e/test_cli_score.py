@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rsr.cli import app
-from tests.conftest import zeroeval_conversations
+from tests.support.shared_data import zeroeval_conversations
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import servers
+from tests.support import servers
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
 N_PROBLEMS = 10
 SERVER_START_S = servers.START_S
@@ -278,16 +278,10 @@ def test_serve_runs_flows_on_events(served, tmp_path):
     assert pubs == [("sft-smollm2-135m", first.student_id), ("sft-smollm2-135m-llama3", new.student_id)]
 
 
-@pytest.mark.slow
-def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
-    """`prefect deploy` of deployments/prefect.yaml, then one triggered run executed by a process worker."""
+def _deploy_to_the_gpu_pool(server: Server, home: Path, tmp_path: Path) -> None:
+    """A `gpu` process pool, `prefect deploy --all` of deployments/prefect.yaml; its deployments and automations."""
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    from rsr.store.queries import Reader
-
-    server = prefect_server
-    home = tmp_path / "gpu-home"
-    teacher, problems = _demo(tmp_path)
     with server.client() as client:
         client.create_work_pool(WorkPoolCreate(name="gpu", type="process"))
     env = server.env("deploy", RSR_HOME=str(home))
@@ -307,14 +301,9 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
         names = {a.name for a in client.read_automations()}
     assert {"rsr-teacher-added", "rsr-student-added"} <= names
 
-    out = _rsr(
-        ["add-teacher", "tutor", str(teacher), "--format", "messages", "--problems", str(problems), "--no-score"]
-        + ["--async"],
-        server.env("client"),
-        tmp_path,
-    )
-    assert "emitted rsr.teacher.added" in out
-    log = tmp_path / "worker.log"
+
+def _run_once_in_the_gpu_pool(server: Server, log: Path, tmp_path: Path) -> None:
+    """Wait for the triggered run to be scheduled, then let one process worker of the pool execute it."""
     servers.until(
         "the triggered run in the gpu pool",
         lambda: [r for r in _deployment_runs(server, "curate-teacher", "curate-teacher") if r.state.is_scheduled()],
@@ -332,6 +321,27 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
         pytest.fail(f"the worker did not finish in {RUN_S}s\n{servers.tail(log)}")
     finally:
         servers.stop(worker)
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
+    """`prefect deploy` of deployments/prefect.yaml, then one triggered run executed by a process worker."""
+    from rsr.store.queries import Reader
+
+    server = prefect_server
+    home = tmp_path / "gpu-home"
+    teacher, problems = _demo(tmp_path)
+    _deploy_to_the_gpu_pool(server, home, tmp_path)
+
+    out = _rsr(
+        ["add-teacher", "tutor", str(teacher), "--format", "messages", "--problems", str(problems), "--no-score"]
+        + ["--async"],
+        server.env("client"),
+        tmp_path,
+    )
+    assert "emitted rsr.teacher.added" in out
+    log = tmp_path / "worker.log"
+    _run_once_in_the_gpu_pool(server, log, tmp_path)
     (run,) = [
         r for r in _deployment_runs(server, "curate-teacher", "curate-teacher") if r.parameters["teacher"] == "tutor"
     ]

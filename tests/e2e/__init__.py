@@ -1,0 +1,1 @@
+"""End-to-end tests: whole flows and CLI runs, real servers, pipelines, triggers, Ray."""
