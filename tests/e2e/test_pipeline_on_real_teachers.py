@@ -74,7 +74,7 @@ def _assert_mlflow_run(mlflow_uri: str, published, files: list[Path]) -> None:
     """The publish run's dataset inputs carry the digests taken at ingest; it names its Prefect flow run."""
     from mlflow import MlflowClient
 
-    run = MlflowClient(mlflow_uri).get_run(published["mlflow_run_id"])
+    run = MlflowClient(mlflow_uri).get_run(published.mlflow_run_id)
     digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
     used = {Path(f).name: f for f in files}
     for name, digest in digests.items():
@@ -103,11 +103,11 @@ def test_pipeline_on_real_teachers(shared_data, state_dir, tmp_path):
     lineage, selected = _assert_views(st.duckdb, n)
 
     published = result.published[0].publication
-    ds = datasets.load_from_disk(published["path"])
-    assert len(ds) == published["n_rows"] == selected[0][0]
+    ds = datasets.load_from_disk(published.path)
+    assert len(ds) == published.n_rows == selected[0][0]
     assert 0 < len(ds) <= N_PROBLEMS  # per problem at most one trajectory, verified correct only
     assert ds[0]["messages"][-1]["role"] == "assistant"
-    assert lineage == [(published["dataset_id"], published["mlflow_run_id"])]
+    assert lineage == [(published.dataset_id, published.mlflow_run_id)]
     _assert_mlflow_run(st.mlflow_uri, published, files)
 
     # Re-running with the same inputs changes nothing: no new trajectory, score or publication.

@@ -189,21 +189,13 @@ def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypa
     # The reference: the same flow with the in-process runner.
     local, local_run = _state(tmp_path / "local", trajectories)
     monkeypatch.setenv("RSR_HOME", str(local.root))
-    assert run_score_student(local, local_run, spec, scoring, None)["scored"] == N_TRAJECTORIES
+    assert run_score_student(local, local_run, spec, scoring, None).scored == N_TRAJECTORIES
 
     log = tmp_path / "worker-loads.tsv"
     log.touch()
     remote, remote_run, result = _score_on_ray(tmp_path, monkeypatch, trajectories, spec, scoring, log)
-    assert result == {
-        "student_id": result.student_id,
-        "ref": "smollm2-135m",
-        "scored": N_TRAJECTORIES,
-        "errors": 0,
-        "notes": [],
-        "shards": n_shards,
-        "dtype": "float32",
-        "max_tokens": result.max_tokens,
-    }
+    assert (result.ref, result.scored, result.errors, result.notes) == ("smollm2-135m", N_TRAJECTORIES, 0, [])
+    assert (result.shards, result.dtype) == (n_shards, "float32")
     _assert_one_load_on_the_gpu_worker(log, remote)
 
     expected, got = _scores(local), _scores(remote)

@@ -502,4 +502,4 @@ def test_curate_teacher_stores_good_lines_and_quarantines_bad_ones(state_dir, tm
     for reason, want in zip(reasons, wanted, strict=True):
         assert want in reason
     again = curate_teacher("t", str(path), format="messages", score=False, state=str(state_dir))
-    assert (again["new"], again["quarantined_new"]) == (0, 0)  # quarantine is idempotent too
+    assert (again.ingested.new, again.ingested.quarantined_new) == (0, 0)  # quarantine is idempotent too
