@@ -184,3 +184,28 @@ def _score_from(student: Student, ids: list[int], start: int) -> tuple[torch.Ten
     x = torch.tensor([ids], device=student.device)
     logits = student.model(input_ids=x).logits[0, start - 1 : -1].double()
     return tuple(t.cpu() for t in ranks_surprisals(logits, x[0, start:], tol=REL_TOL))
+
+
+def main() -> None:
+    """`python -m benchmarks.baseline_scorer IN.jsonl OUT.jsonl [--student REF] [--dtype D]`: the authors' method as
+    a whole command (bench_vs_authors times it against `rsr score`): one {"rsr": ...} line per record of IN (the
+    messages format), in order."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("input")
+    ap.add_argument("output")
+    ap.add_argument("--student", default="smollm2-135m")
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args()
+    student = Student.load(args.student, dtype=args.dtype)
+    with open(args.input, encoding="utf-8") as f:
+        conversations = [json.loads(line)["messages"] for line in f if line.strip()]
+    with open(args.output, "w", encoding="utf-8") as f:
+        for stats in baseline_score_conversations(student, conversations):
+            f.write(json.dumps({"rsr": stats.rsr}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

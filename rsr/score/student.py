@@ -18,7 +18,12 @@ with the model's own logit scaling/softcapping applied in float32. Each trajecto
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import copy
+import functools
+import inspect
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -78,11 +83,12 @@ def token_ranks_surprisals(logits: torch.Tensor, targets: torch.Tensor) -> tuple
 class ExactHead:
     """logits = steps(hidden @ W.T + b) in float32, W and b as the model holds them (bf16 -> fp32 is exact)."""
 
-    weight: torch.Tensor  # [vocab, hidden] float32, made once (a bf16 model's head upcast: the same values)
+    weight: torch.Tensor  # [vocab, hidden] float32 (a bf16 model's head upcast: the same values); bf16 on CUDA
     bias: torch.Tensor | None
     steps: list[tuple[str, float]]  # ("mul" | "div" | "softcap", value), in the model's order
     bf16_valued: bool  # weight and hidden hold bf16 values: oneDNN may multiply them in bf16 losslessly
     chunk: int  # rows per head call
+    tensor_cores: bool = False  # CUDA, bf16 values: bf16 x bf16 products, float32 accumulation and output
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> ExactHead:
@@ -91,28 +97,41 @@ class ExactHead:
         bias = getattr(head, "bias", None)
         cfg = model.config  # the top-level config: a multimodal wrapper's text settings are not its forward's
         steps = [(op, float(v)) for attr, op in _TRANSFORMS if (v := getattr(cfg, attr, None)) is not None]
+        # On CUDA a bf16 model's head stays bf16: tensor cores multiply bf16 exactly and accumulate in float32.
+        tensor_cores = weight.device.type == "cuda" and weight.dtype == torch.bfloat16
         return cls(
-            weight=weight.float().contiguous(),
+            weight=weight.contiguous() if tensor_cores else weight.float().contiguous(),
             bias=None if bias is None else bias.detach().float(),
             steps=steps,
             bf16_valued=weight.dtype == torch.bfloat16,
-            # 128 rows measured fastest on the 2-core AMX CPU (49k vocab; 8 rows: 3.7x slower); <= 32 MB of logits.
-            chunk=max(16, min(128, (32 << 20) // (weight.shape[0] * 4))),
+            # CPU: 128 rows measured fastest on the 2-core AMX CPU (49k vocab; 8 rows: 3.7x slower); <= 32 MB of
+            # logits. CUDA: 1024 rows, one shape for every call (the last chunk padded).
+            chunk=1024 if tensor_cores else max(16, min(128, (32 << 20) // (weight.shape[0] * 4))),
+            tensor_cores=tensor_cores,
         )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
+        if self.tensor_cores and hidden.dtype == torch.bfloat16:
+            x = torch.mm(hidden, self.weight.t(), out_dtype=torch.float32)  # float32 sums of exact bf16 products
+            x = x if self.bias is None else x + self.bias
+        else:
+            x = torch.nn.functional.linear(hidden.float(), self.weight.float(), self.bias)
         for op, value in self.steps:
             x = _OPS[op](x, value)
         return x
 
     def ranks_surprisals(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row rank and surprisal of each target; rows go through in fixed chunks (the same for any batch)."""
+        n = hidden.shape[0]
+        if self.tensor_cores:  # one GEMM shape for every call: a row's logits never depend on its batch-mates
+            pad = -n % self.chunk
+            hidden = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
+            targets = torch.nn.functional.pad(targets, (0, pad))
         with exact_fp32_matmul(self.bf16_valued and hidden.dtype == torch.bfloat16, hidden.device):
             chunks = zip(hidden.split(self.chunk), targets.split(self.chunk), strict=True)
             ranks, surprisals = zip(*(token_ranks_surprisals(self.logits(h), t) for h, t in chunks), strict=True)
         # One copy to the host per sequence: a copy per chunk would stall a GPU once per chunk.
-        return torch.cat(ranks).cpu(), torch.cat(surprisals).cpu()
+        return torch.cat(ranks)[:n].cpu(), torch.cat(surprisals)[:n].cpu()
 
     def check_against(self, model: torch.nn.Module, probe: torch.Tensor) -> None:
         """Refuse a model whose own logits differ from ours: a logit transform this head does not know."""
@@ -197,6 +216,15 @@ class TokenScores:
     ranks: torch.Tensor
     surprisals: torch.Tensor
     kinds: list[str]
+
+
+@dataclass
+class _Prompt:
+    """A prompt's forward: its ids, its last token's final hidden state and the model's cache of keys and values."""
+
+    ids: list[int]
+    last_hidden: torch.Tensor  # [1, hidden]
+    cache: object  # transformers' Cache after the prompt; copied before a response extends it
 
 
 @dataclass
@@ -514,25 +542,29 @@ class Student:
         limit, _ = self.max_tokens_for(max_tokens)
         made = {"dtype": models.dtype_name(self.dtype), "max_tokens": max_tokens and limit, "render": self.render_mode}
         results = [ScoredTrajectory(**made) for _ in conversations]
-        prepared: list[Prepared] = []
-        for i, msgs in enumerate(conversations):
+
+        def prepare(i: int) -> Prepared | None:
             try:
-                prepared.append(self.prepare(msgs, max_tokens=limit, index=i))
+                return self.prepare(conversations[i], max_tokens=limit, index=i)
             except RecordError as err:
                 results[i].error = str(err)
-        total = sum(len(p.scored) for p in prepared)
-        with (
-            torch.inference_mode(),
-            tqdm(total=total, unit="tok", desc=f"scoring ({self.ref})", disable=not progress or None) as bar,
-        ):
-            for p in prepared:
+                return None
+
+        bar = tqdm(total=len(conversations), unit="traj", desc=f"scoring ({self.ref})", disable=not progress or None)
+        with torch.inference_mode(), bar, ThreadPoolExecutor(1) as producer:
+            # On an accelerator, rendering and tokenising (CPU) run ahead in a thread while the forwards run; on a
+            # CPU that thread would only take a core from the forward.
+            ready = (map if self.device.type == "cpu" else producer.map)(prepare, range(len(conversations)))
+            prompt = None
+            for p in _by_prompt(ready):
                 r = results[p.index]
-                tokens = self._score_one(p)
+                tokens, prompt = self._score_one(p, prompt)
                 r.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
                 r.n_reasoning_tokens, r.n_answer_tokens, r.n_tool_tokens = p.coverage
                 r.surprisal_profile = surprisal_profile(tokens.surprisals)
                 r.tokens = tokens if keep_tokens else None
-                bar.update(len(p.scored))
+                bar.update()
+            bar.update(sum(r.error is not None for r in results))  # those that could not be prepared
         return results
 
     def explain(
@@ -544,7 +576,7 @@ class Student:
         limit, _ = self.max_tokens_for(max_tokens)
         p = self.prepare(messages, max_tokens=limit)
         with torch.inference_mode():
-            tokens = self._score_one(p)
+            tokens, _ = self._score_one(p)
         made = {"dtype": models.dtype_name(self.dtype), "max_tokens": max_tokens and limit, "render": self.render_mode}
         result = ScoredTrajectory(**made, tokens=tokens)
         result.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
@@ -552,16 +584,49 @@ class Student:
         result.surprisal_profile = surprisal_profile(tokens.surprisals)
         return p, result
 
-    def _score_one(self, p: Prepared) -> TokenScores:
-        # One sequence per forward, unpadded: padded batches change the kernels' shapes and so their reductions
-        # (bf16 hidden states moved by up to 1.75 with batch-mates), and on this CPU batching was no faster
-        # (1.07-1.33x slower than one at a time, measured in bf16 and fp32).
-        ids = torch.tensor([p.ids], device=self.device)
-        hidden = self.model.base_model(input_ids=ids).last_hidden_state[0]
+    def _forward(self, ids: list[int], cache: object = None) -> tuple[torch.Tensor, object]:
+        """The body over ``ids`` (after ``cache``'s tokens, extending it): final hidden states and the cache."""
+        base = self.model.base_model
+        name = _cache_argument(type(base))
+        out = base(input_ids=torch.tensor([ids], device=self.device), use_cache=True, **{name: cache})
+        return out.last_hidden_state[0], getattr(out, name)
+
+    def _prompt(self, ids: list[int]) -> _Prompt:
+        hidden, cache = self._forward(ids)
+        return _Prompt(ids, hidden[-1:], cache)
+
+    def _score_one(self, p: Prepared, prompt: _Prompt | None = None) -> tuple[TokenScores, _Prompt]:
+        """Two forwards, always: the prompt (every token before the first scored one), then the response over the
+        prompt's cached keys and values. A prompt computed for another trajectory (``prompt``, when its ids are
+        this one's) is the same computation, so a score is the same bits whether its prompt was shared or not.
+        One sequence per forward, unpadded: padded batches change the kernels' shapes and so their reductions
+        (bf16 hidden states moved by up to 1.75 with batch-mates), and on this CPU batching was no faster."""
+        split, last = p.scored[0], p.scored[-1]
+        if prompt is None or prompt.ids != p.ids[:split]:
+            prompt = self._prompt(p.ids[:split])
+        hidden = prompt.last_hidden  # position split - 1 predicts the first scored token
+        if last > split:  # positions split .. last - 1, over a copy of the prompt's cache (a forward extends it)
+            response, _ = self._forward(p.ids[split:last], copy.deepcopy(prompt.cache))
+            hidden = torch.cat([hidden, response])
         # Only positions that predict a scored token reach the LM head: never a [seq, vocab] tensor.
-        cols = torch.tensor(p.scored, device=self.device)
-        ranks, surprisals = self.head.ranks_surprisals(hidden[cols - 1], ids[0, cols])
-        return TokenScores(p.scored, [p.ids[c] for c in p.scored], ranks, surprisals, p.kinds)
+        rows = torch.tensor(p.scored, device=self.device) - split
+        targets = torch.tensor([p.ids[c] for c in p.scored], device=self.device)
+        ranks, surprisals = self.head.ranks_surprisals(hidden[rows], targets)
+        return TokenScores(p.scored, targets.tolist(), ranks, surprisals, p.kinds), prompt
+
+
+def _by_prompt(prepared: Iterable[Prepared | None], window: int = 256) -> Iterator[Prepared]:
+    """Windows of prepared conversations, each sorted by prompt: trajectories sharing a prompt (a problem's
+    teachers; shards keep them together) come side by side, so the prompt's forward is made once."""
+    items = (p for p in prepared if p is not None)
+    while batch := list(itertools.islice(items, window)):
+        yield from sorted(batch, key=lambda p: (p.ids[: p.scored[0]], p.index))
+
+
+@functools.cache
+def _cache_argument(body: type) -> str:
+    # transformers 5 names the key/value cache `cache`; `past_key_values` before (deprecated since).
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
 
 def _message(message: Mapping | object, i: int) -> Message:
