@@ -86,12 +86,14 @@ def main() -> None:
     ap.add_argument("--short-problems", type=int, default=100, help="problems x 4 teachers (default 100: 400)")
     ap.add_argument("--long-problems", type=int, default=25, help="problems x 4 teachers (default 25: 100)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--cases", nargs="+", choices=tuple(TARGETS), default=list(TARGETS))
     ap.add_argument("--work", type=Path, default=Path("/tmp/rsr-bench-vs-authors"))
     ap.add_argument("--out", type=Path, default=RESULTS / "cpu-vs-authors.md")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     ranked = problems_by_length()
     cases = {"short": ranked[: args.short_problems], "long": ranked[::-1][: args.long_problems]}
+    cases = {case: problems for case, problems in cases.items() if case in args.cases}
     rows = []
     for case, problems in cases.items():
         src = args.work / f"{case}.jsonl"
