@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,23 @@ def smollm():
     from rsr.score.student import Student
 
     return Student.load("smollm2-135m", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An initialised MLflow sqlite DB, copied per test: creating its schema takes seconds, a copy does not."""
+    from tests.support.mlflow_store import initialised_mlflow_db  # here: only publishing tests pay for MLflow
+
+    return initialised_mlflow_db(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
+
+
+@pytest.fixture
+def env(state_dir: Path, mlflow_template: Path, tmp_path: Path) -> Iterator[dict]:
+    """The hand-made publishable state (tests/support/publish_case.py)."""
+    from tests.support.publish_case import publish_case
+
+    with publish_case(state_dir, mlflow_template, tmp_path) as case:
+        yield case
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -611,9 +611,9 @@ class Student:
             hidden = torch.cat([hidden, response])
         # Only positions that predict a scored token reach the LM head: never a [seq, vocab] tensor.
         rows = torch.tensor(p.scored, device=self.device) - split
-        targets = torch.tensor([p.ids[c] for c in p.scored], device=self.device)
-        ranks, surprisals = self.head.ranks_surprisals(hidden[rows], targets)
-        return TokenScores(p.scored, targets.tolist(), ranks, surprisals, p.kinds), prompt
+        token_ids = [p.ids[c] for c in p.scored]
+        ranks, surprisals = self.head.ranks_surprisals(hidden[rows], torch.tensor(token_ids, device=self.device))
+        return TokenScores(p.scored, token_ids, ranks, surprisals, p.kinds), prompt
 
 
 def _by_prompt(prepared: Iterable[Prepared | None], window: int = 256) -> Iterator[Prepared]:

@@ -180,7 +180,7 @@ class Reader:
         a page's rows sit in a few row groups, so it reads only those (paging by id, or OFFSET, would scan the whole
         table for every page: quadratic in the table's size)."""
         rows = range(2**62) if rows is None else rows  # None: every row
-        cur = self._con.execute(
+        return self._named(
             """SELECT t.trajectory_id, t.response, t.declared_answer,
                 coalesce(t.gold_answer, p.gold_answer) AS gold_answer
             FROM trajectories t
@@ -191,9 +191,8 @@ class Reader:
                    OR (v.verdict = 'no_gold' AND coalesce(t.gold_answer, p.gold_answer) IS NOT NULL))
             ORDER BY t.trajectory_id""",
             [rows.start, rows.stop, teacher, teacher],
+            "Unverified",
         )
-        row = namedtuple("Unverified", [d[0] for d in cur.description])  # read by attribute, like a Trajectory
-        return [row(*r) for r in cur.fetchall()]
 
     def students(self) -> list[StudentRow]:
         rows = self._con.execute("SELECT * FROM students ORDER BY registered_at, student_id").fetchall()

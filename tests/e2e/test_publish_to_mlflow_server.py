@@ -17,22 +17,8 @@ from rsr.report.page import build_report
 from rsr.select import select
 from rsr.settings import StateDir
 from rsr.store.writer import Store
-from tests.support.mlflow_store import initialised_mlflow_db
-from tests.support.publish_case import POLICY, assert_card, assert_mlflow_run, publish_case, publish_selected
+from tests.support.publish_case import POLICY, assert_card, assert_mlflow_run, publish_selected
 from tests.support.servers import free_port, http_server
-
-
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory) -> Path:
-    """An initialised MLflow sqlite DB, copied per test: creating its schema takes seconds, a copy does not."""
-    return initialised_mlflow_db(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
-
-
-@pytest.fixture
-def env(state_dir: Path, mlflow_template: Path, tmp_path: Path) -> Iterator[dict]:
-    """The hand-made publishable state (tests/support/publish_case.py)."""
-    with publish_case(state_dir, mlflow_template, tmp_path) as case:
-        yield case
 
 
 @pytest.fixture(scope="module")

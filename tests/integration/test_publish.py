@@ -4,7 +4,6 @@ dataset card read back with huggingface_hub, and the task that publishes for a r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -22,7 +21,6 @@ from rsr.store.writer import Store
 from rsr_tasks.publish import publish as publish_task
 from rsr_tasks.publish import select_trajectories
 from rsr_tasks.score import find_student
-from tests.support.mlflow_store import initialised_mlflow_db
 from tests.support.publish_case import (
     INGEST_SHA,
     POLICY,
@@ -30,22 +28,8 @@ from tests.support.publish_case import (
     assert_mlflow_run,
     local_tracking,
     mlflow_client,
-    publish_case,
     publish_selected,
 )
-
-
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory) -> Path:
-    """An initialised MLflow sqlite DB, copied per test: creating its schema takes seconds, a copy does not."""
-    return initialised_mlflow_db(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
-
-
-@pytest.fixture
-def env(state_dir: Path, mlflow_template: Path, tmp_path: Path) -> Iterator[dict]:
-    """The hand-made publishable state (tests/support/publish_case.py)."""
-    with publish_case(state_dir, mlflow_template, tmp_path) as case:
-        yield case
 
 
 def test_publish_writes_dataset_card_mlflow_and_lineage(env) -> None:
