@@ -415,6 +415,15 @@ def serve(
     prefect_serve(*build_deployments(home, rescore_cron or None, timezone, ray), limit=limit)
 
 
+def _console():  # noqa: ANN202 (rich is imported lazily: `rsr --help` stays fast)
+    """Rich output that never cuts a name, number or command: a terminal folds long cells and lets lines run on
+    (soft wrap, so a printed command is still one line when copied); a log or pipe gets whole lines, not 80 columns."""
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    return console if console.is_terminal else Console(soft_wrap=True, width=160)
+
+
 @app.command()
 def status(state: StateOpt = None) -> None:
     """What the state folder holds: teachers, students, scores, publications, recent runs."""
@@ -423,23 +432,24 @@ def status(state: StateOpt = None) -> None:
         typer.echo(f"{home.duckdb} does not exist yet: run `rsr demo` or `rsr add-teacher`")
         return
     import pandas as pd
-    from rich.console import Console
     from rich.table import Table
 
     from rsr.report.page import teacher_board
     from rsr.store.queries import Reader
 
-    console = Console()
+    console = _console()
     # Read-only (a snapshot while a flow writes): never a lock error, and never in the way of a writing flow.
     with Reader.open(home.duckdb) as store:
         for student in store.students():
-            table = Table(title=f"teachers for student {student.student_id} (lowest dataset RSR first)")
+            table = Table(title=f"teachers for student {student.student_id} (lowest dataset RSR first)",
+                          box=None, title_justify="left", pad_edge=False, header_style="bold underline")  # fmt: skip
             board = teacher_board(store, student.student_id).to_dict("records")
             # "scored" is scored of ingested; failed and truncated get a column when any teacher has some.
             extra = [c for c in ("n_failed", "n_truncated") if any(r[c] for r in board)]
             headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval")
-            for col in (*headers, "selected"):
-                table.add_column(col, justify="left" if col == "teacher" else "right")
+            for col in (*headers, "selected"):  # a long name folds onto a second line; no number is ever cut
+                table.add_column(col, justify="left" if col == "teacher" else "right",
+                                 overflow="fold", no_wrap=col != "teacher")  # fmt: skip
             subset = False
             for r in board:
                 scored = pd.notna(r["dataset_rsr"])

@@ -82,6 +82,10 @@ def test_report_cli(published, tmp_path: Path) -> None:
     # alpha's third trajectory only failed: a failed column, 2/3 scored, and its RSR flagged as resting on a subset
     assert "failed" in status.output and "2/3" in status.output and "* dataset RSR on a subset" in status.output
     assert "truncated (left out of selection unless --include-truncated)" in status.output
+    # a CI log or a pipe (80 columns by default) still gets every name, interval and command whole, on one line
+    narrow = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["status", "--state", str(state.root)])
+    assert "…" not in narrow.output and "95% interval" in narrow.output
+    assert f"mlflow ui --backend-store-uri {state.mlflow_uri}\n" in narrow.output
 
     bad = CliRunner().invoke(app, ["report", "--student", "nobody", "--out", str(tmp_path), "--state", str(state.root)])
     assert bad.exit_code == 2 and "no student 'nobody'" in bad.output and STUDENT_REF in bad.output
