@@ -9,6 +9,7 @@ from prefect import flow
 from rsr.config import RaySpec, ScoringSpec, StudentSpec
 from rsr.curate.dedup import DEFAULT_THRESHOLD
 from rsr.curate.verify import DEFAULT_TIMEOUT_S
+from rsr_flows._entry import TeacherAdded, data_scope, parse_payload, student_input, teacher_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_flows.rescore import registered_students, score_and_publish
 from rsr_flows.score import Scored
@@ -25,8 +26,8 @@ class Curated:
 
 @flow(name="curate-teacher")
 def curate_teacher(
-    teacher: str,
-    path: str,
+    teacher: str | None = None,
+    path: str | None = None,
     format: str | None = None,
     mapping: dict[str, str] | None = None,
     problems: str | None = None,
@@ -39,11 +40,23 @@ def curate_teacher(
     dedup_threshold: float = DEFAULT_THRESHOLD,
     verify_timeout_s: float = DEFAULT_TIMEOUT_S,
     state: str | None = None,
+    event: str | None = None,
 ) -> Curated:
     """`publish`: then publish each student's dataset that the new teacher's scores changed (off by default; each
-    score's "published")."""
+    score's "published"). `event`: an rsr.teacher.added payload as JSON text (the deployment trigger's one
+    parameter), in place of teacher .. publish. Nothing is read before the inputs pass the data scope's checks."""
+    if event is not None:
+        got = parse_payload(TeacherAdded, event, "rsr.teacher.added")
+        teacher, path, format, mapping = got.name, got.file, got.format, got.mapping
+        problems, hf_options, score, publish = got.problems, got.hf_options, got.score, got.publish
+    if not teacher or not path:
+        raise ValueError("curate-teacher needs a teacher name and a path (or an rsr.teacher.added event)")
+    scope = data_scope()
+    path, problems = teacher_input(scope, path, format, problems)
+    students = [student_input(scope, s) for s in students or []] or None
     home = state_dir(state)
-    params = {"teacher": teacher, "path": path, "format": format, "problems": problems, "score": score}
+    params = {"teacher": teacher, "path": path, "format": format, "mapping": mapping, "problems": problems}
+    params["score"] = score  # and, once read, each source's format and columns (read_as)
     with recorded_run(home, params) as run_id:
         # Submitted with wait_for so that Prefect's graph shows the DAG's edges; each stage reads the last one's rows.
         ingest = ingest_teacher.submit(home.duckdb, run_id, teacher, path, format, mapping, problems, hf_options)

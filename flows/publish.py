@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from rsr.config import StudentSpec
 from rsr.publish.manifest import Publication
 from rsr.select import SelectionPolicy
+from rsr_flows._entry import data_scope, student_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_tasks.publish import publish, push, select_trajectories
 from rsr_tasks.score import find_student
@@ -37,8 +38,8 @@ def publish_dataset(
     """`name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own;
     `mlflow_uri` to $MLFLOW_TRACKING_URI, then the state folder's MLflow store; `push_to_hub`: also upload the
     dataset to this Hugging Face dataset repo."""
+    student = student_input(data_scope(), student or StudentSpec())
     home = state_dir(state)
-    student = student or StudentSpec()
     policy = policy or student.policy or DEFAULT_POLICY
     name = name or student.dataset_name()
     params = {"student": student.ref, "policy": policy.model_dump(), "name": name}

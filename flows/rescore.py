@@ -15,6 +15,7 @@ from prefect import flow
 from rsr.config import RaySpec, ScoringSpec, StudentSpec
 from rsr.settings import StateDir
 from rsr.store.queries import Reader
+from rsr_flows._entry import StudentAdded, data_scope, parse_payload, student_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_flows.publish import publish_dataset
 from rsr_flows.score import Scored, run_score_student
@@ -28,6 +29,7 @@ def rescore_student(
     publish: bool = False,
     state: str | None = None,
 ) -> Scored:
+    student = student_input(data_scope(), student)
     home = state_dir(state)
     with recorded_run(home, {"students": [student.ref]}) as run_id:
         return score_and_publish(home, run_id, [student], scoring, ray, publish)[0]
@@ -40,9 +42,16 @@ def rescore_students(
     ray: RaySpec | None = None,
     publish: bool = True,
     state: str | None = None,
+    event: str | None = None,
 ) -> list[Scored]:
+    """`event`: an rsr.student.added payload as JSON text (the deployment trigger's one parameter): that student.
+    Students given (not the registered ones) pass the data scope's checks before anything is read."""
+    if event is not None:
+        students = [StudentSpec(**parse_payload(StudentAdded, event, "rsr.student.added").model_dump())]
+    scope = data_scope()
+    students = [student_input(scope, s) for s in students or []]
     home = state_dir(state)
-    specs = list(students or []) or registered_students(home.duckdb)
+    specs = students or registered_students(home.duckdb)
     with recorded_run(home, {"students": [s.ref for s in specs]}) as run_id:
         return score_and_publish(home, run_id, specs, scoring, ray, publish)
 
@@ -68,7 +77,7 @@ def registered_students(db: Path) -> list[StudentSpec]:
     specs = []
     for row in rows:
         info = row.info or {}
-        kept = {k: info[k] for k in ("dtype", "chat_template", "policy", "output") if info.get(k) is not None}
+        kept = {k: info[k] for k in ("dtype", "chat_template", "chat_template_kwargs", "policy", "output") if info.get(k) is not None}
         spec = StudentSpec(ref=row.ref, **kept)
         if spec not in specs:
             specs.append(spec)

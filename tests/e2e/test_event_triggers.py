@@ -10,6 +10,7 @@ DuckDB has one writer (the flow-run process): the test opens it read-only, only 
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ def _event(name: str, resource: dict, payload: dict):
 
 
 def test_trigger_parameters_render_from_event_payloads():
+    """Each trigger hands the flow its event's payload as JSON text, whatever the payload holds."""
     from rsr_deployments import events
     from rsr_deployments.serve import CURATE_PARAMETERS, RESCORE_PARAMETERS
 
@@ -55,37 +57,35 @@ def test_trigger_parameters_render_from_event_payloads():
     payload = {"name": "t1", "file": "/data/t1.jsonl", "format": "messages", "mapping": None}
     payload |= {"problems": "/data/p.jsonl", "score": True, "publish": False, "hf_options": {"split": "train"}}
     got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, payload)})
-    assert got == {
-        "teacher": "t1",
-        "path": "/data/t1.jsonl",
-        "format": "messages",
-        "mapping": None,
-        "problems": "/data/p.jsonl",
-        "hf_options": {"split": "train"},
-        "score": True,
-        "publish": False,
-    }
-    # A hand-written event with only the required keys still renders (optional keys default to null / true).
-    minimal = _event(events.TEACHER_ADDED, resource, {"name": "t2", "file": "x.parquet"})
-    got = _render(CURATE_PARAMETERS, {"event": minimal})
-    assert got == {
-        "teacher": "t2",
-        "path": "x.parquet",
-        "format": None,
-        "mapping": None,
-        "problems": None,
-        "hf_options": None,
-        "score": True,
-        "publish": False,
-    }
-    mapped = payload | {"format": "table", "mapping": {"problem": "q"}, "score": False, "publish": True}
-    got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, mapped)})
-    assert got["mapping"] == {"problem": "q"} and got["score"] is False and got["publish"] is True
+    assert set(got) == {"event"} and json.loads(got["event"]) == payload
+    minimal = {"name": "t2", "file": "x.parquet"}
+    got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, minimal)})
+    assert json.loads(got["event"]) == minimal
 
     resource = {"prefect.resource.id": "rsr.student.smollm2-135m", "prefect.resource.name": "smollm2-135m"}
     payload = {"ref": "smollm2-135m", "dtype": "float32", "chat_template": None}
     got = _render(RESCORE_PARAMETERS, {"event": _event(events.STUDENT_ADDED, resource, payload)})
-    assert got == {"students": [{"ref": "smollm2-135m", "dtype": "float32", "chat_template": None}]}
+    assert set(got) == {"event"} and json.loads(got["event"]) == payload
+
+
+def test_a_template_object_in_a_payload_stays_text_through_both_hydrations():
+    """Prefect hydrates a run's parameters twice (the trigger's action, then the run's creation, with workspace
+    variables): a template object sent in a payload reaches the flow as the text it was, unresolved."""
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    from rsr_deployments import events
+    from rsr_deployments.serve import CURATE_PARAMETERS
+
+    secret = {"__prefect_kind": "workspace_variable", "variable_name": "token"}
+    jinja = {"__prefect_kind": "jinja", "template": "{{ 7 * 6 }}"}
+    payload = {"name": secret, "file": "/data/t.jsonl", "mapping": {"problem": jinja}}
+    resource = {"prefect.resource.id": "rsr.teacher.t", "prefect.resource.name": "t"}
+    got = _render(CURATE_PARAMETERS, {"event": _event(events.TEACHER_ADDED, resource, payload)})
+    at_creation = HydrationContext(
+        raise_on_error=True, render_jinja=True, render_workspace_variables=True, workspace_variables={"token": "s3"}
+    )
+    assert hydrate(got, at_creation) == got and json.loads(got["event"]) == payload
+    assert "s3" not in got["event"] and "42" not in got["event"]
 
 
 def test_prefect_yaml_declares_the_served_deployments(tmp_path):
@@ -152,13 +152,19 @@ def prefect_server(tmp_path_factory) -> Iterator[Server]:
         yield Server(url, tmp)
 
 
+def _data(tmp: Path) -> Path:
+    """The one folder the deployment runs may read (RSR_DATA_ROOTS)."""
+    return tmp / "data"
+
+
 def _demo(tmp: Path) -> tuple[Path, Path]:
-    """The first N_PROBLEMS of one demo teacher (all correct), and the problems file with gold answers."""
+    """The first N_PROBLEMS of one demo teacher (all correct), and the problems file with gold answers, both under
+    the data root."""
     from rsr.demo import write_demo_data
 
-    folder = tmp / "demo"
+    folder = _data(tmp) / "demo"
     write_demo_data(folder)
-    teacher = tmp / "careful-tutor.jsonl"
+    teacher = _data(tmp) / "careful-tutor.jsonl"
     lines = (folder / "careful-tutor.jsonl").read_text().splitlines()[:N_PROBLEMS]
     teacher.write_text("\n".join(lines) + "\n")
     return teacher, folder / "problems.jsonl"
@@ -203,6 +209,7 @@ def served(prefect_server: Server, tmp_path) -> Iterator[tuple[Server, Path, Pat
     """`rsr serve` on a fresh RSR_HOME, its deployments and automations registered; stopped afterwards."""
     home = tmp_path / "rsr-home"
     env = prefect_server.env("serve", RSR_HOME=str(home), PREFECT_RUNNER_POLL_FREQUENCY="1")
+    env |= {"RSR_DATA_ROOTS": str(_data(tmp_path)), "RSR_HUB_ALLOW": "team-a"}
     log = tmp_path / "serve.log"
     # A cron that will not fire during the test (the schedule itself is checked on the deployment).
     proc = servers.start([sys.executable, "-m", "rsr.cli", "serve", "--rescore-cron", "0 0 1 1 *"], env, log, tmp_path)
@@ -241,7 +248,7 @@ def test_serve_runs_flows_on_events(served, tmp_path):
     )
     assert "emitted rsr.teacher.added" in out
     (run,) = _wait_final(server, "curate-teacher", "curate-teacher", log)
-    assert run.parameters["teacher"] == "careful-tutor" and run.parameters["path"] == str(teacher.resolve())
+    assert json.loads(run.parameters["event"])["file"] == str(teacher.resolve())
     with Reader.open(home / "rsr.duckdb") as store:
         _, rows = store.query(
             """SELECT count(*), count(v.trajectory_id), count(s.trajectory_id) FROM trajectories t
@@ -258,7 +265,7 @@ def test_serve_runs_flows_on_events(served, tmp_path):
     out = _rsr(["add-student", "smollm2-135m", "--chat-template", "llama3", "--async"], client_env, tmp_path)
     assert "emitted rsr.student.added" in out
     (rescored,) = _wait_final(server, "rescore-students", "rescore-students", log)
-    assert rescored.parameters["students"][0]["chat_template"] == "llama3"
+    assert json.loads(rescored.parameters["event"])["chat_template"] == "llama3"
     with Reader.open(home / "rsr.duckdb") as store:
         (new,) = [s for s in store.students() if s.student_id != first.student_id]
         assert new.info["chat_template"] == "llama3"
@@ -268,8 +275,8 @@ def test_serve_runs_flows_on_events(served, tmp_path):
         assert pubs == [(new.student_id, "sft-smollm2-135m-llama3", N_PROBLEMS)]
 
     # rsr.teacher.added with publish: true -> curate scores the new teacher for both students, publishes for both.
-    terse = tmp_path / "terse-solver.jsonl"
-    terse.write_text("\n".join((tmp_path / "demo" / "terse-solver.jsonl").read_text().splitlines()[:N_PROBLEMS]))
+    terse = _data(tmp_path) / "terse-solver.jsonl"
+    terse.write_text("\n".join((_data(tmp_path) / "demo" / "terse-solver.jsonl").read_text().splitlines()[:N_PROBLEMS]))
     args = ["add-teacher", "terse-solver", str(terse), "--format", "messages", "--problems", str(problems)]
     assert "emitted rsr.teacher.added" in _rsr([*args, "--publish", "--async"], client_env, tmp_path)
     _wait_final(server, "curate-teacher", "curate-teacher", log, n=2)
@@ -311,7 +318,7 @@ def _run_once_in_the_gpu_pool(server: Server, log: Path, tmp_path: Path) -> None
     )
     worker = servers.start(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", "--run-once"],
-        server.env("worker"),
+        server.env("worker", RSR_DATA_ROOTS=str(_data(tmp_path))),  # the worker's environment is its runs' own
         log,
         tmp_path,
     )
@@ -343,7 +350,9 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
     log = tmp_path / "worker.log"
     _run_once_in_the_gpu_pool(server, log, tmp_path)
     (run,) = [
-        r for r in _deployment_runs(server, "curate-teacher", "curate-teacher") if r.parameters["teacher"] == "tutor"
+        r
+        for r in _deployment_runs(server, "curate-teacher", "curate-teacher")
+        if json.loads(r.parameters["event"])["name"] == "tutor"
     ]
     assert run.state.is_completed(), servers.tail(log)
     with Reader.open(home / "rsr.duckdb") as store:
@@ -352,3 +361,76 @@ def test_prefect_yaml_deploys_to_the_gpu_pool(prefect_server: Server, tmp_path):
                WHERE t.teacher = 'tutor'"""
         )
     assert rows == [(N_PROBLEMS, N_PROBLEMS)]
+
+
+def _emit_all(payloads: list[dict], env: dict, cwd: Path) -> None:
+    """rsr.teacher.added with each payload as given, sent from a client process (as `prefect event emit` would)."""
+    script = (
+        "import json, sys\nfrom rsr_deployments.events import emit\n"
+        "for p in json.loads(sys.argv[1]): emit('rsr.teacher.added', p['name'] if isinstance(p['name'], str) "
+        "else 'x', p)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(payloads)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _failure(server: Server, run) -> str:
+    """A failed run's reason: its state's message, and its logs (Prefect's runner, seeing the run's process exit 1,
+    may report the run Crashed over the Failed state the flow set, on a loaded machine)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    assert run.state.is_failed() or run.state.is_crashed(), run.state
+    with server.client() as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    return "\n".join([run.state.message or "", *(log.message for log in logs)])
+
+
+@pytest.mark.slow
+def test_events_read_only_the_data(served, tmp_path):
+    """/etc/passwd, a symlink out of the roots, a hub id not allowed and a Prefect template object: each run fails
+    with its reason before reading a byte (the store holds none of them); a file inside the roots is curated."""
+    from prefect.client.schemas.actions import VariableCreate
+
+    from rsr.store.queries import Reader
+
+    server, home, log, client_env = served
+    teacher, problems = _demo(tmp_path)
+    secret = tmp_path / "outside.jsonl"  # a valid teacher file, but outside the data root
+    secret.write_text(teacher.read_text())
+    (_data(tmp_path) / "link.jsonl").symlink_to(secret)
+    with server.client() as client:
+        client.create_variable(VariableCreate(name="token", value="s3cret-value"))
+    variable = {"__prefect_kind": "workspace_variable", "variable_name": "token"}
+    refused = {
+        "passwd": ({"file": "/etc/passwd", "format": "table"}, "'/etc/passwd' is outside the data roots"),
+        "symlink": ({"file": str(_data(tmp_path) / "link.jsonl")}, "link.jsonl' is outside the data roots"),
+        "hub": ({"file": "evil-org/stolen", "format": "hf"}, "'evil-org/stolen' is not in the allowed hub ids"),
+        "template": ({"file": str(teacher), "mapping": {"problem": variable}}, "Prefect template object"),
+    }
+    payloads = [{"name": name, **p, "score": False} for name, (p, _) in refused.items()]
+    payloads.append({"name": "careful-tutor", "file": str(teacher), "problems": str(problems), "score": False})
+    _emit_all(payloads, client_env, tmp_path)
+
+    def all_final():
+        runs = _deployment_runs(server, "curate-teacher", "curate-teacher")
+        return runs if len(runs) == len(payloads) and all(r.state.is_final() for r in runs) else None
+
+    runs = servers.until("every run to finish", all_final, RUN_S, log)
+    by_name = {json.loads(r.parameters["event"])["name"]: r for r in runs}
+    assert by_name["careful-tutor"].state.is_completed(), servers.tail(log)
+    for name, (_, reason) in refused.items():
+        assert reason in _failure(server, by_name[name]), name
+    assert all("s3cret" not in json.dumps(r.parameters) for r in runs)
+    with Reader.open(home / "rsr.duckdb") as store:
+        _, teachers = store.query("SELECT teacher, count(*) FROM trajectories GROUP BY teacher")
+        _, quarantined = store.query("SELECT count(*) FROM quarantine")
+        _, recorded = store.query("SELECT flow_name, status FROM runs")
+    assert teachers == [("careful-tutor", N_PROBLEMS)] and quarantined == [(0,)]
+    assert recorded == [("curate-teacher", "completed")]  # the refused runs never opened the store
