@@ -151,9 +151,9 @@ def score_student(
     return Scored(registered.student_id, student.ref, stored, errors, -(-len(todo) // size), **key, notes=notes)
 
 
-def _shard(home: StateDir, ids: list[str]) -> list[tuple[str, list[dict]]]:
+def _shard(home: StateDir, ids: list[str]) -> list[tuple[str, list[dict], list[dict] | None]]:
     with Store.open(home.duckdb) as store:
-        return [(t.trajectory_id, [m.model_dump() for m in t.messages]) for t in store.get_trajectories(ids)]
+        return [(t.trajectory_id, [m.model_dump() for m in t.messages], t.tools) for t in store.get_trajectories(ids)]
 
 
 def _finished_shards(task, shard_args: Iterator[tuple], ray: RaySpec | None) -> Iterator[list]:

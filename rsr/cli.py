@@ -27,9 +27,19 @@ Policy = StrEnum("Policy", ["per_problem_min_rsr", "top_teachers", "rsr_threshol
 OutputFormat = StrEnum("OutputFormat", ["table", "csv", "json"])
 STUDENT_HELP = "smollm2-135m, gemma3-270m, a model folder or a hub id"
 MAP_HELP = (
-    "FIELD=COLUMN (repeatable): problem, response, reasoning, answer, correctness, teacher, id, system, problem_id; "
-    "a list column gives one trajectory per element (docs/formats.md)"
+    "FIELD=COLUMN ... (several pairs, or repeat --map): problem, response, reasoning, answer, correctness, teacher, "
+    "id, system, problem_id, messages, prompt, tools; COLUMN may be a dotted path (info.reference_answer, "
+    "messages.0.info.x); a list column gives one trajectory per element (docs/formats.md)"
 )
+TemplateKwargsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--chat-template-kwargs",
+        metavar="JSON",
+        help="the chat template's options, as vLLM's (e.g. '{\"enable_thinking\": true}'); part of the student's id",
+    ),
+]
+MAP_PAIRS = {"allow_extra_args": True}  # --map a=b c=d: the pairs after the first reach the command as extra args
 
 
 def _fail(message: str) -> None:
@@ -49,8 +59,9 @@ def _user_errors(*types: type[Exception]) -> Iterator[None]:
         _fail(str(err))
 
 
-@app.command()
+@app.command(context_settings=MAP_PAIRS)
 def score(
+    ctx: typer.Context,
     input: Annotated[Path, typer.Argument(help="a file in any format add-teacher reads (docs/formats.md)")],
     out: Annotated[Path, typer.Option("--out", help="JSONL, one line per trajectory or rejected record, in order")],
     student: Annotated[str, typer.Option(help=STUDENT_HELP)] = "smollm2-135m",
@@ -58,6 +69,7 @@ def score(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     max_tokens: Annotated[int | None, typer.Option(help="score the first N tokens (default: the context)")] = None,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
+    chat_template_kwargs: TemplateKwargsOpt = None,
     format: Annotated[Format | None, typer.Option("--format", help="input format [default: detected]")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help=MAP_HELP)] = None,
     tokens_out: Annotated[
@@ -70,14 +82,19 @@ def score(
     from rsr.score.student import Student
 
     with _user_errors(ValueError, OSError):
-        items = read_score_input(input, format.value if format else None, _mapping(mapping))
-        model = Student.load(student, dtype=dtype.value, device=device, chat_template=chat_template)
+        items = read_score_input(input, format.value if format else None, _mapping(mapping, ctx.args))
+        options = _template_kwargs(chat_template_kwargs)
+        model = Student.load(
+            student, dtype=dtype.value, device=device, chat_template=chat_template, chat_template_kwargs=options
+        )
     if model.chat_template is None:
         _fail(f"student {student!r} has no chat template: pass --chat-template chatml|llama3|FILE.jinja")
     info = model.info()
+    typer.echo(f"read {input}: {items.plan}; {items.records} records = {len(items.trajectories)} read + "
+               f"{items.repeats} repeats + {len(items.rejected)} rejected", err=True)  # fmt: skip
     typer.echo(f"student {model.student_id} ({info['dtype']} on {model.device}); {len(items.trajectories)} "
                f"trajectories from {input}", err=True)  # fmt: skip
-    if info.get("render_mode") == "generation":
+    if info.get("render_mode") == "generation" or model.renderer.drops_tool_calls:
         typer.echo(f"note: {info['render_note']}", err=True)
     limit, capped = model.max_tokens_for(max_tokens)
     if capped:
@@ -107,13 +124,15 @@ def score(
     typer.echo(f"dataset RSR: {ds_rsr:.4f}" + (f" (over {n_ok - n_truncated} of {n_ok})" if n_truncated else ""))
 
 
-@app.command()
+@app.command(context_settings=MAP_PAIRS)
 def explain(
+    ctx: typer.Context,
     trajectory: Annotated[str, typer.Argument(help="a trajectory_id in the state folder, or with --file a record id")],
     student: Annotated[str, typer.Option(help=STUDENT_HELP)] = "smollm2-135m",
     dtype: Annotated[Dtype, typer.Option(help="the dtype it was scored in")] = Dtype.auto,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file, as scored")] = None,
+    chat_template_kwargs: TemplateKwargsOpt = None,
     max_tokens: Annotated[int | None, typer.Option(help="as scored (default: the context)")] = None,
     file: Annotated[
         Path | None, typer.Option("--file", help="a file `rsr score` read (then TRAJECTORY is its id)")
@@ -129,10 +148,14 @@ def explain(
     from rsr.score.student import Student
 
     with _user_errors(ValueError, OSError):
-        model = Student.load(student, dtype=dtype.value, device=device, chat_template=chat_template)
+        options = _template_kwargs(chat_template_kwargs)
+        model = Student.load(
+            student, dtype=dtype.value, device=device, chat_template=chat_template, chat_template_kwargs=options
+        )
         if file is not None:
             fmt = format.value if format else None
-            page = explain_record(file, trajectory, model, out, fmt, _mapping(mapping), max_tokens=max_tokens)
+            mapped = _mapping(mapping, ctx.args)
+            page = explain_record(file, trajectory, model, out, fmt, mapped, max_tokens=max_tokens)
         else:
             db = _state(state).duckdb
             page = explain_trajectory(db, trajectory, model, out, max_tokens=max_tokens)
@@ -191,15 +214,32 @@ def _state(state: str | None):
     return apply_env(StateDir.from_env(state))
 
 
-def _mapping(pairs: list[str] | None) -> dict[str, str] | None:
-    """--map FIELD=COLUMN (repeatable), checked by the table adapter's own parser."""
+def _template_kwargs(text: str | None) -> dict | None:
+    """--chat-template-kwargs JSON: a JSON object, or a clear error."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        _fail(f"--chat-template-kwargs: not JSON ({err}): {text!r}")
+    if not isinstance(value, dict):
+        _fail(f"--chat-template-kwargs: a JSON object is needed, e.g. '{{\"enable_thinking\": true}}', not {text!r}")
+    return value or None
+
+
+def _mapping(pairs: list[str] | None, extra: list[str] | None = None) -> dict[str, str] | None:
+    """--map FIELD=COLUMN ...: several pairs after one flag (the README's form; click leaves the pairs after the
+    first as extra arguments) and repeated flags; checked by the ingest's own parser before anything runs."""
+    extra = list(extra or [])
+    if extra and (not pairs or any("=" not in e for e in extra)):
+        stray = [e for e in extra if "=" not in e] or extra
+        _fail(f"unexpected argument(s) {' '.join(stray)}: only --map takes several FIELD=COLUMN pairs")
     if not pairs:
         return None
-    from rsr.curate.ingest.table import explicit_pairs, parse_mapping
+    from rsr.curate.ingest import explicit_pairs
 
     try:
-        parse_mapping(pairs)  # the whole check (e.g. two text fields in one column), before anything runs
-        return explicit_pairs(pairs)
+        return explicit_pairs([*pairs, *extra])
     except ValueError as err:
         _fail(f"--map: {err}")
 
@@ -220,7 +260,10 @@ def run(
         result = pipeline(str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
     for curated in result.teachers:
         got = curated.ingested
-        typer.echo(f"teacher {got.teacher}: {got.read} read, {got.quarantined} quarantined")
+        typer.echo(
+            f"teacher {got.teacher}: {got.records} records = {got.read} read + {got.repeats} repeats + "
+            f"{got.quarantined} quarantined"
+        )
         _ingest_notes(got)
     for s in result.scores:
         for note in s.notes:
@@ -256,8 +299,9 @@ def _emit_async(event: str, name: str, payload: dict, state: str | None) -> None
     typer.echo(f"emitted {event} ({event_id}): {json.dumps(payload)}")
 
 
-@app.command("add-teacher")
+@app.command("add-teacher", context_settings=MAP_PAIRS)
 def add_teacher(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="teacher name")],
     path: Annotated[str, typer.Argument(help="file or dataset folder with the teacher's outputs")],
     format: Annotated[Format | None, typer.Option("--format", help="input format [default: detected]")] = None,
@@ -278,7 +322,7 @@ def add_teacher(
     # The same keywords for the event's payload (with `name` and `file`: prefect.yaml's trigger) and the flow.
     given = {
         "format": format.value if format else None,
-        "mapping": _mapping(mapping),
+        "mapping": _mapping(mapping, ctx.args),
         "problems": str(Path(problems).resolve()) if problems else None,
         "hf_options": {k: v for k, v in (("config", config), ("split", split), ("revision", revision)) if v} or None,
         "score": not no_score,
@@ -294,8 +338,8 @@ def add_teacher(
         result = curate_teacher(name, p, **given, ray=ray, state=str(home.root))
     got = result.ingested
     typer.echo(
-        f"teacher {name}: {got.read} read, {got.new} new, {got.quarantined} quarantined, "
-        f"{result.duplicates} duplicates, {result.verified} verified"
+        f"teacher {name}: {got.records} records = {got.read} read + {got.repeats} repeats + {got.quarantined} "
+        f"quarantined; {got.new} new, {result.duplicates} duplicates, {result.verified} verified"
     )
     _ingest_notes(got)
     for s in result.scores:
@@ -305,7 +349,13 @@ def add_teacher(
 
 
 def _ingest_notes(result: Ingested) -> None:
-    """What a user must know after an ingest: why records were quarantined, and what missing golds mean."""
+    """What a user must know after an ingest: how each source was read (format, the column of each field; its
+    counts when there are several), why records were quarantined, and what missing golds mean."""
+    for plan, src in zip(result.plans, result.sources, strict=True):
+        typer.echo(f"  read {plan}")
+        if len(result.sources) > 1:
+            counts = f"{src.stored} read + {src.repeats} repeats + {src.quarantined} quarantined"
+            typer.echo(f"    {src.records} records = {counts}")
     for reason, n in result.top_reasons:
         typer.echo(f"  quarantined {n} x, e.g. {reason}")
     if result.quarantined:
@@ -323,6 +373,7 @@ def add_student(
     ref: Annotated[str, typer.Argument(help=STUDENT_HELP)],
     dtype: Annotated[Dtype, typer.Option(help="compute dtype of the model body; ranks are exact in both")] = Dtype.auto,
     chat_template: Annotated[str | None, typer.Option(help="chatml | llama3 | a Jinja file")] = None,
+    chat_template_kwargs: TemplateKwargsOpt = None,
     publish: Annotated[bool, typer.Option("--publish", help="then publish its dataset (sft-<model name>)")] = False,
     state: StateOpt = None,
     run_async: Annotated[bool, typer.Option("--async", help="emit rsr.student.added for `rsr serve`")] = False,
@@ -330,15 +381,17 @@ def add_student(
 ) -> None:
     """Register a student and score every stored trajectory for it."""
     ray = _ray(ray_address, run_async)
+    options = _template_kwargs(chat_template_kwargs)
     if run_async:
         payload = {"ref": ref, "dtype": dtype.value, "chat_template": chat_template}
+        payload |= {"chat_template_kwargs": options} if options else {}
         _emit_async("rsr.student.added", ref, payload, state)
         return
     home = _state(state)
     from rsr.config import StudentSpec
     from rsr_flows.rescore import rescore_student
 
-    spec = StudentSpec(ref=ref, dtype=dtype.value, chat_template=chat_template)
+    spec = StudentSpec(ref=ref, dtype=dtype.value, chat_template=chat_template, chat_template_kwargs=options)
     with _user_errors():
         s = rescore_student(spec, ray=ray, publish=publish, state=str(home.root))
     typer.echo(f"scored {s.scored} trajectories for {s.student_id} ({s.errors} errors)")
@@ -577,7 +630,9 @@ def _registered_student(home, ref: str):
 
     with Reader.open(home.duckdb) as reader:
         info = reader.registrations(ref)[0].info
-    return Student.load(info["ref"], dtype=info["dtype"], chat_template=info.get("chat_template"), state=home)
+    template, options = info.get("chat_template"), info.get("chat_template_kwargs")
+    return Student.load(info["ref"], dtype=info["dtype"], chat_template=template, chat_template_kwargs=options,
+                        state=home)  # fmt: skip
 
 
 @app.command()

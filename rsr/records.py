@@ -105,6 +105,7 @@ class Trajectory(BaseModel):
     source_line: int  # 1-based line (JSONL/CSV) or 0-based index (JSON list, Parquet, HF dataset)
     generation: int | None = None  # which of a row's several generations (OpenR1's `generations`), 0-based
     teacher_correct: bool | None = None  # the input's own correctness flag (e.g. correctness_math_verify), kept
+    tools: list[dict] | None = None  # the function schemas offered (a chat template's `tools`), as the data gives them
 
     @classmethod
     def build(cls, *, teacher: str, problem: str, messages: list[Message], **kw) -> Trajectory:
@@ -113,8 +114,9 @@ class Trajectory(BaseModel):
         pid = kw.pop("problem_id", None) or problem_id_for(problem)
         calls = [json.dumps(last.tool_calls, sort_keys=True, ensure_ascii=False)] if last and last.tool_calls else []
         return cls(
-            # the same on re-ingest, which then adds nothing; a tool-calling turn also by its calls
-            trajectory_id="t-" + _digest(teacher, pid, response, *calls),
+            # the same on re-ingest, which then adds nothing; a tool-calling turn also by its calls; and by the
+            # whole prompt, so two prompts (system, earlier turns, tools) are never one trajectory
+            trajectory_id="t-" + _digest(teacher, pid, response, *calls, *_prompt_parts(messages, kw.get("tools"))),
             teacher=teacher,
             problem_id=pid,
             problem=problem,
@@ -122,6 +124,16 @@ class Trajectory(BaseModel):
             response=response,
             **kw,
         )
+
+
+def _prompt_parts(messages: list[Message], tools: list[dict] | None) -> list[str]:
+    """What a trajectory's id adds for its prompt: nothing for the plain [user problem, response] chat (so those
+    ids stay as they were), else the prompt turns and tools as canonical JSON."""
+    prompt = messages[:-1]
+    if not tools and len(prompt) == 1 and prompt[0].role == "user" and not prompt[0].tool_calls:
+        return []
+    turns = [m.for_template() for m in prompt]
+    return ["prompt", json.dumps([turns, tools or None], sort_keys=True, ensure_ascii=False)]
 
 
 class Rejected(BaseModel):

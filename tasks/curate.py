@@ -14,15 +14,16 @@ from pathlib import Path
 from prefect import task
 
 from rsr.curate.dedup import DEFAULT_THRESHOLD, find_duplicates
-from rsr.curate.ingest import input_digest, iter_ingest, reason_pattern
+from rsr.curate.ingest import CHUNK_BYTES, IngestResult, input_digest, iter_ingest, reason_pattern
 from rsr.curate.verify import DEFAULT_TIMEOUT_S, verify_many
+from rsr.store.queries import IngestCounts
 from rsr.store.writer import Store
 
 # DuckDB keeps every block it wrote or read cached up to its memory limit (default: 80% of RAM), so over a large
 # input its cache, not our chunks, would set the process's size; the CPU stages cap it (it spills past the cap).
 DB_MEMORY = "384MB"
-DEDUP_PROBLEMS = 5000  # problems (with all their teachers' trajectories) deduplicated per chunk
-VERIFY_CHUNK = 5000  # trajectories verified and stored per chunk
+DEDUP_PROBLEMS = 5000  # problems (with all their teachers' trajectories) deduplicated per page at most
+VERIFY_CHUNK = 5000  # trajectories verified and stored per page at most
 
 
 def _open(db: Path) -> Store:
@@ -33,16 +34,21 @@ def _open(db: Path) -> Store:
 
 @dataclass
 class Ingested:
-    """One teacher's input, read: counts, the three commonest quarantine reasons (each with its first example and
-    count) and the problems it touched (what dedup reads next)."""
+    """One teacher's input, read: counts (records = read + repeats + quarantined, per source in `sources`), how
+    each source was read (`plans`), the three commonest quarantine reasons (each with its first example and count)
+    and the problems it touched (what dedup reads next)."""
 
     teacher: str
     path: str
-    read: int = 0
+    records: int = 0
+    read: int = 0  # stored: distinct trajectories of the input, new or already stored by an earlier run
+    repeats: int = 0  # exact repeats of an earlier record of the same source
     new: int = 0
     quarantined: int = 0
     quarantined_new: int = 0
     no_gold: int = 0
+    sources: list[IngestCounts] = field(default_factory=list)
+    plans: list[str] = field(default_factory=list)  # "<source>: format F; field <- column, ..."
     top_reasons: list[tuple[str, int]] = field(default_factory=list)
     problem_ids: list[str] = field(default_factory=list)
 
@@ -58,15 +64,16 @@ def ingest_teacher(
     problems: str | None = None,
     hf_options: dict[str, str] | None = None,
 ) -> Ingested:
-    """Read one teacher's input into DuckDB; bad records go to quarantine, good ones are never lost.
+    """Read one teacher's input into DuckDB; bad records go to quarantine, good ones are never lost, and each
+    source's records are accounted for in ingest_log (its format and columns also in the run's params).
 
     The input's digest is recorded (lineage) under each source name its records carry (an HF dataset's splits
     are "<dir>[split]")."""
     out = Ingested(teacher, str(path))
     problem_ids: set[str] = set()
-    sources: set[str] = set()
     reasons: Counter[str] = Counter()
     examples: dict[str, str] = {}
+    by_source: dict[str, _Tally] = {}
     digest = input_digest(Path(path)) if Path(path).exists() else None  # None: a hub id, digested by its files
     with _open(db) as store:
         for chunk in iter_ingest(
@@ -75,17 +82,16 @@ def ingest_teacher(
             store.upsert_problems(chunk.problems)
             out.new += store.add_trajectories(chunk.trajectories, run_id)
             out.quarantined_new += store.add_rejected(chunk.rejected, run_id)
-            out.read += len(chunk.trajectories)
-            out.quarantined += len(chunk.rejected)
             out.no_gold += sum(1 for t in chunk.trajectories if t.gold_answer is None)
             for r in chunk.rejected:  # counted by pattern over the whole input, each shown by its first example
                 key = reason_pattern(r.reason)
                 reasons[key] += 1
                 examples.setdefault(key, f"{r.source_file}:{r.source_line}: {r.reason}")
             problem_ids.update(t.problem_id for t in chunk.trajectories)
-            sources.update(t.source_file for t in chunk.trajectories)
+            _account(by_source, chunk)
+        _log_sources(store, run_id, out, by_source)
         if digest is not None:
-            for name in sorted(sources | {str(path)}):
+            for name in sorted({*by_source, str(path)}):
                 store.add_source_file(name, digest.sha256, digest.size, digest.kind, teacher, run_id)
     out.top_reasons = [(examples[key], n) for key, n in reasons.most_common(3)]
     if not out.read:  # the quarantine is stored for inspection, but a run on nothing is no success
@@ -98,27 +104,78 @@ def ingest_teacher(
     return out
 
 
+@dataclass
+class _Tally:
+    """One source's counts so far, and how it is read."""
+
+    stored: int = 0
+    repeats: int = 0
+    quarantined: int = 0
+    chunk: IngestResult | None = None  # its latest chunk: the format, fields and plan
+
+
+def _account(by_source: dict[str, _Tally], chunk: IngestResult) -> None:
+    """Add a chunk's counts to its source's (records = stored + repeats + quarantined)."""
+    tally = by_source.setdefault(chunk.source, _Tally())
+    tally.stored += len(chunk.trajectories)
+    tally.repeats += chunk.duplicates_skipped
+    tally.quarantined += len(chunk.rejected)
+    tally.chunk = IngestResult(source=chunk.source, format=chunk.format, fields=chunk.fields, plan=chunk.plan)
+
+
+def _log_sources(store: Store, run_id: str, out: Ingested, by_source: dict[str, _Tally]) -> None:
+    """Each source's accounting into ingest_log and the Ingested totals; how it was read into the run's params."""
+    read_as = {}
+    for source, t in by_source.items():
+        how = t.chunk or IngestResult()
+        records = t.stored + t.repeats + t.quarantined
+        counts = IngestCounts(source, records, t.stored, t.repeats, t.quarantined, how.format, how.fields)
+        store.add_ingest_counts(run_id, out.teacher, counts)
+        out.sources.append(counts)
+        out.plans.append(f"{source}: {how.plan}")
+        read_as[source] = {"teacher": out.teacher, "format": how.format, "fields": how.fields}
+        out.records += records
+        out.read += t.stored
+        out.repeats += t.repeats
+        out.quarantined += t.quarantined
+    store.merge_run_params(run_id, {"read_as": read_as})
+
+
 @task(name="deduplicate")
 def deduplicate(db: Path, run_id: str, problem_ids: list[str], threshold: float = DEFAULT_THRESHOLD) -> int:
     """Exact + near duplicates among all teachers' trajectories of these problems, first-ingested kept.
-    Duplicates only meet within a problem, so problems are read and stored a chunk at a time."""
+    Duplicates only meet within a problem, so problems are read and stored a page at a time: DEDUP_PROBLEMS
+    problems or CHUNK_BYTES of response text, whichever comes first (a problem is never split)."""
     found = 0
     with _open(db) as store:
-        for start in range(0, len(problem_ids), DEDUP_PROBLEMS):
-            rows = store.responses(problem_ids[start : start + DEDUP_PROBLEMS])
-            duplicates = find_duplicates(rows, threshold=threshold)
+        for page in _pages(problem_ids, store.response_sizes(problem_ids)):
+            duplicates = find_duplicates(store.responses(page), threshold=threshold)
             store.set_duplicates(duplicates, run_id)
             found += len(duplicates)
     return found
 
 
+def _pages(problem_ids: list[str], sizes: dict[str, int]) -> list[list[str]]:
+    pages: list[list[str]] = [[]]
+    text = 0
+    for pid in problem_ids:
+        if pages[-1] and (len(pages[-1]) >= DEDUP_PROBLEMS or text + sizes.get(pid, 0) > CHUNK_BYTES):
+            pages.append([])
+            text = 0
+        pages[-1].append(pid)
+        text += sizes.get(pid, 0)
+    return [p for p in pages if p]
+
+
 @task(name="verify-answers")
 def verify_answers(db: Path, run_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
-    """Verdicts for every trajectory not yet verified (or whose gold answer arrived since), a chunk at a time."""
+    """Verdicts for every trajectory not yet verified (or whose gold answer arrived since), a page of rows at a
+    time: VERIFY_CHUNK rows, fewer when responses are long (CHUNK_BYTES of text at the mean length)."""
     done = 0
     with _open(db) as store:
-        for start in range(0, store.trajectory_rows(), VERIFY_CHUNK):
-            rows = store.unverified(range(start, start + VERIFY_CHUNK))
+        page = max(100, min(VERIFY_CHUNK, int(CHUNK_BYTES // max(store.mean_response_chars(), 1.0))))
+        for start in range(0, store.trajectory_rows(), page):
+            rows = store.unverified(range(start, start + page))
             if rows:
                 store.set_verdicts(verify_many(rows, timeout_s=timeout_s), run_id)
                 done += len(rows)

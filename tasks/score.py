@@ -3,6 +3,7 @@ on a Ray GPU node, and returns Score records that the flow, the only writer, sto
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,13 +19,15 @@ from rsr.store.writer import Store
 
 
 @lru_cache(maxsize=2)
-def _student(ref: str, dtype: str, device: str, chat_template: str | None) -> Student:
+def _student(ref: str, dtype: str, device: str, chat_template: str | None, options: str) -> Student:
     # One load per process: a worker scoring many shards keeps the model in memory.
-    return Student.load(ref, dtype=dtype, device=device, chat_template=chat_template)
+    kwargs = json.loads(options)  # the template's options, as JSON text: hashable for the cache
+    return Student.load(ref, dtype=dtype, device=device, chat_template=chat_template, chat_template_kwargs=kwargs)
 
 
 def load_student(spec: StudentSpec) -> Student:
-    return _student(spec.ref, spec.dtype, spec.device, spec.chat_template)
+    options = json.dumps(spec.chat_template_kwargs or {}, sort_keys=True)
+    return _student(spec.ref, spec.dtype, spec.device, spec.chat_template, options)
 
 
 @task(name="register-student")
@@ -63,12 +66,15 @@ def find_student(db: Path, spec: StudentSpec) -> FoundStudent:
 def score_shard(
     spec: StudentSpec,
     student_id: str,
-    items: list[tuple[str, list[dict]]],
+    items: list[tuple[str, list[dict], list[dict] | None]],
     max_tokens: int | None = None,
 ) -> list[Score]:
-    """Score one shard of (trajectory_id, messages). Refuses to run a different student than was registered."""
+    """Score one shard of (trajectory_id, messages, tools). Refuses to run a different student than was registered.
+    The tools (function schemas) reach the student's chat template, passed only when some chat has them."""
     student = load_student(spec)
     if student.student_id != student_id:
         raise RuntimeError(f"worker has {student.student_id}, the flow registered {student_id}: same weights needed")
-    results = student.score([m for _, m in items], max_tokens=max_tokens, progress=False)
-    return [r.to_score(tid, student_id) for (tid, _), r in zip(items, results, strict=True)]
+    tools = [item[2] if len(item) > 2 else None for item in items]
+    extra = {"tools": tools} if any(tools) else {}
+    results = student.score([item[1] for item in items], max_tokens=max_tokens, progress=False, **extra)
+    return [r.to_score(item[0], student_id) for item, r in zip(items, results, strict=True)]

@@ -26,6 +26,11 @@ class ScoreInput:
     trajectories: list[Trajectory] = field(default_factory=list)
     rejected: list[tuple[int, str | None, str]] = field(default_factory=list)  # (line, the record's id, why)
     repeats: int = 0
+    plan: str = ""  # how it was read: the format and the column of each field
+
+    @property
+    def records(self) -> int:
+        return len(self.trajectories) + self.repeats + len(self.rejected)
 
 
 def read_score_input(path: Path, fmt: str | None = None, mapping: Mapping[str, str] | None = None) -> ScoreInput:
@@ -37,6 +42,7 @@ def read_score_input(path: Path, fmt: str | None = None, mapping: Mapping[str, s
         out.trajectories += chunk.trajectories
         out.rejected += [(r.source_line, _own_id(r.raw), f"{path}:{r.source_line}: {r.reason}") for r in chunk.rejected]
         out.repeats += chunk.duplicates_skipped
+        out.plan = chunk.plan
     return out
 
 
@@ -101,8 +107,9 @@ def score_stream(
         for start in range(0, len(trajectories), SCORE_CHUNK):
             chunk = trajectories[start : start + SCORE_CHUNK]
             got = student.score(
-                [t.messages for t in chunk], max_tokens=max_tokens, progress=False, keep_tokens=bool(tokens)
-            )
+                [t.messages for t in chunk], max_tokens=max_tokens, progress=False, keep_tokens=bool(tokens),
+                **tools_of(chunk),
+            )  # fmt: skip
             if writer is not None:
                 writer.write_table(pa.Table.from_pylist(_token_rows(student, chunk, got), schema=schema))
             for r in got:
@@ -110,6 +117,13 @@ def score_stream(
             results += got
             bar.update(len(chunk))
     return results
+
+
+def tools_of(trajectories: list[Trajectory]) -> dict:
+    """`tools=` for Student.score, one list (or None) per chat, passed only when some trajectory offers tools: the
+    student's chat template renders them into the prompt, as apply_chat_template(..., tools=...) does."""
+    tools = [t.tools for t in trajectories]
+    return {"tools": tools} if any(tools) else {}
 
 
 def _token_rows(student: Student, chunk: list[Trajectory], results: list[ScoredTrajectory]) -> list[dict]:

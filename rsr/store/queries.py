@@ -64,6 +64,24 @@ class ScoreSetting:
 
 
 @dataclass(frozen=True)
+class IngestCounts:
+    """One source's records in one ingest: records = stored + repeats + quarantined (a row of N generations is N
+    records); the format it was read in and the column each field came from."""
+
+    source: str
+    records: int
+    stored: int  # distinct trajectories of the source, new or already stored by an earlier run
+    repeats: int  # records that repeat an earlier record of the same source exactly (the same trajectory id)
+    quarantined: int
+    format: str = ""
+    fields: dict[str, str] | None = None
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@dataclass(frozen=True)
 class SourceFile:
     """An ingested input file (or HF dataset folder) and its digest, taken when it was read."""
 
@@ -154,7 +172,7 @@ class Reader:
             params,
         )
         rows = [dict(zip(Trajectory.model_fields, row, strict=True)) for row in cur.fetchall()]
-        return [Trajectory(**r | {"messages": json.loads(r["messages"])}) for r in rows]  # the model validates them
+        return [Trajectory(**r | {"messages": json.loads(r["messages"]), "tools": _loads(r["tools"])}) for r in rows]
 
     def responses(self, problem_ids: Sequence[str]) -> list[tuple]:
         """Named rows (trajectory_id, problem_id, response) of these problems' trajectories, first ingested first."""
@@ -163,6 +181,29 @@ class Reader:
                WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
                ORDER BY ingested_at, teacher, source_file, source_line, trajectory_id""",
             [list(problem_ids)],
+        )
+
+    def response_sizes(self, problem_ids: Sequence[str]) -> dict[str, int]:
+        """Characters of response text per problem (all its trajectories): what sizes dedup's pages by bytes."""
+        rows = self._con.execute(
+            """SELECT problem_id, sum(length(response)) FROM trajectories
+               WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) GROUP BY problem_id""",
+            [list(problem_ids)],
+        ).fetchall()
+        return {pid: int(n) for pid, n in rows}
+
+    def mean_response_chars(self) -> float:
+        """The mean response length: what sizes verify's pages of rows by bytes."""
+        return float(self._con.execute("SELECT coalesce(avg(length(response)), 0) FROM trajectories").fetchall()[0][0])
+
+    def ingest_log(self, run_id: str | None = None) -> list[tuple]:
+        """Named rows of the ingest_log view (teacher, source, records, stored, repeats, near_duplicates,
+        quarantined, run_id, format, fields), of one run or all, in the order they were written."""
+        return self._named(
+            'SELECT * EXCLUDE ("at") FROM ingest_log WHERE CAST(? AS VARCHAR) IS NULL OR run_id = ? '
+            'ORDER BY "at", source',
+            [run_id, run_id],
+            "IngestLog",
         )
 
     def trajectory_rows(self) -> int:

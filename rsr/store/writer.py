@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from rsr.records import Duplicate, Problem, Rejected, Score, Trajectory, Verdict, _digest
 from rsr.store import connect as db
-from rsr.store.queries import Reader, SourceFile, check_dtype
+from rsr.store.queries import IngestCounts, Reader, SourceFile, check_dtype
 
 
 def _now() -> datetime:
@@ -162,6 +162,7 @@ class Store(Reader):
             if t.trajectory_id not in rows:  # first one wins within a batch, as across batches
                 row = rows[t.trajectory_id] = t.model_dump() | {"run_id": run_id, "ingested_at": now}
                 row["messages"] = _json(row["messages"])
+                row["tools"] = None if row["tools"] is None else _json(row["tools"])
         return self._insert("trajectories", rows.values(), "ON CONFLICT DO NOTHING")
 
     def add_rejected(self, rejected: Sequence[Rejected], run_id: str | None) -> int:
@@ -172,6 +173,20 @@ class Store(Reader):
             for r in rejected
         }
         return self._insert("quarantine", rows.values(), "ON CONFLICT DO NOTHING")
+
+    def add_ingest_counts(self, run_id: str, teacher: str, counts: IngestCounts) -> None:
+        """How one source's records were accounted for in this run (ingest_log): records = stored + repeats +
+        quarantined. The same run, teacher and source again replaces its row."""
+        row = asdict(counts) | {"run_id": run_id, "teacher": teacher, "at": _now()}
+        row["fields"] = _json(row["fields"])
+        self._insert("ingest_counts", [row], verb="INSERT OR REPLACE")
+
+    def merge_run_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Add what a run learnt as it went (e.g. the format detected and the columns read) to its params."""
+        self._con.execute(
+            "UPDATE runs SET params = json_merge_patch(coalesce(params, '{}'), ?) WHERE run_id = ?",
+            [_json(params), run_id],
+        )
 
     def set_duplicates(self, duplicates: Sequence[Duplicate], run_id: str | None) -> None:
         """Mark duplicates (upsert by trajectory_id: the latest dedup run's view wins).

@@ -96,7 +96,7 @@ def test_add_teacher_names_quarantine_reasons_and_missing_golds_and_fails_on_not
     runner = CliRunner()
     out = runner.invoke(app, ["add-teacher", "stratos", str(src), "--no-score"])
     assert out.exit_code == 0, out.output
-    assert "1 read, 1 new, 2 quarantined" in out.output
+    assert "3 records = 1 read + 0 repeats + 2 quarantined; 1 new" in out.output
     assert f"quarantined 2 x, e.g. {src}:2: message 0 has unknown from 'robot'" in out.output
     assert "1 of 1 trajectories have no gold answer" in out.output and "--include-unverified" in out.output
 

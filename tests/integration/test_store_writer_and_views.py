@@ -28,6 +28,7 @@ TABLES = {
     "publications",
     "publication_items",
     "source_files",
+    "ingest_counts",
     "schema_version",
 }
 VIEWS = {
@@ -39,6 +40,7 @@ VIEWS = {
     "teacher_selection",
     "teacher_coverage",
     "dataset_lineage",
+    "ingest_log",
 }
 
 

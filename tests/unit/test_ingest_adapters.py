@@ -109,10 +109,10 @@ def test_messages_huge_and_too_long_lines(tmp_path, monkeypatch):
     big = "x " * 3_000_000  # 6 MB response: fine
     path = write_jsonl(tmp_path / "big.jsonl", [chat(reply=big, teacher="t"), chat("q2", teacher="t")])
     assert len(ingest_file(path).trajectories) == 2
-    monkeypatch.setattr(_io, "MAX_LINE_BYTES", 1000)  # beyond the limit: rejected unread, the next line still read
+    monkeypatch.setattr(_io, "MAX_RECORD_BYTES", 1000)  # beyond the limit: rejected unread, the next line still read
     result = ingest_file(path, fmt="messages")
     assert [t.problem for t in result.trajectories] == ["q2"]
-    assert result.rejected[0].source_line == 1 and "longer than 1000 bytes" in result.rejected[0].reason
+    assert result.rejected[0].source_line == 1 and "over the" in result.rejected[0].reason
     assert len(result.rejected[0].raw.encode()) <= _io.RAW_LIMIT
 
 
@@ -447,7 +447,7 @@ def test_fuzz_table_adapter_csv(rows):
                     good.add(f"good-{i}")
                 else:
                     w.writerow(row)
-        mapping = {"problem": "question", "response": "output", "teacher": "model"}
+        mapping = {"problem": "question", "response": "output", "teacher": "model", "id": "id"}
         result = ingest_file(path, mapping=mapping)
         assert {t.source_id for t in result.trajectories} >= good
         assert all(r.reason for r in result.rejected)

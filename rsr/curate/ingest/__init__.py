@@ -2,11 +2,12 @@
 
 result = ingest_file("runs/gpt-4o.json")                     # format detected: zeroeval
 result = ingest_file("out.csv", mapping={"problem": "question", "response": "output"}, teacher="m")
+result = ingest_file("am.jsonl", mapping={"answer": "messages.0.info.reference_answer"})  # dotted paths, indices
 result = ingest_file("open-r1/OpenR1-Math-220k", fmt="hf", teacher="r1", hf_options={"split": "train"})
 top_reasons(result.rejected)                                 # the most frequent quarantine reasons, with counts
 result.trajectories, result.rejected, result.problems
-for chunk in iter_ingest("big.jsonl", teacher="m"):          # the same, CHUNK records at a time (flat memory)
-    store(chunk)
+for chunk in iter_ingest("big.jsonl.zst", teacher="m"):      # the same, a chunk at a time (CHUNK records or
+    store(chunk)                                             # CHUNK_BYTES of text: flat memory); chunk.plan says how
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from rsr.curate.ingest._common import CHUNK, IngestResult, collect, reason_pattern, top_reasons
+from rsr.curate.ingest._common import CHUNK, CHUNK_BYTES, IngestResult, reason_pattern, top_reasons
 from rsr.curate.ingest._io import input_digest, iter_records, require_path, suffix_of
-from rsr.curate.ingest.adapters import ROW_FORMATS, adapter_for, detect_rows, with_mapping
-from rsr.curate.ingest.hf import check_options, ingest_hf, is_saved_dataset
+from rsr.curate.ingest.adapters import ROW_FORMATS, detect_rows
+from rsr.curate.ingest.hf import check_options, ingest_hf, is_saved_dataset, read_planned
+from rsr.curate.ingest.plan import FIELDS, GOLD_COLUMNS, ReadPlan, explicit_pairs, make_plan
 from rsr.curate.ingest.problems import ProblemIndex, join_gold, load_problem_index, load_problems
-from rsr.curate.ingest.table import parse_mapping
 from rsr.curate.ingest.zeroeval import parse_teacher_json
 from rsr.records import Trajectory
 
@@ -30,7 +31,12 @@ FORMATS: tuple[str, ...] = get_args(Format)
 assert set(FORMATS) == {*ROW_FORMATS, "hf"}
 
 __all__ = [
+    "CHUNK_BYTES",
+    "FIELDS",
     "FORMATS",
+    "GOLD_COLUMNS",
+    "ReadPlan",
+    "explicit_pairs",
     "Format",
     "IngestResult",
     "detect_format",
@@ -38,7 +44,7 @@ __all__ = [
     "input_digest",
     "iter_ingest",
     "load_problems",
-    "parse_mapping",
+    "make_plan",
     "parse_teacher_json",
     "reason_pattern",
     "top_reasons",
@@ -57,9 +63,12 @@ def detect_format(path: str | Path) -> Format:
         raise ValueError(f"{path} is a directory but not a saved HF dataset (no dataset_info.json / state.json)")
     if suffix_of(path) in ("csv", "tsv"):
         return "table"
-    # a few parsed records from the top (Parquet: its first rows, which all hold every column); bad ones are skipped
-    top = islice((raw.value for raw in iter_records(path) if raw.error is None), _SNIFF_RECORDS)
-    return detect_rows(list(top), json_list=suffix_of(path) == "json")  # type: ignore[return-value]
+    return detect_rows(_head(path), json_list=suffix_of(path) == "json")  # type: ignore[return-value]
+
+
+def _head(path: Path) -> list:
+    """A few parsed records from the top (Parquet: its first rows, which all hold every column); bad ones skipped."""
+    return list(islice((raw.value for raw in iter_records(path) if raw.error is None), _SNIFF_RECORDS))
 
 
 def iter_ingest(
@@ -140,8 +149,8 @@ def _chunks(
         return ingest_hf(p, teacher=teacher, mapping=mapping, chunk_size=chunk_size, fmt=row_fmt, hf_options=hf_options)
     if hf_options and any(hf_options.values()):
         raise ValueError(f"{p} is a file: config/split/revision apply to HF datasets (a hub id or a saved folder)")
-    fmt = fmt or with_mapping(detect_format(p), mapping)
-    if fmt == "zeroeval":  # upstream names files by model: the stem, unless a teacher is given
+    head = _head(p)
+    plan = make_plan(fmt or detect_format(p), head, mapping)
+    if plan.format == "zeroeval":  # upstream names files by model: the stem, unless a teacher is given
         teacher = teacher or p.stem or None
-    adapter = adapter_for(fmt, source_file=str(p), teacher=teacher, mapping=mapping)
-    return collect(iter_records(p), str(p), adapter, chunk_size)
+    return read_planned(iter_records(p), str(p), plan, teacher, chunk_size)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rsr.curate.ingest._io import RawRecord, cut, dump_raw
+from rsr.curate.ingest._io import RawRecord, cut, dump_raw, parse_json_text
 from rsr.records import (
     THINK_OPEN,
     Message,
@@ -25,15 +25,31 @@ from rsr.records import (
 )
 
 ROLES = ("system", "user", "assistant", "tool")
-CHUNK = 5000  # records per chunk: what an adapter holds at once, and what the ingest task stores per transaction
+CHUNK = 5000  # records per chunk at most: what an adapter holds, and what the ingest task stores per transaction
+# ... and text per chunk at most: chunks are sized by bytes, so 5,000 short answers or ~1,000 traces of 30 KB make a
+# chunk (a trajectory's text is held ~4x over while stored: its str, its messages JSON, Arrow and DuckDB's copy;
+# 32 MB of text stays well inside the CPU stages' DuckDB limit, rsr_tasks.curate.DB_MEMORY).
+CHUNK_BYTES = 32 * 1024 * 1024
+MAX_TEXT_BYTES = 16 * 1024 * 1024  # one trajectory's text at most; a larger one is quarantined with its size
 
 
 @dataclass
 class IngestResult:
+    """One chunk of one source (or a whole input): its records = trajectories + duplicates_skipped + rejected."""
+
     trajectories: list[Trajectory] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    duplicates_skipped: int = 0  # records whose trajectory id already appeared earlier in the same file
+    duplicates_skipped: int = 0  # records whose trajectory id already appeared earlier in the same source: repeats
+    source: str = ""  # the source the chunk's records came from (a file, or an HF dataset's split)
+    text_bytes: int = 0  # the chunk's trajectory text (what bounds its memory)
+    format: str = ""  # the row format its source was read in
+    fields: dict[str, str] = field(default_factory=dict)  # field -> the column it came from
+    plan: str = ""  # both, in words (ReadPlan.describe)
+
+    @property
+    def records(self) -> int:
+        return len(self.trajectories) + self.duplicates_skipped + len(self.rejected)
 
 
 def type_name(value: Any) -> str:
@@ -165,11 +181,56 @@ def content_text(value: Any, where: str, null_ok: bool = False) -> str | None:
             raise RecordError(f"{where} content must be a string or a list of text parts; part {j} is {got}")
         if kind not in TEXT_PARTS:
             raise RecordError(f"{where} content part {j} has type {kind[:40]!r}: only text parts can be scored")
-        text = part.get("text")
+        text = part.get("text", part.get("value"))  # LLaMA-Factory's parts hold their text under `value`
         if not isinstance(text, str):
             raise RecordError(f"{where} content part {j} ({kind}) `text` must be a string, got {type_name(text)}")
         texts.append(text)
     return "".join(texts)  # OpenAI reads the parts as one text, concatenated
+
+
+def parse_tools(value: Any, what: str = "`tools`") -> list[dict] | None:
+    """Function schemas offered to the model: a list of objects, or that list as JSON text (xLAM, Hermes FC)."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        value, error = parse_json_text(value)
+        if error:
+            raise RecordError(f"{what} is text but not JSON ({error})")
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise RecordError(f"{what} must be a list of function schemas (objects), got {type_name(value)}")
+    return value
+
+
+MISSING = object()  # a path that leads nowhere in a record (a present null is None)
+
+
+def lookup(rec: Any, path: str) -> Any:
+    """A field of a record by column name, or by a dotted path through objects and lists (`info.reference_answer`,
+    `messages.0.info.reference_answer`); a column whose own name holds dots is found first. MISSING if absent."""
+    if isinstance(rec, dict) and path in rec:
+        return rec[path]
+    if "|" in path:  # alternatives (a format's preset): the first one the record holds
+        values = (lookup(rec, p) for p in path.split("|"))
+        return next((v for v in values if v is not MISSING and v is not None), MISSING)
+    value = rec
+    for step in path.split("."):
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and step.lstrip("-").isdigit() and -len(value) <= int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return MISSING
+    return value if path else MISSING
+
+
+def check_problem(text: str, what: str = "the problem") -> str:
+    """A problem with no letter or digit ("-", "...") is a placeholder: stored, it would merge unrelated rows
+    under one problem id."""
+    if not any(c.isalnum() for c in text):
+        raise RecordError(f"{what} {text.strip()[:20]!r} is a placeholder (no letter or digit)")
+    return text
 
 
 def _tool_calls(m: dict, where: str, role: str) -> list[dict] | None:
@@ -224,6 +285,7 @@ def chat_problem(messages: list[Message], problem: str | None = None) -> tuple[s
         problem = messages[users[0]].content or ""
         if not problem.strip():
             raise RecordError(f"the opening user turn (message {users[0]}) is empty")
+    check_problem(problem)
     prompt = [m for m in messages[:last] if m.role != "system"]
     if sum(m.role == "user" for m in prompt) == 1:
         return problem, problem_id_for(problem)
@@ -265,26 +327,38 @@ RecordFn = Callable[[dict, int], "Trajectory | list[Trajectory | RecordError]"]
 def collect(
     raws: Iterable[RawRecord], source_file: str, to_trajectory: RecordFn, chunk_size: int = CHUNK
 ) -> Iterator[IngestResult]:
-    """Run one adapter over raw records, `chunk_size` at a time: good ones become Trajectories (the first of equal
-    ids in a chunk kept; across chunks the store keeps the first), bad ones Rejected with their place and reason."""
-    result = IngestResult()
-    seen: set[str] = set()
+    """Run one adapter over raw records, a chunk at a time (`chunk_size` records or CHUNK_BYTES of text, whichever
+    comes first): good ones become Trajectories, an exact repeat of an earlier record of this source (the same
+    trajectory id, across chunks too) is counted, bad ones become Rejected with their place and reason."""
+    result = IngestResult(source=source_file)
+    seen: set[int] = set()  # 64 bits of each id seen in this source: ~60 bytes a record, not the id strings
     for raw in raws:
         for outcome in _outcomes(raw, to_trajectory):
+            size = text_size(outcome) if not isinstance(outcome, str) else 0
+            if size > MAX_TEXT_BYTES:
+                outcome = f"record of {size} bytes of text: over the {MAX_TEXT_BYTES >> 20} MB limit of one record"
             if isinstance(outcome, str):  # the reason it is rejected; a reader's error already holds its cut raw text
                 text = raw.raw if raw.error is not None else cut(raw.raw or dump_raw(raw.value))
                 reject = Rejected(source_file=source_file, source_line=raw.line, reason=outcome, raw=text)
                 result.rejected.append(reject)
-            elif outcome.trajectory_id in seen:
+                continue
+            key = int(outcome.trajectory_id[2:18], 16)
+            if key in seen:
                 result.duplicates_skipped += 1
             else:
-                seen.add(outcome.trajectory_id)
+                seen.add(key)
                 result.trajectories.append(outcome)
-        if len(result.trajectories) + len(result.rejected) >= chunk_size:
+                result.text_bytes += size
+        if len(result.trajectories) + len(result.rejected) >= chunk_size or result.text_bytes >= CHUNK_BYTES:
             yield result
-            result, seen = IngestResult(), set()
-    if result.trajectories or result.rejected or result.duplicates_skipped:
+            result = IngestResult(source=source_file)
+    if result.records:
         yield result
+
+
+def text_size(t: Trajectory) -> int:
+    """The characters a trajectory holds (its turns; the response and problem are among them)."""
+    return sum(len(m.content or "") for m in t.messages) + len(t.problem)
 
 
 def _outcomes(raw: RawRecord, to_trajectory: RecordFn) -> list[Trajectory | str]:

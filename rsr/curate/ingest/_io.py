@@ -6,18 +6,25 @@ quarantine bad records with their place and keep going. Only a missing path rais
 
 from __future__ import annotations
 
-import csv
+import bz2
+import gzip
 import hashlib
+import io
 import json
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from rsr.curate.ingest._csv import csv_rows
 
 RAW_LIMIT = 4096  # bytes of raw text kept with a rejected record
-MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer JSONL line is rejected unread rather than parsed
+# One record's bytes at most (a JSONL line, a CSV record): a longer one is quarantined with its size, unparsed. An
+# 8 MB trace goes in alone; 16 MB bounds what one record costs (its text, parsed, as Arrow and in DuckDB: ~5x).
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+_MB = MAX_RECORD_BYTES >> 20
 _SNIFF_BYTES = 8192
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")  # control bytes, less tab, newlines, \v, \f and \r
 
@@ -75,12 +82,31 @@ def input_digest(path: Path) -> InputDigest:
     return InputDigest(h.hexdigest(), size, "hf_dir")
 
 
+COMPRESSED = ("gz", "bz2", "zst")  # read through their decompressor wherever the plain file is read
+
+
+def open_bytes(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed as a stream when its name ends in .gz, .bz2 or .zst (never whole in memory)."""
+    kind = path.suffix.lower().lstrip(".")
+    if kind == "gz":
+        return gzip.open(path, "rb")
+    if kind == "bz2":
+        return bz2.open(path, "rb")
+    if kind == "zst":
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True))
+    return path.open("rb")
+
+
 def whole_file_problem(path: Path) -> str | None:
-    """Why a whole file cannot hold records (empty, binary), or None if it may."""
+    """Why a whole file cannot hold records (empty, binary, a broken compressed stream), or None if it may."""
     if path.is_dir():
         return None
-    with path.open("rb") as f:
-        head = f.read(_SNIFF_BYTES)
+    try:
+        head = _read_head(path, _SNIFF_BYTES)
+    except (OSError, EOFError, ValueError) as e:  # gzip/bz2/zstd errors are OSError, EOFError or their own
+        return f"unreadable {path.suffix} file: {type(e).__name__}: {e}"
     if not head:
         return "empty file"
     if head.startswith(b"PAR1"):
@@ -94,6 +120,20 @@ def whole_file_problem(path: Path) -> str | None:
     return None
 
 
+def _read_head(path: Path, size: int) -> bytes:
+    """Up to `size` bytes from the top; a compressed stream cut short gives what it held before the cut (its
+    records are read, the cut is reported where it falls), an unreadable one raises."""
+    head = b""
+    with open_bytes(path) as f:
+        try:
+            while len(head) < size and (piece := f.read1(size - len(head))):
+                head += piece
+        except (OSError, EOFError, ValueError):
+            if not head:
+                raise
+    return head
+
+
 def _clean_text(line: bytes) -> bool:
     """A non-blank line of valid UTF-8 without control characters."""
     try:
@@ -104,11 +144,16 @@ def _clean_text(line: bytes) -> bool:
 
 
 def suffix_of(path: Path) -> str:
-    return path.suffix.lower().lstrip(".")
+    """The format's suffix, under a compression suffix: data.jsonl.zst -> jsonl."""
+    kind = path.suffix.lower().lstrip(".")
+    if kind in COMPRESSED:
+        kind = Path(path.stem).suffix.lower().lstrip(".")
+    return kind
 
 
 def iter_records(path: Path) -> Iterator[RawRecord]:
-    """Raw records of a JSONL / JSON list / CSV / TSV / Parquet file, chosen by suffix (JSONL otherwise)."""
+    """Raw records of a JSONL / JSON list / CSV / TSV / Parquet file, chosen by suffix (JSONL otherwise); a
+    compressed file (.gz, .bz2, .zst) by the suffix under it. A stream that breaks midway ends with one entry."""
     problem = whole_file_problem(path)
     if problem:
         yield RawRecord(0, raw=head_text(path), error=problem)
@@ -116,17 +161,31 @@ def iter_records(path: Path) -> Iterator[RawRecord]:
     kind = suffix_of(path)
     if kind == "json":
         yield from iter_json_list(path)
-    elif kind == "parquet" or head_text(path, 4) == "PAR1":  # Parquet by its magic bytes, whatever its name
+    elif kind == "parquet" or (kind != "jsonl" and head_text(path, 4) == "PAR1"):  # or by its magic bytes
         yield from iter_parquet(path)
     elif kind in ("csv", "tsv"):
-        yield from iter_csv(path, delimiter="\t" if kind == "tsv" else ",")
+        yield from _guarded(iter_csv(path, delimiter="\t" if kind == "tsv" else ","), path)
     else:
-        yield from iter_jsonl(path)
+        yield from _guarded(iter_jsonl(path), path)
+
+
+def _guarded(records: Iterator[RawRecord], path: Path) -> Iterator[RawRecord]:
+    """A compressed stream cut short or corrupt midway: the records before it are kept, the rest is one reject."""
+    line = 0
+    try:
+        for raw in records:
+            line = raw.line
+            yield raw
+    except (OSError, EOFError, ValueError) as e:
+        yield RawRecord(line + 1, error=f"unreadable {path.name} from line {line + 1} on: {type(e).__name__}: {e}")
 
 
 def head_text(path: Path, limit: int = RAW_LIMIT) -> str:
-    with path.open("rb") as f:
-        return cut(f.read(limit).decode("utf-8", "replace"))
+    try:
+        return cut(_read_head(path, limit).decode("utf-8", "replace"))
+    except (OSError, EOFError, ValueError):
+        with path.open("rb") as f:
+            return cut(f.read(limit).decode("utf-8", "replace"))
 
 
 def parse_json_text(text: str) -> tuple[Any, str | None]:
@@ -142,15 +201,17 @@ def parse_json_text(text: str) -> tuple[Any, str | None]:
 
 
 def iter_jsonl(path: Path) -> Iterator[RawRecord]:
-    """One record per line, never holding more than MAX_LINE_BYTES of one line."""
-    with path.open("rb") as f:
-        for number, data in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
-            if len(data) > MAX_LINE_BYTES and not data.endswith(b"\n"):
-                rest = data
-                while rest and not rest.endswith(b"\n"):  # skip the rest of the huge line in bounded chunks
-                    rest = f.readline(MAX_LINE_BYTES)
-                raw = cut(data[:RAW_LIMIT].decode("utf-8", "replace"))
-                yield RawRecord(number, raw=raw, error=f"line longer than {MAX_LINE_BYTES} bytes")
+    """One record per line, never holding more than MAX_RECORD_BYTES of one line."""
+    with open_bytes(path) as f:
+        for number, data in enumerate(iter(lambda: f.readline(MAX_RECORD_BYTES + 1), b""), start=1):
+            if len(data) > MAX_RECORD_BYTES and not data.endswith(b"\n"):
+                size = len(data)
+                while not data.endswith(b"\n"):  # skip the rest of the huge line in bounded chunks
+                    data = f.readline(MAX_RECORD_BYTES)
+                    size += len(data)
+                    if not data:
+                        break
+                yield RawRecord(number, raw="", error=f"record of {size} bytes: over the {_MB} MB limit of one record")
                 continue
             try:
                 text = data.decode("utf-8")
@@ -171,7 +232,12 @@ def iter_json_list(path: Path) -> Iterator[RawRecord]:
     The one reader that holds its whole file: a JSON list (ZeroEval's format) is parsed whole. A streaming parser
     (ijson) would fail the whole file on one record's invalid UTF-8, where this keeps the rest; ZeroEval files are
     one teacher x one benchmark (a few MB). Inputs at scale come as JSONL, CSV, Parquet or HF datasets."""
-    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    try:
+        with open_bytes(path) as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except (OSError, EOFError, ValueError) as e:
+        yield RawRecord(0, error=f"unreadable {path.name}: {type(e).__name__}: {e}")
+        return
     value, error = parse_json_text(text)
     if error:
         yield RawRecord(0, raw=cut(text), error=f"{error} (the whole JSON file is unreadable)")
@@ -179,38 +245,32 @@ def iter_json_list(path: Path) -> Iterator[RawRecord]:
     if not isinstance(value, list):
         yield RawRecord(0, raw=cut(text), error=f"expected a JSON list of records, got {type(value).__name__}")
         return
+    del text
     for index, item in enumerate(value):
         yield RawRecord(index, value=item, raw="")  # raw is rendered lazily by the caller only on reject
 
 
 def iter_csv(path: Path, delimiter: str = ",") -> Iterator[RawRecord]:
-    """Rows streamed from the file (bad bytes kept as surrogates: that record is rejected, not the file)."""
-    csv.field_size_limit(2**31 - 1)  # long responses are normal; the default 128 KiB limit would reject them
-    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            header = next(reader, None)
-        except csv.Error as e:
-            yield RawRecord(0, error=f"unreadable CSV header: {e}")
+    """Rows streamed from the file, read strictly (rsr.curate.ingest._csv): a broken region is rejected at its
+    first line and the rows after it are still read; bad bytes are kept as surrogates (that record is rejected)."""
+    with open_bytes(path) as raw_file, io.TextIOWrapper(
+        raw_file, encoding="utf-8", errors="surrogateescape", newline=""
+    ) as f:
+        rows = csv_rows(f, delimiter, MAX_RECORD_BYTES)
+        header = next(rows, None)
+        if header is None or header.fields is None:
+            why = "empty CSV file" if header is None else f"unreadable CSV header: {header.error}"
+            yield RawRecord(0, raw=cut(header.first_line) if header else "", error=why)
             return
-        if header is None:
-            yield RawRecord(0, error="empty CSV file")
-            return
-        header = [h.strip().lstrip("\ufeff") for h in header]
-        while True:
-            line = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                yield RawRecord(line, error=f"broken CSV row: {e}")
-                continue
-            if row and len(row) == len(header):
-                yield RawRecord(line, value=dict(zip(header, row, strict=True)))
-            elif row:
-                error = f"CSV row has {len(row)} fields, the header has {len(header)}"
-                yield RawRecord(line, raw=cut(delimiter.join(row)), error=error)
+        names = [h.strip().lstrip("\ufeff") for h in header.fields]
+        for row in rows:
+            if row.fields is None:
+                yield RawRecord(row.line, raw=cut(row.first_line), error=row.error)
+            elif len(row.fields) == len(names):
+                yield RawRecord(row.line, value=dict(zip(names, row.fields, strict=True)))
+            elif row.fields:
+                error = f"CSV row has {len(row.fields)} fields, the header has {len(names)}"
+                yield RawRecord(row.line, raw=cut(delimiter.join(row.fields)), error=error)
 
 
 def iter_parquet(path: Path) -> Iterator[RawRecord]:
@@ -222,7 +282,7 @@ def iter_parquet(path: Path) -> Iterator[RawRecord]:
     except (pa.ArrowException, OSError) as e:
         yield RawRecord(0, raw=head_text(path), error=f"unreadable Parquet file: {e}")
         return
-    yield from iter_batches(pf.iter_batches(batch_size=1024), "Parquet")
+    yield from iter_batches(pf.iter_batches(batch_size=256), "Parquet")  # 256 long rows: a few MB
 
 
 def iter_batches(batches: Iterator[Any], what: str) -> Iterator[RawRecord]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from rsr.curate.ingest import generations, messages, sharegpt, table, zeroeval
+from rsr.curate.ingest import messages, table, zeroeval
 from rsr.curate.ingest._common import RecordFn
+from rsr.curate.ingest.plan import ReadPlan
 
 ROW_FORMATS = ("messages", "sharegpt", "generations", "zeroeval", "table")
 
@@ -32,22 +33,12 @@ def detect_rows(records: list[Any], *, json_list: bool = False) -> str:
     return "table"
 
 
-def with_mapping(fmt: str, mapping: Mapping[str, str] | str | None) -> str:
-    """A detected chat format read as a table when the caller gave a mapping: the mapping says which columns to
-    read, and ignoring it would silently read others. generations takes a mapping over its preset."""
-    if mapping and fmt not in ("table", "generations"):
-        return "table"
-    return fmt
-
-
-def adapter_for(
-    fmt: str, *, source_file: str, teacher: str | None, mapping: Mapping[str, str] | str | None
-) -> RecordFn:
-    """The per-record function of a row format (a bad mapping is a ValueError now, before any record)."""
-    if fmt == "table":
-        fields = table.parse_mapping(mapping)
-        return partial(table.record_to_trajectories, source_file=source_file, teacher=teacher, mapping=fields)
-    if fmt == "generations":
-        return generations.adapter(mapping, source_file=source_file, teacher=teacher)
-    module = {"messages": messages, "sharegpt": sharegpt, "zeroeval": zeroeval}[fmt]
-    return partial(module.record_to_trajectory, source_file=source_file, teacher=teacher)
+def adapter_for(plan: ReadPlan, *, source_file: str, teacher: str | None) -> RecordFn:
+    """The per-record function of a plan's row format, reading the plan's columns. generations is the table
+    adapter with its preset columns; sharegpt the messages adapter with ShareGPT's roles."""
+    if plan.format in ("table", "generations"):
+        return partial(table.record_to_trajectories, source_file=source_file, teacher=teacher, mapping=plan.fields)
+    if plan.format in ("messages", "sharegpt"):
+        one = partial(messages.record_to_trajectory, source_file=source_file, teacher=teacher, fields=plan.fields)
+        return partial(one, sharegpt=plan.format == "sharegpt")
+    return partial(zeroeval.record_to_trajectory, source_file=source_file, teacher=teacher)

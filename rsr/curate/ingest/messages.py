@@ -1,46 +1,76 @@
-"""`messages` adapter: records holding an HF/OpenAI chat (`messages`: [{role, content}, ...]) in JSONL, a JSON list,
-Parquet or an HF dataset.
+"""`messages` adapter: records holding a chat (HF/OpenAI `messages`: [{role, content}, ...]; ShareGPT
+`conversations`: [{from, value}, ...]) in JSONL, a JSON list, Parquet or an HF dataset; the chat may sit in any
+column or dotted path (`--map messages=traj`: tau-bench).
 
-Optional fields: `id` (-> source_id), `teacher` (else the teacher argument), `answer` (gold), `problem_id`,
-`declared_answer`, `problem` (else the opening user turn). Turns may hold their reasoning in its own key
-(`reasoning_content`, `reasoning`: joined into the content), text content parts, tool calls and tool turns.
-The response is the last message, which must be the assistant's.
+Optional fields (plan.CHAT_FIELDS): `id` (-> source_id), `teacher` (else the teacher argument), `answer` (gold),
+`problem_id`, `declared_answer`, `problem` (else the opening user turn), `tools` (function schemas), `system` (a
+top-level system prompt: ShareGPT's), `reasoning` (a top-level reasoning beside the chat, joined into the last
+assistant turn; read only when mapped). Turns may hold their reasoning in its own key (`reasoning_content`,
+`reasoning`: joined into the content), text content parts, tool calls and tool turns. The response is the last
+message, which must be the assistant's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rsr.curate.ingest._common import (
+    MISSING,
+    SHAREGPT_ROLES,
     RecordError,
     answer_str,
     chat_problem,
+    check_text,
+    lookup,
     opt_id,
     opt_str,
     parse_messages,
+    parse_tools,
     pick_teacher,
 )
-from rsr.records import Message, Trajectory
+from rsr.records import THINK_OPEN, Message, Trajectory, join_reasoning
 
 
-def record_to_trajectory(rec: dict, line: int, *, source_file: str, teacher: str | None) -> Trajectory:
-    if "messages" not in rec:
-        raise RecordError("missing `messages`")
-    return chat_trajectory(rec, parse_messages(rec["messages"]), line, source_file=source_file, teacher=teacher)
-
-
-def chat_trajectory(
-    rec: dict, messages: list[Message], line: int, *, source_file: str, teacher: str | None
+def record_to_trajectory(
+    rec: dict, line: int, *, source_file: str, teacher: str | None, fields: Mapping[str, str], sharegpt: bool = False
 ) -> Trajectory:
-    """A parsed chat + the record's optional fields -> Trajectory (shared by the messages and sharegpt adapters)."""
-    explicit = rec.get("problem")
-    problem, problem_id = chat_problem(messages, explicit if opt_str(explicit, "`problem`") else None)
+    def get(field: str) -> tuple[Any, str]:
+        column = fields.get(field)
+        value = MISSING if column is None else lookup(rec, column)
+        return (None if value is MISSING else value), f"`{column or field}`"
+
+    column = fields["messages"]
+    chat = lookup(rec, column)
+    if chat is MISSING:
+        raise RecordError(f"missing `{column}`")
+    messages = parse_messages(chat, f"`{column}`", SHAREGPT_ROLES if sharegpt else None)
+    system = get("system")
+    if opt_str(*system) and messages[0].role != "system":
+        messages.insert(0, Message(role="system", content=check_text(*system)))
+    reasoning = opt_str(*get("reasoning"))
+    if reasoning is not None:
+        messages[-1] = _with_reasoning(messages[-1], reasoning, get("reasoning")[1])
+    explicit = opt_str(*get("problem"))
+    problem, problem_id = chat_problem(messages, get("problem")[0] if explicit else None)
     return Trajectory.build(
-        teacher=pick_teacher(rec.get("teacher"), "`teacher`", teacher),
+        teacher=pick_teacher(*get("teacher"), teacher),
         problem=problem,
         messages=messages,
-        problem_id=opt_str(rec.get("problem_id"), "`problem_id`") or problem_id,
-        source_id=opt_id(rec.get("id"), "`id`"),
-        gold_answer=answer_str(rec.get("answer")),
-        declared_answer=answer_str(rec.get("declared_answer"), "`declared_answer`"),
+        problem_id=opt_str(*get("problem_id")) or problem_id,
+        source_id=opt_id(*get("id")),
+        gold_answer=answer_str(*get("answer")),
+        declared_answer=answer_str(*get("declared_answer")),
+        tools=parse_tools(*get("tools")),
         source_file=source_file,
         source_line=line,
     )
+
+
+def _with_reasoning(last: Message, reasoning: str, what: str) -> Message:
+    """A top-level reasoning (dolphin-r1) joined in front of the final assistant turn."""
+    if last.role != "assistant":
+        raise RecordError(f"{what} is given but the chat does not end with an assistant turn")
+    if THINK_OPEN in (last.content or ""):
+        raise RecordError(f"{what} is given but the last assistant turn already holds a {THINK_OPEN} block: ambiguous")
+    return last.model_copy(update={"content": join_reasoning(check_text(reasoning, what), last.content)})

@@ -1,9 +1,10 @@
 """`table` adapter: flat rows (JSONL, JSON list, CSV/TSV, Parquet, HF) with a field mapping.
 
-The mapping names, for each of our fields, the column holding it, e.g.
-`{"problem": "question", "response": "output", "teacher": "model", "answer": "gold", "id": "qid"}`.
-Fields left out of the mapping are looked up under their own name, unless that column is mapped to another field.
-Required: problem, response.
+The mapping (resolved by rsr.curate.ingest.plan) names, for each of our fields, the column or dotted path holding
+it, e.g. `{"problem": "question", "response": "output", "teacher": "model", "answer": "info.gold", "id": "qid"}`.
+Required: response, and problem or prompt. `prompt`: a message list (system and earlier turns; its opening user
+turn is the problem unless `problem` is mapped) or a text (the problem). `generations` is this adapter with a
+preset mapping (OpenR1-Math-220k: response=generations, correctness=correctness_math_verify, id=uuid).
 
 Reasoning in its own column (`reasoning`) is joined into the response (join_reasoning). A list column expands:
 `response=generations` gives one trajectory per element; a `reasoning` list pairs with a response list of equal
@@ -14,102 +15,67 @@ responses, kept as teacher_correct.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from rsr.curate.ingest._common import (
+    MISSING,
     RecordError,
     answer_str,
+    check_problem,
     invalid_reason,
+    lookup,
     opt_id,
     opt_str,
+    parse_messages,
+    parse_tools,
     pick_teacher,
     req_str,
     type_name,
 )
 from rsr.records import THINK_OPEN, Message, Trajectory, join_reasoning
 
-FIELDS = (
-    "problem", "response", "reasoning", "teacher", "answer", "id", "system", "problem_id", "declared_answer",
-    "correctness",
-)  # fmt: skip
-REQUIRED = ("problem", "response")
-_TEXTS = ("problem", "response", "reasoning")  # never two of these from one column
+REQUIRED = ("response",)  # and problem or prompt
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}  # CSV cells hold text
-
-
-def explicit_pairs(mapping: Mapping[str, str] | str | Sequence[str] | None) -> dict[str, str]:
-    """The fields a mapping names: a dict, the string "problem=question response=output" or the CLI's
-    ["problem=question", ...]; a malformed item or an unknown field is a usage error (ValueError)."""
-    if mapping is None or isinstance(mapping, Mapping):
-        pairs = dict(mapping or {})
-    else:
-        items = mapping.replace(",", " ").split() if isinstance(mapping, str) else list(mapping)
-        pairs = {}
-        for item in items:
-            key, sep, column = item.partition("=")
-            key, column = key.strip(), column.strip()
-            if not sep or not key or not column:
-                raise ValueError(f"bad mapping item {item!r}: expected field=column, e.g. problem=question")
-            pairs[key] = column
-    unknown = sorted(set(pairs) - set(FIELDS))
-    if unknown:
-        raise ValueError(f"unknown mapping field(s) {unknown}; expected some of {list(FIELDS)}")
-    return pairs
-
-
-def parse_mapping(
-    mapping: Mapping[str, str] | str | Sequence[str] | None, defaults: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """field -> column for every field read: the mapping's, else `defaults`' (a format's preset), else the field's
-    own name - but a field is left out (not read) when its own-name column is mapped to another field, so that
-    `response=reasoning` never also reads that column as the reasoning. Two text fields in one column: ValueError."""
-    fields = {**(defaults or {}), **explicit_pairs(mapping)}
-    for a in _TEXTS:
-        for b in _TEXTS[_TEXTS.index(a) + 1 :]:
-            if a in fields and fields.get(b) == fields[a]:
-                raise ValueError(f"mapping sends {a} and {b} to the same column {fields[a]!r}")
-    used = set(fields.values())
-    for field in FIELDS:
-        if field not in fields and field not in used:
-            fields[field] = field
-    return {f: fields[f] for f in FIELDS if f in fields}
 
 
 def record_to_trajectories(
     rec: dict, line: int, *, source_file: str, teacher: str | None, mapping: dict[str, str]
 ) -> list[Trajectory | RecordError]:
     """One trajectory per response (a list column gives several, each with its generation index); a bad
-    generation is one RecordError in the list, a problem with the whole row is raised."""
+    generation is one RecordError in the list, a problem with the whole row is raised. `mapping`: field -> column
+    or dotted path (rsr.curate.ingest.plan)."""
 
     def get(field: str) -> tuple[Any, str]:
-        """The value of our field in this row, and how an error names it."""
+        """The value of our field in this row (MISSING if its column is absent), and how an error names it."""
         column = mapping.get(field)
         if column is None:
-            return None, field
-        return rec.get(column), f"column `{column}`" + (f" (mapped to {field})" if column != field else "")
+            return MISSING, field
+        return lookup(rec, column), f"column `{column}`" + (f" (mapped to {field})" if column != field else "")
 
-    for field in REQUIRED:
-        if mapping[field] not in rec:
-            hint = "" if mapping[field] != field else " (pass a mapping, e.g. problem=question response=output)"
+    for field in ("response", "problem" if get("prompt")[0] in (MISSING, None) else "prompt"):
+        if get(field)[0] is MISSING:
+            hint = "" if mapping.get(field) != field else " (pass a mapping, e.g. problem=question response=output)"
             raise RecordError(f"missing {get(field)[1]}{hint}")
-    problem = req_str(*get("problem"))
+    prompt, problem = _prompt(*get("prompt"), *get("problem"))
     (response_value, response_what), (reasoning_value, reasoning_what) = get("response"), get("reasoning")
     if response_value is None:
         req_str(response_value, response_what)  # raises "missing column ..."
-    responses, reasonings = _listed(response_value, response_what), _listed(reasoning_value, reasoning_what)
+    responses, reasonings = _listed(response_value, response_what), _listed(_value(reasoning_value), reasoning_what)
     n = _width(responses, reasonings, response_what, reasoning_what)
-    correct = _correctness(*get("correctness"), n)
-    system = opt_str(*get("system"))
+    correct = _correctness(*_got(get("correctness")), n)
+    system = opt_str(*_got(get("system")))
+    if system and not any(m.role == "system" for m in prompt):
+        prompt.insert(0, Message(role="system", content=system))
     common = {
-        "teacher": pick_teacher(*get("teacher"), teacher),
+        "teacher": pick_teacher(*_got(get("teacher")), teacher),
         "problem": problem,
-        "problem_id": opt_id(*get("problem_id")),
-        "source_id": opt_id(*get("id")),
-        "gold_answer": answer_str(*get("answer")),
-        "declared_answer": answer_str(*get("declared_answer")),
+        "problem_id": opt_id(*_got(get("problem_id"))),
+        "source_id": opt_id(*_got(get("id"))),
+        "gold_answer": answer_str(*_got(get("answer"))),
+        "declared_answer": answer_str(*_got(get("declared_answer"))),
+        "tools": parse_tools(*_got(get("tools"))),
         "source_file": source_file,
         "source_line": line,
     }
@@ -120,8 +86,7 @@ def record_to_trajectories(
         reasoning = reasonings[i % len(reasonings)] if reasonings else None
         try:
             content = _content(response, reasoning, response_what, reasoning_what)
-            turns = [Message(role="system", content=system)] if system else []
-            turns += [Message(role="user", content=problem), Message(role="assistant", content=content)]
+            turns = [*prompt, Message(role="assistant", content=content)]
             gen = i if several else None
             out.append(Trajectory.build(messages=turns, generation=gen, teacher_correct=correct[i], **common))
         except RecordError as e:
@@ -129,6 +94,33 @@ def record_to_trajectories(
         except ValidationError as e:
             out.append(RecordError(f"generation {i} of {n}: {invalid_reason(e)}" if several else invalid_reason(e)))
     return out
+
+
+def _value(value: Any) -> Any:
+    return None if value is MISSING else value
+
+
+def _got(pair: tuple[Any, str]) -> tuple[Any, str]:
+    """An optional field's (value, name): absent reads as null."""
+    return _value(pair[0]), pair[1]
+
+
+def _prompt(prompt: Any, prompt_what: str, problem: Any, problem_what: str) -> tuple[list[Message], str]:
+    """The prompt turns and the problem text: a message-list `prompt` (its opening user turn is the problem unless
+    one is mapped), a text `prompt` (the problem), else the `problem` column as the one user turn."""
+    if isinstance(prompt, list):
+        turns = parse_messages(prompt, prompt_what)
+        users = [m for m in turns if m.role == "user"]
+        if not users:
+            raise RecordError(f"{prompt_what} has no user turn")
+        if turns[-1].role == "assistant":
+            raise RecordError(f"{prompt_what} ends with an assistant turn: the response is its own column")
+        text = problem if isinstance(problem, str) and problem.strip() else users[0].content or ""
+        return turns, check_problem(req_str(text, problem_what if text is problem else f"{prompt_what} user turn"))
+    if prompt not in (MISSING, None):
+        problem, problem_what = prompt, prompt_what
+    text = check_problem(req_str(_value(problem), problem_what), problem_what)
+    return [Message(role="user", content=text)], text
 
 
 def _listed(value: Any, what: str) -> list[Any]:
