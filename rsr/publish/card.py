@@ -7,6 +7,8 @@ reads (``load_dataset(folder)`` finds ``data.parquet``). The Hub checks it again
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 from datasets.utils.metadata import MetadataConfigs
@@ -19,6 +21,21 @@ TEMPLATE = Path(__file__).with_name("dataset_card.md")
 # The Hub's size_categories: the first label whose bound the row count is under.
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
          (10_000_000, "1M<n<10M")]  # fmt: skip
+
+
+def text(value: object) -> str:
+    """Any name as literal Markdown text, safe in a table cell and in the HTML the Hub renders: `<`, `>` and `&`
+    as entities, Markdown's inline punctuation (and `$`, math on the Hub) backslash-escaped, one line."""
+    escaped = html.escape(" ".join(str(value).split()), quote=False)
+    return re.sub(r"([\\`*_\[\]{}|~$#!])", r"\\\1", escaped)
+
+
+def code(value: object) -> str:
+    """Any text as one Markdown code span (shown verbatim, never HTML), safe in a table cell."""
+    inner = " ".join(str(value).split()).replace("|", "\\|")
+    fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", inner)), default=0))
+    pad = " " if inner.startswith("`") or inner.endswith("`") else ""
+    return f"{fence}{pad}{inner}{pad}{fence}"
 
 
 def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
@@ -38,6 +55,8 @@ def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
         mlflow_run_id=mlflow_run_id,
         mlflow_uri=redact(mlflow_uri),
         experiment=EXPERIMENT,
+        text=text,  # names reach the Markdown only through these two (a name is only a name)
+        code=code,
     )
     validate(card, expected)
     return card

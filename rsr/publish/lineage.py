@@ -14,6 +14,7 @@ Only MLflow's public client API is used: ``MlflowClient`` calls and ``mlflow.ent
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -109,15 +110,29 @@ def _params(m: Manifest) -> dict[str, Any]:
     return {**ids, "policy": m.policy.name, **policy, "n_source_files": len(m.sources)}
 
 
+KEY_LIMIT = 250  # MLflow's longest metric/param key
+
+
+def mlflow_key(prefix: str, name: str) -> str:
+    """`prefix.name` as an MLflow key for any name. MLflow keys allow only alphanumerics and `_ - . space : /` and
+    must not change as a path (no `//`, `/../`, trailing `/`): other characters and every `/` become `_`, and a name
+    that had to change (or be cut to fit) gets a digest of itself, so two teachers never share a key."""
+    safe = re.sub(r"[^\w\-. :]|[^\x00-\x7f]", "_", name).strip(" .") or "_"
+    room = KEY_LIMIT - len(prefix) - 1
+    if safe == name and len(safe) <= room:
+        return f"{prefix}.{name}"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{prefix}.{safe[: room - len(digest) - 1]}:{digest}"
+
+
 def _metrics(m: Manifest) -> dict[str, float]:
-    # MLflow keys allow only alphanumerics and _ - . space : /
-    per_teacher = {f"{k}.{teacher}": t[k] for teacher, t in m.teachers.items() for k in ("n_rows", "rsr_mean")}
+    per_teacher = {mlflow_key(k, teacher): t[k] for teacher, t in m.teachers.items() for k in ("n_rows", "rsr_mean")}
     return {
         **{k: m.stats[k] for k in ("n_rows", "rsr_mean", "rsr_median", "dataset_rsr")},
         "n_teachers": len(m.teachers),
         "n_problems": m.n_problems,
         **{f"selection.{k}": v for k, v in m.counts.items()},
-        **{re.sub(r"[^\w\-. :/]", "_", k): v for k, v in per_teacher.items()},
+        **per_teacher,
     }
 
 

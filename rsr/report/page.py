@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import re
+import tempfile
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -248,16 +251,28 @@ PNG_NAMES = tuple(PLOTS)
 
 
 def _save_plot(d: _Data, name: str, path: Path) -> None:
-    from matplotlib.figure import Figure  # here: resolve_student and teacher_board need no plotting library
+    import matplotlib  # here: resolve_student and teacher_board need no plotting library
+    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    empty = PLOTS[name](d, ax)
-    ax.title.set_fontsize(11)
-    if empty:  # still a real picture, saying why it is empty
-        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.35")
-        ax.set(xticks=[], yticks=[])
-    fig.savefig(path)
+    # A name is only a name: no mathtext, so `gpt $\undefinedmacro$` is drawn as typed, never parsed as TeX.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        fig = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
+        ax = fig.add_subplot()
+        empty = PLOTS[name](d, ax)
+        ax.title.set_fontsize(11)
+        if empty:  # still a real picture, saying why it is empty
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.35")
+            ax.set(xticks=[], yticks=[])
+        with warnings.catch_warnings():  # a name in a script the font lacks is drawn as boxes: not the user's error
+            warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+            fig.savefig(path)
+
+
+def file_slug(name: str, limit: int = 60) -> str:
+    """A file-name-safe form of any name: ASCII letters, digits, '.', '_', '-', at most `limit` characters, with a
+    digest of the name whenever that changed it (so two names never share a file)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:limit] or "name"
+    return slug if slug == name else f"{slug}-{zlib.crc32(name.encode()):08x}"
 
 
 # ---- HTML ---------------------------------------------------------------------------------------------------
@@ -286,7 +301,7 @@ def _explain_pages(state: StateDir, d: _Data, out: Path, student: Student) -> di
     pages: dict[str, list[tuple[str, float, str]]] = {}
     limit = d.setting.max_tokens if d.setting else None
     for teacher, g in d.scores.dropna(subset=["rsr"]).groupby("teacher", sort=False):
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(teacher)).strip("-.") or "teacher"
+        slug = file_slug(str(teacher))
         for label, row in (("lowest", g.loc[g["rsr"].idxmin()]), ("highest", g.loc[g["rsr"].idxmax()])):
             name = f"explain/{slug}-{label}-rsr.html"
             explain_trajectory(state.duckdb, row["trajectory_id"], student, out / name, max_tokens=limit)
@@ -351,17 +366,23 @@ def build_report(
     state folder's store. ``explain_with`` (the loaded student, as registered): also each teacher's lowest- and
     highest-RSR trajectory token by token under ``out/explain/``, linked from the page."""
     data = _load(state, student_ref)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    pngs = [out / name for name in PLOTS]
-    for path in pngs:
-        _save_plot(data, path.name, path)
     if explain_with is not None and explain_with.student_id != data.student_id:
         raise ValueError(f"the loaded student is {explain_with.student_id}, the report is for {data.student_id}")
-    pages = _explain_pages(state, data, out, explain_with) if explain_with is not None else {}
-    page = out / "report.html"
-    page.write_text(_html(data, pngs, state, pages), encoding="utf-8")
-    result = ReportResult(pngs, page, None, data.student_id, [data.note] if data.note else [])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Everything is written beside `out` first and moved in only once all of it is: a failure leaves no half report.
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp-", dir=out.parent) as tmp:
+        stage = Path(tmp)
+        for name in PLOTS:
+            _save_plot(data, name, stage / name)
+        pages = _explain_pages(state, data, stage, explain_with) if explain_with is not None else {}
+        (stage / "report.html").write_text(_html(data, [stage / n for n in PLOTS], state, pages), encoding="utf-8")
+        written = [*PLOTS, *(name for links in pages.values() for _, _, name in links), "report.html"]
+        for name in written:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / name, out / name)
+    result = ReportResult([out / n for n in PLOTS], out / "report.html", None, data.student_id)
+    result.warnings = [data.note] if data.note else []
     result.pages = [out / name for links in pages.values() for _, _, name in links]
     if log_to_mlflow:
         pub = data.publication
