@@ -121,7 +121,8 @@ def _nemotron(v11: bool) -> list[dict]:
     def prompt(q: str) -> object:
         return [{"role": "user", "content": q}] if v11 else q
 
-    common = {"category": "math", "license": "cc-by-4.0", "generator": "DeepSeek-R1", "version": "v1.1" if v11 else "v1"}
+    version = "v1.1" if v11 else "v1"
+    common = {"category": "math", "license": "cc-by-4.0", "generator": "DeepSeek-R1", "version": version}
     return [
         {"input": prompt("What is 2 + 3?"), "output": f"<think>\n{THINK}\n</think>\n\n5", "reasoning": "on",
          "system_prompt": "detailed thinking on", **common},
@@ -184,3 +185,69 @@ SCHEMAS = {
         Schema("llama-factory", "lf.jsonl", _llama_factory, {}, (None,), tools=True),
     )
 }  # fmt: skip
+
+
+def _stratos() -> list[dict]:
+    convo = [{"from": "user", "value": "What is 2 + 3?"},
+             {"from": "assistant", "value": f"<|begin_of_thought|>{THINK}<|end_of_thought|>\n\nThe answer is 5."}]
+    return [{"system": "Think step by step.", "conversations": convo}]  # fmt: skip
+
+
+def _openr1() -> list[dict]:
+    gens = [f"<think>\n{THINK}\n</think>\n\n\\boxed{{5}}", "<think>\nguess\n</think>\n\n\\boxed{6}"]
+    return [{"problem": "What is 2 + 3?", "solution": "5", "answer": "5", "uuid": "u1", "generations": gens,
+             "correctness_math_verify": [True, False], "messages": [{"role": "user", "content": "x"}]}]  # fmt: skip
+
+
+def _deepseek_chats() -> list[dict]:
+    turns = [{"role": "user", "content": "What is 2 + 3?"},
+             {"role": "assistant", "content": "5", "reasoning_content": THINK}]
+    return [{"messages": turns, "answer": "5"}]  # fmt: skip
+
+
+def _s1k() -> list[dict]:
+    return [{"question": "What is 2 + 3?", "solution": "5", "cot_type": "math", "thinking_trajectories": [THINK],
+             "attempt": "The answer is $\\boxed{5}$."}]  # fmt: skip
+
+
+def _openthoughts_meta() -> list[dict]:
+    return [{"problem": "What is 2 + 3?", "deepseek_reasoning": THINK, "deepseek_solution": "\\boxed{5}",
+             "ground_truth_solution": "5", "domain": "math"}]  # fmt: skip
+
+
+def _agent_traces() -> list[dict]:
+    return [{"messages": [{"role": "user", "content": "Weather in Paris?"},
+                          {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                          {"role": "tool", "content": "sunny"},
+                          {"role": "assistant", "content": "Sunny."}]}]  # fmt: skip
+
+
+def _api_export() -> list[dict]:
+    return [{"messages": [{"role": "user", "content": [{"type": "text", "text": "What is 2 + 3?"}]},
+                          {"role": "assistant", "content": [{"type": "output_text", "text": "5"}]}]}]  # fmt: skip
+
+
+def _zeroeval() -> list[dict]:
+    out = '```json\n{"reasoning": "2 + 3 = 5", "answer": "5"}\n```'
+    return [{"id": 0, "problem": "What is 2 + 3?", "answer": "5", "output": [out], "generator": "gpt-4o"}]
+
+
+def _table() -> list[dict]:
+    return [{"question": "What is 2 + 3?", "output": "5"}, {"question": "What is 2 + 3?", "output": "5"}]
+
+
+# The files the README's "Bring your data" commands name, by file name (a compression suffix is applied on write).
+README_FILES: dict[str, Callable[[], list[dict]]] = {
+    "stratos.jsonl": _stratos, "openr1.parquet": _openr1, "chats.jsonl": _deepseek_chats, "s1k.parquet": _s1k,
+    "meta.parquet": _openthoughts_meta, "traces.jsonl": _agent_traces, "export.jsonl": _api_export,
+    "gpt-4o.json": _zeroeval, "out.csv": _table, "tau.jsonl": _tau_bench, "am.jsonl": _am_distilled,
+    "dolphin.jsonl": _dolphin, "v1.jsonl": lambda: _nemotron(False), "v11.jsonl": lambda: _nemotron(True),
+    "ocr.jsonl": _open_code_reasoning, "xlam.jsonl": _xlam, "hermes.jsonl": _hermes,
+}  # fmt: skip
+
+
+def write_readme_file(folder: Path, name: str) -> Path:
+    """The README's file `name` (e.g. am.jsonl.zst), authored in its schema."""
+    suffix = next((s for s in (".gz", ".bz2", ".zst") if name.endswith(s)), "")
+    plain = name.removesuffix(suffix)
+    return Schema(plain, plain, README_FILES[plain]).write(folder, suffix)
