@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rsr.curate.ingest import _io, ingest_file
+from rsr.curate.ingest import _io, ingest_file, iter_ingest
 from rsr.curate.ingest._common import ROLE_ALIASES, ROLES
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -407,10 +407,21 @@ def test_a_50_mb_line_good_or_broken(tmp_path):
         fh.write('{"teacher": "t", "messages": [{"role": "user", "content": "' + big + "\n")  # 50 MB, unterminated
         fh.write(json.dumps(_chat(3)) + "\n")
     result = ingest_file(path, fmt="messages")
-    assert [t.source_line for t in result.trajectories] == [1, 3]
-    assert len(result.trajectories[0].response) == len(big)
-    (bad,) = result.rejected
-    assert bad.source_line == 2 and bad.reason.startswith("broken JSON") and len(bad.raw.encode()) <= _io.RAW_LIMIT
+    assert [t.source_line for t in result.trajectories] == [3]  # past the 16 MB record limit: quarantined unread
+    assert [r.source_line for r in result.rejected] == [1, 2]
+    for bad in result.rejected:
+        assert "bytes: over the 16 MB limit of one record" in bad.reason and len(bad.raw.encode()) <= _io.RAW_LIMIT
+    assert str(len(json.dumps(good)) + 1) in result.rejected[0].reason  # its size, newline included
+
+
+def test_an_8_mb_trace_goes_in(tmp_path):
+    path = tmp_path / "eight.jsonl"
+    turns = [{"role": "user", "content": "big"}, {"role": "assistant", "content": "y" * 8_000_000}]
+    lines = [_chat(1), {"teacher": "t", "messages": turns}, _chat(3)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    chunks = list(iter_ingest(path, fmt="messages"))
+    assert [t.source_line for c in chunks for t in c.trajectories] == [1, 2, 3]
+    assert len(chunks[0].trajectories[1].response) == 8_000_000
 
 
 def test_a_record_with_10000_messages(tmp_path):
