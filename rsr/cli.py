@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +46,8 @@ MAP_PAIRS = {"allow_extra_args": True}  # --map a=b c=d: the pairs after the fir
 
 
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    log = _LOG.get("path")  # set under `rsr` (main) once a flow may have logged its traceback there
+    typer.secho(f"error: {message}" + (f" (log: {log})" if log else ""), fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
@@ -57,6 +61,92 @@ def _user_errors(*types: type[Exception]) -> Iterator[None]:
         yield
     except caught as err:
         _fail(str(err))
+
+
+# ---- failures: one line on the terminal, the whole story in a log file --------------------------------------
+# `rsr` (main) sends every log record, Prefect's tracebacks included, to <state>/logs/ instead of the terminal, and
+# turns any failure into one line naming its cause and that file. Tests calling `app` in-process keep Prefect's.
+_LOG: dict[str, Path] = {}
+MIN_FREE_BYTES = 32 << 20  # below this the state folder is "full": Prefect's and MLflow's SQLite fail midway
+
+
+def _log_to(folder: Path, configure_prefect: bool = False) -> Path | None:
+    """Every log record (Prefect's own logger does not propagate) into one file of this command under `folder`."""
+    if "path" in _LOG or os.environ.get("RSR_LOG_TO_TERMINAL"):
+        return _LOG.get("path")
+    if configure_prefect:
+        import prefect  # noqa: F401  # configures its logging at import: our handler must come after, or is dropped
+
+    name = f"rsr-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for where in (folder, Path(tempfile.gettempdir()) / "rsr-logs"):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(where / name, encoding="utf-8")
+        except OSError:
+            continue
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for logger in (logging.getLogger(), logging.getLogger("prefect")):
+            logger.addHandler(handler)
+        logging.captureWarnings(True)
+        _LOG["path"] = where / name
+        break
+    return _LOG.get("path")
+
+
+def _check_writable(root: Path) -> None:
+    """A state folder that cannot be written (read-only, not ours, full) says so before anything starts in it."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as err:
+        _fail(f"the state folder {root} is not writable ({err.strerror}): use a writable RSR_HOME or --state")
+    free = shutil.disk_usage(root).free
+    if free < MIN_FREE_BYTES:
+        _fail(f"disk full: {free >> 20} MiB free where the state folder {root} is; free some space or move RSR_HOME")
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _one_line(err: BaseException) -> tuple[str, int]:
+    """A failure as one line and an exit status: 2 for what the user can fix, 1 for anything else."""
+    from rsr.settings import OutsideData
+    from rsr.store.connect import DatabaseCorrupt, StateBusy
+
+    for e in _causes(err):
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):
+            return f"disk full: {text}", 2
+        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return f"cannot write {e.filename or 'a file'}: {e.strerror} (a read-only or protected folder?)", 2
+        if "Read-only file system" in str(e) or "Permission denied" in str(e):
+            return f"cannot write: {text}", 2
+        if "Could not set lock on file" in str(e) or "Conflicting lock" in str(e):
+            return f"the database is locked by another process: {text}", 2
+        if isinstance(e, DatabaseCorrupt | StateBusy | OutsideData | FileNotFoundError | ValueError):
+            return text, 2
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}", 1
+
+
+def main() -> None:
+    """`rsr`: no library's traceback in front of an error: one line, the traceback in the log file it names."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
+    _LOG["main"] = Path()
+    try:
+        app()
+    except Exception as err:  # SystemExit (typer.Exit, click's usage errors) passes through untouched
+        line, status = _one_line(err)
+        log = _log_to(Path(os.environ.get("RSR_HOME") or ".rsr") / "logs")
+        logging.getLogger("rsr").error("rsr failed: %s", line, exc_info=err)
+        typer.secho(f"error: {line}" + (f" (log: {log})" if log else ""), fg=typer.colors.RED, err=True)
+        raise SystemExit(status) from None
 
 
 @app.command(context_settings=MAP_PAIRS)
@@ -204,14 +294,21 @@ QUIET_ENV = {
 }
 
 
-def _state(state: str | None):
+def _state(state: str | None, writes: bool = True):
     """The state folder, with its settings (and QUIET_ENV) in the environment."""
     from rsr.settings import StateDir, apply_env
 
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    return apply_env(StateDir.from_env(state))
+    home = StateDir.from_env(state)
+    shell = "main" in _LOG and writes  # `rsr` at a shell: fatal conditions up front, logs to the state folder
+    if shell:
+        _check_writable(home.root)
+    apply_env(home)
+    if shell:
+        _log_to(home.root / "logs", configure_prefect=True)
+    return home
 
 
 def _template_kwargs(text: str | None) -> dict | None:
@@ -480,7 +577,7 @@ def _console():  # noqa: ANN202 (rich is imported lazily: `rsr --help` stays fas
 @app.command()
 def status(state: StateOpt = None) -> None:
     """What the state folder holds: teachers, students, scores, publications, recent runs."""
-    home = _state(state)
+    home = _state(state, writes=False)
     if not home.duckdb.exists():
         typer.echo(f"{home.duckdb} does not exist yet: run `rsr demo` or `rsr add-teacher`")
         return
@@ -666,4 +763,4 @@ def report(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -57,6 +57,11 @@ class StateBusy(RuntimeError):
     """Another flow holds the state folder's writer lock (and kept it longer than we would wait)."""
 
 
+class DatabaseCorrupt(RuntimeError):
+    """The database file fails its checks (empty, foreign, cut short, a block that fails its checksum): it is never
+    opened for writing."""
+
+
 # ---- the retry policy ----------------------------------------------------------------------------------------
 
 
@@ -92,6 +97,8 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, waiting up to ``wait_s`` (default $RSR_DB_WAIT_S) while another process holds the file."""
     wait_s = settings().db_wait_s if wait_s is None else wait_s
+    if not read_only:
+        ensure_sound(path, wait_s)
     try:
         return retry(lambda: duckdb.connect(str(path), read_only=read_only, config=config or {}), wait_s, is_lock_error)
     except duckdb.Error as err:
@@ -100,6 +107,95 @@ def connect(
         raise type(err)(
             f"{err}\n(waited {wait_s:g}s for the other process to close {path}; set RSR_DB_WAIT_S to wait longer)"
         ) from None
+
+
+# ---- the file's checks ---------------------------------------------------------------------------------------
+
+# A DuckDB file: three 4 KiB headers (bytes 8-12 of the first: "DUCK"), then whole 256 KiB blocks, each holding a
+# checksum that DuckDB verifies when it reads the block.
+HEADER_BYTES = 3 * 4096
+BLOCK_BYTES = 262144
+MAGIC = b"DUCK"
+ADVICE = "restore it from a backup, or move it aside to start a new one; nothing was written to it"
+_sound: set[Path] = set()  # files this process has checked whole (and since written itself)
+
+
+def check_file(path: Path) -> None:
+    """Refuse, before DuckDB opens it, a file that is empty, not DuckDB's, or cut short (a stat and 12 bytes)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except FileNotFoundError:
+        return  # a new database
+    if size == 0:
+        raise DatabaseCorrupt(f"{path} is empty (0 bytes), not a DuckDB database: {ADVICE}")
+    if head[8:12] != MAGIC:
+        raise DatabaseCorrupt(f"{path} is not a DuckDB database (a foreign or overwritten file): {ADVICE}")
+    if size < HEADER_BYTES or (size - HEADER_BYTES) % BLOCK_BYTES:
+        raise DatabaseCorrupt(f"{path} is cut short ({size} bytes is not whole blocks): {ADVICE}")
+
+
+def _signatures(path: Path) -> str:
+    """What the file (and its WAL) look like now: size, mtime, inode."""
+    sig = [(s.st_size, s.st_mtime_ns, s.st_ino) if (s := _stat(p)) else None for p in (path, _wal(path))]
+    return f"checked {path.name} {sig}"
+
+
+def _stat(p: Path) -> os.stat_result | None:
+    try:
+        return p.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _checked_before(path: Path) -> bool:
+    """The file passed the whole read as it is now, or since then only this process wrote it (under the lock).
+    A free writer.lock holds the signature of the database as its last writer left it (no other file is made)."""
+    path = path.resolve()
+    lock = path.parent / "writer.lock"
+    if path in _sound and lock in _held:
+        return True
+    try:
+        return lock.read_text(encoding="utf-8") == _signatures(path)
+    except OSError:
+        return False
+
+
+def scan_all(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Read every column of every table, so that DuckDB verifies each data block's checksum."""
+    tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT internal").fetchall()
+    try:
+        for schema, table in tables:
+            for _ in con.sql(f'SELECT * FROM "{schema}"."{table}"').to_arrow_reader(65536):
+                pass
+    except duckdb.Error as err:
+        raise DatabaseCorrupt(f"{path} is corrupted ({str(err).splitlines()[0]}): {ADVICE}") from None
+
+
+def ensure_sound(path: Path, wait_s: float | None = None) -> None:
+    """Before a write: the cheap checks always; the whole read (every block's checksum) unless this file, as it is
+    now, passed it before. A file that fails is never opened read-write."""
+    path = Path(path)
+    check_file(path)
+    if not path.exists():
+        _sound.add(path.resolve())  # created now, by us
+        return
+    if _checked_before(path):
+        return
+    try:
+        con = connect(path, read_only=True, config=dict(GUARDED_CONFIG), wait_s=wait_s)
+    except duckdb.Error as err:
+        if is_lock_error(err):
+            raise
+        raise DatabaseCorrupt(f"{path} cannot be opened ({str(err).splitlines()[0]}): {ADVICE}") from None
+    with con:
+        scan_all(con, path)
+    _sound.add(path.resolve())  # under the writer lock: its release records the file as sound
 
 
 # ---- the writer lock -----------------------------------------------------------------------------------------
@@ -141,6 +237,9 @@ def writer_lock(root: Path, what: str, wait_s: float | None = None) -> Iterator[
             _held.discard(path)
             fh.seek(0)
             fh.truncate()
+            # What we wrote under the lock, checked whole before, is sound: the next process need not read it whole.
+            fh.write(next((_signatures(db) for db in _sound if db.parent == path.parent), ""))
+            fh.flush()
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -181,16 +280,19 @@ def open_read_only(
     # mid-query must leave nothing in the state folder.
     with tempfile.TemporaryDirectory(prefix="rsr-read-") as tmp:
         config = {**GUARDED_CONFIG, "temp_directory": str(Path(tmp) / "spill")}
+        check_file(db)
         with _writer_lock_shared(db) as busy:
             if busy is None:
                 try:
                     con = connect(db, read_only=True, config=config, wait_s=wait_s)
                 except duckdb.Error as err:
                     if not is_lock_error(err):
-                        raise
+                        raise DatabaseCorrupt(f"{db} cannot be opened ({str(err).splitlines()[0]}): {ADVICE}") from None
                     busy = f"the database was locked by a writer for {wait_s:g}s"
                 else:
                     with con:
+                        if not _checked_before(db):  # changed since it was last checked whole: check it now
+                            scan_all(con, db)
                         yield con, None
                     return
         # Outside the shared writer.lock: copying does not block anybody.
