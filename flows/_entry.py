@@ -52,6 +52,7 @@ class StudentAdded(_Payload):
     ref: str = Field(min_length=1)
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # the template's options, as in a config's student
 
 
 def _template_object(value: Any, where: str = "payload") -> str | None:

@@ -77,7 +77,8 @@ def registered_students(db: Path) -> list[StudentSpec]:
     specs = []
     for row in rows:
         info = row.info or {}
-        kept = {k: info[k] for k in ("dtype", "chat_template", "chat_template_kwargs", "policy", "output") if info.get(k) is not None}
+        keys = ("dtype", "chat_template", "chat_template_kwargs", "policy", "output")
+        kept = {k: info[k] for k in keys if info.get(k) is not None}
         spec = StudentSpec(ref=row.ref, **kept)
         if spec not in specs:
             specs.append(spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -32,6 +32,8 @@ class StudentSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     device: str = "auto"
     chat_template: str | None = None
+    # The template's options, as vLLM's `chat_template_kwargs` (e.g. {enable_thinking: true}); part of the digest.
+    chat_template_kwargs: dict[str, Any] | None = None
     policy: SelectionPolicy | None = None  # how this student's dataset is selected after a (re-)score
     output: str | None = None  # its dataset's name; default: sft-<model name>
 

@@ -43,7 +43,12 @@ def training_split(info: dict) -> Callable[[list[dict]], dict[str, str]]:
     """For a student whose template rewrites assistant text: the prompt/completion split its scores were made on.
     Rendering needs the student's tokenizer and template, so the student is loaded (once per process, shared with
     scoring); it must be the registered one."""
-    spec = StudentSpec(ref=info["ref"], dtype=info["dtype"], chat_template=info.get("chat_template"))
+    spec = StudentSpec(
+        ref=info["ref"],
+        dtype=info["dtype"],
+        chat_template=info.get("chat_template"),
+        chat_template_kwargs=info.get("chat_template_kwargs"),
+    )
     student = load_student(spec)
     if student.student_id != info["student_id"]:
         raise ValueError(f"student {info['ref']!r} is now {student.student_id}, scored as {info['student_id']}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from rsr.score.render import TEMPLATE_DATE
 from rsr.settings import StateDir
 
 # Tokenizers' own thread pool fights torch for the same cores and warns after fork.
@@ -146,8 +147,10 @@ def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> tuple[
 _DIGEST_FILES = ("*.safetensors", "*.bin", "tokenizer.json", "tokenizer.model")
 
 
-def folder_digest(folder: Path, chat_template: str | None) -> str:
-    """sha256 over weight + tokenizer files and the effective chat template; cached by (size, mtime) per file."""
+def folder_digest(folder: Path, chat_template: str | None, chat_template_kwargs: dict | None = None) -> str:
+    """sha256 over weight + tokenizer files, the effective chat template, its options (chat_template_kwargs) and,
+    for a template that reads the clock, the pinned date it renders with; cached by (size, mtime) per file.
+    Options and date are folded in only when present, so a student without them keeps its digest."""
     cache_file = folder / ".rsr_digest_cache.json"
     try:
         cache = json.loads(cache_file.read_text())
@@ -163,6 +166,10 @@ def folder_digest(folder: Path, chat_template: str | None) -> str:
                 cache[key] = hashlib.file_digest(fh, "sha256").hexdigest()
         h.update(f"{p.name}={cache[key]}\n".encode())
     h.update((chat_template or "").encode())
+    if chat_template_kwargs:
+        h.update(b"\nchat_template_kwargs=" + json.dumps(chat_template_kwargs, sort_keys=True).encode())
+    if "strftime_now" in (chat_template or ""):
+        h.update(f"\ntemplate_date={TEMPLATE_DATE.date().isoformat()}".encode())
     if len(cache) > known:  # a new or changed file
         try:
             cache_file.write_text(json.dumps(cache))

@@ -22,21 +22,24 @@ import copy
 import functools
 import inspect
 import itertools
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from rsr.metric import METRIC_VERSION, R_MAX, TrajectoryStats, surprisal_profile
-from rsr.records import THINK_CLOSE, THINK_OPEN, Message, RecordError, Score, join_reasoning
+from rsr.records import RecordError, Score
 from rsr.score import load as models
+from rsr.score.render import KINDS, Rendered, Renderer, reasoning_spans, scored_tokens
 from rsr.settings import StateDir
 
 __all__ = [
+    "KINDS",
     "ExactHead",
     "Prepared",
     "RecordError",
@@ -172,23 +175,6 @@ def exact_fp32_matmul(bf16_valued: bool, device: torch.device) -> Iterator[None]
 # ---------------------------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------------------------
-KINDS = ("reasoning", "answer", "tool")  # what a scored token is, by its first scored character
-
-
-@dataclass
-class Rendered:
-    """A conversation as text, with character spans: `spans` are scored (assistant bodies); inside them, `content`
-    is the messages' content (the rest of a body is tool-call text) and `reasoning` the thought blocks in it."""
-
-    text: str
-    spans: list[tuple[int, int]]
-    content: list[tuple[int, int]]
-    reasoning: list[tuple[int, int]]
-
-    def kind(self, char: int) -> str:
-        return "reasoning" if _inside(char, self.reasoning) else "answer" if _inside(char, self.content) else "tool"
-
-
 @dataclass
 class Prepared:
     """One conversation tokenised: ids (maybe truncated) and the positions of scored (assistant) tokens."""
@@ -257,27 +243,6 @@ class ScoredTrajectory:
 # ---------------------------------------------------------------------------------------------------------------
 # The student
 # ---------------------------------------------------------------------------------------------------------------
-_SENTINEL = "RSR-SENTINEL-7f3a"  # probe text no template rewrites: what follows it is the end-of-turn marker
-_OPENERS = (THINK_OPEN + "\n", THINK_OPEN)  # a generation prompt may open the reasoning block itself (R1, QwQ)
-# Canonical reasoning chats (join_reasoning form): a template that keeps these verbatim keeps any trace verbatim.
-_PROBES = {
-    "every assistant turn": [
-        {"role": "user", "content": "Q1"},
-        {"role": "assistant", "content": join_reasoning("R1", "A1")},
-    ],
-    "earlier assistant turns": [
-        {"role": "user", "content": "Q1"},
-        {"role": "assistant", "content": join_reasoning("R1", "A1")},
-        {"role": "user", "content": "Q2"},
-        {"role": "assistant", "content": join_reasoning("R2", "A2")},
-    ],
-}
-
-
-class _Altered(RecordError):
-    """The template rendered an assistant turn's content other than verbatim."""
-
-
 @dataclass
 class Student:
     ref: str
@@ -290,14 +255,26 @@ class Student:
     head: ExactHead = field(repr=False)  # checked against the model's own logits at load
     bos: int | None = field(default=None, repr=False)  # prepended when the tokenizer adds it and the render lacks it
     r_max: int = R_MAX
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # the template's options (vLLM's name)
     # Learnt from the template (again after dataclasses.replace): how chats are rendered and what is scored.
-    render_mode: str = field(init=False, default="template")  # "template" | "generation"
-    render_note: str = field(init=False, default="")
-    eot: str = field(init=False, default="", repr=False)  # the end-of-turn marker after an assistant body
+    renderer: Renderer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.eot = self._end_marker()
-        self.render_mode, self.render_note = self._probe()
+        self.renderer = Renderer(self.tokenizer, self.chat_template, self.ref, dict(self.chat_template_kwargs))
+
+    @property
+    def render_mode(self) -> str:
+        """ "template" (every assistant turn as the template renders it) | "generation" (the final response)."""
+        return self.renderer.mode
+
+    @property
+    def render_note(self) -> str:
+        return self.renderer.note
+
+    @property
+    def eot(self) -> str:
+        """The end-of-turn marker after an assistant body."""
+        return self.renderer.eot
 
     @property
     def student_id(self) -> str:
@@ -324,9 +301,11 @@ class Student:
         dtype: str | torch.dtype = "auto",
         device: str = "auto",
         chat_template: str | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
         state: StateDir | None = None,
     ) -> Student:
-        """ref: an embedded name (smollm2-135m, gemma3-270m), a local model folder, or a hub id.
+        """ref: an embedded name (smollm2-135m, gemma3-270m), a local model folder, or a hub id; chat_template_kwargs:
+        the template's options (e.g. {"enable_thinking": true}), part of the student's digest.
 
         Raises UnsupportedStudent for an architecture whose logits we cannot reproduce exactly.
         """
@@ -335,20 +314,25 @@ class Student:
         folder = models.model_folder(ref, state)
         model, tokenizer, bos = models.load_model(folder, torch_dtype, dev)
         template = models.resolve_chat_template(chat_template) or getattr(tokenizer, "chat_template", None)
+        options = dict(chat_template_kwargs or {})
         head = ExactHead.of(model)
         probe = torch.tensor([[1 if bos is None else bos, *range(2, 10)]], device=dev) % model.config.vocab_size
         head.check_against(model, probe)  # refuse an unsupported student now, not in the middle of a run
-        return cls(
+        student = cls(
             ref=ref,
             model=model,
             tokenizer=tokenizer,
             chat_template=template,
-            digest=models.folder_digest(folder, template),
+            digest=models.folder_digest(folder, template, options),
             device=dev,
             dtype=torch_dtype,
             head=head,
             bos=bos,
+            chat_template_kwargs=options,
         )
+        if student.renderer.drops_tool_calls:  # README says tool calls are scored: not under this template
+            warnings.warn(f"student {ref!r}: {student.render_note}", UserWarning, stacklevel=2)
+        return student
 
     def info(self) -> dict:
         return {
@@ -363,159 +347,37 @@ class Student:
             "r_max": self.r_max,
             "render_mode": self.render_mode,
             "render_note": self.render_note,
-        }
+        } | ({"chat_template_kwargs": dict(self.chat_template_kwargs)} if self.chat_template_kwargs else {})
 
-    # -- what the template does (learnt once) ----------------------------------------------------------------
-    def _end_marker(self) -> str:
-        if self.chat_template is None:
-            return ""
-        try:
-            text = self._apply([{"role": "user", "content": "Q"}, {"role": "assistant", "content": _SENTINEL}], False)
-        except RecordError:
-            return ""
-        return text.rsplit(_SENTINEL, 1)[1] if _SENTINEL in text else ""
-
-    def _probe(self) -> tuple[str, str]:
-        """Render canonical reasoning chats: "template" mode if every assistant turn stays verbatim."""
-        if self.chat_template is None:
-            return "template", "no chat template: pass --chat-template to score"
-        try:
-            which = self._altered_probe()
-        except RecordError as err:
-            return "template", f"this chat template could not be probed ({err}): scoring assistant turns as rendered"
-        if which is None:
-            return "template", (
-                "this chat template keeps assistant turns verbatim: scoring every assistant turn's body (its content "
-                "and tool calls, as an SFT trainer trains on them); role headers, end-of-turn markers and other turns "
-                "are context"
-            )
-        opens = " (its generation prompt opens `<think>`)" if self._generation_prompt().endswith(_OPENERS) else ""
-        return "generation", (
-            f"this chat template drops or rewrites the `<think>` reasoning of {which}{opens}: scoring "
-            "each response as the student generates it (the prompt with the generation prompt + the final response "
-            "verbatim; earlier assistant turns are context as the template renders them); train on the published "
-            "`prompt`/`completion` columns, not on `messages` through this template"
-        )
-
-    def _altered_probe(self) -> str | None:
-        """Which canonical chat the template does not keep verbatim, or None."""
-        for which, chat in _PROBES.items():
-            msgs = [Message.model_validate(m) for m in chat]
-            try:
-                self._layout_template(msgs, [i for i, m in enumerate(msgs) if m.role == "assistant"], exact=True)
-            except _Altered:
-                return which
-        return None
-
-    def _generation_prompt(self) -> str:
-        try:
-            return self._apply([{"role": "user", "content": "Q"}], True)
-        except RecordError:
-            return ""
-
-    # -- rendering -------------------------------------------------------------------------------------------
-    def render(self, messages: Sequence[Mapping | object]) -> tuple[str, list[tuple[int, int]]]:
+    # -- rendering (rsr/score/render.py) ---------------------------------------------------------------------
+    def render(
+        self, messages: Sequence[Mapping | object], tools: list[dict] | None = None
+    ) -> tuple[str, list[tuple[int, int]]]:
         """The conversation as text under the student's template, and the character spans that are scored.
 
         Spans are character offsets (not header token ids: BPE can merge a header with the response's first
         characters); the role header and the end-of-turn marker are outside them.
         """
-        r = self._layout(messages)
+        r = self.renderer.layout(messages, tools)
         return r.text, r.spans
 
-    def training_example(self, messages: Sequence[Mapping | object]) -> dict[str, str]:
-        """The text split the scorer uses for the final assistant turn: {"prompt", "completion"}, the completion
-        being the scored response + the end-of-turn marker. In "generation" mode it is exactly what was scored."""
-        r = self._layout(messages)
-        start, end = r.spans[-1]
-        return {"prompt": r.text[:start], "completion": r.text[start:end] + self.eot}
+    def training_example(self, messages: Sequence[Mapping | object], tools: list[dict] | None = None) -> dict:
+        """{"prompt", "completion"} of the final assistant turn, as scored (Renderer.training_example)."""
+        return self.renderer.training_example(messages, tools)
 
-    def _layout(self, messages: Sequence[Mapping | object]) -> Rendered:
-        if self.chat_template is None:
-            raise RecordError(
-                f"student {self.ref!r} has no chat template: pass --chat-template chatml|llama3|FILE.jinja"
-            )
-        msgs = [_message(m, i) for i, m in enumerate(messages)]
-        turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
-        if not turns:
-            raise RecordError("no assistant turn to score")
-        if self.render_mode == "generation":
-            return self._layout_generation(msgs, turns[-1])
-        return self._layout_template(msgs, turns)
-
-    def _layout_template(self, msgs: list[Message], turns: list[int], exact: bool = False) -> Rendered:
-        """Every assistant turn's body: what the render of messages[:i+1] adds to messages[:i] + generation prompt."""
-        dicts = [m.for_template() for m in msgs]
-        text = self._apply(dicts, False)
-        spans, content, cursor = [], [], 0
-        for i in turns:
-            _check_response(msgs[i], i)
-            body = self._body(dicts, i, text, cursor)
-            if body is None and msgs[i].tool_calls:
-                raise RecordError(f"cannot locate the tool-call text of assistant message {i} in the render")
-            at = _find(text, msgs[i].content or "", *(body or (cursor, len(text))), exact=exact)
-            if at is None:
-                raise _Altered(f"the chat template altered assistant message {i}; cannot locate it in the render")
-            spans.append(body or at)  # where the prefixes do not line up, the content found is the body
-            content.append(at)
-            cursor = spans[-1][1]
-        return Rendered(text, spans, content, _reasoning_in(text, content))
-
-    def _body(self, dicts: list[dict], i: int, text: str, cursor: int) -> tuple[int, int] | None:
-        if i == 0 or not self.eot:
-            return None
-        prompt = self._apply(dicts[:i], True)
-        turn = self._apply(dicts[: i + 1], False)
-        if not (text.startswith(turn) and turn.startswith(prompt) and turn.endswith(self.eot)):
-            return None
-        start, end = len(prompt), len(turn) - len(self.eot)
-        content = dicts[i]["content"] or ""
-        # A generation prompt that opens `<think>` (QwQ): the turn's body starts at the tag.
-        opened = next((o for o in _OPENERS if prompt.endswith(o) and content.startswith(o)), "")
-        start -= len(opened)
-        return (start, end) if cursor <= start <= end else None
-
-    def _layout_generation(self, msgs: list[Message], last: int) -> Rendered:
-        """As the student generates: template(messages[:last]) + generation prompt, the response verbatim, the
-        end-of-turn marker. Only the final turn is scored; turns after it are dropped."""
-        m = msgs[last]
-        _check_response(m, last)
-        if m.tool_calls:
-            raise RecordError(
-                f"assistant message {last} calls tools, but this student's chat template rewrites assistant turns "
-                "(render mode 'generation' scores a final text response only); use a template that keeps them"
-            )
-        prompt = self._apply([x.for_template() for x in msgs[:last]], True)
-        content = m.content or ""
-        opened = next((o for o in _OPENERS if prompt.endswith(o) and content.startswith(o)), "")
-        text = prompt + content[len(opened) :] + self.eot
-        body = (len(prompt), len(text) - len(self.eot))
-        content_span = [(len(prompt) - len(opened), body[1])]  # the opened tag sits at the end of the prompt
-        return Rendered(text, [body], content_span, _reasoning_in(text, content_span))
-
-    def _apply(self, msgs: list[dict], add_generation_prompt: bool) -> str:
-        from jinja2 import TemplateError
-
-        try:
-            return self.tokenizer.apply_chat_template(
-                msgs, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
-        except (TemplateError, TypeError) as err:  # TypeError: a template adding a null content to a string
-            # e.g. a template that raise_exception()s on a system turn: this record's error, not the run's crash
-            roles = ", ".join(m["role"] for m in msgs[:8]) + (", ..." if len(msgs) > 8 else "")
-            raise RecordError(f"the chat template refused this conversation (roles: {roles}): {err}") from None
-
-    def prepare(self, messages: Sequence[Mapping | object], max_tokens: int | None = None, index: int = 0) -> Prepared:
-        r = self._layout(messages)
+    def prepare(
+        self,
+        messages: Sequence[Mapping | object],
+        max_tokens: int | None = None,
+        index: int = 0,
+        tools: list[dict] | None = None,
+    ) -> Prepared:
+        r = self.renderer.layout(messages, tools)
         enc = self.tokenizer(r.text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
         if self.bos is not None and (not ids or ids[0] != self.bos):
             ids, offsets = [self.bos, *ids], [(0, 0), *offsets]
-        # A token carrying any scored character is scored (it may also carry a merged header character); it is
-        # classed by its first scored character.
-        firsts = [(p, _first_scored(s, e, r.spans)) for p, (s, e) in enumerate(offsets) if p > 0 and e > s]
-        scored = [p for p, c in firsts if c is not None]
-        kinds = [r.kind(c) for _, c in firsts if c is not None]
+        scored, kinds = scored_tokens(r, offsets)
         if not scored:
             raise RecordError("the assistant response has no tokens under this tokenizer")
         limit, _ = self.max_tokens_for(max_tokens)
@@ -535,18 +397,22 @@ class Student:
         max_tokens: int | None = None,
         progress: bool = True,
         keep_tokens: bool = False,
+        tools: Sequence[list[dict] | None] | None = None,
     ) -> list[ScoredTrajectory]:
         """Score each conversation's assistant tokens; one result per conversation, in input order (with
-        `keep_tokens`, each result's per-token numbers too).
+        `keep_tokens`, each result's per-token numbers too). `tools`: each conversation's tool schemas (or None),
+        given to the template as apply_chat_template's `tools`.
 
         max_tokens above the student's context is capped to it (max_tokens_for says so, for callers to print)."""
+        if tools is not None and len(tools) != len(conversations):
+            raise ValueError(f"tools: {len(tools)} entries for {len(conversations)} conversations (one each, or None)")
         limit, _ = self.max_tokens_for(max_tokens)
         made = {"dtype": models.dtype_name(self.dtype), "max_tokens": max_tokens and limit, "render": self.render_mode}
         results = [ScoredTrajectory(**made) for _ in conversations]
 
         def prepare(i: int) -> Prepared | None:
             try:
-                return self.prepare(conversations[i], max_tokens=limit, index=i)
+                return self.prepare(conversations[i], max_tokens=limit, index=i, tools=tools[i] if tools else None)
             except RecordError as err:
                 results[i].error = str(err)
                 return None
@@ -569,13 +435,13 @@ class Student:
         return results
 
     def explain(
-        self, messages: Sequence[Mapping | object], max_tokens: int | None = None
+        self, messages: Sequence[Mapping | object], max_tokens: int | None = None, tools: list[dict] | None = None
     ) -> tuple[Prepared, ScoredTrajectory]:
         """One conversation through the same exact scorer, keeping what a token-level view needs: the rendered text,
         every token's characters (context included) and each scored token's numbers; the sums are bit for bit
         those of score(). Raises RecordError for a conversation that cannot be scored."""
         limit, _ = self.max_tokens_for(max_tokens)
-        p = self.prepare(messages, max_tokens=limit)
+        p = self.prepare(messages, max_tokens=limit, tools=tools)
         with torch.inference_mode():
             tokens, _ = self._score_one(p)
         made = {"dtype": models.dtype_name(self.dtype), "max_tokens": max_tokens and limit, "render": self.render_mode}
@@ -628,68 +494,3 @@ def _by_prompt(prepared: Iterable[Prepared | None], window: int = 256) -> Iterat
 def _cache_argument(body: type) -> str:
     # transformers 5 names the key/value cache `cache`; `past_key_values` before (deprecated since).
     return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
-
-
-def _message(message: Mapping | object, i: int) -> Message:
-    """A message as the template must see it (Message.for_template); content may be null only beside tool calls."""
-    try:
-        msg = message if isinstance(message, Message) else Message.model_validate(_fields(message))
-    except (ValidationError, TypeError) as err:
-        raise RecordError(f"message {i}: a message needs string role and content ({_first_error(err)})") from None
-    if msg.content is None and not (msg.role == "assistant" and msg.tool_calls):
-        raise RecordError(f"message {i}: a message needs string role and content (null only beside tool_calls)")
-    return msg
-
-
-def _fields(message: Mapping | object) -> dict:
-    return dict(message) if isinstance(message, Mapping) else vars(message)
-
-
-def _first_error(err: Exception) -> str:
-    if isinstance(err, ValidationError):
-        e = err.errors()[0]
-        return f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-    return str(err)
-
-
-def _check_response(m: Message, i: int) -> None:
-    if not (m.content or "").strip() and not m.tool_calls:
-        raise RecordError(f"empty assistant response (message {i})")
-
-
-def _find(text: str, needle: str, lo: int, hi: int, exact: bool = False) -> tuple[int, int] | None:
-    """Where needle (or, unless exact, needle stripped: llama3 trims) first occurs in text[lo:hi]."""
-    for n in (needle,) if exact else (needle, needle.strip()):
-        if (at := text.find(n, lo, hi)) >= 0:
-            return at, at + len(n)
-    return None
-
-
-def _inside(char: int, spans: list[tuple[int, int]]) -> bool:
-    return any(a <= char < b for a, b in spans)
-
-
-def _first_scored(s: int, e: int, spans: list[tuple[int, int]]) -> int | None:
-    """The first character of token [s, e) inside a scored span, or None."""
-    return next((max(s, a) for a, b in spans if s < b and e > a), None)
-
-
-_THOUGHTS = ((THINK_OPEN, THINK_CLOSE), ("<|begin_of_thought|>", "<|end_of_thought|>"))  # R1/QwQ/Qwen3, OpenThoughts
-
-
-def reasoning_spans(text: str) -> list[tuple[int, int]]:
-    """Spans of reasoning in a response, tags included. A close tag before any open tag: the prompt opened the
-    block (R1's generation prompt), reasoning from the start; an unclosed block runs to the end (a cut trace)."""
-    spans = []
-    for open_, close in _THOUGHTS:
-        at, first_close, first_open = 0, text.find(close), text.find(open_)
-        if first_close >= 0 and (first_open < 0 or first_close < first_open):
-            spans.append((0, at := first_close + len(close)))
-        while (a := text.find(open_, at)) >= 0:
-            b = text.find(close, a + len(open_))
-            spans.append((a, at := len(text) if b < 0 else b + len(close)))
-    return sorted(spans)
-
-
-def _reasoning_in(text: str, content: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    return [(a + x, a + y) for a, b in content for x, y in reasoning_spans(text[a:b])]
