@@ -247,7 +247,7 @@ def explain(
             mapped = _mapping(mapping, ctx.args)
             page = explain_record(file, trajectory, model, out, fmt, mapped, max_tokens=max_tokens)
         else:
-            db = _state(state).duckdb
+            db = _state(state, writes=False).duckdb
             page = explain_trajectory(db, trajectory, model, out, max_tokens=max_tokens)
     typer.echo(f"wrote {page}")
 
@@ -294,8 +294,9 @@ QUIET_ENV = {
 }
 
 
-def _state(state: str | None, writes: bool = True):
-    """The state folder, with its settings (and QUIET_ENV) in the environment."""
+def _state(state: str | None, writes: bool = True, server: bool = True):
+    """The state folder, with its settings (and QUIET_ENV) in the environment. Under `rsr` (main), a command that
+    `writes` checks the folder first and, with `server`, runs its flows on a Prefect server that dies with it."""
     from rsr.settings import StateDir, apply_env
 
     for key, value in QUIET_ENV.items():
@@ -306,6 +307,12 @@ def _state(state: str | None, writes: bool = True):
     if shell:
         _check_writable(home.root)
     apply_env(home)
+    if shell and server and not os.environ.get("PREFECT_API_URL"):  # set before Prefect is imported
+        from rsr_deployments.local_server import start
+
+        (home.root / "logs").mkdir(exist_ok=True)
+        timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+        os.environ["PREFECT_API_URL"] = start(home.root / "logs" / f"prefect-server-{os.getpid()}.log", timeout)
     if shell:
         _log_to(home.root / "logs", configure_prefect=True)
     return home
@@ -552,7 +559,7 @@ def serve(
     rsr.student.added (then publish for each re-scored student), publish on demand. Needs PREFECT_API_URL (a
     running `prefect server start`)."""
     ray = _ray(ray_address)
-    home = _state(state)
+    home = _state(state, server=False)  # it needs the real server: PREFECT_API_URL
     from prefect import serve as prefect_serve
 
     from rsr_deployments.events import NoPrefectApi, require_api
