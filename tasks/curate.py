@@ -21,7 +21,9 @@ from rsr.store.writer import Store
 
 # DuckDB keeps every block it wrote or read cached up to its memory limit (default: 80% of RAM), so over a large
 # input its cache, not our chunks, would set the process's size; the CPU stages cap it (it spills past the cap).
-DB_MEMORY = "384MB"
+# Chosen with the ingest's chunks (rsr.curate.ingest.CHUNK_BYTES, 16 MB of text): inserting a chunk needs ~8x its
+# text inside this limit, and one record of up to 16 MB still fits (an 8 MB trace measured; benchmarks/README.md).
+DB_MEMORY = "256MB"
 DEDUP_PROBLEMS = 5000  # problems (with all their teachers' trajectories) deduplicated per page at most
 VERIFY_CHUNK = 5000  # trajectories verified and stored per page at most
 

@@ -1,6 +1,10 @@
 -- v5: a trajectory's tools (the function schemas its prompt offered, JSON), and per ingested source file how its
 -- records were accounted for: records = stored + repeats + quarantined (a row of N generations counts N).
-ALTER TABLE trajectories ADD COLUMN tools JSON;
+-- messages (and tools) as VARCHAR holding JSON text that our writer made: DuckDB's JSON type parses each value on
+-- insert, holding several copies of a long trace at once (an 8 MB trace failed a 128 MB memory limit that VARCHAR
+-- passes); the json functions read VARCHAR the same.
+ALTER TABLE trajectories ALTER COLUMN messages SET DATA TYPE VARCHAR;
+ALTER TABLE trajectories ADD COLUMN tools VARCHAR;
 CREATE TABLE ingest_counts (
     run_id VARCHAR NOT NULL,
     teacher VARCHAR NOT NULL,
