@@ -29,6 +29,7 @@ import numpy as np
 MEDIAN, MEAN, TAIL = 20_000, 30_000, 400_000  # response bytes
 HUGE = 8_000_000  # the one 8 MB record
 BROKEN, REPEATS = 0.002, 0.01
+_BROKEN_LINES = ('{"messages": [{"role": "user", "content": "cut', '{"messages": 5}', '{"messages": []}')
 _SIGMA = float(np.sqrt(2 * np.log(MEAN / MEDIAN)))  # log-normal: mean = median * exp(sigma^2 / 2)
 
 
@@ -55,8 +56,7 @@ def generate(path: Path, n: int, seed: int = 0) -> dict:
             roll = rng.random()
             if roll < BROKEN:
                 broken += 1
-                fh.write(['{"messages": [{"role": "user", "content": "cut', '{"messages": 5}', '{"messages": []}'][i % 3])
-                fh.write("\n")
+                fh.write(_BROKEN_LINES[i % 3] + "\n")
                 continue
             if roll < BROKEN + REPEATS and last:
                 repeats += 1
