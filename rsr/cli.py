@@ -180,8 +180,7 @@ def score(
     if model.chat_template is None:
         _fail(f"student {student!r} has no chat template: pass --chat-template chatml|llama3|FILE.jinja")
     info = model.info()
-    typer.echo(f"read {input}: {items.plan}; {items.records} records = {len(items.trajectories)} read + "
-               f"{items.repeats} repeats + {len(items.rejected)} rejected", err=True)  # fmt: skip
+    _said_read(input, items)
     typer.echo(f"student {model.student_id} ({info['dtype']} on {model.device}); {len(items.trajectories)} "
                f"trajectories from {input}", err=True)  # fmt: skip
     if info.get("render_mode") == "generation" or model.renderer.drops_tool_calls:
@@ -205,8 +204,6 @@ def score(
         typer.echo(f"{n_truncated} truncated (scored on their first {limit} tokens; left out of the dataset RSR)")
     if n_failed or items.rejected:
         typer.echo(f"{n_failed} failed to score, {len(items.rejected)} records rejected: see `error` in {out}")
-    if items.repeats:
-        typer.echo(f"{items.repeats} records repeat an earlier one (same teacher, problem and response): scored once")
     if not n_ok:
         _fail(f"nothing scored from {input}: see the `error` of each line in {out}")
     if tokens_out:
@@ -450,6 +447,13 @@ def add_teacher(
         typer.echo(f"  scored {s.scored} for {s.student_id} ({s.errors} errors)")
         for note in s.notes:
             typer.echo(f"  note: {note}")
+
+
+def _said_read(path: Path, items) -> None:
+    """How `rsr score` read its file (the format and the column of each field) and its records' count."""
+    typer.echo(f"read {path}: {items.plan}", err=True)
+    typer.echo(f"{items.records} records = {len(items.trajectories)} read + {items.repeats} repeats (scored once) + "
+               f"{len(items.rejected)} rejected", err=True)  # fmt: skip
 
 
 def _ingest_notes(result: Ingested) -> None:
