@@ -1,0 +1,117 @@
+"""Rendering's own room (rsr/score/render.py): template options, the pinned clock, sandbox limits, tools, kinds.
+
+The real embedded student (SmolLM2) and small hand-written templates; the 13 real templates are
+test_template_conformance.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rsr.config import StudentSpec
+from rsr.records import RecordError, join_reasoning
+from rsr.score.load import folder_digest
+from rsr.score.render import TEMPLATE_DATE, Renderer
+from rsr.score.student import Student
+
+CHAT = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": join_reasoning("R", "A")}]
+# A template with an option, a clock and tool schemas: everything the renderer must pass through.
+OPTIONS_TEMPLATE = (
+    "{% if tools %}TOOLS:{{ tools | map(attribute='function.name') | join(',') }}\n{% endif %}"
+    "DATE:{{ strftime_now('%d %b %Y') }}\n"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.role == 'assistant' and m.reasoning_content and enable_thinking %}<think>\n{{ m.reasoning_content }}\n"
+    "</think>\n\n{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+HUGE_RANGE = "{% for i in range(10**9) %}x{% endfor %}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+
+
+def test_template_options_reach_the_template_and_the_note(smollm):
+    on = dataclasses.replace(smollm, chat_template=OPTIONS_TEMPLATE, chat_template_kwargs={"enable_thinking": True})
+    text, [(a, b)] = on.render(CHAT)
+    assert text[a:b] == join_reasoning("R", "A") and on.renderer.reasoning_field == "reasoning_content"
+    assert '"enable_thinking": true' in on.render_note and on.info()["chat_template_kwargs"] == {
+        "enable_thinking": True
+    }
+    off = dataclasses.replace(smollm, chat_template=OPTIONS_TEMPLATE)
+    assert off.renderer.reasoning_field is None  # without the option this template shows no reasoning field
+
+
+def test_the_template_clock_is_pinned(smollm):
+    student = dataclasses.replace(smollm, chat_template=OPTIONS_TEMPLATE)
+    text, _ = student.render(CHAT)
+    assert text.startswith(f"DATE:{TEMPLATE_DATE.strftime('%d %b %Y')}\n")
+
+
+def test_tools_are_given_to_the_template_per_conversation(smollm):
+    student = dataclasses.replace(smollm, chat_template=OPTIONS_TEMPLATE)
+    tools = [{"type": "function", "function": {"name": "multiply", "parameters": {"type": "object"}}}]
+    text, _ = student.render(CHAT, tools=tools)
+    assert text.startswith("TOOLS:multiply\n")
+    plain, with_tools = student.score([CHAT, CHAT], tools=[None, tools], progress=False)
+    assert plain.error is None and with_tools.error is None
+    assert plain.stats.n_tokens == with_tools.stats.n_tokens  # the tools are context, never scored
+    with pytest.raises(ValueError, match="one each"):
+        student.score([CHAT], tools=[None, None], progress=False)
+
+
+def test_options_and_clock_are_part_of_the_digest_and_absent_ones_change_nothing(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    plain = folder_digest(tmp_path, "{{ x }}")
+    assert folder_digest(tmp_path, "{{ x }}", {}) == plain  # students without options keep their id
+    assert folder_digest(tmp_path, "{{ x }}", {"enable_thinking": False}) != plain
+    assert folder_digest(tmp_path, "{{ x }}", {"a": 1, "b": 2}) == folder_digest(tmp_path, "{{ x }}", {"b": 2, "a": 1})
+    clock = "{{ strftime_now('%Y') }}"
+    assert folder_digest(tmp_path, clock) != folder_digest(tmp_path, clock.replace("strftime_now", "strftime_x"))
+
+
+def test_a_sandbox_limit_is_a_per_record_error_also_at_load(smollm, tmp_path):
+    path = tmp_path / "huge-range.jinja"
+    path.write_text(HUGE_RANGE)
+    student = Student.load(str(Path(smollm.model.name_or_path)), dtype="float32", chat_template=str(path))
+    [result] = student.score([CHAT], progress=False)
+    assert result.stats is None and "refused this conversation" in result.error and "range" in result.error
+
+
+def test_a_channel_header_is_the_answers_markup_not_a_tool_call(smollm):
+    template = (
+        "{% for m in messages %}<|start|>{{ m.role }}{% if m.role == 'assistant' %}<|channel|>final<|message|>"
+        "{% endif %}{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|start|>assistant{% endif %}"
+    )
+    student = dataclasses.replace(smollm, chat_template=template)
+    chat = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "The answer is 4."}]
+    reasoning, answer, tool = student.prepare(chat).coverage
+    assert tool == 0 and answer > 0 and reasoning == 0
+
+
+def test_a_template_that_drops_tool_calls_is_warned_at_load(smollm):
+    # The embedded SmolLM2 template renders content only: a tool call is never shown to the student.
+    assert smollm.renderer.drops_tool_calls
+    assert "drops tool calls" in smollm.render_note
+
+
+def test_a_probe_never_sees_a_template_refusal_as_a_crash(smollm):
+    renderer = Renderer(smollm.tokenizer, "{{ raise_exception('no') }}", "t")
+    assert renderer.mode == "template" and "could not be probed" in renderer.note
+    with pytest.raises(RecordError, match="refused this conversation"):
+        renderer.layout(CHAT)
+
+
+def test_chat_template_kwargs_in_a_config_and_on_the_command_line(tmp_path):
+    assert StudentSpec(ref="x", chat_template_kwargs={"enable_thinking": False}).chat_template_kwargs == {
+        "enable_thinking": False
+    }
+    from rsr.cli import app
+
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"messages": CHAT}) + "\n")
+    out = tmp_path / "out.jsonl"
+    for bad, why in (("{not json", "not JSON"), ("[1]", "a JSON object is needed")):
+        result = CliRunner().invoke(app, ["score", str(data), "--out", str(out), "--chat-template-kwargs", bad])
+        assert result.exit_code == 2 and why in result.output, result.output
