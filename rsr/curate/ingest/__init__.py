@@ -1,5 +1,10 @@
 """Input files -> Trajectory records. One adapter per format; bad records are quarantined, never dropped.
 
+One line of stages, each room visited once: read bytes (_io: open_bytes, decompressing; _csv) -> records (_io:
+RawRecord per line/row/item, a bad one carrying its reason) -> adapt (plan: the format and the column of each
+field, decided once; adapters -> messages/table/zeroeval) -> account (_common.collect: stored, repeat or
+quarantined, chunks of CHUNK records or CHUNK_BYTES of text) -> store (rsr_tasks.curate, one chunk a transaction).
+
 result = ingest_file("runs/gpt-4o.json")                     # format detected: zeroeval
 result = ingest_file("out.csv", mapping={"problem": "question", "response": "output"}, teacher="m")
 result = ingest_file("am.jsonl", mapping={"answer": "messages.0.info.reference_answer"})  # dotted paths, indices
