@@ -143,6 +143,16 @@ def _move_into_place(tmp: Path, final: Path) -> None:
         os.rename(tmp, final)
 
 
+def _remove_unregistered(store: Store, folder: Path) -> None:
+    """A killed publish may leave a complete folder that was never registered (killed after the rename): no row
+    points at it, so nobody will, and its MLflow run is KILLED (lineage.settle_interrupted_runs). Remove it."""
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and not child.name.startswith(".") and not store.get_publication(child.name):
+            shutil.rmtree(child)
+
+
 def _fresh_tmp(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed earlier attempt
@@ -189,7 +199,10 @@ def publish_selection(
     existing = store.get_publication(m.dataset_id)
     client = tracking.client()
     experiment = lineage.experiment_id(client, tracking)
-    lineage.settle_interrupted_runs(client, experiment, m.dataset_id, existing["mlflow_run_id"] if existing else None)
+    lineage.settle_interrupted_runs(
+        client, experiment, m.name, lambda d: (store.get_publication(d) or {}).get("mlflow_run_id")
+    )
+    _remove_unregistered(store, final.parent)
     if existing is not None and final.is_dir():
         return Publication(m.dataset_id, final, existing["n_rows"], m.content_digest, existing["mlflow_run_id"])
 

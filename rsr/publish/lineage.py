@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,19 +76,19 @@ def experiment_id(client: MlflowClient, tracking: Tracking) -> str:
 
 
 def settle_interrupted_runs(
-    client: MlflowClient, experiment: str, dataset_id: str, registered_run_id: str | None
+    client: MlflowClient, experiment: str, name: str, registered_run: Callable[[str], str | None]
 ) -> None:
-    """Close the MLflow runs that a killed publish of this dataset left RUNNING.
+    """Close the MLflow runs that killed publishes of datasets named `name` left RUNNING, whatever they selected.
 
-    Called under the state folder's writer lock, so no live publish of this dataset exists. The registered run
-    logged everything before it was registered (only its end was lost): FINISHED. Any other was abandoned before
-    registering, and its files were never used: KILLED.
+    Called under the state folder's writer lock, so no live publish of this name exists. A run its dataset's
+    registration names (``registered_run(dataset_id)``) logged everything before it was registered (only its end was
+    lost): FINISHED. Any other was abandoned before registering, and its files are removed: KILLED.
     """
     stale = client.search_runs(
-        [experiment], filter_string=f"tags.`rsr.dataset_id` = '{dataset_id}' AND attributes.status = 'RUNNING'"
+        [experiment], filter_string=f"attributes.run_name = 'publish-{name}' AND attributes.status = 'RUNNING'"
     )
     for run in stale:
-        done = run.info.run_id == registered_run_id
+        done = run.info.run_id == registered_run(run.data.tags.get("rsr.dataset_id", ""))
         client.set_tag(run.info.run_id, "rsr.settled", "interrupted after registering" if done else "abandoned")
         client.set_terminated(run.info.run_id, "FINISHED" if done else "KILLED")
 

@@ -117,3 +117,32 @@ def _mlflow_runs(state: Path, dataset_id: str) -> list:
     client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments, filter_string=f"tags.`rsr.dataset_id` = '{dataset_id}'")
+
+
+@pytest.mark.slow
+def test_a_killed_publish_is_cleaned_up_by_the_next_one_with_another_selection(scored_state, prefect_api_url, tmp_path):
+    """Killed after its folder was complete but before registering it; the next publish of that name selects
+    otherwise (another dataset id): the first folder is removed (nothing points at it) and its run is KILLED."""
+    from rsr.config import PipelineConfig
+    from rsr.select import SelectionPolicy
+    from rsr_flows.publish import publish_dataset
+
+    state, config_path = scored_state
+    config = PipelineConfig.load(config_path)
+    proc = spawn(
+        [sys.executable, str(CHILD), "--kill-at", "before-register", "--", "publish", "--name", NAME]
+        + ["--state", str(state)],
+        child_env(prefect_api_url),
+        tmp_path / "publish.log",
+    )
+    rc, log = finish(proc, timeout=300)
+    assert rc == -9, log[-3000:]
+    (killed,) = [p.name for p in (state / "datasets" / NAME).iterdir() if not p.name.startswith(".")]
+
+    other = SelectionPolicy(name="top_teachers", k=1)
+    result = publish_dataset(config.students[0], other, NAME, state=str(state))
+    assert result.publication.dataset_id != killed
+    assert sorted(p.name for p in (state / "datasets" / NAME).iterdir()) == [result.publication.dataset_id]
+    assert [p["dataset_id"] for p in _check_state(state) if p["name"] == NAME] == [result.publication.dataset_id]
+    (abandoned,) = _mlflow_runs(state, killed)
+    assert abandoned.info.status == "KILLED" and abandoned.data.tags["rsr.settled"] == "abandoned"
