@@ -188,3 +188,22 @@ def test_a_full_disk_is_one_line(mount, tmp_path):
             fh.write(json.dumps({"messages": turns}) + "\n")
     done = _rsr(["add-teacher", "t", str(big), "--no-score"], full / "home", tmp_path)
     _one_line(done, "disk full", "No space left on device")
+
+
+def test_a_database_locked_by_another_program_is_one_line(sound_db, tmp_path):
+    """Another program (say the duckdb shell) holds the file read-write: the command waits RSR_DB_WAIT_S, then
+    says who holds it, in one line."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(sound_db, home / "rsr.duckdb")
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(home / "rsr.duckdb")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        teacher = tmp_path / "t.jsonl"
+        teacher.write_text("{}\n")
+        done = _rsr(["add-teacher", "t", str(teacher), "--no-score"], home, tmp_path)
+        _one_line(done, "the database is locked by another process", "Could not set lock", f"PID {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
