@@ -3,6 +3,7 @@ a small file of its schema (tests/support/schemas.py): exit 0, the format and co
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -40,3 +41,21 @@ def test_every_bring_your_data_command_runs_as_printed(tmp_path, state_dir):
     assert len(log) == len(commands)
     assert all(r.records == r.stored + r.repeats + r.quarantined for r in log)
     assert {r.source.rsplit("/", 1)[-1]: r.repeats for r in log}["out.csv"] == 1  # an exact repeat row, counted
+
+
+def test_map_pairs_repeated_flags_and_a_stray_argument(tmp_path, state_dir):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"q": "What is 1 + 1?", "r": "2", "gold": {"v": "2"}, "answer": "9"}\n', encoding="utf-8")
+    runner = CliRunner()
+    out = runner.invoke(app, ["add-teacher", "t", str(path), "--map", "problem=q", "--map", "response=r",
+                              "answer=gold.v", "--no-score"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "problem <- q, response <- r, answer <- gold.v" in out.output
+    with Reader.open(state_dir / "rsr.duckdb") as store:
+        _, [(params, gold)] = store.query(
+            "SELECT r.params, t.gold_answer FROM runs r JOIN trajectories t USING (run_id)"
+        )
+    (read_as,) = json.loads(params)["read_as"].values()
+    assert read_as["format"] == "table" and read_as["fields"]["answer"] == "gold.v" and gold == "2"
+    stray = runner.invoke(app, ["add-teacher", "t", str(path), "oops", "--no-score"])
+    assert stray.exit_code == 2 and "unexpected argument(s) oops" in stray.output
