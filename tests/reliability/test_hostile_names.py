@@ -109,3 +109,29 @@ def test_names_meet_files_and_markdown_without_breaking_them():
     assert text("<b>|x|</b>") == "&lt;b&gt;\\|x\\|&lt;/b&gt;"
     assert all(len(mlflow_key("rsr_mean", t)) <= 250 for t in HOSTILE)
     assert mlflow_key("n_rows", "alpha-teacher") == "n_rows.alpha-teacher"
+
+
+def test_a_hostile_name_through_add_teacher_and_status(tmp_path):
+    """`rsr add-teacher` stores the name exactly as typed, and `rsr status` shows it."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support import servers
+
+    name = "team-a//model/../" + r"<script>$\undefinedmacro$ 名前/" + "x" * 250
+    teacher = tmp_path / "t.jsonl"
+    turns = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]
+    teacher.write_text(json.dumps({"messages": turns}) + "\n")
+    env = servers.base_env(tmp_path / "prefect") | {"RSR_HOME": str(tmp_path / "home")}
+
+    def rsr(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "rsr.cli", *args]
+        return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    done = rsr("add-teacher", name, str(teacher), "--no-score")
+    assert done.returncode == 0, done.stderr
+    with Reader.open(tmp_path / "home" / "rsr.duckdb") as reader:
+        assert reader.query("SELECT DISTINCT teacher FROM trajectories")[1] == [(name,)]
+    shown = rsr("status")
+    assert shown.returncode == 0 and not shown.stderr, shown.stderr  # no student yet: no board, and no crash
