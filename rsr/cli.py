@@ -566,12 +566,17 @@ def serve(
     home = _state(state, server=False)  # it needs the real server: PREFECT_API_URL
     from prefect import serve as prefect_serve
 
+    from rsr.settings import DataScope
     from rsr_deployments.events import NoPrefectApi, require_api
     from rsr_deployments.serve import build_deployments
 
     with _user_errors(NoPrefectApi):
         url = require_api()
     typer.echo(f"serving curate-teacher, rescore-students, publish for {home.root} from {url}", err=True)
+    scope = DataScope.from_env(deployed=True)
+    roots = os.pathsep.join(map(str, scope.roots or ())) or "nothing (set RSR_DATA_ROOTS)"
+    hub = ", ".join(scope.hub_allow) or "none (RSR_HUB_ALLOW)"
+    typer.echo(f"runs read only {roots} and hub ids {hub}: docs/deployments.md", err=True)
     # Each flow run is a subprocess, at most `limit` at a time, until interrupted.
     prefect_serve(*build_deployments(home, rescore_cron or None, timezone, ray), limit=limit)
 
