@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -136,8 +137,9 @@ def _one_line(err: BaseException) -> tuple[str, int]:
 
 def main() -> None:
     """`rsr`: no library's traceback in front of an error: one line, the traceback in the log file it names."""
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
+    if sys.argv[1:2] != ["serve"]:  # `rsr serve` and its runs' subprocesses keep Prefect's console
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
     _LOG["main"] = Path()
     try:
         app()
@@ -310,7 +312,7 @@ def _state(state: str | None, writes: bool = True, server: bool = True):
         (home.root / "logs").mkdir(exist_ok=True)
         timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
         os.environ["PREFECT_API_URL"] = start(home.root / "logs" / f"prefect-server-{os.getpid()}.log", timeout)
-    if shell:
+    if shell and server:  # `rsr serve` keeps its runs' logs on its terminal: it is watched there
         _log_to(home.root / "logs", configure_prefect=True)
     return home
 
@@ -337,9 +339,10 @@ def _mapping(pairs: list[str] | None, extra: list[str] | None = None) -> dict[st
         _fail(f"unexpected argument(s) {' '.join(stray)}: only --map takes several FIELD=COLUMN pairs")
     if not pairs:
         return None
-    from rsr.curate.ingest import explicit_pairs
+    from rsr.curate.ingest import explicit_pairs, make_plan
 
     try:
+        make_plan("table", [], [*pairs, *extra])  # the whole check (two text fields in one column) before anything
         return explicit_pairs([*pairs, *extra])
     except ValueError as err:
         _fail(f"--map: {err}")
