@@ -188,8 +188,10 @@ SCHEMAS = {
 
 
 def _stratos() -> list[dict]:
-    convo = [{"from": "user", "value": "What is 2 + 3?"},
-             {"from": "assistant", "value": f"<|begin_of_thought|>{THINK}<|end_of_thought|>\n\nThe answer is 5."}]
+    convo = [
+        {"from": "user", "value": "What is 2 + 3?"},
+        {"from": "assistant", "value": f"<|begin_of_thought|>{THINK}<|end_of_thought|>\n\nThe answer is 5."},
+    ]
     return [{"system": "Think step by step.", "conversations": convo}]  # fmt: skip
 
 
@@ -200,8 +202,10 @@ def _openr1() -> list[dict]:
 
 
 def _deepseek_chats() -> list[dict]:
-    turns = [{"role": "user", "content": "What is 2 + 3?"},
-             {"role": "assistant", "content": "5", "reasoning_content": THINK}]
+    turns = [
+        {"role": "user", "content": "What is 2 + 3?"},
+        {"role": "assistant", "content": "5", "reasoning_content": THINK},
+    ]
     return [{"messages": turns, "answer": "5"}]  # fmt: skip
 
 

@@ -24,8 +24,8 @@ from typing import Any, Literal, get_args
 
 from rsr.curate.ingest._common import CHUNK, CHUNK_BYTES, IngestResult, reason_pattern, top_reasons
 from rsr.curate.ingest._io import input_digest, iter_records, require_path, suffix_of
-from rsr.curate.ingest.adapters import ROW_FORMATS, detect_rows
-from rsr.curate.ingest.hf import check_options, ingest_hf, is_saved_dataset, read_planned
+from rsr.curate.ingest.adapters import ROW_FORMATS, detect_rows, read_planned
+from rsr.curate.ingest.hf import check_options, ingest_hf, is_saved_dataset
 from rsr.curate.ingest.plan import FIELDS, GOLD_COLUMNS, ReadPlan, explicit_pairs, make_plan
 from rsr.curate.ingest.problems import ProblemIndex, join_gold, load_problem_index, load_problems
 from rsr.curate.ingest.zeroeval import parse_teacher_json

@@ -205,13 +205,12 @@ def iter_jsonl(path: Path) -> Iterator[RawRecord]:
     with open_bytes(path) as f:
         for number, data in enumerate(iter(lambda: f.readline(MAX_RECORD_BYTES + 1), b""), start=1):
             if len(data) > MAX_RECORD_BYTES and not data.endswith(b"\n"):
-                size = len(data)
-                while not data.endswith(b"\n"):  # skip the rest of the huge line in bounded chunks
+                size, raw = len(data), cut(data[:RAW_LIMIT].decode("utf-8", "replace"))
+                while data and not data.endswith(b"\n"):  # skip the rest of the huge line in bounded chunks
                     data = f.readline(MAX_RECORD_BYTES)
                     size += len(data)
-                    if not data:
-                        break
-                yield RawRecord(number, raw="", error=f"record of {size} bytes: over the {_MB} MB limit of one record")
+                error = f"record of {size} bytes: over the {_MB} MB limit of one record"
+                yield RawRecord(number, raw=raw, error=error)
                 continue
             try:
                 text = data.decode("utf-8")
@@ -253,9 +252,10 @@ def iter_json_list(path: Path) -> Iterator[RawRecord]:
 def iter_csv(path: Path, delimiter: str = ",") -> Iterator[RawRecord]:
     """Rows streamed from the file, read strictly (rsr.curate.ingest._csv): a broken region is rejected at its
     first line and the rows after it are still read; bad bytes are kept as surrogates (that record is rejected)."""
-    with open_bytes(path) as raw_file, io.TextIOWrapper(
-        raw_file, encoding="utf-8", errors="surrogateescape", newline=""
-    ) as f:
+    with (
+        open_bytes(path) as raw_file,
+        io.TextIOWrapper(raw_file, encoding="utf-8", errors="surrogateescape", newline="") as f,
+    ):
         rows = csv_rows(f, delimiter, MAX_RECORD_BYTES)
         header = next(rows, None)
         if header is None or header.fields is None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 from rsr.curate.ingest import messages, table, zeroeval
-from rsr.curate.ingest._common import RecordFn
+from rsr.curate.ingest._common import IngestResult, RecordFn, collect
+from rsr.curate.ingest._io import RawRecord
 from rsr.curate.ingest.plan import ReadPlan
 
 ROW_FORMATS = ("messages", "sharegpt", "generations", "zeroeval", "table")
@@ -42,3 +43,13 @@ def adapter_for(plan: ReadPlan, *, source_file: str, teacher: str | None) -> Rec
         one = partial(messages.record_to_trajectory, source_file=source_file, teacher=teacher, fields=plan.fields)
         return partial(one, sharegpt=plan.format == "sharegpt")
     return partial(zeroeval.record_to_trajectory, source_file=source_file, teacher=teacher)
+
+
+def read_planned(
+    raws: Iterator[RawRecord], source: str, plan: ReadPlan, teacher: str | None, chunk_size: int
+) -> Iterator[IngestResult]:
+    """A source's raw records through the plan's adapter, each chunk stamped with the plan it was read by."""
+    one = adapter_for(plan, source_file=source, teacher=teacher)
+    for chunk in collect(raws, source, one, chunk_size):
+        chunk.format, chunk.fields, chunk.plan = plan.format, dict(plan.fields), plan.describe()
+        yield chunk

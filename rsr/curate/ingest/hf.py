@@ -12,10 +12,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rsr.curate.ingest._common import CHUNK, IngestResult, collect
-from rsr.curate.ingest._io import RawRecord, iter_batches
-from rsr.curate.ingest.adapters import adapter_for, detect_rows
-from rsr.curate.ingest.plan import ReadPlan, make_plan
+from rsr.curate.ingest._common import CHUNK, IngestResult
+from rsr.curate.ingest._io import iter_batches
+from rsr.curate.ingest.adapters import detect_rows, read_planned
+from rsr.curate.ingest.plan import make_plan
 from rsr.records import Rejected
 
 HF_OPTIONS = ("config", "split", "revision")
@@ -85,16 +85,6 @@ def ingest_hf(
         plan = make_plan(fmt or detect_rows(head), head, mapping)
         rows = iter_batches(dataset.with_format("arrow").iter(batch_size=256), "dataset")  # 256 long rows: a few MB
         yield from read_planned(rows, where, plan, teacher, chunk_size)
-
-
-def read_planned(
-    raws: Iterator[RawRecord], source: str, plan: ReadPlan, teacher: str | None, chunk_size: int
-) -> Iterator[IngestResult]:
-    """A source's raw records through the plan's adapter, each chunk stamped with the plan it was read by."""
-    one = adapter_for(plan, source_file=source, teacher=teacher)
-    for chunk in collect(raws, source, one, chunk_size):
-        chunk.format, chunk.fields, chunk.plan = plan.format, dict(plan.fields), plan.describe()
-        yield chunk
 
 
 def _head(dataset: Any) -> list[dict]:
