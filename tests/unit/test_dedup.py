@@ -107,3 +107,16 @@ def test_real_data_and_copies(shared_data):
     exact = {d.trajectory_id: d for d in find_duplicates(gpt + copies) if d.kind == "exact"}
     assert len(exact) == len(copies)
     assert all(exact["c" + t.trajectory_id].dup_of == t.trajectory_id for t in gpt)
+
+
+def test_minhash_of_a_long_trace_is_hashed_in_blocks_with_the_same_signature(monkeypatch):
+    """A long trace's shingles are hashed a block at a time (bounded memory, linear time): the signature is the
+    one of hashing them all at once."""
+    from rsr.curate import dedup
+
+    rng = random.Random(7)
+    text = " ".join(f"w{rng.randrange(10**6)}" for _ in range(20_000))
+    sketch = dedup._Sketcher(128, 5)
+    whole = sketch(text)
+    monkeypatch.setattr(dedup, "_BLOCK", 1000)
+    assert (sketch(text) == whole).all() and len(sketch.shingles(text)) > 10 * 1000
