@@ -158,8 +158,8 @@ def _checked_before(path: Path) -> bool:
     A free writer.lock holds the signature of the database as its last writer left it (no other file is made)."""
     path = path.resolve()
     lock = path.parent / "writer.lock"
-    if path in _sound and lock in _held:
-        return True
+    if lock in _held:  # ours now: it holds our pid; what the last writer left was read when we took it
+        return path in _sound or _left.get(lock) == _signatures(path)
     try:
         return lock.read_text(encoding="utf-8") == _signatures(path)
     except OSError:
@@ -185,22 +185,22 @@ def ensure_sound(path: Path, wait_s: float | None = None) -> None:
     if not path.exists():
         _sound.add(path.resolve())  # created now, by us
         return
-    if _checked_before(path):
-        return
-    try:
-        con = connect(path, read_only=True, config=dict(GUARDED_CONFIG), wait_s=wait_s)
-    except duckdb.Error as err:
-        if is_lock_error(err):
-            raise
-        raise DatabaseCorrupt(f"{path} cannot be opened ({str(err).splitlines()[0]}): {ADVICE}") from None
-    with con:
-        scan_all(con, path)
+    if not _checked_before(path):
+        try:
+            con = connect(path, read_only=True, config=dict(GUARDED_CONFIG), wait_s=wait_s)
+        except duckdb.Error as err:
+            if is_lock_error(err):
+                raise
+            raise DatabaseCorrupt(f"{path} cannot be opened ({str(err).splitlines()[0]}): {ADVICE}") from None
+        with con:
+            scan_all(con, path)
     _sound.add(path.resolve())  # under the writer lock: its release records the file as sound
 
 
 # ---- the writer lock -----------------------------------------------------------------------------------------
 
 _held: set[Path] = set()  # re-entrant within a process: a flow's subflows share their parent's lock
+_left: dict[Path, str] = {}  # what a free writer.lock held when this process took it
 
 
 @contextmanager
@@ -226,6 +226,8 @@ def writer_lock(root: Path, what: str, wait_s: float | None = None) -> Iterator[
                 f"{root} is busy: {holder} is writing to it; waited {wait_s:.0f}s. "
                 "Try again when it finishes, wait longer (RSR_LOCK_WAIT_S=seconds) or use another RSR_HOME."
             ) from None
+        fh.seek(0)
+        _left[path] = fh.read()  # the signature the last writer left (checked by _checked_before)
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} ({what})")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from rsr.records import Message, Trajectory
-from rsr.store.connect import BLOCK_BYTES, HEADER_BYTES, DatabaseCorrupt, writer_lock
+from rsr.store.connect import BLOCK_BYTES, HEADER_BYTES, DatabaseCorrupt, scan_all, writer_lock
 from rsr.store.queries import Reader
 from rsr.store.writer import Store
 from tests.support import servers
@@ -34,6 +34,8 @@ def _garbage_in_every_block(db: Path, only: int | None = None) -> None:
             fh.seek(start + 64)
             fh.write(b"\xde\xad\xbe\xef" * 256)
 
+
+SCAN_ALL = scan_all  # the real whole read, which a test counts
 
 CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "zero bytes": lambda db: db.write_bytes(b""),
@@ -207,3 +209,21 @@ def test_a_database_locked_by_another_program_is_one_line(sound_db, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_next_writer_skips_the_whole_read_of_an_unchanged_file(sound_db, tmp_path, monkeypatch):
+    """As a new process would (this process's memory of checked files cleared): it takes writer.lock, finds there
+    the signature its predecessor left, and reads the file whole only if the file changed since."""
+    from rsr.store import connect
+
+    db = tmp_path / "rsr.duckdb"
+    shutil.copy(sound_db, db)
+    reads = []
+    monkeypatch.setattr(connect, "scan_all", lambda con, path: reads.append(path) or SCAN_ALL(con, path))
+    for expected in (1, 1, 2):
+        if expected == 2:
+            os.utime(db)  # touched behind the writers' backs: a new signature, so a whole read
+        connect._sound.clear()
+        with writer_lock(tmp_path, "flow test"), Store.open(db) as store:
+            store.start_run("curate-teacher", {})
+        assert len(reads) == expected
