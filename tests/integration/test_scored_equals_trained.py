@@ -1,0 +1,124 @@
+"""Scored = trained, checked with the real trainer: TRL's SFTTrainer on the published dataset, as the card says.
+
+The embedded student (SmolLM2, CPU) trains two steps on a dataset written by the publisher's own writer
+(rsr.publish.files.write_files, read back with `datasets.load_from_disk`), and the positions that carry a loss
+(labels != -100 in the batches the trainer builds) are compared with the positions the scorer scores:
+
+- a verbatim template (Qwen2.5-Instruct): `messages` with `assistant_only_loss=True`, the template with
+  `{% generation %}` markers around each assistant body (the training copy of test_chat_templates.py): exactly
+  the scored positions;
+- a rewriting template (QwQ-32B): the `prompt`/`completion` columns with the loss on the completion: the scored
+  positions, then the end-of-turn marker that ends the completion (the trainer learns to stop; the scorer leaves
+  the marker out) and nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+
+from rsr.publish.files import write_files
+from rsr.records import Message, join_reasoning
+from rsr.score.student import Student
+from tests.integration.test_chat_templates import QWEN25, QWQ, TRAINING, _real
+
+pytest.importorskip("trl")
+pytestmark = pytest.mark.slow
+
+CHATS = [
+    [
+        {"role": "user", "content": "What is 12 times 13?"},
+        {"role": "assistant", "content": join_reasoning("12 * 13 = 120 + 36 = 156.", "The answer is 156.")},
+    ],
+    [
+        {"role": "user", "content": "What is 7 squared?"},
+        {"role": "assistant", "content": join_reasoning("7 * 7 = 49.", "It is 49.")},
+        {"role": "user", "content": "And 8 squared?"},
+        {"role": "assistant", "content": join_reasoning("8 * 8 = 64.", "64.")},
+    ],
+]
+
+
+def _published(student: Student, tmp_path) -> object:
+    """The rows as the publisher builds them (rsr.publish.files.build_rows), written and read back."""
+    import datasets
+
+    rows = []
+    for i, chat in enumerate(CHATS):
+        row = {"messages": [Message.model_validate(m).for_template() for m in chat]}
+        row |= {k: f"{k}-{i}" for k in ("trajectory_id", "teacher", "problem_id", "problem", "gold_answer")}
+        row |= {"verdict": "correct", "rsr": 1.0, "mean_rank": 1.0, "mean_surprisal": 1.0, "score_id": f"s-{i}"}
+        if student.render_mode == "generation":
+            row |= student.training_example(chat)
+        rows.append(row)
+    write_files(tmp_path / "ds", rows, "card")
+    return datasets.load_from_disk(str(tmp_path / "ds"))
+
+
+def _trained_positions(student: Student, dataset, template: str, config: dict, tmp_path) -> list[list[int]]:
+    """Train two steps; return, per batch the trainer built, its input ids and the positions with a loss."""
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = copy.deepcopy(student.tokenizer)
+    tokenizer.chat_template = template
+    columns = ["messages"] if "messages" in config.pop("columns") else ["prompt", "completion"]
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=1,
+        learning_rate=1e-5,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        dataloader_num_workers=0,
+        seed=0,
+        **config,
+    )
+    model = copy.deepcopy(student.model).train()
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset.select_columns(columns), processing_class=tokenizer
+    )
+    seen = []
+    for batch in trainer.get_train_dataloader():
+        ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+        seen.append((ids, [p for p, label in enumerate(labels) if label != -100]))
+    trainer.train()  # the same batches, two optimiser steps: the published dataset trains as it is
+    return seen
+
+
+def _student(smollm: Student, name: str) -> Student:
+    return dataclasses.replace(smollm, chat_template=_real(name))
+
+
+def test_a_verbatim_template_trains_exactly_the_scored_positions(smollm, tmp_path):
+    student = _student(smollm, QWEN25)
+    assert student.render_mode == "template"
+    dataset = _published(student, tmp_path)
+    template = TRAINING[QWEN25](student.chat_template)
+    config = {"columns": ["messages"], "assistant_only_loss": True}
+    seen = _trained_positions(student, dataset, template, config, tmp_path)
+    scored = {tuple(p.ids): p.scored for p in (student.prepare(chat) for chat in CHATS)}
+    assert len(seen) == len(CHATS)
+    for ids, trained in seen:
+        assert tuple(ids) in scored, "the trainer tokenised a text other than the scored one"
+        assert trained == scored[tuple(ids)]
+
+
+def test_a_rewriting_template_trains_the_scored_positions_and_the_end_marker(smollm, tmp_path):
+    student = _student(smollm, QWQ)
+    assert student.render_mode == "generation"
+    dataset = _published(student, tmp_path)
+    config = {"columns": ["prompt", "completion"], "completion_only_loss": True}
+    seen = _trained_positions(student, dataset, student.chat_template, config, tmp_path)
+    prepared = [student.prepare(chat) for chat in CHATS]
+    assert len(seen) == len(CHATS)
+    for ids, trained in seen:
+        [p] = [p for p in prepared if ids[: len(p.ids)] == p.ids]  # the scored text, maybe + an appended EOS
+        n = len(p.scored)
+        assert trained[:n] == p.scored  # every scored token is trained, and nothing of the prompt
+        tail = student.tokenizer.decode([ids[i] for i in trained[n:]])
+        assert trained[n:] == list(range(p.scored[-1] + 1, len(ids)))
+        assert tail.startswith(student.eot.strip()) and set(tail) <= set(student.eot + student.tokenizer.eos_token)
