@@ -39,6 +39,8 @@ VIEW_DOCS: dict[str, str] = {
     "coverage (ingested, scored, failed, truncated, on_subset) and reasoning/answer/tool tokens",
     "teacher_coverage": "per student, setting and teacher: trajectories ingested, scored, failed, truncated, unscored",
     "dataset_lineage": "each published row -> its score row, scoring run, publishing run, MLflow run",
+    "ingest_log": "per ingest run and source file: records = stored + repeats + quarantined, near duplicates, "
+    "the format read and the column of each field",
 }
 
 
