@@ -508,3 +508,27 @@ def test_read_only_open_while_a_flow_writes_reads_a_snapshot(db: Path) -> None:
         assert ro.note is None
         assert ro.get_trajectories(["t-none"]) == []  # Arrow batches work on the guarded connection
     assert sorted(p.name for p in db.parent.iterdir()) == ["rsr.duckdb", "writer.lock"]  # no snapshot left behind
+
+
+def test_tools_round_trip_and_the_ingest_log_adds_up(tmp_path: Path) -> None:
+    from rsr.score.io import tools_of
+    from rsr.store.queries import IngestCounts
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    plain = traj("a", "p1", "r1")
+    offered = plain.model_copy(update={"tools": tools, "trajectory_id": "t-tools"})
+    with Store.open(tmp_path / "rsr.duckdb") as store:
+        run = store.start_run("curate-teacher", {"teacher": "a"})
+        store.add_trajectories([plain, offered], run)
+        got = {t.trajectory_id: t.tools for t in store.get_trajectories([plain.trajectory_id, "t-tools"])}
+        store.add_ingest_counts(run, "a", IngestCounts("a.jsonl", 5, 2, 2, 1, "messages", {"messages": "traj"}))
+        store.set_duplicates([Duplicate(trajectory_id="t-tools", dup_of=plain.trajectory_id, similarity=0.95,
+                                        kind="near")], run)  # fmt: skip
+        store.merge_run_params(run, {"read_as": {"a.jsonl": {"format": "messages"}}})
+        (log,) = store.ingest_log(run)
+        _, [(params,)] = store.query("SELECT params FROM runs WHERE run_id = ?", [run])
+    assert got == {plain.trajectory_id: None, "t-tools": tools}
+    assert tools_of([plain]) == {} and tools_of([plain, offered]) == {"tools": [None, tools]}
+    assert (log.records, log.stored, log.repeats, log.quarantined, log.near_duplicates) == (5, 2, 2, 1, 1)
+    assert json.loads(log.fields) == {"messages": "traj"} and log.format == "messages"
+    assert json.loads(params) == {"teacher": "a", "read_as": {"a.jsonl": {"format": "messages"}}}
