@@ -58,12 +58,14 @@ def test_chunks_are_sized_by_bytes_and_a_huge_record_is_quarantined_by_its_size(
     monkeypatch.setattr(_common, "CHUNK_BYTES", 10_000)
     monkeypatch.setattr(_common, "MAX_TEXT_BYTES", 50_000)
     rows = [_chat(f"q{i}", "x" * 3000) for i in range(10)] + [_chat("huge", "y" * 60_000), _chat("last", "z")]
+    rows.insert(5, _chat("long", "w" * 30_000))  # more than a chunk's budget: it goes alone
     _write(tmp_path / "b.jsonl", rows)
     chunks = list(iter_ingest(tmp_path / "b.jsonl", teacher="t"))
-    assert all(c.text_bytes <= 10_000 + 3010 for c in chunks) and len(chunks) >= 3
+    assert all(c.text_bytes <= 10_000 or len(c.trajectories) == 1 for c in chunks) and len(chunks) >= 4
+    assert [t.problem for c in chunks for t in c.trajectories if c.text_bytes > 10_000] == ["long"]
     rejected = [r for c in chunks for r in c.rejected]
-    assert [r.source_line for r in rejected] == [11] and "60" in rejected[0].reason and "limit" in rejected[0].reason
-    assert sum(c.records for c in chunks) == 12
+    assert [r.source_line for r in rejected] == [12] and "60" in rejected[0].reason and "limit" in rejected[0].reason
+    assert sum(c.records for c in chunks) == 13
 
 
 def test_a_line_over_the_record_limit_is_skipped_unread_with_its_size(tmp_path, monkeypatch):

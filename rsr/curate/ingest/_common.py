@@ -329,8 +329,10 @@ def collect(
     raws: Iterable[RawRecord], source_file: str, to_trajectory: RecordFn, chunk_size: int = CHUNK
 ) -> Iterator[IngestResult]:
     """Run one adapter over raw records, a chunk at a time (`chunk_size` records or CHUNK_BYTES of text, whichever
-    comes first): good ones become Trajectories, an exact repeat of an earlier record of this source (the same
-    trajectory id, across chunks too) is counted, bad ones become Rejected with their place and reason."""
+    comes first; a record that would take a chunk past CHUNK_BYTES starts the next one, so a chunk holds at most
+    CHUNK_BYTES of text, or one longer record alone): good ones become Trajectories, an exact repeat of an earlier
+    record of this source (the same trajectory id, across chunks too) is counted, bad ones become Rejected with
+    their place and reason."""
     result = IngestResult(source=source_file)
     seen: set[int] = set()  # 64 bits of each id seen in this source: ~60 bytes a record, not the id strings
     for raw in raws:
@@ -346,10 +348,13 @@ def collect(
             key = int(outcome.trajectory_id[2:18], 16)
             if key in seen:
                 result.duplicates_skipped += 1
-            else:
-                seen.add(key)
-                result.trajectories.append(outcome)
-                result.text_bytes += size
+                continue
+            if result.trajectories and result.text_bytes + size > CHUNK_BYTES:  # a long one starts the next chunk
+                yield result
+                result = IngestResult(source=source_file)
+            seen.add(key)
+            result.trajectories.append(outcome)
+            result.text_bytes += size
         if len(result.trajectories) + len(result.rejected) >= chunk_size or result.text_bytes >= CHUNK_BYTES:
             yield result
             result = IngestResult(source=source_file)
