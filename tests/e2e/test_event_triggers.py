@@ -208,6 +208,8 @@ def _wait_final(server: Server, flow: str, deployment: str, log: Path, n: int = 
 @pytest.fixture
 def served(prefect_server: Server, tmp_path) -> Iterator[tuple[Server, Path, Path, dict]]:
     """`rsr serve` on a fresh RSR_HOME, its deployments and automations registered; stopped afterwards."""
+    from prefect.exceptions import ObjectNotFound
+
     home = tmp_path / "rsr-home"
     env = prefect_server.env("serve", RSR_HOME=str(home), PREFECT_RUNNER_POLL_FREQUENCY="1")
     env |= {"RSR_DATA_ROOTS": str(_data(tmp_path)), "RSR_HUB_ALLOW": "team-a"}
@@ -221,7 +223,11 @@ def served(prefect_server: Server, tmp_path) -> Iterator[tuple[Server, Path, Pat
                 pytest.fail(f"rsr serve exited ({proc.returncode})\n{servers.tail(log)}")
             with prefect_server.client() as client:
                 names = {a.name for a in client.read_automations()}
-            return {"rsr-teacher-added", "rsr-student-added"} <= names
+                try:  # registered by *this* serve (the module's server keeps an earlier test's deployments)
+                    state = client.read_deployment_by_name("curate-teacher/curate-teacher").parameters.get("state")
+                except ObjectNotFound:
+                    return False
+            return {"rsr-teacher-added", "rsr-student-added"} <= names and state == str(home.resolve())
 
         servers.until("rsr serve to register its deployments", registered, SERVER_START_S, log)
         yield prefect_server, home, log, prefect_server.env("client", RSR_HOME=str(tmp_path / "client-home"))
