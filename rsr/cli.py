@@ -71,6 +71,11 @@ _LOG: dict[str, Path] = {}
 MIN_FREE_BYTES = 32 << 20  # below this the state folder is "full": Prefect's and MLflow's SQLite fail midway
 
 
+class _LogFile(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        """A full disk cannot take the log either: say nothing here, the one line on the terminal still comes."""
+
+
 def _log_to(folder: Path, configure_prefect: bool = False) -> Path | None:
     """Every log record (Prefect's own logger does not propagate) into one file of this command under `folder`."""
     if "path" in _LOG or os.environ.get("RSR_LOG_TO_TERMINAL"):
@@ -82,7 +87,7 @@ def _log_to(folder: Path, configure_prefect: bool = False) -> Path | None:
     for where in (folder, Path(tempfile.gettempdir()) / "rsr-logs"):
         try:
             where.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(where / name, encoding="utf-8")
+            handler = _LogFile(where / name, encoding="utf-8")
         except OSError:
             continue
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
