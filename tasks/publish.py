@@ -12,6 +12,7 @@ from rsr.publish.files import publish_selection, source_files
 from rsr.publish.hub import push_to_hub
 from rsr.publish.lineage import Tracking
 from rsr.publish.manifest import Publication, Request
+from rsr.score.student import Student
 from rsr.select import SelectionPolicy, rank_teachers, select, selection_counts
 from rsr.settings import StateDir
 from rsr.store.queries import Candidate, Reader, StudentRow
@@ -43,6 +44,10 @@ def training_split(info: dict) -> Callable[[list[dict]], dict[str, str]]:
     """For a student whose template rewrites assistant text: the prompt/completion split its scores were made on.
     Rendering needs the student's tokenizer and template, so the student is loaded (once per process, shared with
     scoring); it must be the registered one."""
+    return _registered(info).training_example
+
+
+def _registered(info: dict) -> Student:
     spec = StudentSpec(
         ref=info["ref"],
         dtype=info["dtype"],
@@ -52,7 +57,17 @@ def training_split(info: dict) -> Callable[[list[dict]], dict[str, str]]:
     student = load_student(spec)
     if student.student_id != info["student_id"]:
         raise ValueError(f"student {info['ref']!r} is now {student.student_id}, scored as {info['student_id']}")
-    return student.training_example
+    return student
+
+
+def native_split(info: dict) -> Callable[[list[dict]], dict] | None:
+    """For a student whose template reads reasoning in its own field or tags (or tool arguments as mappings): each
+    row's `messages` in that form, as they were scored, so a trainer feeds its template what it reads. None when
+    the records' form is the student's own (nothing is loaded then)."""
+    if not info.get("native_form"):
+        return None
+    student = _registered(info)  # loaded once per process, shared with scoring
+    return lambda messages: {"messages": student.renderer.native(messages)}
 
 
 @task(name="publish")
@@ -79,7 +94,7 @@ def publish(
         render_mode=info.get("render_mode", "template"),
         render_note=info.get("render_note"),
         chat_template=info.get("chat_template"),
-        split=training_split(info) if info.get("render_mode") == "generation" else None,
+        split=training_split(info) if info.get("render_mode") == "generation" else native_split(info),
     )
     with Store.open(state.duckdb) as store:
         pub = publish_selection(

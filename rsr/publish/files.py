@@ -57,12 +57,17 @@ TOOL_KEYS = {
 }
 
 
+REASONING_KEYS = ("reasoning_content", "thinking")  # rsr.score.render.REASONING_FIELDS, as published
+
+
 def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
     """The published columns; tool keys in `messages` only when some row uses tools (Arrow gives every message
     every key, and a template such as Llama 3.1's tests `'tool_calls' in message`), prompt/completion when the
     student's template rewrites assistant text (the text that was scored, to train on)."""
     tools = any(k in m for r in rows for m in r["messages"] for k in TOOL_KEYS)
-    cols = {"messages": datasets.List(MESSAGE | (TOOL_KEYS if tools else {}))}
+    # The reasoning field the student's template reads, where the rows carry reasoning in it (Renderer.native).
+    fields = {k: _TEXT for k in REASONING_KEYS if any(k in m for r in rows for m in r["messages"])}
+    cols = {"messages": datasets.List(MESSAGE | fields | (TOOL_KEYS if tools else {}))}
     if rows and "prompt" in rows[0]:
         cols |= {"prompt": _TEXT, "completion": _TEXT}
     return datasets.Features(
@@ -76,7 +81,7 @@ def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
 def manifest_for(
     store: Store, selected: Sequence[Candidate], req: Request, sources: Sequence[SourceFile], counts: dict
 ) -> Manifest:
-    rows = build_rows(store, selected, req.split if req.render_mode == "generation" else None)
+    rows = build_rows(store, selected, req.split)
     digest = content_digest(rows)
     frame = pd.DataFrame(rows, columns=["teacher", "problem_id", "rsr", "mean_rank", "mean_surprisal"])
     return Manifest(

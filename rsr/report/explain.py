@@ -182,7 +182,8 @@ def message_views(student: Student, messages: Sequence[Mapping | Message], text:
     last = max((i for i, m in enumerate(msgs) if m.role == "assistant"), default=-1)
     views, cursor = [], 0
     for i, m in enumerate(msgs):
-        status, cursor = _locate(text, m.content or "", cursor)
+        # Located as the template was given it (reasoning in its field or its own tags: Renderer.for_template).
+        status, cursor = _locate(text, student.renderer.for_template(m)["content"] or "", cursor)
         calls = [(c["function"]["name"], visible_pieces(c["function"]["arguments"])) for c in m.tool_calls or []]
         scored = m.role == "assistant" and (student.render_mode == "template" or i == last)
         views.append(MessageView(i, m.role, m.name, visible_pieces(m.content or ""), calls, status, scored))
@@ -226,10 +227,12 @@ def explain_page(
     stored: Score | None = None,
     max_tokens: int | None = None,
     meta: dict | None = None,
+    tools: list[dict] | None = None,
 ) -> tuple[str, TrajectoryStats]:
     """The page (HTML text, self-contained) and the trajectory's statistics, bit for bit those of
-    `student.score([messages], max_tokens=max_tokens)`. Raises RecordError for a conversation that cannot be scored."""
-    prepared, result = student.explain(messages, max_tokens=max_tokens)
+    `student.score([messages], max_tokens=max_tokens, tools=[tools])`. Raises RecordError for a conversation that
+    cannot be scored."""
+    prepared, result = student.explain(messages, max_tokens=max_tokens, tools=tools)
     stats = result.stats
     assert stats is not None and prepared.rendered is not None
     # autoescape: every value is escaped text; repr gives exact floats, read back by float()
@@ -302,7 +305,7 @@ def explain_trajectory(
     path = _out_file(out, trajectory_id)
     return write_explain_page(
         path, student, t.messages, title=f"{t.teacher}: {trajectory_id}", stored=stored, max_tokens=max_tokens,
-        meta=meta,
+        meta=meta, tools=getattr(t, "tools", None),
     )  # fmt: skip
 
 
@@ -331,5 +334,5 @@ def explain_record(
     meta.pop("teacher", None)  # read_score_input names every teacher "input": not the teacher's name
     return write_explain_page(
         _out_file(out, record), student, match.messages, title=f"{Path(path).name}: record {record}",
-        max_tokens=max_tokens, meta=meta,
+        max_tokens=max_tokens, meta=meta, tools=getattr(match, "tools", None),
     )  # fmt: skip

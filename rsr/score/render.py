@@ -243,6 +243,20 @@ class Renderer:
         start, end = r.spans[-1]
         return {"prompt": r.text[:start], "completion": r.text[start:end] + self.eot}
 
+    @property
+    def rewrites_records(self) -> bool:
+        """Whether the student's own reasoning form differs from the records' (`<think>` joined into content)."""
+        return bool(self.reasoning_field) or self.markup != THINK
+
+    def native(self, messages: Sequence[Mapping | object]) -> list[dict]:
+        """The chat with reasoning in the student's own field or tags, as its template is given it (what a trainer
+        must feed it); tool-call arguments stay JSON text, the one type a published column holds."""
+        out = []
+        for i, m in enumerate(messages):
+            msg = message(m, i)
+            out.append(self.for_template(msg) | ({"tool_calls": msg.tool_calls} if msg.tool_calls else {}))
+        return out
+
     def for_template(self, m: Message) -> dict:
         """A message as this template reads it: reasoning in its field or its own tags, arguments as it needs."""
         out = m.for_template()

@@ -1,4 +1,5 @@
-"""The student: render chats and score trajectories (the hot path). Loading a model is rsr/score/load.py.
+"""The student: score trajectories (the hot path). Loading a model is rsr/score/load.py; rendering a chat under
+the student's template (its own reasoning and tool format, what is scored, token kinds) is rsr/score/render.py.
 
     student = Student.load("smollm2-135m")
     results = student.score([messages, ...])          # one ScoredTrajectory per conversation, in order
@@ -223,7 +224,7 @@ class ScoredTrajectory:
     dtype: str = "float32"  # the compute dtype of the body
     max_tokens: int | None = None  # the limit asked for, capped at the context (None: the student's context length)
     render: str | None = None  # the student's render mode: "template" | "generation"
-    n_reasoning_tokens: int = 0  # scored tokens inside <think>...</think> (tags included)
+    n_reasoning_tokens: int = 0  # scored tokens of reasoning, in any family's markup (tags included; markup.py)
     n_answer_tokens: int = 0  # the rest of the content
     n_tool_tokens: int = 0  # tool-call text the template renders for an assistant turn
     tokens: TokenScores | None = field(default=None, repr=False)  # per token, when score(keep_tokens=True)
@@ -347,6 +348,10 @@ class Student:
             "r_max": self.r_max,
             "render_mode": self.render_mode,
             "render_note": self.render_note,
+            # The student's own form of a chat (rsr/score/render.py): a publisher writes rows in it.
+            "reasoning_field": self.renderer.reasoning_field,
+            "reasoning_markup": self.renderer.markup.name,
+            "native_form": self.renderer.rewrites_records,
         } | ({"chat_template_kwargs": dict(self.chat_template_kwargs)} if self.chat_template_kwargs else {})
 
     # -- rendering (rsr/score/render.py) ---------------------------------------------------------------------

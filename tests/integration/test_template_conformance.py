@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 from dataclasses import dataclass
 from dataclasses import field as default
@@ -231,3 +232,30 @@ def test_a_trace_in_another_familys_tags_is_written_in_the_students_own(smollm):
     qwen = _student(smollm, "Qwen2.5-7B-Instruct")
     text, [(a, b)] = qwen.render([Q1, {"role": "assistant", "content": f"[THINK]{R1}[/THINK]{ANS1}"}])
     assert text[a:b] == join_reasoning(R1, ANS1)
+
+
+@pytest.mark.parametrize("name", ["ByteDance-Seed-OSS", "mistralai-Ministral-3-14B-Reasoning-2512"])
+def test_published_messages_carry_reasoning_as_the_template_reads_it(smollm, name):
+    """A trainer applying the student's template to the published `messages` renders exactly the scored text."""
+    import datasets
+
+    from rsr.publish.files import features
+
+    student = _student(smollm, name)
+    assert student.info()["native_form"]
+    records = _records(CASES["tool call + result"])
+    messages = student.renderer.native(records)
+    assert messages[1]["tool_calls"][0]["function"]["arguments"] == '{"a": 12, "b": 13}'  # JSON text, as stored
+    rows = [{"messages": messages}]
+    column = datasets.Dataset.from_list(rows, features=datasets.Features({"messages": features(rows)["messages"]}))
+    published = column[0]["messages"]
+    if student.renderer.reasoning_field:
+        assert published[-1][student.renderer.reasoning_field] == R3 and published[-1]["content"] == ANS3
+    text, _ = student.render(records, tools=TOOLS)
+    again = [{k: v for k, v in m.items() if v is not None} for m in published]
+    if student.renderer.arguments_as_mapping:  # a template that needs mappings gets them, as the scorer gave them
+        for m in again:
+            for call in m.get("tool_calls") or []:
+                call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+    kw = {"chat_template": student.chat_template, "tokenize": False, "tools": TOOLS}
+    assert student.tokenizer.apply_chat_template(again, **kw) == text
