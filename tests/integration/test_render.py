@@ -115,3 +115,26 @@ def test_chat_template_kwargs_in_a_config_and_on_the_command_line(tmp_path):
     for bad, why in (("{not json", "not JSON"), ("[1]", "a JSON object is needed")):
         result = CliRunner().invoke(app, ["score", str(data), "--out", str(out), "--chat-template-kwargs", bad])
         assert result.exit_code == 2 and why in result.output, result.output
+
+
+@pytest.mark.parametrize("call_end", ["<|call|>", ""])
+def test_a_tool_call_turn_may_end_with_its_own_marker_or_none(smollm, call_end):
+    """gpt-oss ends a tool-call turn with `<|call|>` and other turns with `<|end|>`; Apriel ends one with nothing."""
+    template = (
+        "{% for m in messages %}<|start|>{{ m.role }}<|message|>"
+        "{% if m.tool_calls %}{% for c in m.tool_calls %}CALL {{ c.function.name }}({{ c.function.arguments }})"
+        "{% endfor %}" + call_end + "{% else %}{{ m.content }}<|end|>{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|start|>assistant<|message|>{% endif %}"
+    )
+    student = dataclasses.replace(smollm, chat_template=template)
+    call = {"type": "function", "function": {"name": "multiply", "arguments": '{"a": 12}'}}
+    chat = [
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "156"},
+        {"role": "assistant", "content": "156."},
+    ]
+    text, spans = student.render(chat)
+    assert [text[a:b] for a, b in spans] == ['CALL multiply({"a": 12})', "156."]
+    reasoning, answer, tool = student.prepare(chat).coverage
+    assert tool > 0 and answer > 0 and reasoning == 0
