@@ -72,6 +72,8 @@ def output_rows(items: ScoreInput, results: list[ScoredTrajectory], student_id: 
         else:
             made = r.to_score(t.trajectory_id, student_id).model_dump(include=set(_COVERAGE))
             row |= r.stats.as_dict() | made | {"dtype": r.dtype, "max_tokens": r.max_tokens}
+            if r.dropped_tool_calls:  # the coverage says what was not scored: the template drops tool calls
+                row["dropped_tool_calls"] = r.dropped_tool_calls
         rows.append((t.source_line, t.generation or 0, row))
     return [row for *_, row in sorted(rows, key=lambda x: x[:2])]
 

@@ -48,6 +48,7 @@ class Rendered:
     content: list[tuple[int, int]]
     reasoning: list[tuple[int, int]]
     tool: list[tuple[int, int]] = field(default_factory=list)
+    dropped_tool_calls: int = 0  # tool calls of scored turns that the template renders no text for
 
     def kind(self, char: int) -> str:
         """By structure, never by a header: a channel or role header inside a body is the answer's markup."""
@@ -301,7 +302,8 @@ class Renderer:
                 calls.append(spans[-1])
             cursor = spans[-1][1]
         reasoning = markup.merged(_reasoning_in(text, spans, content) + given)
-        return Rendered(text, spans, content, reasoning, calls)
+        dropped = sum(len(msgs[i].tool_calls or []) for i in turns) if self.drops_tool_calls else 0
+        return Rendered(text, spans, content, reasoning, calls, dropped)
 
     def _body(
         self, dicts: list[dict], i: int, text: str, cursor: int, tools: list[dict] | None

@@ -227,6 +227,7 @@ class ScoredTrajectory:
     n_reasoning_tokens: int = 0  # scored tokens of reasoning, in any family's markup (tags included; markup.py)
     n_answer_tokens: int = 0  # the rest of the content
     n_tool_tokens: int = 0  # tool-call text the template renders for an assistant turn
+    dropped_tool_calls: int = 0  # tool calls the template renders no text for (none of them scored)
     tokens: TokenScores | None = field(default=None, repr=False)  # per token, when score(keep_tokens=True)
     surprisal_profile: list[float] | None = None  # share of the surprisal in each tenth of the response
 
@@ -433,6 +434,7 @@ class Student:
                 tokens, prompt = self._score_one(p, prompt)
                 r.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
                 r.n_reasoning_tokens, r.n_answer_tokens, r.n_tool_tokens = p.coverage
+                r.dropped_tool_calls = p.rendered.dropped_tool_calls
                 r.surprisal_profile = surprisal_profile(tokens.surprisals)
                 r.tokens = tokens if keep_tokens else None
                 bar.update()
@@ -453,6 +455,7 @@ class Student:
         result = ScoredTrajectory(**made, tokens=tokens)
         result.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
         result.n_reasoning_tokens, result.n_answer_tokens, result.n_tool_tokens = p.coverage
+        result.dropped_tool_calls = p.rendered.dropped_tool_calls
         result.surprisal_profile = surprisal_profile(tokens.surprisals)
         return p, result
 

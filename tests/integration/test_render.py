@@ -90,10 +90,16 @@ def test_a_channel_header_is_the_answers_markup_not_a_tool_call(smollm):
     assert tool == 0 and answer > 0 and reasoning == 0
 
 
-def test_a_template_that_drops_tool_calls_is_warned_at_load(smollm):
+def test_a_template_that_drops_tool_calls_is_warned_at_load_and_each_record_says_so(smollm):
     # The embedded SmolLM2 template renders content only: a tool call is never shown to the student.
     assert smollm.renderer.drops_tool_calls
     assert "drops tool calls" in smollm.render_note
+    call = {"type": "function", "function": {"name": "multiply", "arguments": '{"a": 12}'}}
+    chat = [CHAT[0], {"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "content": "1"}]
+    chat.append(CHAT[1])
+    agent, plain = smollm.score([chat, CHAT], progress=False)
+    assert agent.error is None and agent.n_tool_tokens == 0 and agent.dropped_tool_calls == 1
+    assert plain.dropped_tool_calls == 0
 
 
 def test_a_probe_never_sees_a_template_refusal_as_a_crash(smollm):
