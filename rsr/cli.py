@@ -598,6 +598,39 @@ def _console():  # noqa: ANN202 (rich is imported lazily: `rsr --help` stays fas
     return console if console.is_terminal else Console(soft_wrap=True, width=160)
 
 
+def _teacher_table(store, student_id: str):  # noqa: ANN202 (rich is imported lazily)
+    """The status board of one student, and whether any dataset RSR on it rests on a subset."""
+    import pandas as pd
+    from rich.table import Table
+
+    from rsr.report.page import teacher_board
+
+    table = Table(title=f"teachers for student {student_id} (lowest dataset RSR first)",
+                  box=None, title_justify="left", pad_edge=False, header_style="bold underline")  # fmt: skip
+    board = teacher_board(store, student_id).to_dict("records")
+    # "scored" is scored of ingested; failed and truncated get a column when any teacher has some.
+    extra = [c for c in ("n_failed", "n_truncated") if any(r[c] for r in board)]
+    headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval")
+    for col in (*headers, "selected"):  # a long name folds onto a second line; no number is ever cut
+        wrap = col == "teacher"
+        table.add_column(col, justify="left" if wrap else "right", overflow="fold", no_wrap=not wrap)
+    subset = False
+    for r in board:
+        scored = pd.notna(r["dataset_rsr"])
+        subset |= bool(scored and r["on_subset"])
+        table.add_row(
+            f"{r['rank']:.0f}" if scored else "-",
+            r["teacher"],
+            f"{r['n_scored']}/{r['n_trajectories']}",
+            *(str(r[c]) for c in extra),
+            f"{r['all_accuracy']:.1%}" if r["all_accuracy"] is not None else "-",
+            (f"{r['dataset_rsr']:.3f}" + (f" on {r['n']}*" if r["on_subset"] else "")) if scored else "-",
+            f"{r['ci_low']:.3f}-{r['ci_high']:.3f}" if scored else "-",
+            str(r["selected"]),
+        )
+    return table, subset
+
+
 @app.command()
 def status(state: StateOpt = None) -> None:
     """What the state folder holds: teachers, students, scores, publications, recent runs."""
@@ -605,39 +638,13 @@ def status(state: StateOpt = None) -> None:
     if not home.duckdb.exists():
         typer.echo(f"{home.duckdb} does not exist yet: run `rsr demo` or `rsr add-teacher`")
         return
-    import pandas as pd
-    from rich.table import Table
-
-    from rsr.report.page import teacher_board
     from rsr.store.queries import Reader
 
     console = _console()
     # Read-only (a snapshot while a flow writes): never a lock error, and never in the way of a writing flow.
     with Reader.open(home.duckdb) as store:
         for student in store.students():
-            table = Table(title=f"teachers for student {student.student_id} (lowest dataset RSR first)",
-                          box=None, title_justify="left", pad_edge=False, header_style="bold underline")  # fmt: skip
-            board = teacher_board(store, student.student_id).to_dict("records")
-            # "scored" is scored of ingested; failed and truncated get a column when any teacher has some.
-            extra = [c for c in ("n_failed", "n_truncated") if any(r[c] for r in board)]
-            headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval")
-            for col in (*headers, "selected"):  # a long name folds onto a second line; no number is ever cut
-                table.add_column(col, justify="left" if col == "teacher" else "right",
-                                 overflow="fold", no_wrap=col != "teacher")  # fmt: skip
-            subset = False
-            for r in board:
-                scored = pd.notna(r["dataset_rsr"])
-                subset |= bool(scored and r["on_subset"])
-                table.add_row(
-                    f"{r['rank']:.0f}" if scored else "-",
-                    r["teacher"],
-                    f"{r['n_scored']}/{r['n_trajectories']}",
-                    *(str(r[c]) for c in extra),
-                    f"{r['all_accuracy']:.1%}" if r["all_accuracy"] is not None else "-",
-                    (f"{r['dataset_rsr']:.3f}" + (f" on {r['n']}*" if r["on_subset"] else "")) if scored else "-",
-                    f"{r['ci_low']:.3f}-{r['ci_high']:.3f}" if scored else "-",
-                    str(r["selected"]),
-                )
+            table, subset = _teacher_table(store, student.student_id)
             console.print(table)
             if subset:
                 console.print(
