@@ -80,8 +80,10 @@ def _log_to(folder: Path, configure_prefect: bool = False) -> Path | None:
     """Every log record (Prefect's own logger does not propagate) into one file of this command under `folder`."""
     if "path" in _LOG or os.environ.get("RSR_LOG_TO_TERMINAL"):
         return _LOG.get("path")
-    if configure_prefect:
-        import prefect  # noqa: F401  # configures its logging at import: our handler must come after, or is dropped
+    if configure_prefect:  # Prefect's logging set up first: set up later, it would drop our handler
+        from prefect.logging.configuration import ensure_logging_setup
+
+        ensure_logging_setup()
 
     name = f"rsr-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     for where in (folder, Path(tempfile.gettempdir()) / "rsr-logs"):
@@ -91,8 +93,9 @@ def _log_to(folder: Path, configure_prefect: bool = False) -> Path | None:
         except OSError:
             continue
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        for logger in (logging.getLogger(), logging.getLogger("prefect")):
-            logger.addHandler(handler)
+        logging.getLogger().addHandler(handler)
+        if not logging.getLogger("prefect").propagate:  # Prefect's records stop at its own logger
+            logging.getLogger("prefect").addHandler(handler)
         logging.captureWarnings(True)
         _LOG["path"] = where / name
         break
@@ -125,10 +128,11 @@ def _one_line(err: BaseException) -> tuple[str, int]:
     from rsr.settings import OutsideData
     from rsr.store.connect import DatabaseCorrupt, StateBusy
 
+    for e in _causes(err):  # a full disk first: what fails after it (closing, recording the run) is its echo
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):
+            return f"disk full: {str(e).strip().splitlines()[0]}", 2
     for e in _causes(err):
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):
-            return f"disk full: {text}", 2
         if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             return f"cannot write {e.filename or 'a file'}: {e.strerror} (a read-only or protected folder?)", 2
         if "Read-only file system" in str(e) or "Permission denied" in str(e):

@@ -111,8 +111,8 @@ def connect(
 
 # ---- the file's checks ---------------------------------------------------------------------------------------
 
-# A DuckDB file: three 4 KiB headers (bytes 8-12 of the first: "DUCK"), then whole 256 KiB blocks, each holding a
-# checksum that DuckDB verifies when it reads the block.
+# A DuckDB file: three 4 KiB headers (bytes 8-12 of the first: "DUCK"), then 256 KiB blocks, each holding a
+# checksum that DuckDB verifies when it reads the block (a block cut short fails its read).
 HEADER_BYTES = 3 * 4096
 BLOCK_BYTES = 262144
 MAGIC = b"DUCK"
@@ -132,8 +132,8 @@ def check_file(path: Path) -> None:
         raise DatabaseCorrupt(f"{path} is empty (0 bytes), not a DuckDB database: {ADVICE}")
     if head[8:12] != MAGIC:
         raise DatabaseCorrupt(f"{path} is not a DuckDB database (a foreign or overwritten file): {ADVICE}")
-    if size < HEADER_BYTES or (size - HEADER_BYTES) % BLOCK_BYTES:
-        raise DatabaseCorrupt(f"{path} is cut short ({size} bytes is not whole blocks): {ADVICE}")
+    if size < HEADER_BYTES:  # a tail short of whole blocks may be an extension a full disk cut: the whole read
+        raise DatabaseCorrupt(f"{path} is cut short ({size} bytes, less than its headers): {ADVICE}")
 
 
 def _signatures(path: Path) -> str:

@@ -41,7 +41,7 @@ CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "zero bytes": lambda db: db.write_bytes(b""),
     "foreign file": lambda db: db.write_bytes(b"SQLite format 3\x00" + bytes(8192)),
     "header overwritten": lambda db: db.write_bytes(bytes(4096) + db.read_bytes()[4096:]),
-    "cut mid-block": lambda db: os.truncate(db, db.stat().st_size - 100_000),
+    "cut in half, mid-block": lambda db: os.truncate(db, db.stat().st_size // 2 + 1000),
     "cut inside the headers": lambda db: os.truncate(db, 4096),
     "mid-file garbage": _garbage_in_every_block,
     "one garbage block mid-file": lambda db: _garbage_in_every_block(db, only=(db.stat().st_size // BLOCK_BYTES) // 2),
@@ -190,6 +190,14 @@ def test_a_full_disk_is_one_line(mount, tmp_path):
             fh.write(json.dumps({"messages": turns}) + "\n")
     done = _rsr(["add-teacher", "t", str(big), "--no-score"], full / "home", tmp_path)
     _one_line(done, "disk full", "No space left on device")
+    # Room again (the tmpfs grown): the database a full disk interrupted is whole, taken as it is, and takes more.
+    subprocess.run(["mount", "-o", "remount,size=200m", str(full)], check=True)
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]})
+    )
+    again = _rsr(["add-teacher", "small", str(small), "--no-score"], full / "home", tmp_path)
+    assert again.returncode == 0, again.stderr
 
 
 def test_a_database_locked_by_another_program_is_one_line(sound_db, tmp_path):
