@@ -1,7 +1,8 @@
-"""Nothing left behind: `rsr add-teacher` SIGKILLed (only its own pid, as the OOM killer would) while its Prefect
-server starts and midway through ingest leaves no process of its own running, and the re-run stores every record
-exactly once. A process is "its own" when its environment names this test's state folder (every child inherits
-RSR_HOME), so nothing started by another test or helper is counted."""
+"""Nothing left behind: `rsr add-teacher`, `add-student` or `publish` SIGKILLed (only its own pid, as the OOM
+killer would) while its Prefect server starts, and add-teacher midway through ingest, leave no process of theirs
+running, and the re-run of add-teacher stores every record exactly once. A process is "theirs" when its
+environment names the test's state folder (every child inherits RSR_HOME): another test's or helper's is not
+counted."""
 
 from __future__ import annotations
 
@@ -58,19 +59,28 @@ def teacher(tmp_path_factory) -> Path:
     return path
 
 
-def _add_teacher(teacher: Path, home: Path, log: Path) -> subprocess.Popen:
+def _add_teacher(teacher: Path, home: Path, log: Path, command: str = "add-teacher") -> subprocess.Popen:
     env = child_env(None, RSR_HOME=str(home))
     env.pop("PREFECT_API_URL", None)  # its own server, as at a person's shell
-    cmd = [sys.executable, "-m", "rsr.cli", "add-teacher", "t", str(teacher), "--format", "messages", "--no-score"]
+    args = {
+        "add-teacher": ["add-teacher", "t", str(teacher), "--format", "messages", "--no-score"],
+        "add-student": ["add-student", "smollm2-135m"],
+        "publish": ["publish", "--student", "smollm2-135m"],
+    }[command]
+    cmd = [sys.executable, "-m", "rsr.cli", *args]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-@pytest.mark.parametrize("when", ["server starting", "mid-ingest"])
-def test_a_killed_command_leaves_no_process_and_the_rerun_stores_once(when, teacher, tmp_path):
+@pytest.mark.parametrize(
+    ("command", "when"),
+    [("add-teacher", "server starting"), ("add-teacher", "mid-ingest"), ("add-student", "server starting"),
+     ("publish", "server starting")],
+)  # fmt: skip
+def test_a_killed_command_leaves_no_process_and_the_rerun_stores_once(command, when, teacher, tmp_path):
     home = tmp_path / "home"
     log = tmp_path / "rsr.log"
-    proc = _add_teacher(teacher, home, log)
+    proc = _add_teacher(teacher, home, log, command)
     try:
         if when == "server starting":
             ready = lambda: any("uvicorn" in c for c in _children(proc.pid))  # noqa: E731
