@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prefect import task
 
@@ -12,12 +13,14 @@ from rsr.publish.files import publish_selection, source_files
 from rsr.publish.hub import push_to_hub
 from rsr.publish.lineage import Tracking
 from rsr.publish.manifest import Publication, Request
-from rsr.score.student import Student
 from rsr.select import SelectionPolicy, rank_teachers, select, selection_counts
 from rsr.settings import StateDir
 from rsr.store.queries import Candidate, Reader, StudentRow
 from rsr.store.writer import Store
 from rsr_tasks.score import FoundStudent, load_student
+
+if TYPE_CHECKING:  # a type only: torch (~235 MB) loads with the student, not with the CPU stages
+    from rsr.score.student import Student
 
 
 @dataclass(frozen=True)

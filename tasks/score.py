@@ -7,20 +7,25 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 
 from rsr.config import StudentSpec
 from rsr.records import Score
 from rsr.score.load import auto_device, dtype_name, parse_dtype
-from rsr.score.student import Student
 from rsr.store.queries import Reader, ScoreKey, StudentRow
 from rsr.store.writer import Store
+
+if TYPE_CHECKING:
+    from rsr.score.student import Student
 
 
 @lru_cache(maxsize=2)
 def _student(ref: str, dtype: str, device: str, chat_template: str | None, options: str) -> Student:
     # One load per process: a worker scoring many shards keeps the model in memory.
+    from rsr.score.student import Student  # here: torch (~235 MB) only where a student runs, not in the CPU stages
+
     kwargs = json.loads(options)  # the template's options, as JSON text: hashable for the cache
     return Student.load(ref, dtype=dtype, device=device, chat_template=chat_template, chat_template_kwargs=kwargs)
 

@@ -12,11 +12,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from rsr.score.render import TEMPLATE_DATE
 from rsr.settings import StateDir
+
+if TYPE_CHECKING:
+    import torch
 
 # Tokenizers' own thread pool fights torch for the same cores and warns after fork.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -87,6 +89,7 @@ _STUDENT_META = "rsr_student.json"
 
 def convert_embedded(name: str, models_dir: Path) -> Path:
     """GGUF -> a plain safetensors folder under models_dir, once; later loads take well under a second."""
+    import torch  # here, not at the top: the CPU stages import this module's constants, never torch (~235 MB)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = models_dir / name
@@ -182,11 +185,15 @@ def folder_digest(folder: Path, chat_template: str | None, chat_template_kwargs:
 # Device and dtype
 # ---------------------------------------------------------------------------------------------------------------
 def auto_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def auto_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 where the hardware runs it natively (AMX / AVX512-BF16 CPUs, Ampere+ GPUs), else float32."""
+    import torch
+
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     try:
@@ -197,6 +204,8 @@ def auto_dtype(device: torch.device) -> torch.dtype:
 
 
 def parse_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}

@@ -47,6 +47,12 @@ _CLI = (
     "from typer.testing import CliRunner; from rsr.cli import app"
 )
 
+# ... and a one-record teacher file beside it: the CPU stages (ingest, dedup, verify under Prefect) need no torch
+_TEACHER = (
+    "f = Path(os.environ['RSR_HOME']).parent / 't.jsonl'; "
+    "f.write_text('{\"problem\": \"1+1?\", \"response\": \"The answer is 2.\", \"answer\": \"2\"}')"
+)
+
 
 @pytest.mark.parametrize(
     "code",
@@ -54,8 +60,10 @@ _CLI = (
         "import rsr.store.writer, rsr.store.queries, rsr.store.sql, rsr.metric, rsr.curate.ingest",
         f"{_CLI}; out = CliRunner().invoke(app, ['status']); assert out.exit_code == 0, out.output",
         f"{_CLI}; out = CliRunner().invoke(app, ['sql', 'SELECT 1']); assert out.exit_code == 0, out.output",
+        f"{_CLI}; {_TEACHER}; out = CliRunner().invoke(app, ['add-teacher', 'm', str(f), '--no-score']); "
+        "assert out.exit_code == 0, out.output",
     ],
-    ids=["import rsr.store", "rsr status", "rsr sql"],
+    ids=["import rsr.store", "rsr status", "rsr sql", "rsr add-teacher --no-score"],
 )
 def test_no_torch_where_none_is_needed(code: str, tmp_path: Path) -> None:
     check = f"{code}\nimport sys\nassert 'torch' not in sys.modules, 'torch was loaded'"
