@@ -50,7 +50,7 @@ _CLI = (
 # ... and a one-record teacher file beside it: the CPU stages (ingest, dedup, verify under Prefect) need no torch
 _TEACHER = (
     "f = Path(os.environ['RSR_HOME']).parent / 't.jsonl'; "
-    "f.write_text('{\"problem\": \"1+1?\", \"response\": \"The answer is 2.\", \"answer\": \"2\"}')"
+    'f.write_text(\'{"problem": "1+1?", "response": "The answer is 2.", "answer": "2"}\')'
 )
 
 
