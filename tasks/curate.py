@@ -21,16 +21,22 @@ from rsr.store.writer import Store
 
 # DuckDB keeps every block it wrote or read cached up to its memory limit (default: 80% of RAM), so over a large
 # input its cache, not our chunks, would set the process's size; the CPU stages cap it (it spills past the cap).
-# Chosen with the ingest's chunks (rsr.curate.ingest.CHUNK_BYTES, 16 MB of text): inserting a chunk needs ~8x its
+# Chosen with the ingest's chunks (rsr.curate.ingest.CHUNK_BYTES, 8 MB of text): inserting a chunk needs ~8x its
 # text inside this limit, and one record of up to 16 MB still fits (an 8 MB trace measured; benchmarks/README.md).
 DB_MEMORY = "256MB"
+# A checkpoint rewrites the last, partly filled row group (up to ~100 MB of long traces): at DuckDB's default
+# (every 16 MB of log, about every chunk) ingest spent most of its time and its peaks there. Every 64 MB of log, 4x
+# fewer, and the log's data still fits well within DB_MEMORY (benchmarks/README.md).
+DB_CHECKPOINT = "64MB"
 DEDUP_PROBLEMS = 5000  # problems (with all their teachers' trajectories) deduplicated per page at most
+DEDUP_RANGES = 32  # row ranges one dedup page reads at most (a short query; nearby rows are read together)
 VERIFY_CHUNK = 5000  # trajectories verified and stored per page at most
 
 
 def _open(db: Path) -> Store:
     store = Store.open(db)
     store.limit_memory(DB_MEMORY)
+    store.checkpoint_every(DB_CHECKPOINT)
     return store
 
 
@@ -150,23 +156,38 @@ def deduplicate(db: Path, run_id: str, problem_ids: list[str], threshold: float 
     problems or CHUNK_BYTES of response text, whichever comes first (a problem is never split)."""
     found = 0
     with _open(db) as store:
-        for page in _pages(problem_ids, store.response_sizes(problem_ids)):
-            duplicates = find_duplicates(store.responses(page), threshold=threshold)
+        for page, rows in _pages(store.response_rows(problem_ids)):
+            duplicates = find_duplicates(store.responses(page, rows), threshold=threshold)
             store.set_duplicates(duplicates, run_id)
             found += len(duplicates)
     return found
 
 
-def _pages(problem_ids: list[str], sizes: dict[str, int]) -> list[list[str]]:
+def _pages(rows: list[tuple[str, int, int]]) -> list[tuple[list[str], list[range]]]:
+    """Dedup's pages of (problem_id, row position, characters) rows: problems in the order their first row sits,
+    so that a page's rows lie close together, each page with the row ranges that hold its rows."""
+    where: dict[str, list[int]] = {}
+    sizes: Counter[str] = Counter()
+    for pid, rowid, chars in rows:
+        where.setdefault(pid, []).append(rowid)
+        sizes[pid] += chars
     pages: list[list[str]] = [[]]
     text = 0
-    for pid in problem_ids:
-        if pages[-1] and (len(pages[-1]) >= DEDUP_PROBLEMS or text + sizes.get(pid, 0) > CHUNK_BYTES):
+    for pid in sorted(where, key=lambda p: min(where[p])):
+        if pages[-1] and (len(pages[-1]) >= DEDUP_PROBLEMS or text + sizes[pid] > CHUNK_BYTES):
             pages.append([])
             text = 0
         pages[-1].append(pid)
-        text += sizes.get(pid, 0)
-    return [p for p in pages if p]
+        text += sizes[pid]
+    return [(page, _ranges(sorted(r for p in page for r in where[p]))) for page in pages if page]
+
+
+def _ranges(rowids: list[int], most: int = DEDUP_RANGES) -> list[range]:
+    """Sorted row positions as at most `most` ranges: split at the widest gaps (nearby runs read as one)."""
+    widest = sorted(range(1, len(rowids)), key=lambda i: rowids[i] - rowids[i - 1], reverse=True)[: most - 1]
+    cuts = sorted(i for i in widest if rowids[i] - rowids[i - 1] > 1)
+    bounds = [0, *cuts, len(rowids)]
+    return [range(rowids[a], rowids[b - 1] + 1) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 @task(name="verify-answers")

@@ -116,6 +116,8 @@ def connect(
 HEADER_BYTES = 3 * 4096
 BLOCK_BYTES = 262144
 MAGIC = b"DUCK"
+SCAN_MEMORY = "256MB"  # DuckDB's cache while scan_all reads the whole file (its default, 80% of RAM, keeps it all)
+SCAN_ROWS = 2048  # DuckDB's vector: ~60 MB of one column of 30 KB traces
 ADVICE = "restore it from a backup, or move it aside to start a new one; nothing was written to it"
 _sound: set[Path] = set()  # files this process has checked whole (and since written itself)
 
@@ -167,14 +169,32 @@ def _checked_before(path: Path) -> bool:
 
 
 def scan_all(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Read every column of every table, so that DuckDB verifies each data block's checksum."""
-    tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT internal").fetchall()
+    """Read every column of every table, so that DuckDB verifies each data block's checksum: a column at a time
+    in batches of SCAN_ROWS (batches of 65,536 whole rows held ~2 GB of long traces at once)."""
+    columns = con.execute(
+        "SELECT schema_name, table_name, column_name FROM duckdb_columns() c JOIN duckdb_tables() t "
+        "USING (database_name, schema_name, table_name) WHERE NOT t.internal ORDER BY ALL"
+    ).fetchall()
     try:
-        for schema, table in tables:
-            for _ in con.sql(f'SELECT * FROM "{schema}"."{table}"').to_arrow_reader(65536):
+        for schema, table, column in columns:
+            for _ in con.sql(f'SELECT "{column}" FROM "{schema}"."{table}"').to_arrow_reader(SCAN_ROWS):
                 pass
+    except duckdb.OutOfMemoryException:
+        raise
     except duckdb.Error as err:
         raise DatabaseCorrupt(f"{path} is corrupted ({str(err).splitlines()[0]}): {ADVICE}") from None
+
+
+def _scan(path: Path, memory: str | None, wait_s: float | None) -> None:
+    config = dict(GUARDED_CONFIG, **({"memory_limit": memory} if memory else {}))
+    try:
+        con = connect(path, read_only=True, config=config, wait_s=wait_s)
+    except duckdb.Error as err:
+        if is_lock_error(err):
+            raise
+        raise DatabaseCorrupt(f"{path} cannot be opened ({str(err).splitlines()[0]}): {ADVICE}") from None
+    with con:
+        scan_all(con, path)
 
 
 def ensure_sound(path: Path, wait_s: float | None = None) -> None:
@@ -187,13 +207,11 @@ def ensure_sound(path: Path, wait_s: float | None = None) -> None:
         return
     if not _checked_before(path):
         try:
-            con = connect(path, read_only=True, config=dict(GUARDED_CONFIG), wait_s=wait_s)
-        except duckdb.Error as err:
-            if is_lock_error(err):
+            _scan(path, SCAN_MEMORY, wait_s)
+        except (duckdb.OutOfMemoryException, OSError) as err:  # pyarrow's reader raises DuckDB's errors as OSError
+            if "Out of Memory" not in str(err):
                 raise
-            raise DatabaseCorrupt(f"{path} cannot be opened ({str(err).splitlines()[0]}): {ADVICE}") from None
-        with con:
-            scan_all(con, path)
+            _scan(path, None, wait_s)  # a value too long for the cap: no sign of corruption; again, uncapped
     _sound.add(path.resolve())  # under the writer lock: its release records the file as sound
 
 

@@ -174,23 +174,26 @@ class Reader:
         rows = [dict(zip(Trajectory.model_fields, row, strict=True)) for row in cur.fetchall()]
         return [Trajectory(**r | {"messages": json.loads(r["messages"]), "tools": _loads(r["tools"])}) for r in rows]
 
-    def responses(self, problem_ids: Sequence[str]) -> list[tuple]:
-        """Named rows (trajectory_id, problem_id, response) of these problems' trajectories, first ingested first."""
+    def responses(self, problem_ids: Sequence[str], rows: Sequence[range] = ()) -> list[tuple]:
+        """Named rows (trajectory_id, problem_id, response) of these problems' trajectories, first ingested first.
+        `rows`: only at these row positions, so that a page reads the few row groups its rows sit in (a filter on
+        problem_id alone reads every response of the table: quadratic over pages)."""
+        within = " OR ".join("(rowid >= ? AND rowid < ?)" for _ in rows)
         return self._named(
-            """SELECT trajectory_id, problem_id, response FROM trajectories
-               WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[])))
+            f"""SELECT trajectory_id, problem_id, response FROM trajectories
+               WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) {f"AND ({within})" if rows else ""}
                ORDER BY ingested_at, teacher, source_file, source_line, trajectory_id""",
-            [list(problem_ids)],
+            [list(problem_ids), *(bound for r in rows for bound in (r.start, r.stop))],
         )
 
-    def response_sizes(self, problem_ids: Sequence[str]) -> dict[str, int]:
-        """Characters of response text per problem (all its trajectories): what sizes dedup's pages by bytes."""
-        rows = self._con.execute(
-            """SELECT problem_id, sum(length(response)) FROM trajectories
-               WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) GROUP BY problem_id""",
+    def response_rows(self, problem_ids: Sequence[str]) -> list[tuple[str, int, int]]:
+        """(problem_id, row position, response characters) of these problems' trajectories: what pages dedup by
+        bytes and by where the rows sit."""
+        return self._con.execute(
+            """SELECT problem_id, rowid, length(response) FROM trajectories
+               WHERE problem_id IN (SELECT unnest(CAST(? AS VARCHAR[])))""",
             [list(problem_ids)],
         ).fetchall()
-        return {pid: int(n) for pid, n in rows}
 
     def mean_response_chars(self) -> float:
         """The mean response length: what sizes verify's pages of rows by bytes."""

@@ -74,6 +74,13 @@ class Store(Reader):
             raise ValueError(f"memory limit {size!r}: give a size such as '768MB'")
         self._con.execute(f"SET memory_limit = '{size}'")
 
+    def checkpoint_every(self, size: str) -> None:
+        """Checkpoint once this much has gone into the write-ahead log (DuckDB's default: 16 MB). Each checkpoint
+        rewrites the table's last, partly filled row group, so with long texts frequent ones cost time and memory."""
+        if not size.removesuffix("B")[:-1].isdigit():
+            raise ValueError(f"checkpoint threshold {size!r}: give a size such as '64MB'")
+        self._con.execute(f"SET checkpoint_threshold = '{size}'")
+
     @contextmanager
     def _tx(self) -> Iterator[None]:
         self._con.begin()
