@@ -9,6 +9,7 @@ real work) ending in a \\boxed answer; every record holds its gold; 1% repeat an
 
     .venv/bin/python -m benchmarks.bench_long_cot --n 20000        # ~600 MB of input
     .venv/bin/python -m benchmarks.bench_long_cot --n 100000       # the issue's target: <= 1 GB, >= 5 MB/s
+    .venv/bin/python -m benchmarks.bench_long_cot --n 100000 --input FILE   # a file generate() wrote earlier
 
 Targets (issue 22): peak RSS <= 1 GB and >= 5 MB/s at 100,000 records on a 2-core CPU.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -95,15 +97,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/rsr-bench-long-cot"))
     parser.add_argument("--keep", action="store_true", help="keep the generated input and state")
+    parser.add_argument("--input", type=Path, help="a file this generator wrote earlier (same --n): not written again")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    path = args.work / "long_cot.jsonl"
-    started = time.perf_counter()
-    held = generate(path, args.n)
-    print(f"generated {held} in {time.perf_counter() - started:.0f}s", flush=True)
+    path = args.input or args.work / "long_cot.jsonl"
+    if args.input is None:
+        started = time.perf_counter()
+        held = generate(path, args.n)
+        print(f"generated {held} in {time.perf_counter() - started:.0f}s", flush=True)
+    load_before = os.getloadavg()[0]
     result = run_command(path, args.work / "state")
-    print(json.dumps({"n": args.n, "input_mb": round(held["bytes"] / 1e6, 1), **result}, indent=2))
+    load = {"load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    print(json.dumps({"n": args.n, "input_mb": round(path.stat().st_size / 1e6, 1), **result, **load}, indent=2))
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
 
