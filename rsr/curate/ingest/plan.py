@@ -42,7 +42,8 @@ class ReadPlan:
 
     def describe(self) -> str:
         pairs = ", ".join(f"{f} <- {self.fields[f]}" for f in self.shown) or "none of our fields"
-        gold = "" if self.gold_found else f"; no gold column ({', '.join(GOLD_COLUMNS)}): --map answer=COLUMN"
+        # only a fact here: golds may still come from --problems; the ingest's no-gold count says what to do
+        gold = "" if self.gold_found else f"; no gold column in the file (looked for {', '.join(GOLD_COLUMNS)})"
         return f"format {self.format}; {pairs}{gold}"
 
 
