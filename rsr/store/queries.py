@@ -81,6 +81,28 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+# A chat's last assistant content is the trajectory's `response`, most of a long trace's bytes: the table keeps it
+# once, in `response`, and `messages` holds this marker in its place (rows stored before hold the text twice).
+# In SQL: replace(messages, '{"$rsr": "response"}', to_json(response)) is the whole chat.
+RESPONSE_MARKER = {"$rsr": "response"}
+_MARKER_TEXT = json.dumps(RESPONSE_MARKER)
+
+
+def stored_messages(messages: list[dict], response: str) -> list[dict]:
+    """The chat as the table keeps it: the last assistant turn's content, when it is the response, as the marker."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "assistant":
+            if response and messages[i].get("content") == response:
+                return [*messages[:i], messages[i] | {"content": RESPONSE_MARKER}, *messages[i + 1 :]]
+            break
+    return messages
+
+
+def whole_messages(text: str, response: str) -> str:
+    """A stored chat's JSON text with the response put back (JSON text again)."""
+    return text.replace(_MARKER_TEXT, json.dumps(response, ensure_ascii=False)) if _MARKER_TEXT in text else text
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """An ingested input file (or HF dataset folder) and its digest, taken when it was read."""
@@ -172,7 +194,13 @@ class Reader:
             params,
         )
         rows = [dict(zip(Trajectory.model_fields, row, strict=True)) for row in cur.fetchall()]
-        return [Trajectory(**r | {"messages": json.loads(r["messages"]), "tools": _loads(r["tools"])}) for r in rows]
+        return [
+            Trajectory(
+                **r
+                | {"messages": json.loads(whole_messages(r["messages"], r["response"])), "tools": _loads(r["tools"])}
+            )
+            for r in rows
+        ]
 
     def responses(self, problem_ids: Sequence[str], rows: Sequence[range] = ()) -> list[tuple]:
         """Named rows (trajectory_id, problem_id, response) of these problems' trajectories, first ingested first.
@@ -438,9 +466,12 @@ class Reader:
         """messages (JSON text), trajectory_id, teacher, problem_id, problem, gold_answer and verdict of these
         trajectories, in canonical (problem_id, trajectory_id) order."""
         cols, rows = self.query(
-            "SELECT t.messages, trajectory_id, t.teacher, t.problem_id, t.problem, v.gold_answer, v.verdict "
+            "SELECT t.messages, trajectory_id, t.teacher, t.problem_id, t.problem, v.gold_answer, v.verdict, t.response "
             "FROM trajectories t JOIN trajectory_verdicts v USING (trajectory_id) "
             "WHERE list_contains(CAST(? AS VARCHAR[]), trajectory_id) ORDER BY t.problem_id, trajectory_id",
             [list(trajectory_ids)],
         )
-        return [dict(zip(cols, r, strict=True)) for r in rows]
+        out = [dict(zip(cols, r, strict=True)) for r in rows]
+        for r in out:
+            r["messages"] = whole_messages(r["messages"], r.pop("response"))
+        return out

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from rsr.records import Duplicate, Problem, Rejected, Score, Trajectory, Verdict, _digest
 from rsr.store import connect as db
-from rsr.store.queries import IngestCounts, Reader, SourceFile, check_dtype
+from rsr.store.queries import IngestCounts, Reader, SourceFile, check_dtype, stored_messages
 
 
 def _now() -> datetime:
@@ -168,7 +168,7 @@ class Store(Reader):
         for t in trajectories:
             if t.trajectory_id not in rows:  # first one wins within a batch, as across batches
                 row = rows[t.trajectory_id] = t.model_dump() | {"run_id": run_id, "ingested_at": now}
-                row["messages"] = _json(row["messages"])
+                row["messages"] = _json(stored_messages(row["messages"], row["response"]))  # the response once
                 row["tools"] = None if row["tools"] is None else _json(row["tools"])
         return self._insert("trajectories", rows.values(), "ON CONFLICT DO NOTHING")
 

@@ -161,6 +161,34 @@ def test_trajectories_roundtrip_and_reingest_adds_nothing(store: Store) -> None:
     assert len(store.get_trajectories()) == 3
     assert store.query("SELECT DISTINCT run_id FROM trajectories")[1] == [("r1",)]
 
+def test_the_response_is_stored_once_and_every_read_gives_the_whole_chat(store: Store) -> None:
+    trace = "<think>\n" + "a long trace, " * 500 + "\n</think>\n\n$\\boxed{2}$ \"quoted\" é"
+    t = Trajectory.build(
+        teacher="A",
+        problem="1+1?",
+        messages=[
+            Message(role="system", content="be brief"),
+            Message(role="user", content="1+1?"),
+            Message(role="assistant", content=trace),
+        ],
+        source_file="A.jsonl",
+        source_line=1,
+    )
+    store.add_trajectories([t], "r1")
+    _, [(stored, length)] = store.query("SELECT messages, length(response) FROM trajectories")
+    assert len(stored) < 400 < length and "long trace" not in stored  # the trace is in `response` only
+    assert store.get_trajectories() == [t]
+    store.set_verdicts([Verdict(trajectory_id=t.trajectory_id, verdict="correct", gold_answer="2")], "r1")
+    [row] = store.sft_rows([t.trajectory_id])
+    assert json.loads(row["messages"]) == [m.model_dump() for m in t.messages]
+    _, [(whole,)] = store.query(
+        """SELECT replace(messages, '{"$rsr": "response"}', to_json(response)) FROM trajectories"""
+    )  # the SQL form docs/sql.md gives
+    assert json.loads(whole) == [m.model_dump() for m in t.messages]
+    # a row stored before (the text twice) reads the same
+    store.query("UPDATE trajectories SET messages = ?", [json.dumps([m.model_dump() for m in t.messages])])
+    assert store.get_trajectories() == [t]
+
 
 def test_problems_gold_is_filled_in_not_overwritten(store: Store) -> None:
     store.upsert_problems([Problem(problem_id="p1", text="1+1?"), Problem(problem_id="p2", text="x", gold_answer="3")])
