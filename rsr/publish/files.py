@@ -49,12 +49,17 @@ from rsr.store.writer import Store
 _STRING = ("trajectory_id", "teacher", "problem_id", "problem", "gold_answer", "verdict")
 _TEXT = datasets.Value("string")
 MESSAGE = {"role": _TEXT, "content": _TEXT}
-# Agent rows: the keys a template reads for tool use (arguments as JSON text: records.Message's wire form).
-TOOL_KEYS = {
-    "tool_calls": datasets.List({"id": _TEXT, "type": _TEXT, "function": {"name": _TEXT, "arguments": _TEXT}}),
-    "name": _TEXT,
-    "tool_call_id": _TEXT,
-}
+
+
+def tool_keys(arguments: datasets.Value | datasets.Json = _TEXT) -> dict:
+    """Agent rows: the keys a template reads for tool use. Arguments are JSON text (records.Message's wire form),
+    or a `Json` value (a mapping of any keys, read back as the same dict) for a student whose template is given
+    mappings (rsr/score/render.py probe_tool_calls): a struct would give every row every key, null where absent."""
+    call = {"id": _TEXT, "type": _TEXT, "function": {"name": _TEXT, "arguments": arguments}}
+    return {"tool_calls": datasets.List(call), "name": _TEXT, "tool_call_id": _TEXT}
+
+
+TOOL_KEYS = tool_keys()
 
 
 REASONING_KEYS = ("reasoning_content", "thinking")  # rsr.score.render.REASONING_FIELDS, as published
@@ -67,7 +72,10 @@ def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
     tools = any(k in m for r in rows for m in r["messages"] for k in TOOL_KEYS)
     # The reasoning field the student's template reads, where the rows carry reasoning in it (Renderer.native).
     fields = {k: _TEXT for k in REASONING_KEYS if any(k in m for r in rows for m in r["messages"])}
-    cols = {"messages": datasets.List(MESSAGE | fields | (TOOL_KEYS if tools else {}))}
+    calls = [c for r in rows for m in r["messages"] for c in m.get("tool_calls") or []]
+    mappings = any(not isinstance(c["function"]["arguments"], str) for c in calls)
+    keys = tool_keys(datasets.Json() if mappings else _TEXT) if tools else {}
+    cols = {"messages": datasets.List(MESSAGE | fields | keys)}
     if rows and "prompt" in rows[0]:
         cols |= {"prompt": _TEXT, "completion": _TEXT}
     return datasets.Features(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsr.score.render import TEMPLATE_DATE
+from rsr.score.render import TEMPLATE_DATE, reencodes_json_arguments
 from rsr.settings import StateDir
 
 if TYPE_CHECKING:
@@ -153,7 +153,10 @@ _DIGEST_FILES = ("*.safetensors", "*.bin", "tokenizer.json", "tokenizer.model")
 def folder_digest(folder: Path, chat_template: str | None, chat_template_kwargs: dict | None = None) -> str:
     """sha256 over weight + tokenizer files, the effective chat template, its options (chat_template_kwargs) and,
     for a template that reads the clock, the pinned date it renders with; cached by (size, mtime) per file.
-    Options and date are folded in only when present, so a student without them keeps its digest."""
+    Options and date are folded in only when present, so a student without them keeps its digest. A template that
+    encodes JSON-text tool-call arguments again (Qwen2.5, Llama 3.1, DeepSeek-V3.1, gpt-oss) is given mappings
+    (issue 23), which changed its scores of tool calls: "tool_arguments=mapping" is folded into its digest, so
+    those scores get a new key (its scores of records without tool calls are the same numbers under it)."""
     cache_file = folder / ".rsr_digest_cache.json"
     try:
         cache = json.loads(cache_file.read_text())
@@ -173,6 +176,8 @@ def folder_digest(folder: Path, chat_template: str | None, chat_template_kwargs:
         h.update(b"\nchat_template_kwargs=" + json.dumps(chat_template_kwargs, sort_keys=True).encode())
     if "strftime_now" in (chat_template or ""):
         h.update(f"\ntemplate_date={TEMPLATE_DATE.date().isoformat()}".encode())
+    if reencodes_json_arguments(chat_template, chat_template_kwargs):  # its tool calls render otherwise since
+        h.update(b"\ntool_arguments=mapping")  # rsr gives it mappings: its digest changed with them
     if len(cache) > known:  # a new or changed file
         try:
             cache_file.write_text(json.dumps(cache))

@@ -14,10 +14,9 @@ as the student generates: the prompt with the generation prompt, then the final 
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -135,18 +134,8 @@ class Renderer:
         return None
 
     def _tool_calls(self) -> tuple[bool, bool]:
-        """(arguments as a mapping, tool calls dropped): JSON text unless the template refuses it. A call turn is
-        tried with null content, then empty content (a template that needs a string renders no call either way)."""
-        for content, as_mapping in itertools.product((None, ""), (False, True)):
-            args = {"x": 1} if as_mapping else '{"x": 1}'
-            call = {"type": "function", "function": {"name": _TOOL_SENTINEL, "arguments": args}}
-            chat = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": content, "tool_calls": [call]}]
-            chat.append({"role": "tool", "name": _TOOL_SENTINEL, "content": "1"})
-            try:
-                return as_mapping, _TOOL_SENTINEL not in self.apply(chat, False)
-            except RecordError:
-                continue
-        return False, False  # the template takes no tool-call turn at all: each such record says so
+        """(arguments as a mapping, tool calls dropped): see probe_tool_calls."""
+        return probe_tool_calls(lambda chat: self.apply(chat, False))
 
     def _probe(self) -> tuple[str, str]:
         """Render canonical reasoning chats: "template" mode if every assistant turn stays verbatim."""
@@ -246,17 +235,14 @@ class Renderer:
 
     @property
     def rewrites_records(self) -> bool:
-        """Whether the student's own reasoning form differs from the records' (`<think>` joined into content)."""
-        return bool(self.reasoning_field) or self.markup != THINK
+        """Whether the student's own form of a chat differs from the records' (`<think>` joined into content,
+        tool-call arguments as JSON text)."""
+        return bool(self.reasoning_field) or self.markup != THINK or self.arguments_as_mapping
 
     def native(self, messages: Sequence[Mapping | object]) -> list[dict]:
-        """The chat with reasoning in the student's own field or tags, as its template is given it (what a trainer
-        must feed it); tool-call arguments stay JSON text, the one type a published column holds."""
-        out = []
-        for i, m in enumerate(messages):
-            msg = message(m, i)
-            out.append(self.for_template(msg) | ({"tool_calls": msg.tool_calls} if msg.tool_calls else {}))
-        return out
+        """The chat as its template is given it (what a trainer must feed it): reasoning in the student's own field
+        or tags, tool-call arguments as mappings where the template needs them (a published `Json` value)."""
+        return [self.for_template(message(m, i)) for i, m in enumerate(messages)]
 
     def for_template(self, m: Message) -> dict:
         """A message as this template reads it: reasoning in its field or its own tags, arguments as it needs."""
@@ -387,6 +373,62 @@ def _pinned_clock(template: str | None) -> tuple[str | None, dict]:
         return template, {}
     formats = {fmt for _, fmt in _CLOCK_CALL.findall(template)}
     return _CLOCK_MACRO + template, {"rsr_template_clock": {f: TEMPLATE_DATE.strftime(f) for f in formats}}
+
+
+_PROBE_ARGUMENTS = {"x": 1}
+
+
+def probe_tool_calls(render: Callable[[list[dict]], str]) -> tuple[bool, bool]:
+    """(arguments as a mapping, tool calls dropped), learnt by rendering a tool-call turn with `render` (a chat ->
+    its text, refusals as RecordError). Arguments go as the JSON text records keep where the template shows it as
+    the JSON object the student writes; as a mapping where it refuses text (Qwen3-Coder, GLM-4.6) or encodes text
+    again (`| tojson` gives `"{\\"x\\": 1}"`: Qwen2.5, Llama 3.1, DeepSeek-V3.1) and renders a mapping. A call turn
+    is tried with null content, then empty content (a template that needs a string renders no call either way)."""
+    text_args = json.dumps(_PROBE_ARGUMENTS)
+    for content in (None, ""):
+        as_text, as_mapping = (_render_call(render, content, a) for a in (text_args, _PROBE_ARGUMENTS))
+        if as_text is not None and json.dumps(text_args) not in as_text:
+            return False, _TOOL_SENTINEL not in as_text
+        if as_mapping is not None:
+            return True, _TOOL_SENTINEL not in as_mapping
+        if as_text is not None:
+            return False, _TOOL_SENTINEL not in as_text
+    return False, False  # the template takes no tool-call turn at all: each such record says so
+
+
+def _render_call(render: Callable[[list[dict]], str], content: str | None, args: str | dict) -> str | None:
+    call = {"type": "function", "function": {"name": _TOOL_SENTINEL, "arguments": args}}
+    chat = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": content, "tool_calls": [call]}]
+    chat.append({"role": "tool", "name": _TOOL_SENTINEL, "content": "1"})
+    try:
+        return render(chat)
+    except RecordError:
+        return None
+
+
+def reencodes_json_arguments(chat_template: str | None, options: Mapping[str, Any] | None = None) -> bool:
+    """Whether this template encodes tool-call arguments given as JSON text again and so is given mappings (see
+    probe_tool_calls). Tokenizer-free (transformers' own Jinja renderer; special tokens play no part in how
+    arguments render), for the student's digest: scores of tool calls under such a template changed when rsr
+    began giving it mappings (rsr/score/load.py folder_digest)."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    source, clock = _pinned_clock(chat_template)
+    if source is None:
+        return False
+
+    def render(chat: list[dict]) -> str:
+        try:
+            out, _ = render_jinja_template(
+                conversations=[chat], chat_template=source, add_generation_prompt=False, **(options or {}), **clock
+            )
+        except Exception as err:  # noqa: BLE001 -- any template failure is a refusal here, as in Renderer.apply
+            raise RecordError(str(err)) from None
+        return out[0]
+
+    as_mapping, _ = probe_tool_calls(render)
+    text = json.dumps(_PROBE_ARGUMENTS)
+    return as_mapping and any(_render_call(render, c, text) is not None for c in (None, ""))
 
 
 def _turn_end(turn: str, eot: str, calls: bool) -> int | None:

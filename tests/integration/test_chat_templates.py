@@ -20,7 +20,7 @@ import re
 
 import pytest
 
-from rsr.records import Message, RecordError, join_reasoning
+from rsr.records import RecordError, join_reasoning
 from rsr.score.student import Student
 from tests.support.shared_data import SHARED_DATA
 
@@ -144,7 +144,7 @@ def _student(base: Student, name: str) -> Student:
 
 def _assert_scored_equals_trained(student: Student, name: str, messages: list[dict]) -> None:
     training = TRAINING[name](student.chat_template)
-    msgs = [Message.model_validate(m).for_template() for m in messages]
+    msgs = student.renderer.native(messages)  # as published: tool-call arguments as the template is given them
     kw = {"chat_template": training, "add_generation_prompt": False}
     text, _ = student.render(messages)
     assert student.tokenizer.apply_chat_template(msgs, tokenize=False, **kw) == text
@@ -210,7 +210,9 @@ def test_tool_call_tokens_are_scored_in_template_mode(base):
     student = _student(base, QWEN25)
     p = student.prepare(AGENT)
     scored = student.tokenizer.decode([p.ids[i] for i in p.scored])
-    assert '<tool_call>\n{"name": "multiply"' in scored and "<|im_end|>" not in scored
+    # The arguments as the student writes them (a JSON object), not JSON text encoded again by `| tojson`.
+    assert '<tool_call>\n{"name": "multiply", "arguments": {"a": 12, "b": 13}}\n</tool_call>' in scored
+    assert "<|im_end|>" not in scored
     reasoning, answer, tool = p.coverage
     assert reasoning > 0 and answer > 0 and tool > 0 and sum(p.coverage) == len(p.scored)
 

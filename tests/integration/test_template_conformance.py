@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from dataclasses import field as default
@@ -24,6 +23,7 @@ import pytest
 
 from rsr.records import RecordError, join_reasoning
 from rsr.score.markup import MARKUPS, THINK, Markup
+from rsr.score.render import reencodes_json_arguments
 from rsr.score.student import Student
 from tests.support.shared_data import SHARED_DATA
 
@@ -245,17 +245,37 @@ def test_published_messages_carry_reasoning_as_the_template_reads_it(smollm, nam
     assert student.info()["native_form"]
     records = _records(CASES["tool call + result"])
     messages = student.renderer.native(records)
-    assert messages[1]["tool_calls"][0]["function"]["arguments"] == '{"a": 12, "b": 13}'  # JSON text, as stored
+    args = messages[1]["tool_calls"][0]["function"]["arguments"]  # a mapping where the template is given one
+    assert args == ({"a": 12, "b": 13} if student.renderer.arguments_as_mapping else '{"a": 12, "b": 13}')
     rows = [{"messages": messages}]
     column = datasets.Dataset.from_list(rows, features=datasets.Features({"messages": features(rows)["messages"]}))
     published = column[0]["messages"]
     if student.renderer.reasoning_field:
         assert published[-1][student.renderer.reasoning_field] == R3 and published[-1]["content"] == ANS3
     text, _ = student.render(records, tools=TOOLS)
-    again = [{k: v for k, v in m.items() if v is not None} for m in published]
-    if student.renderer.arguments_as_mapping:  # a template that needs mappings gets them, as the scorer gave them
-        for m in again:
-            for call in m.get("tool_calls") or []:
-                call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+    again = [{k: v for k, v in m.items() if v is not None} for m in published]  # the published mappings as read
     kw = {"chat_template": student.chat_template, "tokenize": False, "tools": TOOLS}
     assert student.tokenizer.apply_chat_template(again, **kw) == text
+
+
+REENCODES = {
+    "Llama-3.1-8B-Instruct",
+    "Qwen2.5-7B-Instruct",
+    "QwQ-32B",
+    "deepseek-ai-DeepSeek-V3.1",
+    "openai-gpt-oss-120b",
+}
+
+
+@pytest.mark.parametrize("name", sorted(NATIVE))
+def test_a_template_that_encodes_json_text_again_is_given_mappings(smollm, name):
+    """Qwen2.5, Llama 3.1, DeepSeek-V3.1 (and gpt-oss, QwQ) render text arguments with `| tojson`, as JSON text
+    inside JSON (`"{\\"a\\": 12}"`), a form their students never write: they get mappings, and the digest says so."""
+    student = _student(smollm, name)
+    template = student.chat_template
+    assert reencodes_json_arguments(template, NATIVE[name].options) == (name in REENCODES)
+    if name in REENCODES:
+        assert student.renderer.arguments_as_mapping and student.info()["native_form"]
+    if name in REENCODES and not NATIVE[name].refuses_tools:
+        text, _ = student.render(_records(CASES["tool call + result"]), tools=TOOLS)  # scored, or context
+        assert '{"a": 12, "b": 13}' in text and '\\"a\\"' not in text
