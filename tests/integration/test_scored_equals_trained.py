@@ -7,6 +7,8 @@ The embedded student (SmolLM2, CPU) trains two steps on a dataset written by the
 - a verbatim template (Qwen2.5-Instruct): `messages` with `assistant_only_loss=True`, the template with
   `{% generation %}` markers around each assistant body (the training copy of test_chat_templates.py): exactly
   the scored positions;
+- the same template on an agent chat whose tool-call arguments it is given as a mapping (it would encode JSON
+  text again): published as a `Json` value, the trainer renders the call as scored;
 - a rewriting template (QwQ-32B): the `prompt`/`completion` columns with the loss on the completion: the scored
   positions, then the end-of-turn marker that ends the completion (the trainer learns to stop; the scorer leaves
   the marker out) and nothing else.
@@ -22,7 +24,7 @@ import pytest
 from rsr.publish.files import write_files
 from rsr.records import Message, join_reasoning
 from rsr.score.student import Student
-from tests.integration.test_chat_templates import QWEN25, QWQ, TRAINING, _real
+from tests.integration.test_chat_templates import AGENT, QWEN25, QWQ, TRAINING, _real
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.slow
@@ -41,13 +43,16 @@ CHATS = [
 ]
 
 
-def _published(student: Student, tmp_path) -> object:
-    """The rows as the publisher builds them (rsr.publish.files.build_rows), written and read back."""
+def _published(student: Student, tmp_path, chats: list[list[dict]] = CHATS) -> object:
+    """The rows as the publisher builds them (rsr.publish.files.build_rows, with tasks/publish.py's split), written
+    and read back."""
     import datasets
 
     rows = []
-    for i, chat in enumerate(CHATS):
+    for i, chat in enumerate(chats):
         row = {"messages": [Message.model_validate(m).for_template() for m in chat]}
+        if student.info()["native_form"]:  # the student's own form (tasks/publish.py native_split)
+            row["messages"] = student.renderer.native(row["messages"])
         row |= {k: f"{k}-{i}" for k in ("trajectory_id", "teacher", "problem_id", "problem", "gold_answer")}
         row |= {"verdict": "correct", "rsr": 1.0, "mean_rank": 1.0, "mean_surprisal": 1.0, "score_id": f"s-{i}"}
         if student.render_mode == "generation":
@@ -122,3 +127,15 @@ def test_a_rewriting_template_trains_the_scored_positions_and_the_end_marker(smo
         tail = student.tokenizer.decode([ids[i] for i in trained[n:]])
         assert trained[n:] == list(range(p.scored[-1] + 1, len(ids)))
         assert tail.startswith(student.eot.strip()) and set(tail) <= set(student.eot + student.tokenizer.eos_token)
+
+
+def test_tool_call_arguments_published_as_mappings_train_exactly_the_scored_positions(smollm, tmp_path):
+    student = _student(smollm, QWEN25)
+    assert student.renderer.arguments_as_mapping  # Qwen2.5's `| tojson` would encode JSON text again
+    dataset = _published(student, tmp_path, [AGENT])
+    template = TRAINING[QWEN25](student.chat_template)
+    config = {"columns": ["messages"], "assistant_only_loss": True}
+    [(ids, trained)] = _trained_positions(student, dataset, template, config, tmp_path)
+    p = student.prepare(AGENT)
+    assert ids == p.ids and trained == p.scored
+    assert '"arguments": {"a": 12, "b": 13}' in student.tokenizer.decode([ids[i] for i in trained])
