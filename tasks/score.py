@@ -60,7 +60,7 @@ def find_student(db: Path, spec: StudentSpec) -> FoundStudent:
     a float32 request. Nothing is loaded: the students table knows the id."""
     dtype = dtype_name(parse_dtype(spec.dtype, auto_device()))
     with Reader.open(db) as reader:
-        row = reader.registrations(spec.ref, spec.chat_template)[0]
+        row = reader.registrations(spec.ref, spec.chat_template, spec.chat_template_kwargs)[0]  # options too
         key = reader.current_setting(row.student_id, dtype)
     if key is None:
         raise ValueError(f"student {spec.ref!r} has no {dtype} scores: `rsr add-student {spec.ref} --dtype {dtype}`")

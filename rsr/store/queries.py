@@ -270,19 +270,29 @@ class Reader:
         rows = self._con.execute("SELECT * FROM students ORDER BY registered_at, student_id").fetchall()
         return [StudentRow(sid, ref, dig, json.loads(info) if info else {}, at) for sid, ref, dig, info, at in rows]
 
-    def registrations(self, ref: str, chat_template: str | None | bool = True) -> list[StudentRow]:
+    def registrations(
+        self, ref: str, chat_template: str | None | bool = True, chat_template_kwargs: dict | None | bool = True
+    ) -> list[StudentRow]:
         """The one rule for finding a registered student: ``ref`` is a student_id (taken as given, first) or a
         model reference, newest registration first. ``chat_template``: only registrations rendering with it (None:
-        the model's own); True: any. Raises ValueError, naming the registered refs, when none matches."""
+        the model's own); ``chat_template_kwargs``: only those with these template options (None or {}: none; two
+        registrations of one model with thinking on and off are two students); True: any. Raises ValueError,
+        naming the registered refs and options, when none matches."""
         rows = sorted(reversed(self.students()), key=lambda r: r.student_id != ref)  # stable: newest first
         rows = [r for r in rows if ref in (r.ref, r.student_id)]
         if chat_template is not True:
             rows = [r for r in rows if r.info.get("chat_template") == chat_template]
+        if chat_template_kwargs is not True:
+            rows = [r for r in rows if (r.info.get("chat_template_kwargs") or {}) == (chat_template_kwargs or {})]
         if not rows:
-            known = ", ".join(sorted({r.ref for r in self.students()})) or "none"
-            which = "" if chat_template is True else f" with template {chat_template}"
-            raise ValueError(f"no student {ref!r}{which} in the store (registered: {known}); `rsr add-student REF`")
+            raise ValueError(self._no_registration(ref, chat_template, chat_template_kwargs))
         return rows
+
+    def _no_registration(self, ref: str, chat_template: str | None | bool, options: dict | None | bool) -> str:
+        known = ", ".join(sorted({_registration_name(r) for r in self.students()})) or "none"
+        which = "" if chat_template is True else f" with template {chat_template}"
+        which += "" if options is True else f" with chat_template_kwargs {json.dumps(options or {}, sort_keys=True)}"
+        return f"no student {ref!r}{which} in the store (registered: {known}); `rsr add-student {ref}`"
 
     def current_setting(self, student_id: str, dtype: str | None = None) -> ScoreKey | None:
         """How the student's most recent scores (in ``dtype``, when given) were made; None if never scored so."""
@@ -475,3 +485,9 @@ class Reader:
         for r in out:
             r["messages"] = whole_messages(r["messages"], r.pop("response"))
         return out
+
+
+def _registration_name(r: StudentRow) -> str:
+    """A registered student as a user tells it apart: its ref, and its template options when it has any."""
+    options = r.info.get("chat_template_kwargs")
+    return f"{r.ref} {json.dumps(options, sort_keys=True)}" if options else r.ref

@@ -1,0 +1,52 @@
+"""Registrations told apart by their template options, on a real DuckDB file.
+
+One model registered twice, with Qwen3-style thinking on and off (`chat_template_kwargs`), is two students: each
+has its own digest and scores, and find-student (publish, select) must take the one the spec names, never the
+newest of the two.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rsr.config import StudentSpec
+from rsr.store.queries import Reader
+from rsr.store.writer import Store
+from rsr_tasks.score import find_student
+from tests.support.hand_made_store import STUDENT_ID, STUDENT_REF, build_store
+
+THINKING_OFF = {"enable_thinking": False}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """The hand-made store (STUDENT_ID: no options, float32 scores) and, newer, the same model with thinking off."""
+    db = build_store(tmp_path / "home")
+    with Store.open(db) as store:
+        info = {"dtype": "float32", "chat_template": None, "chat_template_kwargs": THINKING_OFF}
+        store.register_student("tiny-student@off999", STUDENT_REF, "off999", info)
+    return db
+
+
+def test_registrations_match_the_template_options(db: Path) -> None:
+    with Reader.open(db) as reader:
+        assert [r.student_id for r in reader.registrations(STUDENT_REF)] == ["tiny-student@off999", STUDENT_ID]
+        assert [r.student_id for r in reader.registrations(STUDENT_REF, None, THINKING_OFF)] == ["tiny-student@off999"]
+        for no_options in (None, {}):  # the older registration, although the newer one shares its ref and template
+            assert [r.student_id for r in reader.registrations(STUDENT_REF, None, no_options)] == [STUDENT_ID]
+        with pytest.raises(ValueError) as err:
+            reader.registrations(STUDENT_REF, None, {"enable_thinking": True})
+    message = str(err.value)
+    assert 'with chat_template_kwargs {"enable_thinking": true}' in message
+    assert f'{STUDENT_REF} {{"enable_thinking": false}}' in message  # the registered options, to choose from
+
+
+def test_find_student_takes_the_registration_with_the_specs_options(db: Path) -> None:
+    spec = StudentSpec(ref=STUDENT_REF, dtype="float32")  # no options: not the newer thinking-off registration
+    found = find_student.fn(db, spec)
+    assert found.student.student_id == STUDENT_ID and found.key.dtype == "float32"
+    off = StudentSpec(ref=STUDENT_REF, dtype="float32", chat_template_kwargs=THINKING_OFF)
+    with pytest.raises(ValueError, match="has no float32 scores"):  # found, and it has no scores of its own
+        find_student.fn(db, off)
