@@ -16,6 +16,8 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from rsr.publish.lineage import EXPERIMENT, redact
 from rsr.publish.manifest import Manifest
+from rsr.score import markup
+from rsr.score.render import REASONING_FIELDS
 
 TEMPLATE = Path(__file__).with_name("dataset_card.md")
 # The Hub's size_categories: the first label whose bound the row count is under.
@@ -54,6 +56,7 @@ def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
         **vars(m),
         mlflow_run_id=mlflow_run_id,
         mlflow_uri=redact(mlflow_uri),
+        form=row_form(m.rows),
         experiment=EXPERIMENT,
         text=text,  # names reach the Markdown only through these two (a name is only a name)
         code=code,
@@ -70,3 +73,28 @@ def validate(card: DatasetCard, expected: dict) -> None:
     configs = MetadataConfigs.from_dataset_card_data(parsed.data)
     if set(configs) != {"default"}:
         raise ValueError(f"dataset card configs {sorted(configs)}: expected one 'default' config")
+
+
+def row_form(rows: list[dict]) -> dict[str, str]:
+    """The form the published `messages` hold, read off the rows themselves (the card says what is there, not
+    what was meant): where reasoning is (a field the student's template reads, or inline in which tags) and how
+    tool-call arguments are held. Markdown, for the card."""
+    assistant = [m for r in rows for m in r["messages"] if m.get("role") == "assistant"]
+    field = next((k for k in REASONING_FIELDS if any(m.get(k) for m in assistant)), None)
+    tags = next((found for m in assistant if (found := markup.split(m.get("content") or "")[0])), None)
+    if field:
+        reasoning = f"reasoning in each assistant message's `{field}` field (the field the student's template reads; "
+        reasoning += "it writes the reasoning in its own markup), `content` the answer"
+    elif tags:
+        reasoning = f"reasoning inline at the start of `content`, in {code(tags.open + '...' + tags.close.strip())}"
+        reasoning += " tags" + (" (the records' joined form)" if tags == markup.THINK else " (the student's own)")
+    else:
+        reasoning = "no reasoning (no row carries any)"
+    calls = [c for m in assistant for c in m.get("tool_calls") or []]
+    as_mapping = any(not isinstance(c["function"]["arguments"], str) for c in calls)
+    arguments = "" if not calls else (
+        "tool-call `arguments` as mappings (a `datasets` `Json` value: read the Arrow or Parquet files, which give "
+        "back the same dict; `load_dataset(\"json\")` on data.jsonl would infer a struct and add null keys)"
+        if as_mapping else "tool-call `arguments` as JSON text"
+    )  # fmt: skip
+    return {"reasoning": reasoning, "arguments": arguments, "field": field or ""}
