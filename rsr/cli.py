@@ -612,8 +612,8 @@ def _teacher_table(store, student_id: str):  # noqa: ANN202 (rich is imported la
     table = Table(title=f"teachers for student {student_id} (lowest dataset RSR first)",
                   box=None, title_justify="left", pad_edge=False, header_style="bold underline")  # fmt: skip
     board = teacher_board(store, student_id).to_dict("records")
-    # "scored" is scored of ingested; failed and truncated get a column when any teacher has some.
-    extra = [c for c in ("n_failed", "n_truncated") if any(r[c] for r in board)]
+    # "scored" is scored of ingested; failed, truncated and dropped tool calls get a column when any teacher has some.
+    extra = [c for c in ("n_failed", "n_truncated", "n_dropped_tool_calls") if any(r[c] for r in board)]
     headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval")
     for col in (*headers, "selected"):  # a long name folds onto a second line; no number is ever cut
         wrap = col == "teacher"

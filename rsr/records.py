@@ -189,4 +189,5 @@ class Score(BaseModel):
     n_answer_tokens: int = 0
     n_tool_tokens: int = 0
     render: str | None = None
+    dropped_tool_calls: int = 0  # tool calls of scored turns the template renders no text for (none scored)
     surprisal_profile: list[float] | None = None  # share of the surprisal in each tenth of the response (metric.py)

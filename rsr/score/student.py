@@ -236,7 +236,7 @@ class ScoredTrajectory:
         made |= {"dtype": self.dtype, "max_tokens": self.max_tokens, "error": self.error, "r_max": R_MAX}
         made |= {"render": self.render, "n_reasoning_tokens": self.n_reasoning_tokens}
         made |= {"n_answer_tokens": self.n_answer_tokens, "n_tool_tokens": self.n_tool_tokens}
-        made |= {"surprisal_profile": self.surprisal_profile}
+        made |= {"surprisal_profile": self.surprisal_profile, "dropped_tool_calls": self.dropped_tool_calls}
         if (s := self.stats) is not None:
             made |= {"r_max": s.r_max, "sum_rank_unclipped": s.sum_rank_unclipped, **s.as_dict()}
         return Score(**made)

@@ -138,7 +138,7 @@ _USED = (
 )
 _STORED_COLUMNS = (
     "trajectory_id student_id metric_version r_max dtype max_tokens n_tokens sum_rank sum_surprisal rsr mean_rank "
-    "mean_surprisal truncated n_reasoning_tokens n_answer_tokens n_tool_tokens render"
+    "mean_surprisal truncated n_reasoning_tokens n_answer_tokens n_tool_tokens render dropped_tool_calls"
 ).split()
 
 
@@ -410,13 +410,15 @@ class Reader:
     def teacher_board(self, student_id: str, key: ScoreKey | None, dataset_id: str | None) -> pd.DataFrame:
         """One row per known teacher, best first (lowest dataset RSR, unscored last): teacher, rank, dataset_rsr,
         n, accuracy, mean_response_tokens, n_trajectories, all_accuracy, n_scored, n_failed, n_truncated,
-        on_subset, selected (its rows in publication ``dataset_id``)."""
+        on_subset, n_dropped_tool_calls (of the used rows: the template rendered no text for them), selected (its
+        rows in publication ``dataset_id``)."""
         params = _used_params(student_id, key)[:4]
         return self.query_df(
             """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
                        s.n_trajectories, s.accuracy AS all_accuracy,
                        coalesce(c.n_scored, 0) AS n_scored, coalesce(c.n_failed, 0) AS n_failed,
                        coalesce(c.n_truncated, 0) AS n_truncated, coalesce(v.n, 0) < s.n_trajectories AS on_subset,
+                       coalesce(v.dropped_tool_calls, 0) AS n_dropped_tool_calls,
                        (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
                          WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
                 FROM teacher_summary s

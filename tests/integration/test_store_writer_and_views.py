@@ -367,7 +367,7 @@ def _assert_teacher_selection_and_coverage(store: Store) -> None:
     cols, rows = store.query("SELECT * FROM teacher_selection ORDER BY r_max DESC, rank")
     assert cols == ["student_id", "student", "teacher", "dtype", "max_tokens", "r_max", "dataset_rsr", "n",
                     "accuracy", "mean_response_tokens", "rank", "n_ingested", "n_scored", "n_failed", "n_truncated",
-                    "on_subset", "reasoning_tokens", "answer_tokens", "tool_tokens"]  # fmt: skip
+                    "on_subset", "reasoning_tokens", "answer_tokens", "tool_tokens", "dropped_tool_calls"]  # fmt: skip
     # By hand: A = (2 + 4) / (1 + 4) = 1.2 (not the mean of RSRs, 1.5; a3 is truncated); B = (3 + 1) / (1 + 2).
     # Coverage: A's a3 failed once, then scored truncated: 3 scored, 1 truncated, so A's RSR rests on a subset;
     # at r_max 50 only b1 of B's two is scored.
