@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,10 @@ KINDS = ("reasoning", "answer", "tool")  # what a scored token is, by its first 
 TEMPLATE_DATE = datetime(2026, 1, 1)
 REASONING_FIELDS = ("reasoning_content", "thinking")  # the fields templates read reasoning from, in probe order
 _CALL_ENDS = ("<|call|>",)  # a tool-call turn may end with its own marker (gpt-oss) instead of the end of turn
+# The most characters one render may write (64 Mi, ~16M tokens: far beyond any trajectory a student can score): a
+# template writing more (a loop writing 10**8 characters) is that record's error, stopped while it writes, before
+# it holds the memory (Jinja joins every piece of the output at the end).
+MAX_RENDER_CHARS = 1 << 26
 
 
 @dataclass
@@ -198,6 +202,7 @@ class Renderer:
         from jinja2 import TemplateError
 
         try:
+            _cap_output(self._source)
             return self.tokenizer.apply_chat_template(
                 msgs,
                 tools=tools,
@@ -208,7 +213,8 @@ class Renderer:
                 **self._clock,
             )
         # TypeError: a template adding a null content to a string; OverflowError / RecursionError / MemoryError: the
-        # sandbox's limits (`range(10**9)`, runaway recursion, huge output).
+        # sandbox's limits (`range(10**9)`, runaway recursion, huge output); RecordError (a ValueError): the output
+        # over MAX_RENDER_CHARS.
         except (TemplateError, TypeError, OverflowError, RecursionError, MemoryError, ValueError) as err:
             roles = ", ".join(m["role"] for m in msgs[:8]) + (", ..." if len(msgs) > 8 else "")
             raise RecordError(f"the chat template refused this conversation (roles: {roles}): {err}") from None
@@ -419,6 +425,7 @@ def reencodes_json_arguments(chat_template: str | None, options: Mapping[str, An
 
     def render(chat: list[dict]) -> str:
         try:
+            _cap_output(source)
             out, _ = render_jinja_template(
                 conversations=[chat], chat_template=source, add_generation_prompt=False, **(options or {}), **clock
             )
@@ -429,6 +436,31 @@ def reencodes_json_arguments(chat_template: str | None, options: Mapping[str, An
     as_mapping, _ = probe_tool_calls(render)
     text = json.dumps(_PROBE_ARGUMENTS)
     return as_mapping and any(_render_call(render, c, text) is not None for c in (None, ""))
+
+
+def _cap_output(source: str | None) -> None:
+    """Cap what one render of this template may write (MAX_RENDER_CHARS). Jinja's Template.render returns
+    `environment.concat(pieces)`; transformers compiles each template in its own sandboxed environment, cached by
+    its text (the one apply_chat_template uses), so that environment's concat is replaced by one that counts. Set
+    before each render: the cache may have compiled it anew."""
+    if source is None:
+        return
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    _compile_jinja_template(source).environment.concat = _capped_concat
+
+
+def _capped_concat(pieces: Iterable[str]) -> str:
+    out, total = [], 0
+    for piece in pieces:
+        total += len(piece)
+        if total > MAX_RENDER_CHARS:
+            raise RecordError(
+                f"the chat template wrote over {MAX_RENDER_CHARS:,} characters for one conversation "
+                "(a runaway loop?); stopped there"
+            )
+        out.append(piece)
+    return "".join(out)
 
 
 def _turn_end(turn: str, eot: str, calls: bool) -> int | None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from rsr.config import StudentSpec
 from rsr.records import RecordError, join_reasoning
 from rsr.score.load import folder_digest
-from rsr.score.render import TEMPLATE_DATE, Renderer
+from rsr.score.render import MAX_RENDER_CHARS, TEMPLATE_DATE, Renderer
 from rsr.score.student import Student
 
 CHAT = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": join_reasoning("R", "A")}]
@@ -30,6 +30,10 @@ OPTIONS_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 HUGE_RANGE = "{% for i in range(10**9) %}x{% endfor %}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+# 10**8 characters through the sandbox's own limits (each range under its 100,000): caught while it writes.
+RUNAWAY = (
+    "{% for m in messages %}{{ m['content'] }}{% endfor %}{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"
+)
 
 
 def test_template_options_reach_the_template_and_the_note(smollm):
@@ -77,6 +81,15 @@ def test_a_sandbox_limit_is_a_per_record_error_also_at_load(smollm, tmp_path):
     student = Student.load(str(Path(smollm.model.name_or_path)), dtype="float32", chat_template=str(path))
     [result] = student.score([CHAT], progress=False)
     assert result.stats is None and "refused this conversation" in result.error and "range" in result.error
+
+
+def test_a_template_writing_a_huge_output_is_a_per_record_error(smollm):
+    student = dataclasses.replace(smollm, chat_template=RUNAWAY)
+    [result, again] = student.score([CHAT, CHAT], progress=False)  # each record its own error, the run goes on
+    assert result.stats is None and f"wrote over {MAX_RENDER_CHARS:,} characters" in result.error
+    assert again.error == result.error
+    fine = dataclasses.replace(smollm, chat_template=HUGE_RANGE.replace("10**9", "3"))
+    assert fine.render(CHAT)[0].startswith("xxx")  # the cap is on the output, not on loops
 
 
 def test_a_channel_header_is_the_answers_markup_not_a_tool_call(smollm):
