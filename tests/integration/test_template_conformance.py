@@ -279,3 +279,15 @@ def test_a_template_that_encodes_json_text_again_is_given_mappings(smollm, name)
     if name in REENCODES and not NATIVE[name].refuses_tools:
         text, _ = student.render(_records(CASES["tool call + result"]), tools=TOOLS)  # scored, or context
         assert '{"a": 12, "b": 13}' in text and '\\"a\\"' not in text
+
+
+def test_ministral_thinking_chunks_render_as_the_inline_tags_it_is_given(smollm):
+    """Ministral/Magistral also read reasoning as a `{"type": "thinking"}` content chunk; their template writes it
+    as `[THINK]...[/THINK]`, the very text the inline form renders, so the inline form is the student's own."""
+    name = "mistralai-Ministral-3-14B-Reasoning-2512"
+    student = _student(smollm, name)
+    records = _records(CASES["single-turn reasoning"])
+    chunks = [{"type": "thinking", "thinking": R1}, {"type": "text", "text": ANS1}]
+    native = [Q1, {"role": "assistant", "content": chunks}]
+    kw = {"chat_template": student.chat_template, "tokenize": False}
+    assert student.tokenizer.apply_chat_template(native, **kw) == student.render(records)[0]
