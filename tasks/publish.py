@@ -43,7 +43,7 @@ def select_trajectories(state: StateDir, found: FoundStudent, policy: SelectionP
     return Selection(found.student, policy, chosen, selection_counts(cands, chosen, policy), rank_teachers(cands))
 
 
-def training_split(info: dict) -> Callable[[list[dict]], dict[str, str]]:
+def training_split(info: dict) -> Callable[[list[dict], list[dict] | None], dict[str, str]]:
     """For a student whose template rewrites assistant text: the prompt/completion split its scores were made on.
     Rendering needs the student's tokenizer and template, so the student is loaded (once per process, shared with
     scoring); it must be the registered one."""
@@ -63,14 +63,14 @@ def _registered(info: dict) -> Student:
     return student
 
 
-def native_split(info: dict) -> Callable[[list[dict]], dict] | None:
+def native_split(info: dict) -> Callable[[list[dict], list[dict] | None], dict] | None:
     """For a student whose template reads reasoning in its own field or tags (or tool arguments as mappings): each
     row's `messages` in that form, as they were scored, so a trainer feeds its template what it reads. None when
     the records' form is the student's own (nothing is loaded then)."""
     if not info.get("native_form"):
         return None
     student = _registered(info)  # loaded once per process, shared with scoring
-    return lambda messages: {"messages": student.renderer.native(messages)}
+    return lambda messages, tools: {"messages": student.renderer.native(messages)}
 
 
 @task(name="publish")

@@ -97,4 +97,5 @@ def row_form(rows: list[dict]) -> dict[str, str]:
         "back the same dict; `load_dataset(\"json\")` on data.jsonl would infer a struct and add null keys)"
         if as_mapping else "tool-call `arguments` as JSON text"
     )  # fmt: skip
-    return {"reasoning": reasoning, "arguments": arguments, "field": field or ""}
+    tools = "yes" if any(r.get("tools") for r in rows) else ""
+    return {"reasoning": reasoning, "arguments": arguments, "field": field or "", "tools": tools}

@@ -78,6 +78,8 @@ def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
     cols = {"messages": datasets.List(MESSAGE | fields | keys)}
     if rows and "prompt" in rows[0]:
         cols |= {"prompt": _TEXT, "completion": _TEXT}
+    if rows and "tools" in rows[0]:
+        cols |= {"tools": _TEXT}
     return datasets.Features(
         cols
         | {k: _TEXT for k in _STRING}
@@ -112,11 +114,22 @@ def source_files(store: Store, chosen: Sequence[Candidate]) -> list[SourceFile]:
     return [unique[k] for k in sorted(unique)]
 
 
-def build_rows(
-    store: Store, selected: Sequence[Candidate], split: Callable[[list[dict]], dict[str, str]] | None = None
-) -> list[dict[str, Any]]:
-    """One SFT row per selected candidate, in canonical (problem_id, trajectory_id) order; with `split`, also the
-    prompt/completion text that was scored."""
+Split = Callable[[list[dict], list[dict] | None], dict[str, Any]]  # (messages, tools) -> the student's columns
+
+
+def chat_columns(messages: list[dict], tools: list[dict] | None, split: Split | None = None) -> dict[str, Any]:
+    """A row's chat as a trainer must read it: `messages` as scored, `tools` (the function schemas the template was
+    given; JSON text, which TRL's SFTTrainer reads) and what `split` makes of both (the student's own form of
+    `messages`, or the prompt/completion text that was scored)."""
+    out: dict[str, Any] = {"messages": [Message(**m).for_template() for m in messages]}
+    out["tools"] = None if tools is None else json.dumps(tools, ensure_ascii=False)
+    return out | (split(out["messages"], tools) if split is not None else {})
+
+
+def build_rows(store: Store, selected: Sequence[Candidate], split: Split | None = None) -> list[dict[str, Any]]:
+    """One SFT row per selected candidate, in canonical (problem_id, trajectory_id) order; with `split`, the
+    student's form of each chat (see chat_columns). A `tools` column only when some row has tools (so rows without
+    keep their digest)."""
     by_id: dict[str, Candidate] = {}
     for c in selected:
         if c.trajectory_id in by_id:
@@ -127,10 +140,12 @@ def build_rows(
     if missing:
         raise ValueError(f"{len(missing)} selected trajectories are not in {store.path} (e.g. {missing[0]})")
     for row in rows:
-        row["messages"] = [Message(**m).for_template() for m in json.loads(row["messages"])]  # as it was scored
+        tools = row.pop("tools")
+        row |= chat_columns(json.loads(row.pop("messages")), None if tools is None else json.loads(tools), split)
         row |= {k: getattr(by_id[row["trajectory_id"]], k) for k in ("rsr", "mean_rank", "mean_surprisal", "score_id")}
-        if split is not None:
-            row |= split(row["messages"])
+    if all(row["tools"] is None for row in rows):
+        for row in rows:
+            del row["tools"]
     return rows
 
 

@@ -42,8 +42,10 @@ class Request:
     render_mode: str = "template"
     render_note: str | None = None
     chat_template: str | None = None  # the template asked for (a name or file); None: the model's own
-    # generation mode: messages -> {"prompt", "completion"}, the text split that was scored (Student.training_example)
-    split: Callable[[list[dict]], dict[str, str]] | None = field(default=None, compare=False, repr=False)
+    # (messages, tools) -> the student's columns: its own form of messages, or the prompt/completion text scored
+    split: Callable[[list[dict], list[dict] | None], dict[str, Any]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 def rsr_stats(rows: pd.DataFrame) -> dict[str, float]:

@@ -475,11 +475,11 @@ class Reader:
         ]
 
     def sft_rows(self, trajectory_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """messages (JSON text), trajectory_id, teacher, problem_id, problem, gold_answer and verdict of these
-        trajectories, in canonical (problem_id, trajectory_id) order."""
+        """messages and tools (JSON text), trajectory_id, teacher, problem_id, problem, gold_answer and verdict of
+        these trajectories, in canonical (problem_id, trajectory_id) order."""
         cols, rows = self.query(
-            "SELECT t.messages, trajectory_id, t.teacher, t.problem_id, t.problem, v.gold_answer, v.verdict, t.response "
-            "FROM trajectories t JOIN trajectory_verdicts v USING (trajectory_id) "
+            "SELECT t.messages, t.tools, trajectory_id, t.teacher, t.problem_id, t.problem, v.gold_answer, v.verdict, "
+            "t.response FROM trajectories t JOIN trajectory_verdicts v USING (trajectory_id) "
             "WHERE list_contains(CAST(? AS VARCHAR[]), trajectory_id) ORDER BY t.problem_id, trajectory_id",
             [list(trajectory_ids)],
         )

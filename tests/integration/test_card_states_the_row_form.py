@@ -9,6 +9,8 @@ the rows as read back renders exactly the text the scorer scored.
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import pytest
 from huggingface_hub import DatasetCard
@@ -22,6 +24,7 @@ from tests.integration.test_template_conformance import CASES, R3, _records, _st
 from tests.support.publish_case import POLICY, local_tracking
 
 RECORDS = _records(CASES["tool call + result"])
+SCHEMAS = [{"type": "function", "function": {"name": "multiply", "parameters": {"type": "object", "properties": {}}}}]
 
 
 def _publish(env, student, name: str):
@@ -33,6 +36,7 @@ def _publish(env, student, name: str):
         messages=[Message.model_validate(m) for m in RECORDS],
         source_file=str(env["sources"][0]),
         source_line=9,
+        tools=SCHEMAS,
     )
     store.add_trajectories([traj], env["run"])
     store.set_verdicts([Verdict(trajectory_id=traj.trajectory_id, verdict="correct")], env["run"])
@@ -41,12 +45,14 @@ def _publish(env, student, name: str):
     store.add_scores([Score(trajectory_id=traj.trajectory_id, **made, **stats, mean_surprisal=1.0)], env["run"])
     selected = [c for c in store.candidates("stu") if c.trajectory_id == traj.trajectory_id]
     req = Request(name, "stu", "tiny/student", POLICY, env["run"], render_mode=student.render_mode,
-                  split=lambda messages: {"messages": student.renderer.native(messages)})  # fmt: skip
+                  split=lambda messages, tools: {"messages": student.renderer.native(messages)})  # fmt: skip
     out = env["home"] / "datasets"
     pub = publish_selection(
         store, selected, req, out_root=out, tracking=local_tracking(env), sources=source_files(store, selected)
     )
-    return DatasetCard.load(pub.path / "README.md").text, datasets.load_from_disk(str(pub.path))[0]["messages"]
+    row = datasets.load_from_disk(str(pub.path))[0]
+    assert json.loads(row["tools"]) == SCHEMAS  # the schemas the template was given, as TRL reads them
+    return DatasetCard.load(pub.path / "README.md").text, row["messages"]
 
 
 @pytest.mark.parametrize(
@@ -63,6 +69,7 @@ def test_the_card_names_the_form_the_rows_hold(env, smollm, name, says):
     assert says in " ".join(card.split())
     assert "tool-call `arguments` as mappings (a `datasets` `Json` value" in " ".join(card.split())
     assert "`<think>` tags)" not in card  # the old fixed claim
+    assert "`tools` (the function schemas the student's template was given" in " ".join(card.split())
     final = messages[-1]
     if "reasoning_content" in says:
         assert final["reasoning_content"] == R3 and "<think>" not in final["content"]
@@ -70,5 +77,7 @@ def test_the_card_names_the_form_the_rows_hold(env, smollm, name, says):
         assert final["content"].startswith(f"<think>\n{R3}\n</think>")
     assert messages[1]["tool_calls"][0]["function"]["arguments"] == {"a": 12, "b": 13}
     rows = [{k: v for k, v in m.items() if v is not None} for m in messages]
-    rendered = student.tokenizer.apply_chat_template(rows, chat_template=student.chat_template, tokenize=False)
-    assert rendered == student.render(RECORDS)[0]  # the rows as read back render the scored text
+    rendered = student.tokenizer.apply_chat_template(
+        rows, tools=SCHEMAS, chat_template=student.chat_template, tokenize=False
+    )
+    assert rendered == student.render(RECORDS, SCHEMAS)[0]  # the rows as read back render the scored text

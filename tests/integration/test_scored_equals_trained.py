@@ -7,8 +7,9 @@ The embedded student (SmolLM2, CPU) trains two steps on a dataset written by the
 - a verbatim template (Qwen2.5-Instruct): `messages` with `assistant_only_loss=True`, the template with
   `{% generation %}` markers around each assistant body (the training copy of test_chat_templates.py): exactly
   the scored positions;
-- the same template on an agent chat whose tool-call arguments it is given as a mapping (it would encode JSON
-  text again): published as a `Json` value, the trainer renders the call as scored;
+- the same template on an agent chat with its tool schemas, whose tool-call arguments it is given as a mapping (it
+  would encode JSON text again): arguments published as a `Json` value and the schemas as the `tools` column, the
+  trainer renders the call and the schemas as scored;
 - a rewriting template (QwQ-32B): the `prompt`/`completion` columns with the loss on the completion: the scored
   positions, then the end-of-turn marker that ends the completion (the trainer learns to stop; the scorer leaves
   the marker out) and nothing else.
@@ -21,8 +22,8 @@ import dataclasses
 
 import pytest
 
-from rsr.publish.files import write_files
-from rsr.records import Message, join_reasoning
+from rsr.publish.files import chat_columns, write_files
+from rsr.records import join_reasoning
 from rsr.score.student import Student
 from tests.integration.test_chat_templates import AGENT, QWEN25, QWQ, TRAINING, _real
 
@@ -43,20 +44,24 @@ CHATS = [
 ]
 
 
-def _published(student: Student, tmp_path, chats: list[list[dict]] = CHATS) -> object:
-    """The rows as the publisher builds them (rsr.publish.files.build_rows, with tasks/publish.py's split), written
+def _published(student: Student, tmp_path, chats: list[list[dict]] = CHATS, tools: list[dict] | None = None) -> object:
+    """The rows as the publisher builds them (rsr.publish.files.chat_columns, with tasks/publish.py's split), written
     and read back."""
     import datasets
 
+    if student.render_mode == "generation":  # tasks/publish.py training_split
+        split = student.training_example
+    elif student.info()["native_form"]:  # tasks/publish.py native_split
+        split = lambda messages, tools: {"messages": student.renderer.native(messages)}  # noqa: E731
+    else:
+        split = None
     rows = []
     for i, chat in enumerate(chats):
-        row = {"messages": [Message.model_validate(m).for_template() for m in chat]}
-        if student.info()["native_form"]:  # the student's own form (tasks/publish.py native_split)
-            row["messages"] = student.renderer.native(row["messages"])
+        row = chat_columns(chat, tools, split)
+        if tools is None:
+            del row["tools"]  # as build_rows does when no row has tools
         row |= {k: f"{k}-{i}" for k in ("trajectory_id", "teacher", "problem_id", "problem", "gold_answer")}
         row |= {"verdict": "correct", "rsr": 1.0, "mean_rank": 1.0, "mean_surprisal": 1.0, "score_id": f"s-{i}"}
-        if student.render_mode == "generation":
-            row |= student.training_example(chat)
         rows.append(row)
     write_files(tmp_path / "ds", rows, "card")
     return datasets.load_from_disk(str(tmp_path / "ds"))
@@ -69,6 +74,7 @@ def _trained_positions(student: Student, dataset, template: str, config: dict, t
     tokenizer = copy.deepcopy(student.tokenizer)
     tokenizer.chat_template = template
     columns = ["messages"] if "messages" in config.pop("columns") else ["prompt", "completion"]
+    columns += ["tools"] if "tools" in dataset.column_names else []  # TRL gives them to the template
     args = SFTConfig(
         output_dir=str(tmp_path / "out"),
         max_steps=2,
@@ -129,13 +135,27 @@ def test_a_rewriting_template_trains_the_scored_positions_and_the_end_marker(smo
         assert tail.startswith(student.eot.strip()) and set(tail) <= set(student.eot + student.tokenizer.eos_token)
 
 
-def test_tool_call_arguments_published_as_mappings_train_exactly_the_scored_positions(smollm, tmp_path):
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "multiply",
+            "description": "Multiply two integers.",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}},
+        },
+    }
+]
+
+
+def test_a_tool_call_row_with_its_schemas_trains_exactly_the_scored_positions(smollm, tmp_path):
     student = _student(smollm, QWEN25)
     assert student.renderer.arguments_as_mapping  # Qwen2.5's `| tojson` would encode JSON text again
-    dataset = _published(student, tmp_path, [AGENT])
+    dataset = _published(student, tmp_path, [AGENT], TOOLS)
+    assert "tools" in dataset.column_names  # the schemas the template was given, which TRL passes it
     template = TRAINING[QWEN25](student.chat_template)
     config = {"columns": ["messages"], "assistant_only_loss": True}
     [(ids, trained)] = _trained_positions(student, dataset, template, config, tmp_path)
-    p = student.prepare(AGENT)
+    p = student.prepare(AGENT, tools=TOOLS)
     assert ids == p.ids and trained == p.scored
     assert '"arguments": {"a": 12, "b": 13}' in student.tokenizer.decode([ids[i] for i in trained])
+    assert "Multiply two integers." in student.tokenizer.decode(ids)  # the schemas are in the trained prompt
