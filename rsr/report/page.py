@@ -18,6 +18,7 @@ model is never loaded. The store is opened read-only, so a report works while a 
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 import re
@@ -35,7 +36,7 @@ import pandas as pd
 
 from rsr.metric import METRIC_VERSION, dataset_rsr_of_means
 from rsr.settings import StateDir
-from rsr.store.queries import Reader, ScoreKey
+from rsr.store.queries import Reader, ScoreKey, StudentRow
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -61,7 +62,7 @@ class ReportResult:
 class _Data:
     student_id: str
     student_ref: str
-    other_ids: list[str]
+    others: list[str]  # other registrations of the ref: id, and template options where it has any
     setting: ScoreKey | None  # the scoring setting the board is for (None: nothing scored yet)
     scores: pd.DataFrame  # the student's used rows in that setting: teacher, trajectory_id, rsr, surprisal_profile
     board: pd.DataFrame  # teacher_board
@@ -128,8 +129,14 @@ def _load(state: StateDir, student_ref: str) -> _Data:
         board = teacher_board(reader, student.student_id, setting)
         history = _history(reader, student.student_id, setting)
         pub = reader.latest_publication(student.student_id)
-        ids = [o.student_id for o in others]
-        return _Data(student.student_id, student.ref, ids, setting, scores, board, pub, history, reader.note)
+        named = [_with_options(o) for o in others]
+        return _Data(student.student_id, student.ref, named, setting, scores, board, pub, history, reader.note)
+
+
+def _with_options(r: StudentRow) -> str:
+    """A registration as the report names it: its id, and the template options that tell it apart."""
+    options = r.info.get("chat_template_kwargs")
+    return f"{r.student_id} (chat_template_kwargs {json.dumps(options, sort_keys=True)})" if options else r.student_id
 
 
 # ---- plots --------------------------------------------------------------------------------------------------

@@ -7,17 +7,21 @@ newest of the two.
 
 from __future__ import annotations
 
+from html import unescape
 from pathlib import Path
 
 import pytest
 
 from rsr.config import StudentSpec
+from rsr.report.page import build_report
+from rsr.settings import StateDir
 from rsr.store.queries import Reader
 from rsr.store.writer import Store
 from rsr_tasks.score import find_student
 from tests.support.hand_made_store import STUDENT_ID, STUDENT_REF, build_store
 
 THINKING_OFF = {"enable_thinking": False}
+THINKING_ON = {"enable_thinking": True}
 
 
 @pytest.fixture
@@ -50,3 +54,13 @@ def test_find_student_takes_the_registration_with_the_specs_options(db: Path) ->
     off = StudentSpec(ref=STUDENT_REF, dtype="float32", chat_template_kwargs=THINKING_OFF)
     with pytest.raises(ValueError, match="has no float32 scores"):  # found, and it has no scores of its own
         find_student.fn(db, off)
+
+
+def test_the_report_names_the_other_registrations_with_their_options(db: Path, tmp_path: Path) -> None:
+    with Store.open(db) as store:  # a third, newest registration: the report's student
+        store.register_student("tiny-student@on999", STUDENT_REF, "on999", {"chat_template_kwargs": THINKING_ON})
+    res = build_report(StateDir(db.parent), STUDENT_REF, tmp_path / "out")
+    assert res.student_id == "tiny-student@on999"
+    html = unescape(res.html.read_text())
+    assert 'tiny-student@off999 (chat_template_kwargs {"enable_thinking": false})' in html  # which one is which
+    assert f"{STUDENT_ID}</li>" in html or f"{STUDENT_ID}," in html  # no options: the id alone
