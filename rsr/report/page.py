@@ -18,7 +18,6 @@ model is never loaded. The store is opened read-only, so a report works while a 
 from __future__ import annotations
 
 import base64
-import json
 import math
 import os
 import re
@@ -36,7 +35,7 @@ import pandas as pd
 
 from rsr.metric import METRIC_VERSION, dataset_rsr_of_means
 from rsr.settings import StateDir
-from rsr.store.queries import Reader, ScoreKey, StudentRow
+from rsr.store.queries import Reader, ScoreKey, registration_name
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -129,14 +128,8 @@ def _load(state: StateDir, student_ref: str) -> _Data:
         board = teacher_board(reader, student.student_id, setting)
         history = _history(reader, student.student_id, setting)
         pub = reader.latest_publication(student.student_id)
-        named = [_with_options(o) for o in others]
+        named = [registration_name(o, o.student_id) for o in others]
         return _Data(student.student_id, student.ref, named, setting, scores, board, pub, history, reader.note)
-
-
-def _with_options(r: StudentRow) -> str:
-    """A registration as the report names it: its id, and the template options that tell it apart."""
-    options = r.info.get("chat_template_kwargs")
-    return f"{r.student_id} (chat_template_kwargs {json.dumps(options, sort_keys=True)})" if options else r.student_id
 
 
 # ---- plots --------------------------------------------------------------------------------------------------

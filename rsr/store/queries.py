@@ -289,7 +289,7 @@ class Reader:
         return rows
 
     def _no_registration(self, ref: str, chat_template: str | None | bool, options: dict | None | bool) -> str:
-        known = ", ".join(sorted({_registration_name(r) for r in self.students()})) or "none"
+        known = ", ".join(sorted({registration_name(r) for r in self.students()})) or "none"
         which = "" if chat_template is True else f" with template {chat_template}"
         which += "" if options is True else f" with chat_template_kwargs {json.dumps(options or {}, sort_keys=True)}"
         return f"no student {ref!r}{which} in the store (registered: {known}); `rsr add-student {ref}`"
@@ -489,7 +489,8 @@ class Reader:
         return out
 
 
-def _registration_name(r: StudentRow) -> str:
-    """A registered student as a user tells it apart: its ref, and its template options when it has any."""
+def registration_name(r: StudentRow, name: str | None = None) -> str:
+    """A registered student as a user tells it apart: its ref (or `name`), and its template options if it has any."""
     options = r.info.get("chat_template_kwargs")
-    return f"{r.ref} {json.dumps(options, sort_keys=True)}" if options else r.ref
+    name = r.ref if name is None else name
+    return f"{name} (chat_template_kwargs {json.dumps(options, sort_keys=True)})" if options else name

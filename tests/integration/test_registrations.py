@@ -44,7 +44,7 @@ def test_registrations_match_the_template_options(db: Path) -> None:
             reader.registrations(STUDENT_REF, None, {"enable_thinking": True})
     message = str(err.value)
     assert 'with chat_template_kwargs {"enable_thinking": true}' in message
-    assert f'{STUDENT_REF} {{"enable_thinking": false}}' in message  # the registered options, to choose from
+    assert f'{STUDENT_REF} (chat_template_kwargs {{"enable_thinking": false}})' in message  # to choose from
 
 
 def test_find_student_takes_the_registration_with_the_specs_options(db: Path) -> None:
