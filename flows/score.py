@@ -39,6 +39,7 @@ class Scored:
     max_tokens: int
     notes: list[str] = field(default_factory=list)
     published: Published | None = None  # rescore with publish: the dataset its new scores made
+    filled: int = 0  # rows scored before the companion metrics that got them (scoring.fill_metrics)
 
 
 # What a Ray worker needs from the flow's environment: where converted students live (RSR_MODELS, else
@@ -137,18 +138,26 @@ def score_student(
         get_run_logger().warning(note)
     with Store.open(home.duckdb) as store:
         todo = store.unscored(registered.student_id, METRIC_VERSION, R_MAX, **key)
+        # On request only (the default costs nothing more): rows scored before the companion metrics existed.
+        fill = scoring.fill_metrics
+        refill = store.missing_metrics(registered.student_id, METRIC_VERSION, R_MAX, **key) if fill else []
+    todo += refill
     size = scoring.shard_size
     task = score_shard.with_options(retries=scoring.retries)
     shard_args = (
         (student, registered.student_id, _shard(home, todo[i : i + size]), key["max_tokens"])
         for i in range(0, len(todo), size)
     )
-    stored = errors = 0
+    stored = errors = filled = 0
     for scores in _finished_shards(task, shard_args, ray):
         with Store.open(home.duckdb) as store:  # the flow is the only writer; workers never open DuckDB
             stored += store.add_scores(scores, run_id)
+            filled += store.fill_metrics(scores) if refill else 0
         errors += sum(1 for s in scores if s.error)
-    return Scored(registered.student_id, student.ref, stored, errors, -(-len(todo) // size), **key, notes=notes)
+    if refill:
+        notes.append(f"companion metrics (mean_entropy, top1_share) filled in on {filled} of {len(refill)} older rows")
+    shards = -(-len(todo) // size)
+    return Scored(registered.student_id, student.ref, stored, errors, shards, **key, notes=notes, filled=filled)
 
 
 def _shard(home: StateDir, ids: list[str]) -> list[tuple[str, list[dict], list[dict] | None]]:

@@ -498,22 +498,28 @@ def add_student(
     state: StateOpt = None,
     run_async: Annotated[bool, typer.Option("--async", help="emit rsr.student.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
+    fill_metrics: Annotated[
+        bool, typer.Option("--fill-metrics", help="also re-score rows stored before mean_entropy/top1_share existed")
+    ] = False,
 ) -> None:
     """Register a student and score every stored trajectory for it."""
     ray = _ray(ray_address, run_async)
     options = _template_kwargs(chat_template_kwargs)
+    if run_async and fill_metrics:
+        _fail("--fill-metrics applies to a run in this process, not to --async")
     if run_async:
         payload = {"ref": ref, "dtype": dtype.value, "chat_template": chat_template}
         payload |= {"chat_template_kwargs": options} if options else {}
         _emit_async("rsr.student.added", ref, payload, state)
         return
     home = _state(state)
-    from rsr.config import StudentSpec
+    from rsr.config import ScoringSpec, StudentSpec
     from rsr_flows.rescore import rescore_student
 
     spec = StudentSpec(ref=ref, dtype=dtype.value, chat_template=chat_template, chat_template_kwargs=options)
+    scoring = ScoringSpec(fill_metrics=True) if fill_metrics else None
     with _user_errors():
-        s = rescore_student(spec, ray=ray, publish=publish, state=str(home.root))
+        s = rescore_student(spec, scoring, ray=ray, publish=publish, state=str(home.root))
     typer.echo(f"scored {s.scored} trajectories for {s.student_id} ({s.errors} errors)")
     for note in s.notes:
         typer.echo(f"note: {note}")

@@ -50,6 +50,9 @@ class ScoringSpec(_Strict):
     shard_size: int = Field(default=64, ge=1)  # trajectories per scoring task: the unit of retry and of loss
     max_tokens: int | None = Field(default=None, ge=8)
     retries: int = Field(default=2, ge=0)
+    # Re-score the rows stored before the companion metrics (mean_entropy, top1_share) to fill them in; their RSR,
+    # id and key stay as they are. Off by default: a run then scores only what has no score.
+    fill_metrics: bool = False
 
 
 class RaySpec(_Strict):

@@ -8,6 +8,12 @@ Per response token k, under the student:
 
 Sums are kept (not only ratios) so dataset figures can be recomputed in SQL. numpy only: per-token ranks and
 surprisals come from the scorer (rsr/score/student.py), so the store, `rsr sql` and ingest never load torch.
+
+Companion metrics from the same forward pass, under the same exactness rules (float32 from the final hidden
+state), so that other student-relative metrics are compared with RSR on the same data:
+    mean_entropy = mean_k H_k, H_k = -sum_v p_v log p_v      (the student's full-vocabulary entropy, nats)
+    top1_share   = #{k : rank_k = 1} / n                     (the teacher's token is the student's top-1)
+    mean_surprisal (GRAPE-style) is the one RSR already keeps.
 """
 
 from __future__ import annotations
@@ -33,10 +39,17 @@ class TrajectoryStats:
     sum_rank_unclipped: float
     truncated: bool = False
     r_max: int = R_MAX
+    sum_entropy: float | None = None  # None: not computed (a score made before it was stored)
+    n_top1: int | None = None  # tokens of rank 1
 
     @classmethod
     def from_tokens(
-        cls, ranks: ArrayLike, surprisals: ArrayLike, r_max: int = R_MAX, truncated: bool = False
+        cls,
+        ranks: ArrayLike,
+        surprisals: ArrayLike,
+        r_max: int = R_MAX,
+        truncated: bool = False,
+        entropies: ArrayLike | None = None,
     ) -> TrajectoryStats:
         ranks = np.asarray(ranks, dtype=np.float64)
         return cls(
@@ -46,6 +59,8 @@ class TrajectoryStats:
             sum_rank_unclipped=float(ranks.sum()),
             truncated=truncated,
             r_max=r_max,
+            sum_entropy=None if entropies is None else float(np.asarray(entropies, dtype=np.float64).sum()),
+            n_top1=int((ranks == 1).sum()),
         )
 
     @property
@@ -64,9 +79,18 @@ class TrajectoryStats:
     def mean_rank_unclipped(self) -> float:
         return _ratio(self.sum_rank_unclipped, self.n_tokens)
 
+    @property
+    def mean_entropy(self) -> float | None:
+        return None if self.sum_entropy is None else _ratio(self.sum_entropy, self.n_tokens)
+
+    @property
+    def top1_share(self) -> float | None:
+        return None if self.n_top1 is None else _ratio(self.n_top1, self.n_tokens)
+
     def as_dict(self) -> dict:
         """The fields a Score stores, means and ratios included."""
         names = "n_tokens sum_rank sum_surprisal rsr mean_rank mean_surprisal mean_rank_unclipped truncated".split()
+        names += "sum_entropy mean_entropy n_top1 top1_share".split()
         return {name: getattr(self, name) for name in names}
 
 

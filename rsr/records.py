@@ -191,3 +191,8 @@ class Score(BaseModel):
     render: str | None = None
     dropped_tool_calls: int = 0  # tool calls of scored turns the template renders no text for (none scored)
     surprisal_profile: list[float] | None = None  # share of the surprisal in each tenth of the response (metric.py)
+    # Companion metrics from the same pass (rsr.metric); None on rows scored before they were stored (schema v9).
+    sum_entropy: float | None = None
+    mean_entropy: float | None = None  # the student's full-vocabulary entropy per scored position, averaged (nats)
+    n_top1: int | None = None
+    top1_share: float | None = None  # the share of scored tokens whose rank is 1

@@ -85,6 +85,7 @@ class TokenView:
     scored: bool = False
     rank: int | None = None  # unclipped
     surprisal: str | None = None  # repr of the float32 value as a Python float: exact, and float() reads it back
+    entropy: str | None = None  # the student's entropy at the position that predicts it (repr, as surprisal)
     kind: str | None = None
     clipped: bool = False  # rank > r_max: the sum counts r_max
     colour: str = ""
@@ -107,13 +108,15 @@ def _context_token(p: Prepared, pos: int, cursor: int) -> tuple[TokenView, int]:
     return view, max(cursor, e)
 
 
-def _score_token(view: TokenView, rank: int, surprisal: float, kind: str, r_max: int) -> None:
+def _score_token(view: TokenView, numbers: tuple[int, float, str, float | None], r_max: int) -> None:
+    rank, surprisal, kind, entropy = numbers
     view.scored, view.rank, view.kind, view.clipped = True, rank, kind, rank > r_max
-    view.surprisal = repr(surprisal)
+    view.surprisal, view.entropy = repr(surprisal), None if entropy is None else repr(entropy)
     view.colour, view.light_text = surprisal_colour(surprisal)
     clipped = f" (above r_max: counted as {r_max})" if view.clipped else ""
+    unsure = "" if entropy is None else f", entropy {entropy:.4f} nats"
     view.hover = (
-        f"rank {rank}{clipped}, surprisal {surprisal:.4f} nats, {_PART_LABELS[kind]}; token {view.pos}, "
+        f"rank {rank}{clipped}, surprisal {surprisal:.4f} nats{unsure}, {_PART_LABELS[kind]}; token {view.pos}, "
         f"id {view.token_id}"
     )
 
@@ -122,10 +125,11 @@ def token_views(p: Prepared, result: ScoredTrajectory, r_max: int) -> list[Token
     """Every token of the (maybe truncated) sequence, in order, scored ones with their numbers and part labels."""
     tokens = result.tokens
     assert tokens is not None, "Student.explain keeps the per-token numbers"
+    entropies = tokens.entropies.tolist() if tokens.entropies is not None else [None] * len(tokens.positions)
     numbers = dict(
         zip(
             tokens.positions,
-            zip(tokens.ranks.tolist(), tokens.surprisals.tolist(), tokens.kinds, strict=True),
+            zip(tokens.ranks.tolist(), tokens.surprisals.tolist(), tokens.kinds, entropies, strict=True),
             strict=True,
         )
     )
@@ -133,8 +137,8 @@ def token_views(p: Prepared, result: ScoredTrajectory, r_max: int) -> list[Token
     for pos in range(len(p.ids)):
         view, cursor = _context_token(p, pos, cursor)
         if pos in numbers:
-            rank, surprisal, kind = numbers[pos]
-            _score_token(view, rank, surprisal, kind, r_max)
+            _score_token(view, numbers[pos], r_max)
+            kind = numbers[pos][2]
             # A new part: the kind changes, or scored tokens resume after context (the next assistant turn).
             if previous != (kind, pos - 1):
                 view.part = _PART_LABELS[kind]
@@ -207,9 +211,10 @@ class StoredCheck:
 
 def check_stored(stats: TrajectoryStats, stored: Score) -> StoredCheck:
     check = StoredCheck(stored)
-    for name in ("n_tokens", "sum_rank", "sum_surprisal"):
+    for name in ("n_tokens", "sum_rank", "sum_surprisal", "mean_entropy", "top1_share"):
         page, kept = getattr(stats, name), getattr(stored, name)
-        check.rows.append((name, repr(page), repr(kept), page == kept))
+        if kept is not None or name not in ("mean_entropy", "top1_share"):  # None: scored before they were stored
+            check.rows.append((name, repr(page), repr(kept), page == kept))
     return check
 
 

@@ -87,6 +87,7 @@ TOKEN_COLUMNS = {  # one row per scored token; the record's sums are made from e
     "kind": "string",  # reasoning | answer | tool
     "rank": "int64",  # unclipped; the score's sum_rank sums min(rank, r_max)
     "surprisal": "float32",  # natural log, as computed
+    "entropy": "float32",  # the student's full-vocabulary entropy at the position that predicts it (nats)
 }
 SCORE_CHUNK = 64  # trajectories scored per call: what is held at once when per-token rows are written
 
@@ -136,12 +137,12 @@ def _token_rows(student: Student, chunk: list[Trajectory], results: list[ScoredT
         tk = r.tokens
         texts = student.tokenizer.batch_decode([[i] for i in tk.ids])
         common = {"id": record_id(t), "trajectory_id": t.trajectory_id}
-        for pos, tid, text, kind, rank, s in zip(
-            tk.positions, tk.ids, texts, tk.kinds, tk.ranks.tolist(), tk.surprisals.tolist(), strict=True
+        entropies = tk.entropies.tolist() if tk.entropies is not None else [None] * len(tk.ids)
+        for pos, tid, text, kind, rank, s, h in zip(
+            tk.positions, tk.ids, texts, tk.kinds, tk.ranks.tolist(), tk.surprisals.tolist(), entropies, strict=True
         ):
-            rows.append(
-                common | {"position": pos, "token_id": tid, "token": text, "kind": kind, "rank": rank, "surprisal": s}
-            )
+            row = {"position": pos, "token_id": tid, "token": text, "kind": kind, "rank": rank, "surprisal": s}
+            rows.append(common | row | {"entropy": h})
     return rows
 
 

@@ -84,6 +84,28 @@ def token_ranks_surprisals(logits: torch.Tensor, targets: torch.Tensor) -> tuple
     return ranks, surprisals
 
 
+def token_ranks_surprisals_entropies(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As token_ranks_surprisals (the same bits), plus each row's full-vocabulary entropy in nats, in float32.
+
+    logsumexp is written out as torch computes it (max, exp of the shifted row, sum, log + max), so its
+    exponentials serve the entropy too: H = log(s) - sum(e * z) / s with z = logits - max, e = exp(z), s = sum(e),
+    every term of the sum <= 0, so nothing cancels for a sure token.
+    """
+    logits = logits.float()
+    target_logit = logits.gather(1, targets.view(-1, 1))
+    ranks = 1 + (logits > target_logit).sum(dim=1, dtype=torch.int32).long()
+    top = logits.amax(dim=1, keepdim=True)
+    shifted = logits - top
+    e = shifted.exp()
+    s = e.sum(dim=1)
+    log_s = s.log()
+    surprisals = (log_s + top.squeeze(1)) - target_logit.squeeze(1)
+    entropies = log_s - e.mul_(shifted).sum(dim=1) / s
+    return ranks, surprisals, entropies
+
+
 @dataclass
 class ExactHead:
     """logits = steps(hidden @ W.T + b) in float32, W and b as the model holds them (bf16 -> fp32 is exact)."""
@@ -94,6 +116,7 @@ class ExactHead:
     bf16_valued: bool  # weight and hidden hold bf16 values: oneDNN may multiply them in bf16 losslessly
     chunk: int  # rows per head call
     tensor_cores: bool = False  # CUDA, bf16 values: bf16 x bf16 products, float32 accumulation and output
+    entropy: bool = True  # also each row's entropy (off only to measure what it costs: benchmarks/bench_companions)
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> ExactHead:
@@ -125,18 +148,23 @@ class ExactHead:
             x = _OPS[op](x, value)
         return x
 
-    def ranks_surprisals(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row rank and surprisal of each target; rows go through in fixed chunks (the same for any batch)."""
+    def ranks_surprisals(
+        self, hidden: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Per-row rank and surprisal of each target, and the row's entropy (None when `entropy` is off); rows go
+        through in fixed chunks (the same for any batch)."""
         n = hidden.shape[0]
         if self.tensor_cores:  # one GEMM shape for every call: a row's logits never depend on its batch-mates
             pad = -n % self.chunk
             hidden = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
             targets = torch.nn.functional.pad(targets, (0, pad))
+        per_chunk = token_ranks_surprisals_entropies if self.entropy else token_ranks_surprisals
         with exact_fp32_matmul(self.bf16_valued and hidden.dtype == torch.bfloat16, hidden.device):
             chunks = zip(hidden.split(self.chunk), targets.split(self.chunk), strict=True)
-            ranks, surprisals = zip(*(token_ranks_surprisals(self.logits(h), t) for h, t in chunks), strict=True)
+            parts = list(zip(*(per_chunk(self.logits(h), t) for h, t in chunks), strict=True))
         # One copy to the host per sequence: a copy per chunk would stall a GPU once per chunk.
-        return torch.cat(ranks)[:n].cpu(), torch.cat(surprisals)[:n].cpu()
+        ranks, surprisals, *entropies = (torch.cat(part)[:n].cpu() for part in parts)
+        return ranks, surprisals, entropies[0] if entropies else None
 
     def check_against(self, model: torch.nn.Module, probe: torch.Tensor) -> None:
         """Refuse a model whose own logits differ from ours: a logit transform this head does not know."""
@@ -204,6 +232,10 @@ class TokenScores:
     ranks: torch.Tensor
     surprisals: torch.Tensor
     kinds: list[str]
+    entropies: torch.Tensor | None = None  # the student's full-vocabulary entropy at each position (float32, nats)
+
+    def stats(self, r_max: int, truncated: bool) -> TrajectoryStats:
+        return TrajectoryStats.from_tokens(self.ranks, self.surprisals, r_max, truncated, self.entropies)
 
 
 @dataclass
@@ -432,7 +464,7 @@ class Student:
             for p in _by_prompt(ready):
                 r = results[p.index]
                 tokens, prompt = self._score_one(p, prompt)
-                r.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
+                r.stats = tokens.stats(self.r_max, p.truncated)
                 r.n_reasoning_tokens, r.n_answer_tokens, r.n_tool_tokens = p.coverage
                 r.dropped_tool_calls = p.rendered.dropped_tool_calls
                 r.surprisal_profile = surprisal_profile(tokens.surprisals)
@@ -453,7 +485,7 @@ class Student:
             tokens, _ = self._score_one(p)
         made = {"dtype": models.dtype_name(self.dtype), "max_tokens": max_tokens and limit, "render": self.render_mode}
         result = ScoredTrajectory(**made, tokens=tokens)
-        result.stats = TrajectoryStats.from_tokens(tokens.ranks, tokens.surprisals, self.r_max, p.truncated)
+        result.stats = tokens.stats(self.r_max, p.truncated)
         result.n_reasoning_tokens, result.n_answer_tokens, result.n_tool_tokens = p.coverage
         result.dropped_tool_calls = p.rendered.dropped_tool_calls
         result.surprisal_profile = surprisal_profile(tokens.surprisals)
@@ -486,8 +518,9 @@ class Student:
         # Only positions that predict a scored token reach the LM head: never a [seq, vocab] tensor.
         rows = torch.tensor(p.scored, device=self.device) - split
         token_ids = [p.ids[c] for c in p.scored]
-        ranks, surprisals = self.head.ranks_surprisals(hidden[rows], torch.tensor(token_ids, device=self.device))
-        return TokenScores(p.scored, token_ids, ranks, surprisals, p.kinds), prompt
+        numbers = self.head.ranks_surprisals(hidden[rows], torch.tensor(token_ids, device=self.device))
+        ranks, surprisals, entropies = numbers
+        return TokenScores(p.scored, token_ids, ranks, surprisals, p.kinds, entropies), prompt
 
 
 def _by_prompt(prepared: Iterable[Prepared | None], window: int = 256) -> Iterator[Prepared]:

@@ -138,7 +138,8 @@ _USED = (
 )
 _STORED_COLUMNS = (
     "trajectory_id student_id metric_version r_max dtype max_tokens n_tokens sum_rank sum_surprisal rsr mean_rank "
-    "mean_surprisal truncated n_reasoning_tokens n_answer_tokens n_tool_tokens render dropped_tool_calls"
+    "mean_surprisal truncated n_reasoning_tokens n_answer_tokens n_tool_tokens render dropped_tool_calls mean_entropy "
+    "top1_share"
 ).split()
 
 
@@ -324,6 +325,20 @@ class Reader:
                   AND s.r_max = ? AND s.dtype = ? AND s.max_tokens IS NOT DISTINCT FROM ? {error_cond})
             ORDER BY t.problem_id, t.trajectory_id""",
             [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens],
+        )
+        return [r[0] for r in cur.fetchall()]
+
+    def missing_metrics(
+        self, student_id: str, metric_version: str, r_max: int, *, dtype: str, max_tokens: int | None = None
+    ) -> list[str]:
+        """Trajectory ids whose successful score for this key was made before the companion metrics were stored
+        (mean_entropy NULL): what `--fill-metrics` re-scores (Store.fill_metrics), a problem's side by side."""
+        cur = self._con.execute(
+            """SELECT s.trajectory_id FROM scores s JOIN trajectories t USING (trajectory_id)
+            WHERE s.student_id = ? AND s.metric_version = ? AND s.r_max = ? AND s.dtype = ?
+              AND s.max_tokens IS NOT DISTINCT FROM ? AND s.error IS NULL AND s.mean_entropy IS NULL
+            ORDER BY t.problem_id, s.trajectory_id""",
+            [student_id, metric_version, r_max, check_dtype(dtype), max_tokens],
         )
         return [r[0] for r in cur.fetchall()]
 

@@ -33,10 +33,12 @@ VIEW_DOCS: dict[str, str] = {
     "teacher_summary": "per teacher: trajectories, unique ones, verdict counts, accuracy = correct / all",
     "trajectory_verdicts": "every trajectory with its verdict (NULL if unverified) and the gold answer used",
     "score_history": "every score row (errors included) + teacher, problem, student ref, flow that wrote it",
-    "latest_scores": "the successful score per (trajectory, student, dtype, max_tokens, r_max), current metric",
+    "latest_scores": "the successful score per (trajectory, student, dtype, max_tokens, r_max), current metric, "
+    "with the companion metrics of the same pass (mean_entropy, top1_share)",
     "score_settings": "per student and scoring setting (dtype, max_tokens, r_max): scored and truncated counts",
     "teacher_selection": "per student, setting and teacher: dataset RSR, n, accuracy, mean response tokens, rank, "
-    "coverage (ingested, scored, failed, truncated, on_subset) and reasoning/answer/tool tokens",
+    "coverage (ingested, scored, failed, truncated, on_subset), reasoning/answer/tool tokens, and "
+    "rsr_length_spearman (trajectory RSR vs response tokens)",
     "teacher_coverage": "per student, setting and teacher: trajectories ingested, scored, failed, truncated, unscored",
     "dataset_lineage": "each published row -> its score row, scoring run, publishing run, MLflow run",
     "ingest_log": "per ingest run and source file: records = stored + repeats + quarantined, near duplicates, "

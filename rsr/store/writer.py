@@ -249,6 +249,29 @@ class Store(Reader):
             ON CONFLICT DO NOTHING""",
         )
 
+    def fill_metrics(self, scores: Sequence[Score]) -> int:
+        """Give the companion metrics (entropy, top-1) of fresh ``scores`` to the stored successful rows of the same
+        key that were scored before they existed (NULL there): the row keeps its id, its RSR and its time, so
+        nothing that selected or published it changes. Returns how many rows were filled."""
+        rows = [
+            {"score_id": score_id_for(s), **s.model_dump(), "scored_at": _now()}
+            for s in scores
+            if s.error is None and s.mean_entropy is not None
+        ]
+        batch = self._arrow("scores", rows)
+        if not batch.num_rows:
+            return 0
+        with self._batch(batch) as name:
+            return self._count(
+                f"""UPDATE scores SET sum_entropy = b.sum_entropy, mean_entropy = b.mean_entropy, n_top1 = b.n_top1,
+                    top1_share = b.top1_share
+                FROM {name} b
+                WHERE scores.trajectory_id = b.trajectory_id AND scores.student_id = b.student_id
+                  AND scores.metric_version = b.metric_version AND scores.r_max = b.r_max AND scores.dtype = b.dtype
+                  AND scores.max_tokens IS NOT DISTINCT FROM b.max_tokens AND scores.error IS NULL
+                  AND scores.mean_entropy IS NULL"""
+            )
+
     def add_source_file(
         self, path: str | Path, sha256: str, size: int, kind: str, teacher: str | None, run_id: str | None
     ) -> bool:

@@ -148,7 +148,7 @@ def test_bfloat16_ranks_are_exact_on_the_same_hidden_states(smollm_bf16, shared_
     conv = zeroeval_conversations(shared_data, "Meta-Llama-3.1-8B-Instruct", 1, start=3)[0]
     hidden, targets = _hidden_and_targets(smollm_bf16, conv)
     with torch.inference_mode():
-        ranks, surprisals = smollm_bf16.head.ranks_surprisals(hidden, targets)
+        ranks, surprisals, _ = smollm_bf16.head.ranks_surprisals(hidden, targets)
         exact = hidden.double() @ smollm_bf16.model.get_output_embeddings().weight.double().T
         old = smollm_bf16.model.get_output_embeddings()(hidden).float()  # logits rounded to bf16
     t = exact.gather(1, targets.view(-1, 1))

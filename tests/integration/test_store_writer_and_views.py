@@ -161,8 +161,9 @@ def test_trajectories_roundtrip_and_reingest_adds_nothing(store: Store) -> None:
     assert len(store.get_trajectories()) == 3
     assert store.query("SELECT DISTINCT run_id FROM trajectories")[1] == [("r1",)]
 
+
 def test_the_response_is_stored_once_and_every_read_gives_the_whole_chat(store: Store) -> None:
-    trace = "<think>\n" + "a long trace, " * 500 + "\n</think>\n\n$\\boxed{2}$ \"quoted\" é"
+    trace = "<think>\n" + "a long trace, " * 500 + '\n</think>\n\n$\\boxed{2}$ "quoted" é'
     t = Trajectory.build(
         teacher="A",
         problem="1+1?",
@@ -367,7 +368,8 @@ def _assert_teacher_selection_and_coverage(store: Store) -> None:
     cols, rows = store.query("SELECT * FROM teacher_selection ORDER BY r_max DESC, rank")
     assert cols == ["student_id", "student", "teacher", "dtype", "max_tokens", "r_max", "dataset_rsr", "n",
                     "accuracy", "mean_response_tokens", "rank", "n_ingested", "n_scored", "n_failed", "n_truncated",
-                    "on_subset", "reasoning_tokens", "answer_tokens", "tool_tokens", "dropped_tool_calls"]  # fmt: skip
+                    "on_subset", "reasoning_tokens", "answer_tokens", "tool_tokens", "dropped_tool_calls",
+                    "rsr_length_spearman"]  # fmt: skip
     # By hand: A = (2 + 4) / (1 + 4) = 1.2 (not the mean of RSRs, 1.5; a3 is truncated); B = (3 + 1) / (1 + 2).
     # Coverage: A's a3 failed once, then scored truncated: 3 scored, 1 truncated, so A's RSR rests on a subset;
     # at r_max 50 only b1 of B's two is scored.

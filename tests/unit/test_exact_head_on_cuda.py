@@ -54,9 +54,8 @@ def test_every_product_has_the_chunk_shape_whatever_the_row_count(monkeypatch) -
 
     monkeypatch.setattr(head, "logits", cpu_logits)
     hidden, targets = torch.randn(19, 16).bfloat16(), torch.randint(0, 50, (19,))
-    ranks, surprisals = head.ranks_surprisals(hidden, targets)
-    assert shapes == [(8, 16)] * 3 and ranks.shape == surprisals.shape == (19,)
+    ranks, surprisals, entropies = head.ranks_surprisals(hidden, targets)
+    assert shapes == [(8, 16)] * 3 and ranks.shape == surprisals.shape == entropies.shape == (19,)
     alone = [head.ranks_surprisals(hidden[i : i + 1], targets[i : i + 1]) for i in range(19)]
-    assert torch.equal(ranks, torch.cat([r for r, _ in alone])) and torch.equal(
-        surprisals, torch.cat([s for _, s in alone])
-    )
+    for got, one in zip((ranks, surprisals, entropies), zip(*alone, strict=True), strict=True):
+        assert torch.equal(got, torch.cat(one))  # entropy too: a row's numbers never depend on its batch-mates
