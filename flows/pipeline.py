@@ -49,8 +49,9 @@ def pipeline(
         for spec in config.students:
             # One student: the config's output name (unless it names its own); several: each named by its student.
             name = spec.dataset_name(config.output) if len(config.students) > 1 else spec.output or config.output
-            policy = spec.policy or config.policy
-            published.append(publish_dataset(spec, policy, name, mlflow_uri=uri, state=str(home.root)))
+            policy, baseline = spec.policy or config.policy, spec.baseline or config.baseline
+            pub = publish_dataset(spec, policy, name, mlflow_uri=uri, state=str(home.root), baseline=baseline)
+            published.append(pub)
         return PipelineResult(teachers, scores, published)
 
 

@@ -9,10 +9,10 @@ from prefect.runtime import flow_run
 
 from rsr.config import StudentSpec
 from rsr.publish.manifest import Publication
-from rsr.select import SelectionPolicy
+from rsr.select import Baseline, SelectionPolicy
 from rsr_flows._entry import data_scope, student_input
 from rsr_flows._run import recorded_run, state_dir
-from rsr_tasks.publish import publish, push, select_trajectories
+from rsr_tasks.publish import publish, push, random_baseline, select_trajectories
 from rsr_tasks.score import find_student
 
 DEFAULT_POLICY = SelectionPolicy(name="per_problem_min_rsr")
@@ -34,18 +34,23 @@ def publish_dataset(
     mlflow_uri: str | None = None,
     push_to_hub: str | None = None,
     state: str | None = None,
+    baseline: Baseline | None = None,
 ) -> Published:
     """`name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own;
     `mlflow_uri` to $MLFLOW_TRACKING_URI, then the state folder's MLflow store; `push_to_hub`: also upload the
-    dataset to this Hugging Face dataset repo."""
+    dataset to this Hugging Face dataset repo; `baseline` (default: the student's own): also publish
+    `<name>-random`, a seeded random pick with the selection's response tokens (the publication's `baseline`)."""
     student = student_input(data_scope(), student or StudentSpec())
     home = state_dir(state)
     policy = policy or student.policy or DEFAULT_POLICY
     name = name or student.dataset_name()
+    baseline = baseline or student.baseline
     params = {"student": student.ref, "policy": policy.model_dump(), "name": name}
+    params |= {"baseline": baseline.model_dump()} if baseline else {}
     with recorded_run(home, params) as run_id:
         found = find_student(home.duckdb, student)
         selection = select_trajectories(home, found, policy)  # each task's result is the next one's argument: an edge
-        pub = publish(home, run_id, selection, name, flow_run.get_id(), mlflow_uri)
+        random = random_baseline(selection, baseline) if baseline else None
+        pub = publish(home, run_id, selection, name, flow_run.get_id(), mlflow_uri, random)
         hub = push(home, pub, push_to_hub, mlflow_uri) if push_to_hub else None
         return Published(pub, found.student.student_id, selection.ranking, hub)

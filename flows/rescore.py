@@ -77,7 +77,7 @@ def registered_students(db: Path) -> list[StudentSpec]:
     specs = []
     for row in rows:
         info = row.info or {}
-        keys = ("dtype", "chat_template", "chat_template_kwargs", "policy", "output")
+        keys = ("dtype", "chat_template", "chat_template_kwargs", "policy", "output", "baseline")
         kept = {k: info[k] for k in keys if info.get(k) is not None}
         spec = StudentSpec(ref=row.ref, **kept)
         if spec not in specs:

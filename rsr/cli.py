@@ -29,6 +29,8 @@ Dtype = StrEnum("Dtype", ["auto", "float32", "bfloat16"])
 Format = StrEnum("Format", ["messages", "sharegpt", "generations", "zeroeval", "table", "hf"])
 Policy = StrEnum("Policy", ["per_problem_min_rsr", "top_teachers", "rsr_threshold"])
 OutputFormat = StrEnum("OutputFormat", ["table", "csv", "json"])
+Metric = StrEnum("Metric", ["rsr", "mean_surprisal", "mean_entropy", "length"])  # rsr.select.METRICS
+BaselineKind = StrEnum("BaselineKind", ["random"])
 STUDENT_HELP = "smollm2-135m, gemma3-270m, a model folder or a hub id"
 MAP_HELP = (
     "FIELD=COLUMN ... (several pairs, or repeat --map): problem, response, reasoning, answer, correctness, teacher, "
@@ -543,11 +545,17 @@ def publish(
         typer.Option(metavar="REPO", help="also upload to this HF dataset repo (datasets' push; token: HF_TOKEN)"),
     ] = None,
     state: StateOpt = None,
+    metric: Annotated[Metric, typer.Option(help="the stored metric the policy ranks by, lowest first")] = Metric.rsr,
+    baseline: Annotated[
+        BaselineKind | None,
+        typer.Option(help="also publish <name>-random: a seeded random pick with the selection's response tokens"),
+    ] = None,
+    baseline_seed: Annotated[int, typer.Option(min=0, help="the random baseline's seed")] = 0,
 ) -> None:
     """Select by policy and publish an SFT dataset (datasets + Parquet + JSONL + card) with MLflow lineage."""
     home = _state(state)
     from rsr.config import StudentSpec
-    from rsr.select import SelectionPolicy
+    from rsr.select import Baseline, SelectionPolicy
     from rsr_flows.publish import publish_dataset
 
     spec = StudentSpec(ref=student, dtype=dtype.value, chat_template=chat_template)
@@ -559,10 +567,18 @@ def publish(
             verified_only=not include_unverified,
             exclude_duplicates=not include_duplicates,
             include_truncated=include_truncated,
+            metric=metric.value,
         )
-        result = publish_dataset(spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root))
+        random = Baseline(kind=baseline.value, seed=baseline_seed) if baseline else None
+        result = publish_dataset(
+            spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root), baseline=random
+        )
     pub = result.publication
     typer.echo(f"published {pub.n_rows} rows to {pub.path} (MLflow run {pub.mlflow_run_id})")
+    if pub.baseline is not None:
+        base = pub.baseline
+        typer.echo(f"and its random baseline (seed {baseline_seed}, the same response tokens within 2%): "
+                   f"{base.n_rows} rows to {base.path} (MLflow run {base.mlflow_run_id})")  # fmt: skip
     if result.hub_commit_url:
         typer.echo(f"pushed to the Hub: {result.hub_commit_url}")
 
@@ -609,25 +625,32 @@ def _console():  # noqa: ANN202 (rich is imported lazily: `rsr --help` stays fas
 
 
 def _teacher_table(store, student_id: str):  # noqa: ANN202 (rich is imported lazily)
-    """The status board of one student, and whether any dataset RSR on it rests on a subset."""
+    """The status board of one student, whether any dataset RSR on it rests on a subset, and whether RSR goes with
+    length for some teacher (|Spearman| >= 0.3)."""
     import pandas as pd
     from rich.table import Table
 
-    from rsr.report.page import teacher_board
+    from rsr.report.page import LENGTH_TIED, order_note, teacher_board
 
     table = Table(title=f"teachers for student {student_id} (lowest dataset RSR first)",
                   box=None, title_justify="left", pad_edge=False, header_style="bold underline")  # fmt: skip
     board = teacher_board(store, student_id).to_dict("records")
     # "scored" is scored of ingested; failed, truncated and dropped tool calls get a column when any teacher has some.
     extra = [c for c in ("n_failed", "n_truncated", "n_dropped_tool_calls") if any(r[c] for r in board)]
-    headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval")
+    # Issue 29: whether each teacher's place above the next is settled; RSR~length only where it matters.
+    order = [order_note(r["ahead_share"], r["settled"]) for r in board]
+    tied = any(abs(r["rsr_length_spearman"]) >= LENGTH_TIED for r in board if pd.notna(r["rsr_length_spearman"]))
+    evidence = (*(["above next"] if any(order) else []), *(["RSR~length"] if tied else []))
+    headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval",
+               *evidence)  # fmt: skip
     for col in (*headers, "selected"):  # a long name folds onto a second line; no number is ever cut
         wrap = col == "teacher"
         table.add_column(col, justify="left" if wrap else "right", overflow="fold", no_wrap=not wrap)
     subset = False
-    for r in board:
+    for r, holds in zip(board, order, strict=True):
         scored = pd.notna(r["dataset_rsr"])
         subset |= bool(scored and r["on_subset"])
+        rho = f"{r['rsr_length_spearman']:+.2f}" if pd.notna(r["rsr_length_spearman"]) else "-"
         table.add_row(
             f"{r['rank']:.0f}" if scored else "-",
             r["teacher"],
@@ -636,9 +659,11 @@ def _teacher_table(store, student_id: str):  # noqa: ANN202 (rich is imported la
             f"{r['all_accuracy']:.1%}" if r["all_accuracy"] is not None else "-",
             (f"{r['dataset_rsr']:.3f}" + (f" on {r['n']}*" if r["on_subset"] else "")) if scored else "-",
             f"{r['ci_low']:.3f}-{r['ci_high']:.3f}" if scored else "-",
+            *([holds or "-"] if any(order) else []),
+            *([rho] if tied else []),
             str(r["selected"]),
         )
-    return table, subset
+    return table, subset, tied
 
 
 @app.command()
@@ -654,8 +679,13 @@ def status(state: StateOpt = None) -> None:
     # Read-only (a snapshot while a flow writes): never a lock error, and never in the way of a writing flow.
     with Reader.open(home.duckdb) as store:
         for student in store.students():
-            table, subset = _teacher_table(store, student.student_id)
+            table, subset, tied = _teacher_table(store, student.student_id)
             console.print(table)
+            if tied:
+                console.print(
+                    "  RSR~length: Spearman of trajectory RSR and response tokens; from |0.3| a selection by RSR "
+                    "partly picks by length: compare it with `rsr publish --baseline random` (the same tokens)"
+                )
             if subset:
                 console.print(
                     "  * dataset RSR on a subset: failed, truncated or unscored trajectories are left out "

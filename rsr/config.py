@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rsr.curate.dedup import DEFAULT_THRESHOLD
 from rsr.curate.verify import DEFAULT_TIMEOUT_S
-from rsr.select import SelectionPolicy
+from rsr.select import Baseline, SelectionPolicy
 
 
 class _Strict(BaseModel):
@@ -36,6 +36,8 @@ class StudentSpec(_Strict):
     chat_template_kwargs: dict[str, Any] | None = None
     policy: SelectionPolicy | None = None  # how this student's dataset is selected after a (re-)score
     output: str | None = None  # its dataset's name; default: sft-<model name>
+    # Also publish `<output>-random`, a seeded random pick matching the selection's response tokens (rsr.select).
+    baseline: Baseline | None = None
 
     def dataset_name(self, base: str = "sft") -> str:
         """Outputs are named by student, so several students' datasets are told apart at a glance."""
@@ -66,6 +68,7 @@ class PipelineConfig(_Strict):
     problems: str | None = None
     students: list[StudentSpec] = Field(default_factory=lambda: [StudentSpec()])
     policy: SelectionPolicy = Field(default_factory=lambda: SelectionPolicy(name="per_problem_min_rsr"))
+    baseline: Baseline | None = None  # `random` (or {kind: random, seed: N}): for every student without its own
     dedup_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
     verify_timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)

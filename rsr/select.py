@@ -6,10 +6,16 @@
 A trajectory whose RSR is None or NaN (no tokens, or a response the student predicts perfectly) is never
 selected by any policy, and is left out of the teacher ranking. A truncated trajectory (scored on its first
 ``max_tokens`` tokens only) competes only if the policy says ``include_truncated``.
+
+For ablations a policy may rank by another stored metric (``metric``: mean surprisal, mean entropy, length), lowest
+first as RSR, over the same eligible trajectories. Beside a selection, ``token_matched_random`` draws the baseline a
+team compares it with: a seeded random pick from the same eligible trajectories holding the same response tokens
+(within ``TOKEN_TOLERANCE``), so that a gain is not only "the shorter responses".
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -20,11 +26,21 @@ from pydantic import BaseModel, Field, model_validator
 from rsr.metric import dataset_rsr_of_means
 from rsr.store.queries import Candidate
 
+Metric = Literal["rsr", "mean_surprisal", "mean_entropy", "length"]
+# What each metric reads off a candidate; every one ranks lowest first. length: scored response tokens.
+METRICS: dict[str, Callable[[Candidate], float | None]] = {
+    "rsr": lambda c: c.rsr,
+    "mean_surprisal": lambda c: c.mean_surprisal,
+    "mean_entropy": lambda c: c.mean_entropy,
+    "length": lambda c: float(c.n_tokens) if c.n_tokens else None,
+}
+
 
 class SelectionPolicy(BaseModel):
-    """per_problem_min_rsr: per problem, the lowest-RSR trajectory (ties: smallest trajectory_id).
-    top_teachers: every trajectory of the k teachers with the lowest dataset RSR.
-    rsr_threshold: every trajectory with rsr <= threshold.
+    """per_problem_min_rsr: per problem, the trajectory lowest by `metric` (ties: smallest trajectory_id).
+    top_teachers: every trajectory of the k teachers lowest by `metric` (RSR: dataset RSR; another metric: its mean).
+    rsr_threshold: every trajectory whose `metric` is <= threshold.
+    metric: rsr (the paper's, the default), or for ablations mean_surprisal (GRAPE-style), mean_entropy or length.
     Filters applied first: verified_only keeps verdict == "correct"; exclude_duplicates drops duplicates;
     include_truncated lets trajectories scored on a truncated prefix compete."""
 
@@ -34,16 +50,28 @@ class SelectionPolicy(BaseModel):
     verified_only: bool = True
     exclude_duplicates: bool = True
     include_truncated: bool = False
+    metric: Metric = "rsr"
 
     @model_validator(mode="after")
     def _threshold_when_needed(self) -> SelectionPolicy:
         if self.name == "rsr_threshold" and (self.threshold is None or math.isnan(self.threshold)):
-            raise ValueError("policy rsr_threshold needs a numeric `threshold` (select rows with rsr <= threshold)")
+            raise ValueError(
+                f"policy rsr_threshold needs a numeric `threshold` (select rows with {self.metric} <= threshold)"
+            )
         return self
+
+    def identity(self) -> dict:
+        """The policy as its publications' ids hash it: the default metric left out, so that a selection by RSR
+        keeps the id it had before policies named a metric."""
+        return self.model_dump(mode="json", exclude={"metric"} if self.metric == "rsr" else set())
 
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def metric_of(c: Candidate, metric: str) -> float | None:
+    return METRICS[metric](c)
 
 
 # The policy's filters in the order they apply; each excludes what fails it, counted under its name.
@@ -52,6 +80,8 @@ FILTERS: tuple[tuple[str, Callable[[Candidate, SelectionPolicy], bool]], ...] = 
     ("excluded_unverified", lambda c, p: not p.verified_only or c.verdict == "correct"),
     ("excluded_duplicate", lambda c, p: not p.exclude_duplicates or not c.is_duplicate),
     ("excluded_truncated", lambda c, p: p.include_truncated or not c.truncated),
+    # Ranking by another metric: rows scored before it was stored have none (`rsr add-student --fill-metrics`).
+    ("excluded_no_metric", lambda c, p: _finite(metric_of(c, p.metric))),
 )
 
 
@@ -83,34 +113,98 @@ def selection_counts(cands: Sequence[Candidate], chosen: Sequence[Candidate], po
     }
 
 
-def rank_teachers(cands: Iterable[Candidate]) -> list[tuple[str, float, int]]:
-    """(teacher, dataset RSR, n) best first, dataset RSR as rsr.metric computes it (the paper's).
+def rank_teachers(cands: Iterable[Candidate], metric: str = "rsr") -> list[tuple[str, float, int]]:
+    """(teacher, value, n) best first. RSR: the dataset RSR as rsr.metric computes it (the paper's); another
+    metric: its mean over the teacher's trajectories.
 
     Pass the eligible candidates (as ``select`` does) to rank teachers on what would be published. Rows without
-    finite means are left out (a teacher with none is not ranked); ties are broken by teacher name."""
+    finite values are left out (a teacher with none is not ranked); ties are broken by teacher name."""
     groups: dict[str, list[Candidate]] = defaultdict(list)
     for c in cands:
-        if _finite(c.mean_rank) and _finite(c.mean_surprisal):
+        values = (c.mean_rank, c.mean_surprisal) if metric == "rsr" else (metric_of(c, metric),)
+        if all(map(_finite, values)):
             groups[c.teacher].append(c)
-    ranked = [
-        (t, float(dataset_rsr_of_means([c.mean_rank for c in g], [c.mean_surprisal for c in g])), len(g))
-        for t, g in groups.items()
-    ]
+    ranked = [(t, _teacher_value(g, metric), len(g)) for t, g in groups.items()]
     return sorted(ranked, key=lambda x: (math.isnan(x[1]), x[1] if not math.isnan(x[1]) else 0.0, x[0]))
+
+
+def _teacher_value(group: list[Candidate], metric: str) -> float:
+    if metric == "rsr":
+        return float(dataset_rsr_of_means([c.mean_rank for c in group], [c.mean_surprisal for c in group]))
+    return math.fsum(metric_of(c, metric) for c in group) / len(group)
 
 
 def select(cands: Sequence[Candidate], policy: SelectionPolicy) -> list[Candidate]:
     """Apply the policy; the result is sorted by (problem_id, trajectory_id) so it is reproducible."""
     pool = eligible(cands, policy)
+    value = METRICS[policy.metric]
     if policy.name == "per_problem_min_rsr":
         best: dict[str, Candidate] = {}
-        for c in sorted(pool, key=lambda c: (c.rsr, c.trajectory_id)):
+        for c in sorted(pool, key=lambda c: (value(c), c.trajectory_id)):
             best.setdefault(c.problem_id, c)  # best first: the first of each problem wins
         chosen = list(best.values())
     elif policy.name == "top_teachers":
-        top = {t for t, r, _ in rank_teachers(pool)[: policy.k] if not math.isnan(r)}
+        top = {t for t, r, _ in rank_teachers(pool, policy.metric)[: policy.k] if not math.isnan(r)}
         chosen = [c for c in pool if c.teacher in top]
     else:  # rsr_threshold (the validator guarantees a threshold)
         assert policy.threshold is not None
-        chosen = [c for c in pool if c.rsr <= policy.threshold]
+        chosen = [c for c in pool if value(c) <= policy.threshold]
     return sorted(chosen, key=lambda c: (c.problem_id, c.trajectory_id))
+
+
+# ---- the token-matched random baseline --------------------------------------------------------------------------
+
+TOKEN_TOLERANCE = 0.02  # the baseline's response tokens are within 2% of the selection's
+
+
+class Baseline(BaseModel):
+    """What to publish beside a selection: `random`, a seeded random pick from the same eligible trajectories whose
+    response tokens total within 2% of the selection's (published as `<name>-random`)."""
+
+    kind: Literal["random"] = "random"
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _by_name(cls, value: object) -> object:
+        return {"kind": value} if isinstance(value, str) else value  # `baseline: random` in a config
+
+
+def _draw_order(c: Candidate, seed: int) -> str:
+    # A trajectory's place in the draw: a hash of (seed, its id), so the same seed gives the same pick on any
+    # machine and Python, and adding trajectories to the store never reshuffles the others.
+    return hashlib.sha256(f"{seed}\x00{c.trajectory_id}".encode()).hexdigest()
+
+
+def token_matched_random(
+    cands: Sequence[Candidate], chosen: Sequence[Candidate], policy: SelectionPolicy, seed: int = 0
+) -> list[Candidate]:
+    """A seeded random pick from the policy's eligible trajectories (the selection's filters) whose response tokens
+    total within TOKEN_TOLERANCE of the chosen ones', at most one per problem when the selection has at most one.
+
+    Trajectories are taken in the seed's random order while they fit under the selection's total, then, if still
+    short by more than the tolerance, while they fit under its upper bound. Raises ValueError when no such pick is
+    found (too few eligible tokens). Sorted as ``select`` sorts."""
+    target = sum(c.n_tokens for c in chosen)
+    if target <= 0:
+        raise ValueError("the selection holds no response tokens: there is no token budget to match")
+    one_each = len({c.problem_id for c in chosen}) == len(chosen)
+    order = sorted(eligible(cands, policy), key=lambda c: _draw_order(c, seed))
+    picked: dict[str, Candidate] = {}
+    total, problems = 0, set()
+    low, high = target * (1 - TOKEN_TOLERANCE), target * (1 + TOKEN_TOLERANCE)
+    for limit in (target, high):  # under the selection's total first; past it only when short by more than 2%
+        for c in order:
+            if limit == high and total >= low:
+                break
+            if c.trajectory_id in picked or (one_each and c.problem_id in problems) or total + c.n_tokens > limit:
+                continue
+            picked[c.trajectory_id] = c
+            total += c.n_tokens
+            problems.add(c.problem_id)
+    if not low <= total <= high:
+        raise ValueError(
+            f"no random pick of the eligible trajectories holds {target} response tokens within "
+            f"{TOKEN_TOLERANCE:.0%} (the closest: {total}); the selection uses nearly all of them"
+        )
+    return sorted(picked.values(), key=lambda c: (c.problem_id, c.trajectory_id))

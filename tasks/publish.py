@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prefect import task
 
 from rsr.config import StudentSpec
+from rsr.publish.baseline import Pick, publish_with_baseline
 from rsr.publish.files import publish_selection, source_files
 from rsr.publish.hub import push_to_hub
 from rsr.publish.lineage import Tracking
 from rsr.publish.manifest import Publication, Request
-from rsr.select import SelectionPolicy, rank_teachers, select, selection_counts
+from rsr.select import Baseline, SelectionPolicy, rank_teachers, select, selection_counts, token_matched_random
 from rsr.settings import StateDir
 from rsr.store.queries import Candidate, Reader, StudentRow
 from rsr.store.writer import Store
@@ -32,6 +33,8 @@ class Selection:
     chosen: list[Candidate]
     counts: dict[str, int]  # rsr.select.selection_counts
     ranking: list[tuple[str, float, int]]  # (teacher, dataset RSR, n) best first, over all candidates
+    candidates: list[Candidate] = field(default_factory=list, repr=False)  # what it was chosen from
+    seed: int | None = None  # a random baseline's seed (None: the policy chose)
 
 
 @task(name="select")
@@ -40,7 +43,17 @@ def select_trajectories(state: StateDir, found: FoundStudent, policy: SelectionP
     with Reader.open(state.duckdb) as reader:
         cands = reader.candidates(found.student.student_id, found.key)
     chosen = select(cands, policy)
-    return Selection(found.student, policy, chosen, selection_counts(cands, chosen, policy), rank_teachers(cands))
+    counts = selection_counts(cands, chosen, policy)
+    return Selection(found.student, policy, chosen, counts, rank_teachers(cands), cands)
+
+
+@task(name="random-baseline")
+def random_baseline(selection: Selection, baseline: Baseline) -> Selection:
+    """A seeded random pick from the selection's eligible trajectories with its response tokens (within 2%)."""
+    cands, policy = selection.candidates, selection.policy
+    chosen = token_matched_random(cands, selection.chosen, policy, baseline.seed)
+    counts = selection_counts(cands, chosen, policy)
+    return Selection(selection.student, policy, chosen, counts, selection.ranking, cands, baseline.seed)
 
 
 def training_split(info: dict) -> Callable[[list[dict], list[dict] | None], dict[str, str]]:
@@ -81,8 +94,10 @@ def publish(
     name: str,
     prefect_flow_run_id: str | None = None,
     mlflow_uri: str | None = None,
+    baseline: Selection | None = None,
 ) -> Publication:
-    """Write the selection as a dataset, log it to MLflow and register it in DuckDB.
+    """Write the selection as a dataset, log it to MLflow and register it in DuckDB; with ``baseline`` (a
+    random_baseline), that one too as `<name>-random`, each naming the other (the result's ``baseline``).
 
     ``mlflow_uri``: the --mlflow-uri flag or the config's; None falls back to $MLFLOW_TRACKING_URI, then the
     state folder's store."""
@@ -99,16 +114,22 @@ def publish(
         chat_template=info.get("chat_template"),
         split=training_split(info) if info.get("render_mode") == "generation" else native_split(info),
     )
+    tracking = Tracking.resolve(state, mlflow_uri)
     with Store.open(state.duckdb) as store:
-        pub = publish_selection(
-            store,
-            selection.chosen,
-            request,
-            out_root=state.datasets,
-            tracking=Tracking.resolve(state, mlflow_uri),
-            sources=source_files(store, selection.chosen),
-            counts=selection.counts,
-        )
+        if baseline is None:
+            pub = publish_selection(
+                store,
+                selection.chosen,
+                request,
+                out_root=state.datasets,
+                tracking=tracking,
+                sources=source_files(store, selection.chosen),
+                counts=selection.counts,
+            )
+        else:
+            picks = [Pick(s.chosen, source_files(store, s.chosen), s.counts) for s in (selection, baseline)]
+            seed = baseline.seed or 0
+            pub = publish_with_baseline(store, *picks, request, seed, out_root=state.datasets, tracking=tracking)
         store.set_run_mlflow(run_id, pub.mlflow_run_id)
     return pub
 

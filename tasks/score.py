@@ -41,7 +41,7 @@ def register_student(db: Path, spec: StudentSpec) -> StudentRow:
     student = load_student(spec)
     if student.chat_template is None:
         raise ValueError(f"student {spec.ref!r} has no chat template: set chat_template (chatml, llama3 or a file)")
-    info = student.info() | spec.model_dump(mode="json", include={"chat_template", "policy", "output"})
+    info = student.info() | spec.model_dump(mode="json", include={"chat_template", "policy", "output", "baseline"})
     with Store.open(db) as store:
         store.register_student(student.student_id, spec.ref, student.digest, info)
     return StudentRow(student.student_id, spec.ref, student.digest, info)

@@ -18,6 +18,7 @@ from rsr.publish.lineage import EXPERIMENT, redact
 from rsr.publish.manifest import Manifest
 from rsr.score import markup
 from rsr.score.render import REASONING_FIELDS
+from rsr.select import TOKEN_TOLERANCE
 
 TEMPLATE = Path(__file__).with_name("dataset_card.md")
 # The Hub's size_categories: the first label whose bound the row count is under.
@@ -58,6 +59,7 @@ def build(m: Manifest, mlflow_run_id: str, mlflow_uri: str) -> DatasetCard:
         mlflow_uri=redact(mlflow_uri),
         form=row_form(m.rows),
         experiment=EXPERIMENT,
+        tolerance=TOKEN_TOLERANCE,
         text=text,  # names reach the Markdown only through these two (a name is only a name)
         code=code,
     )

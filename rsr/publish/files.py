@@ -33,6 +33,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from rsr.publish import card, lineage
 from rsr.publish.lineage import Tracking
 from rsr.publish.manifest import Manifest, Publication, Request, content_digest, dataset_id_for, rsr_stats
 from rsr.records import Message
+from rsr.select import TOKEN_TOLERANCE
 from rsr.store.queries import Candidate, SourceFile
 from rsr.store.writer import Store
 
@@ -91,6 +93,14 @@ def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
 def manifest_for(
     store: Store, selected: Sequence[Candidate], req: Request, sources: Sequence[SourceFile], counts: dict
 ) -> Manifest:
+    """Everything the publication will say about itself, computed before anything is written. Raises ValueError
+    for an empty selection or a name that cannot be a folder."""
+    if not selected:
+        raise ValueError(
+            f"publish {req.name!r}: nothing selected for {req.student_ref}; relax the policy or score more"
+        )
+    if not re.fullmatch(r"[\w][\w.\-]*", req.name):
+        raise ValueError(f"dataset name {req.name!r}: use letters, digits, '.', '-', '_' (it becomes a folder name)")
     rows = build_rows(store, selected, req.split)
     digest = content_digest(rows)
     frame = pd.DataFrame(rows, columns=["teacher", "problem_id", "rsr", "mean_rank", "mean_surprisal"])
@@ -98,12 +108,13 @@ def manifest_for(
         **vars(req),
         rows=rows,
         content_digest=digest,
-        dataset_id=dataset_id_for(req.name, req.student_id, req.policy, digest),
+        dataset_id=dataset_id_for(req.name, req.student_id, req.policy, digest, req.companion),
         sources=list(sources),
         stats=rsr_stats(frame),
         teachers={str(t): rsr_stats(g) for t, g in frame.groupby("teacher", sort=True)},
         n_problems=frame["problem_id"].nunique(),
         counts=dict(counts),
+        response_tokens=sum(c.n_tokens for c in selected),
     )
 
 
@@ -198,7 +209,10 @@ def _register(store: Store, m: Manifest, final: Path, mlflow_run_id: str, tracki
         "sources": [{"path": s.path, "sha256": s.sha256, "kind": s.kind} for s in m.sources],
         "selection": m.counts,
         "mlflow_uri": lineage.redact(tracking.uri),  # where its run lives (`rsr report` logs there too)
+        "response_tokens": m.response_tokens,
     }
+    if m.companion is not None:  # a selection and its random baseline name each other (Reader.latest_publication)
+        params["baseline"] = asdict(m.companion) | {"tolerance": TOKEN_TOLERANCE}
     publication = {k: getattr(m, k) for k in ("dataset_id", "name", "student_id", "content_digest", "run_id")}
     publication |= {"path": final, "policy": m.policy.name, "params": params, "n_rows": len(m.rows)}
     publication["mlflow_run_id"] = mlflow_run_id
@@ -216,13 +230,12 @@ def publish_selection(
     counts: dict[str, int] | None = None,
 ) -> Publication:
     """Write the selection under ``out_root/name/dataset_id``, log it to MLflow, register it in DuckDB."""
-    if not selected:
-        raise ValueError(
-            f"publish {req.name!r}: nothing selected for {req.student_ref}; relax the policy or score more"
-        )
-    if not re.fullmatch(r"[\w][\w.\-]*", req.name):
-        raise ValueError(f"dataset name {req.name!r}: use letters, digits, '.', '-', '_' (it becomes a folder name)")
-    m = manifest_for(store, selected, req, sources, counts or {})
+    return publish_manifest(store, manifest_for(store, selected, req, sources, counts or {}), out_root, tracking)
+
+
+def publish_manifest(store: Store, m: Manifest, out_root: Path, tracking: Tracking) -> Publication:
+    """Publish what the manifest says (the files, the MLflow run, the DuckDB row); an identical publication already
+    registered is returned as it is."""
     final = Path(out_root) / m.name / m.dataset_id
     existing = store.get_publication(m.dataset_id)
     client = tracking.client()

@@ -97,7 +97,20 @@ def start_run(client: MlflowClient, experiment: str, m: Manifest) -> str:
     tags = {"rsr.run_id": m.run_id, "rsr.dataset_id": m.dataset_id, "rsr.student_id": m.student_id}
     if m.prefect_flow_run_id:
         tags["prefect.flow_run_id"] = m.prefect_flow_run_id
+    if (c := m.companion) is not None:
+        # Each run names the other: the baseline's when it is created (the selection's run exists by then), the
+        # selection's once the baseline's exists (link_baseline).
+        tags["rsr.role"] = c.role
+        if c.role == "selection":
+            tags["rsr.baseline_dataset_id"] = c.other_dataset_id
+        else:
+            tags |= {"rsr.matches_dataset_id": c.other_dataset_id, "rsr.matches_run_id": c.other_mlflow_run_id or ""}
     return client.create_run(experiment, run_name=f"publish-{m.name}", tags=tags).info.run_id
+
+
+def link_baseline(client: MlflowClient, selection_run_id: str, baseline_run_id: str) -> None:
+    """The selection's run names its baseline's (the baseline's run was created naming the selection's)."""
+    client.set_tag(selection_run_id, "rsr.baseline_run_id", baseline_run_id)
 
 
 def redact(uri: str) -> str:
@@ -108,7 +121,10 @@ def redact(uri: str) -> str:
 def _params(m: Manifest) -> dict[str, Any]:
     policy = {f"policy.{k}": v for k, v in m.policy.model_dump(mode="json").items() if k != "name"}
     ids = {k: getattr(m, k) for k in ("name", "dataset_id", "content_digest", "student_id", "student_ref")}
-    return {**ids, "policy": m.policy.name, **policy, "n_source_files": len(m.sources)}
+    pair = {}
+    if m.companion is not None:  # the seed and the two names, on both runs
+        pair = {f"baseline.{k}": getattr(m.companion, k) for k in ("role", "seed", "selection", "random")}
+    return {**ids, "policy": m.policy.name, **policy, "n_source_files": len(m.sources), **pair}
 
 
 KEY_LIMIT = 250  # MLflow's longest metric/param key
@@ -132,6 +148,7 @@ def _metrics(m: Manifest) -> dict[str, float]:
         **{k: m.stats[k] for k in ("n_rows", "rsr_mean", "rsr_median", "dataset_rsr")},
         "n_teachers": len(m.teachers),
         "n_problems": m.n_problems,
+        "response_tokens": m.response_tokens,
         **{f"selection.{k}": v for k, v in m.counts.items()},
         **per_teacher,
     }

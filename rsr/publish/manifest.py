@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -26,6 +26,26 @@ class Publication:
     n_rows: int
     content_digest: str
     mlflow_run_id: str | None
+    baseline: Publication | None = None  # its token-matched random baseline, when one was published beside it
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A selection and its token-matched random baseline (`<name>-random`, rsr.select.token_matched_random): each
+    names the other in its card, its params in DuckDB and its MLflow run. ``role`` is what this publication is."""
+
+    role: Literal["selection", "baseline"]
+    seed: int
+    selection: str  # the selection's name
+    random: str  # the baseline's name
+    other_dataset_id: str = ""  # set once both manifests exist (their ids do not depend on each other)
+    other_tokens: int = 0  # the other publication's response tokens
+    other_mlflow_run_id: str | None = None  # the baseline knows the selection's run (published first)
+
+    def identity(self) -> list:
+        """What a publication's id adds for it: a selection published with a baseline is another publication than
+        the same rows without one (its card names the baseline), and a baseline is one per seed and selection."""
+        return [self.role, "random", self.seed, self.selection, self.random]
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,7 @@ class Request:
     render_mode: str = "template"
     render_note: str | None = None
     chat_template: str | None = None  # the template asked for (a name or file); None: the model's own
+    companion: Companion | None = None  # a selection with its random baseline, or the baseline itself
     # (messages, tools) -> the student's columns: its own form of messages, or the prompt/completion text scored
     split: Callable[[list[dict], list[dict] | None], dict[str, Any]] | None = field(
         default=None, compare=False, repr=False
@@ -71,6 +92,7 @@ class Manifest(Request):
     teachers: dict[str, dict[str, float]]  # rsr_stats per teacher, sorted by name
     n_problems: int
     counts: dict[str, int] = field(default_factory=dict)  # the selection in numbers (selection_counts)
+    response_tokens: int = 0  # the rows' scored response tokens (what a token-matched baseline matches)
 
 
 def content_digest(rows: Sequence[dict[str, Any]]) -> str:
@@ -82,6 +104,9 @@ def content_digest(rows: Sequence[dict[str, Any]]) -> str:
     return h.hexdigest()[:DIGEST_LEN]
 
 
-def dataset_id_for(name: str, student_id: str, policy: SelectionPolicy, digest: str) -> str:
-    key = json.dumps([name, student_id, policy.model_dump(mode="json"), digest], sort_keys=True)
+def dataset_id_for(
+    name: str, student_id: str, policy: SelectionPolicy, digest: str, companion: Companion | None = None
+) -> str:
+    parts = [name, student_id, policy.identity(), digest, *([companion.identity()] if companion else [])]
+    key = json.dumps(parts, sort_keys=True)
     return "d-" + hashlib.sha256(key.encode()).hexdigest()[:DIGEST_LEN]

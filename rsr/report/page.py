@@ -4,8 +4,10 @@
 
 The teacher-selection table (``teacher_board``, also behind ``rsr status``): per teacher, for the student's
 current scoring setting (dtype, max_tokens, r_max), the dataset RSR of the ``teacher_selection`` view with a
-bootstrap 95% interval (trajectories resampled per teacher, seeded), accuracy, mean response length in tokens,
-and the paper's rule: teachers ranked by dataset RSR, lowest first.
+bootstrap 95% interval (trajectories resampled per teacher, seeded), whether its place above the next teacher
+holds in >= 95% of paired resamples of problems (settled), how its trajectories' RSR goes with their length
+(Spearman), accuracy, mean response length in tokens, and the paper's rule: teachers ranked by dataset RSR, lowest
+first. The bootstraps are rsr/report/bootstrap.py.
 
 Plots (``PLOTS``): matplotlib's object API with the Agg canvas: no pyplot global state, no display needed.
 ``report.html`` embeds the PNGs (base64, so the page works on its own) and links the files beside it. The files
@@ -18,7 +20,6 @@ model is never loaded. The store is opened read-only, so a report works while a 
 from __future__ import annotations
 
 import base64
-import math
 import os
 import re
 import tempfile
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from rsr.metric import METRIC_VERSION, dataset_rsr_of_means
+from rsr.report.bootstrap import N_RESAMPLES, SEED, SETTLED, bootstrap_ci, intervals, order_shares
 from rsr.settings import StateDir
 from rsr.store.queries import Reader, ScoreKey, registration_name
 
@@ -43,8 +45,8 @@ if TYPE_CHECKING:
     from rsr.score.student import Student
 
 HTML_TEMPLATE = Path(__file__).with_name("report.html")
-N_RESAMPLES = 1000
-SEED = 0
+__all__ = ["PNG_NAMES", "LENGTH_TIED", "ReportResult", "bootstrap_ci", "build_report", "teacher_board"]
+LENGTH_TIED = 0.3  # |Spearman(RSR, length)| from which the board says a teacher's RSR goes with length
 
 
 @dataclass
@@ -70,43 +72,20 @@ class _Data:
     note: str | None  # why a snapshot was read (None: the live file)
 
 
-def bootstrap_ci(
-    mean_ranks: np.ndarray, mean_surprisals: np.ndarray, seed: int | list[int] = SEED, n: int = N_RESAMPLES
-) -> tuple[float, float]:
-    """95% percentile interval of the dataset RSR, resampling trajectories with replacement ``n`` times."""
-    size = len(mean_ranks)
-    if size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 4_000_000 // size)  # resamples per draw: bounded memory for a 250k-trajectory teacher
-    values = []
-    for start in range(0, n, chunk):
-        idx = rng.integers(0, size, size=(min(chunk, n - start), size))
-        values.append(dataset_rsr_of_means(mean_ranks[idx], mean_surprisals[idx]))
-    low, high = np.nanpercentile(np.concatenate(values), [2.5, 97.5])
-    return float(low), float(high)
-
-
-def _intervals(used: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for teacher, g in used.groupby("teacher", sort=True):
-        # Seeded per teacher (not by position): a teacher's interval does not move when another is added.
-        seed = [SEED, zlib.crc32(str(teacher).encode())]
-        rows.append((teacher, *bootstrap_ci(g["mean_rank"].to_numpy(), g["mean_surprisal"].to_numpy(), seed)))
-    return pd.DataFrame(rows, columns=["teacher", "ci_low", "ci_high"])
-
-
 def teacher_board(reader: Reader, student_id: str, setting: ScoreKey | None = None) -> pd.DataFrame:
     """One row per known teacher, best first (the paper's rule: lowest dataset RSR first, unscored last):
     teacher, rank, dataset_rsr, n (rows used), accuracy (over those rows), mean_response_tokens, n_trajectories,
     all_accuracy (over all its trajectories), n_scored, n_failed, n_truncated, on_subset (n < n_trajectories),
-    selected (rows in the student's latest publication), and the
-    dataset RSR's interval ci_low, ci_high. ``setting`` defaults to the student's current one."""
+    selected (rows in the student's latest publication), rsr_length_spearman, the dataset RSR's interval ci_low,
+    ci_high, and ahead_share / settled: how often its place above the next teacher holds in paired resamples of
+    problems, and whether that is >= 95% (NaN / NA for the last). ``setting`` defaults to the student's current one."""
     setting = setting or reader.current_setting(student_id)
     pub = reader.latest_publication(student_id)
     board = reader.teacher_board(student_id, setting, pub["dataset_id"] if pub else None)
     used = reader.used_scores(student_id, setting)
-    return board.merge(_intervals(used), on="teacher", how="left")
+    order = board.dropna(subset=["dataset_rsr"])["teacher"].tolist()
+    board = board.merge(intervals(used), on="teacher", how="left")
+    return board.merge(order_shares(used, order), on="teacher", how="left")
 
 
 def _history(reader: Reader, student_id: str, setting: ScoreKey | None) -> pd.DataFrame:
@@ -239,6 +218,24 @@ def _plot_position(d: _Data, ax: Axes) -> str | None:
     return None
 
 
+def _plot_length(d: _Data, ax: Axes) -> str | None:
+    ax.set_title(f"Trajectory RSR against response length, student {d.student_ref}")
+    rows = d.scores.dropna(subset=["rsr"])
+    if rows.empty:
+        return "no scores for this student yet"
+    rho = d.board.set_index("teacher")["rsr_length_spearman"]
+    for teacher in [t for t in d.board["teacher"] if t in set(rows["teacher"])]:
+        g = rows[rows["teacher"] == teacher]
+        label = f"{teacher} (Spearman {rho[teacher]:+.2f})" if pd.notna(rho.get(teacher)) else str(teacher)
+        ax.scatter(g["n_tokens"], g["rsr"], s=10, alpha=0.6, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("response tokens scored (log scale)")
+    ax.set_ylabel("trajectory RSR (lower is better)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return None
+
+
 PLOTS: dict[str, Callable[[_Data, Axes], str | None]] = {
     "teacher_selection.png": _plot_selection,  # dataset RSR per teacher, 95% interval, in rank order (the paper's rule)
     "rsr_distribution.png": _plot_distribution,  # trajectory RSR per teacher (box plot + the points)
@@ -246,6 +243,7 @@ PLOTS: dict[str, Callable[[_Data, Axes], str | None]] = {
     "selected_per_teacher.png": _plot_selected,  # rows each teacher contributed to the latest publication
     "score_history.png": _plot_history,  # dataset RSR per teacher after each scoring run (cumulative)
     "surprisal_by_position.png": _plot_position,  # per teacher, the share of surprisal in each tenth of a response
+    "rsr_vs_length.png": _plot_length,  # per teacher, trajectory RSR against response tokens, with its Spearman
 }
 PNG_NAMES = tuple(PLOTS)
 
@@ -278,17 +276,25 @@ def file_slug(name: str, limit: int = 60) -> str:
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
+def order_note(share: float, settled: object) -> str | None:
+    """How the board shows an adjacent pair's order: '98% settled' / '71% not settled' (None: no next teacher)."""
+    return None if pd.isna(share) else f"{share:.0%} {'settled' if settled else 'not settled'}"
+
+
 def _table(board: pd.DataFrame) -> str:
     b = board.astype({"rank": float})  # NaN, not a nullable int's <NA>: shown as na_rep
     b["interval"] = (b["ci_low"].map("{:.4f}".format) + " – " + b["ci_high"].map("{:.4f}".format)).where(
         b["dataset_rsr"].notna()
     )
+    b["order"] = [order_note(a, s) for a, s in zip(b["ahead_share"], b["settled"], strict=True)]
     headers = {"rank": "rank", "teacher": "teacher", "dataset_rsr": "dataset RSR", "interval": "95% interval",
+               "order": "above the next in", "rsr_length_spearman": "Spearman(RSR, length)",
                "accuracy": "accuracy", "mean_response_tokens": "mean response tokens", "n": "used for RSR",
                "n_trajectories": "trajectories", "n_scored": "scored", "n_failed": "failed",
                "n_truncated": "truncated", "subset": "RSR on a subset", "selected": "selected"}  # fmt: skip
     b["subset"] = b["on_subset"].map({True: "yes", False: "no"}).where(b["dataset_rsr"].notna())
-    formats = {"rank": "{:.0f}", "dataset_rsr": "{:.4f}", "accuracy": "{:.1%}", "mean_response_tokens": "{:.0f}"}
+    formats = {"rank": "{:.0f}", "dataset_rsr": "{:.4f}", "accuracy": "{:.1%}", "mean_response_tokens": "{:.0f}",
+               "rsr_length_spearman": "{:+.2f}"}  # fmt: skip
     shown = b[list(headers)].rename(columns=headers)
     return shown.to_html(index=False, na_rep="-", formatters={headers[k]: v.format for k, v in formats.items()})
 
@@ -322,6 +328,9 @@ def _html(d: _Data, pngs: list[Path], state: StateDir, pages: dict | None = None
         metric_version=METRIC_VERSION,
         n_resamples=N_RESAMPLES,
         seed=SEED,
+        settled=SETTLED,
+        length_tied=LENGTH_TIED,
+        tied=d.board.loc[d.board["rsr_length_spearman"].abs() >= LENGTH_TIED, "teacher"].tolist(),
         state_root=state.root,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     )

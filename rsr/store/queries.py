@@ -128,6 +128,8 @@ class Candidate:
     verdict: str | None
     is_duplicate: bool
     truncated: bool = False
+    n_tokens: int = 0  # scored response tokens
+    mean_entropy: float | None = None  # None: scored before the companion metrics were stored
 
 
 # Rows the teacher_selection view counts (scored, not truncated, with tokens and finite means) in one setting;
@@ -400,7 +402,8 @@ class Reader:
             key = settings[0].key
         _, rows = self.query(
             """SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
-                      v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate, l.truncated
+                      v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate, l.truncated, l.n_tokens,
+                      l.mean_entropy
                FROM latest_scores l
                LEFT JOIN trajectory_verdicts v ON v.trajectory_id = l.trajectory_id
                LEFT JOIN duplicates d ON d.trajectory_id = l.trajectory_id
@@ -413,27 +416,29 @@ class Reader:
     # ---- what the report, the status board and publishing read ---------------------------------------------
 
     def used_scores(self, student_id: str, key: ScoreKey | None, profile: bool = False) -> pd.DataFrame:
-        """teacher, trajectory_id, rsr, mean_rank, mean_surprisal (and surprisal_profile) of the rows the
-        teacher_selection view counts in this setting."""
+        """teacher, trajectory_id, problem_id, rsr, n_tokens, mean_rank, mean_surprisal (and surprisal_profile) of
+        the rows the teacher_selection view counts in this setting, in a fixed order (teacher, trajectory_id): a
+        seeded bootstrap over them gives the same numbers every time."""
         extra = ", (SELECT surprisal_profile FROM scores s WHERE s.score_id = l.score_id) AS surprisal_profile"
         return self.query_df(
-            f"""SELECT teacher, trajectory_id, rsr, mean_rank, mean_surprisal{extra if profile else ""}
-            FROM latest_scores l WHERE {_USED}""",
+            f"""SELECT teacher, trajectory_id, problem_id, rsr, n_tokens, mean_rank,
+                mean_surprisal{extra if profile else ""}
+            FROM latest_scores l WHERE {_USED} ORDER BY teacher, trajectory_id""",
             _used_params(student_id, key),
         )
 
     def teacher_board(self, student_id: str, key: ScoreKey | None, dataset_id: str | None) -> pd.DataFrame:
         """One row per known teacher, best first (lowest dataset RSR, unscored last): teacher, rank, dataset_rsr,
         n, accuracy, mean_response_tokens, n_trajectories, all_accuracy, n_scored, n_failed, n_truncated,
-        on_subset, n_dropped_tool_calls (of the used rows: the template rendered no text for them), selected (its
-        rows in publication ``dataset_id``)."""
+        on_subset, n_dropped_tool_calls (of the used rows: the template rendered no text for them),
+        rsr_length_spearman, selected (its rows in publication ``dataset_id``)."""
         params = _used_params(student_id, key)[:4]
         return self.query_df(
             """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
                        s.n_trajectories, s.accuracy AS all_accuracy,
                        coalesce(c.n_scored, 0) AS n_scored, coalesce(c.n_failed, 0) AS n_failed,
                        coalesce(c.n_truncated, 0) AS n_truncated, coalesce(v.n, 0) < s.n_trajectories AS on_subset,
-                       coalesce(v.dropped_tool_calls, 0) AS n_dropped_tool_calls,
+                       coalesce(v.dropped_tool_calls, 0) AS n_dropped_tool_calls, v.rsr_length_spearman,
                        (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
                          WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
                 FROM teacher_summary s
@@ -455,9 +460,11 @@ class Reader:
         )
 
     def latest_publication(self, student_id: str | None = None) -> dict[str, Any] | None:
-        """The newest publication (of this student, when given), as get_publication gives it."""
+        """The newest selection published (of this student, when given), as get_publication gives it; a random
+        baseline published beside a selection is not one (its params say so: baseline.role)."""
         found = self._con.execute(
-            "SELECT dataset_id FROM publications WHERE CAST(? AS VARCHAR) IS NULL OR student_id = ? "
+            "SELECT dataset_id FROM publications WHERE (CAST(? AS VARCHAR) IS NULL OR student_id = ?) "
+            "AND coalesce(json_extract_string(params, '$.baseline.role'), '') <> 'baseline' "
             "ORDER BY created_at DESC LIMIT 1",
             [student_id, student_id],
         ).fetchall()
