@@ -180,11 +180,13 @@ def token_matched_random(
     cands: Sequence[Candidate], chosen: Sequence[Candidate], policy: SelectionPolicy, seed: int = 0
 ) -> list[Candidate]:
     """A seeded random pick from the policy's eligible trajectories (the selection's filters) whose response tokens
-    total within TOKEN_TOLERANCE of the chosen ones', at most one per problem when the selection has at most one.
+    total within TOKEN_TOLERANCE of the chosen ones'.
 
-    Trajectories are taken in the seed's random order while they fit under the selection's total, then, if still
-    short by more than the tolerance, while they fit under its upper bound. Raises ValueError when no such pick is
-    found (too few eligible tokens). Sorted as ``select`` sorts."""
+    Trajectories are taken in the seed's random order while they fit under the selection's total, at most one per
+    problem when the selection has at most one (so where random answers are longer than the chosen ones, the pick
+    covers fewer problems with the same tokens); if that falls short by more than the tolerance (random answers
+    shorter than the chosen ones), more are taken in the same order, a problem's second answer too, while they fit
+    under the upper bound. Raises ValueError when no such pick exists. Sorted as ``select`` sorts."""
     target = sum(c.n_tokens for c in chosen)
     if target <= 0:
         raise ValueError("the selection holds no response tokens: there is no token budget to match")
@@ -193,11 +195,11 @@ def token_matched_random(
     picked: dict[str, Candidate] = {}
     total, problems = 0, set()
     low, high = target * (1 - TOKEN_TOLERANCE), target * (1 + TOKEN_TOLERANCE)
-    for limit in (target, high):  # under the selection's total first; past it only when short by more than 2%
+    for limit, once in ((target, one_each), (high, False)):  # under the total first; up to +2% only when short
         for c in order:
             if limit == high and total >= low:
                 break
-            if c.trajectory_id in picked or (one_each and c.problem_id in problems) or total + c.n_tokens > limit:
+            if c.trajectory_id in picked or (once and c.problem_id in problems) or total + c.n_tokens > limit:
                 continue
             picked[c.trajectory_id] = c
             total += c.n_tokens
@@ -205,6 +207,6 @@ def token_matched_random(
     if not low <= total <= high:
         raise ValueError(
             f"no random pick of the eligible trajectories holds {target} response tokens within "
-            f"{TOKEN_TOLERANCE:.0%} (the closest: {total}); the selection uses nearly all of them"
+            f"{TOKEN_TOLERANCE:.0%} (the closest: {total}): too few eligible trajectories beside the selection"
         )
     return sorted(picked.values(), key=lambda c: (c.problem_id, c.trajectory_id))

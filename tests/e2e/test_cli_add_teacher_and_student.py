@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from rsr.cli import app
 from rsr.store.queries import Reader
+from rsr.store.writer import Store
 
 
 def test_add_student_scores_every_stored_trajectory_once(tmp_path, state_dir):
@@ -41,6 +42,22 @@ def test_add_student_scores_every_stored_trajectory_once(tmp_path, state_dir):
             "(SELECT count(*) FROM runs WHERE flow_name = 'rescore-student' AND status = 'completed')"
         )
     assert (n, flows) == (3, 2)
+
+    # A row as scored before the companion metrics existed (schema v9) keeps NULL ... until asked to fill it in.
+    db = state_dir / "rsr.duckdb"
+    with Store.open(db) as store:
+        _, [(sid, rsr, entropy, top1)] = store.query(
+            "SELECT score_id, rsr, mean_entropy, top1_share FROM scores ORDER BY score_id LIMIT 1"
+        )
+        store.query("UPDATE scores SET sum_entropy = NULL, mean_entropy = NULL, n_top1 = NULL, top1_share = NULL "
+                    "WHERE score_id = ?", [sid])  # fmt: skip
+    filled = runner.invoke(app, ["add-student", "smollm2-135m", "--dtype", "float32", "--fill-metrics"])
+    assert filled.exit_code == 0, filled.output
+    assert "scored 0 trajectories" in filled.output and "filled in on 1 of 1 older rows" in filled.output
+    with Reader.open(db) as store:
+        _, rows = store.query("SELECT score_id, rsr, mean_entropy, top1_share FROM scores WHERE score_id = ?", [sid])
+        _, [(left,)] = store.query("SELECT count(*) FROM scores WHERE mean_entropy IS NULL")
+    assert rows == [(sid, rsr, entropy, top1)] and left == 0  # the same row, its RSR untouched, the metrics back
 
 
 def test_deepseek_api_reasoning_under_a_rewriting_template_is_scored_and_published_to_train_on(

@@ -164,7 +164,8 @@ def test_bfloat16_ranks_are_exact_on_the_same_hidden_states(smollm_bf16, shared_
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_scores_do_not_depend_on_batch_mates(dtype, smollm, smollm_bf16, shared_data):
-    """The same trajectory alone, among short ones, among long ones: identical statistics (bit for bit)."""
+    """The same trajectory alone, among short ones, among long ones: identical statistics (bit for bit), the
+    companion metrics of the same pass (entropy, top-1) too."""
     student = smollm if dtype == "float32" else smollm_bf16
     convs = zeroeval_conversations(shared_data, "gemini-1.5-flash", 8)
     by_length = sorted(convs, key=lambda c: len(c[1]["content"]))
@@ -172,17 +173,18 @@ def test_scores_do_not_depend_on_batch_mates(dtype, smollm, smollm_bf16, shared_
     alone = student.score([target], progress=False)[0].stats
     among_short = student.score([*by_length[:3], target], progress=False)[-1].stats
     among_long = student.score([target, *by_length[-3:]], progress=False)[0].stats
-    assert alone == among_short == among_long
+    assert alone == among_short == among_long and alone.sum_entropy is not None and alone.n_top1 > 0
     assert student.score([target], progress=False)[0].dtype == dtype
 
 
 def test_bfloat16_agrees_closely_with_float32(shared_data, smollm, smollm_bf16):
     assert smollm_bf16.dtype == torch.bfloat16 and smollm_bf16.digest == smollm.digest
     convs = zeroeval_conversations(shared_data, "gemini-1.5-flash", 4)
-    a = [r.stats.rsr for r in smollm.score(convs, progress=False)]
-    b = [r.stats.rsr for r in smollm_bf16.score(convs, progress=False)]
+    a = [r.stats for r in smollm.score(convs, progress=False)]
+    b = [r.stats for r in smollm_bf16.score(convs, progress=False)]
     for x, y in zip(a, b, strict=True):
-        assert y == pytest.approx(x, rel=0.02)  # the bf16 body alone; the head is exact
+        assert y.rsr == pytest.approx(x.rsr, rel=0.02)  # the bf16 body alone; the head is exact
+        assert y.mean_entropy == pytest.approx(x.mean_entropy, rel=0.02)  # the same code path in both dtypes
 
 
 def test_score_records_say_how_they_were_made(smollm_bf16):

@@ -11,7 +11,15 @@ from pydantic import ValidationError
 
 from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Score, Trajectory, Verdict
-from rsr.select import SelectionPolicy, eligible, rank_teachers, select
+from rsr.select import (
+    TOKEN_TOLERANCE,
+    SelectionPolicy,
+    eligible,
+    rank_teachers,
+    select,
+    selection_counts,
+    token_matched_random,
+)
 from rsr.store.queries import Candidate, ScoreKey
 from rsr.store.writer import Store
 
@@ -26,10 +34,13 @@ def cand(
     verdict: str | None = "correct",
     dup: bool = False,
     truncated: bool = False,
+    n_tokens: int = 10,
+    mean_entropy: float | None = None,
 ) -> Candidate:
     if mean_rank is None and rsr is not None and mean_surprisal is not None:
         mean_rank = rsr * mean_surprisal
-    return Candidate(tid, "s-" + tid, teacher, problem, rsr, mean_rank, mean_surprisal, verdict, dup, truncated)
+    made = (rsr, mean_rank, mean_surprisal, verdict, dup, truncated, n_tokens, mean_entropy)
+    return Candidate(tid, "s-" + tid, teacher, problem, *made)
 
 
 def ids(cs: list[Candidate]) -> list[str]:
@@ -110,6 +121,79 @@ def test_policy_validation() -> None:
         SelectionPolicy(name="top_teachers", k=0)
     with pytest.raises(ValidationError):
         SelectionPolicy(name="best_vibes")  # type: ignore[arg-type]
+
+
+def test_a_policy_ranks_by_the_metric_it_names_lowest_first() -> None:
+    pool = [
+        cand("a1", "A", "p1", 1.0, n_tokens=900, mean_entropy=0.9),
+        cand("b1", "B", "p1", 2.0, n_tokens=100, mean_entropy=0.5),
+        cand("a2", "A", "p2", 1.0, n_tokens=800, mean_entropy=0.4),
+        cand("b2", "B", "p2", 2.0, n_tokens=300, mean_entropy=None),  # scored before entropy was stored
+    ]
+    per_problem = {m: ids(select(pool, SelectionPolicy(name="per_problem_min_rsr", metric=m)))
+                   for m in ("rsr", "length", "mean_entropy", "mean_surprisal")}  # fmt: skip
+    assert per_problem == {
+        "rsr": ["a1", "a2"],
+        "length": ["b1", "b2"],
+        "mean_entropy": ["b1", "a2"],
+        "mean_surprisal": ["a1", "a2"],
+    }  # fmt: skip  (mean surprisal ties: the smaller id)
+    assert rank_teachers(pool, "length") == [("B", 200.0, 2), ("A", 850.0, 2)]
+    assert ids(select(pool, SelectionPolicy(name="top_teachers", metric="length"))) == ["b1", "b2"]
+    assert ids(select(pool, SelectionPolicy(name="rsr_threshold", threshold=0.5, metric="mean_entropy"))) == [
+        "b1", "a2"]  # fmt: skip
+    policy = SelectionPolicy(name="per_problem_min_rsr", metric="mean_entropy")
+    assert selection_counts(pool, select(pool, policy), policy)["excluded_no_metric"] == 1
+    assert "metric" not in SelectionPolicy(name="top_teachers").identity()  # RSR selections keep their ids
+    assert SelectionPolicy(name="top_teachers", metric="length").identity()["metric"] == "length"
+
+
+def _many(n_problems: int = 40) -> list[Candidate]:
+    """4 teachers per problem, lengths 50..1000 tokens, RSR falling with length (the lowest RSR = the longest)."""
+    out = []
+    for p in range(n_problems):
+        for k in range(4):
+            n = 50 + (p * 37 + k * 211) % 950
+            out.append(cand(f"t{p:02d}-{k}", "ABCD"[k], f"p{p:02d}", 5.0 - n / 250, n_tokens=n))
+    return out
+
+
+def test_the_random_baseline_matches_the_selections_tokens_within_two_percent() -> None:
+    pool, policy = _many(), SelectionPolicy(name="per_problem_min_rsr")
+    chosen = select(pool, policy)
+    target = sum(c.n_tokens for c in chosen)
+    picks = {seed: token_matched_random(pool, chosen, policy, seed) for seed in (0, 1)}
+    for pick in picks.values():
+        assert abs(sum(c.n_tokens for c in pick) - target) <= TOKEN_TOLERANCE * target
+        assert set(ids(pick)) <= set(ids(eligible(pool, policy)))
+    assert ids(picks[0]) != ids(picks[1]) and ids(picks[0]) != ids(chosen)
+    shuffled = pool[:]
+    random.Random(3).shuffle(shuffled)
+    assert token_matched_random(shuffled, chosen, policy, 0) == picks[0]  # the seed decides, not the input order
+    # Here the lowest RSR is the longest answer: one random answer per problem holds fewer tokens, so a problem's
+    # second answer makes up the rest. Where RSR picks the shorter answers (the usual case), one per problem.
+    assert len({c.problem_id for c in picks[0]}) < len(picks[0])
+    shortest = select(pool, SelectionPolicy(name="per_problem_min_rsr", metric="length"))
+    pick = token_matched_random(pool, shortest, policy, 0)
+    assert len({c.problem_id for c in pick}) == len(pick) < len(shortest)  # fewer problems, the same tokens
+    assert abs(sum(c.n_tokens for c in pick) - sum(c.n_tokens for c in shortest)) <= 0.02 * sum(
+        c.n_tokens for c in shortest
+    )
+
+
+def test_no_random_baseline_when_the_tokens_cannot_be_matched() -> None:
+    """One problem, the selection its longer answer: a draw that meets the shorter one first cannot match it (one
+    per problem), and says so rather than publishing a baseline of another size."""
+    policy = SelectionPolicy(name="per_problem_min_rsr")
+    pool = [cand("a", "A", "p1", 2.0, n_tokens=100), cand("b", "B", "p1", 1.0, n_tokens=500)]
+    outcomes = []
+    for seed in range(8):
+        try:
+            outcomes.append(ids(token_matched_random(pool, select(pool, policy), policy, seed)))
+        except ValueError as err:
+            outcomes.append(str(err))
+    assert ["b"] in outcomes
+    assert any("holds 500 response tokens within 2% (the closest: 100)" in str(o) for o in outcomes)
 
 
 def test_candidates_from_store(state_dir: Path) -> None:

@@ -23,7 +23,8 @@ CREATE OR REPLACE VIEW latest_scores AS
 -- teacher_selection as in v6, plus rsr_length_spearman: per student, setting and teacher, Spearman's rank
 -- correlation between trajectory RSR and response tokens (n_tokens) over the rows its dataset RSR uses (those
 -- with a finite RSR): Pearson's correlation of average ranks (ties share the mean of their ranks), as
--- scipy.stats.spearmanr; NULL under 2 rows or when either side is constant.
+-- scipy.stats.spearmanr; NULL under 2 rows or when either side is constant. Summed in one order (the aggregate's
+-- ORDER BY), so the same store gives the same bits.
 CREATE OR REPLACE VIEW teacher_selection AS
     WITH used AS (
         SELECT l.*, v.verdict FROM latest_scores l
@@ -51,7 +52,8 @@ CREATE OR REPLACE VIEW teacher_selection AS
                  AS length_rank
         FROM used WHERE isfinite(rsr)),
     spearman AS (
-        SELECT student_id, teacher, dtype, max_tokens, r_max, corr(rsr_rank, length_rank) AS rsr_length_spearman
+        SELECT student_id, teacher, dtype, max_tokens, r_max,
+               corr(rsr_rank, length_rank ORDER BY rsr_rank, length_rank) AS rsr_length_spearman
         FROM ranked
         GROUP BY student_id, teacher, dtype, max_tokens, r_max)
     SELECT p.student_id, p.student, p.teacher, p.dtype, p.max_tokens, p.r_max, p.dataset_rsr, p.n, p.accuracy,
