@@ -118,6 +118,10 @@ def test_tokens_parquet_holds_one_row_per_scored_token_and_sums_to_the_scores_ex
         assert len(group) == row["n_tokens"] and group["position"].is_monotonic_increasing
         assert float(group["rank"].clip(upper=100).sum()) == row["sum_rank"]  # exactly: the same values
         assert float(torch.tensor(group["surprisal"].to_numpy()).double().sum()) == row["sum_surprisal"]
+        # The companion metrics, printed per record, from the same per-token numbers (issue 29).
+        assert float(torch.tensor(group["entropy"].to_numpy()).double().sum()) == row["sum_entropy"]
+        assert row["mean_entropy"] == row["sum_entropy"] / row["n_tokens"]
+        assert row["top1_share"] == (group["rank"] == 1).sum() / row["n_tokens"]
         kinds = group["kind"].value_counts()
         assert (
             kinds.get("reasoning", 0) == row["n_reasoning_tokens"] and kinds.get("answer", 0) == row["n_answer_tokens"]

@@ -110,6 +110,10 @@ def test_page_totals_and_per_token_numbers_are_the_scorer_s_bit_for_bit(smollm):
     assert float(ranks.sum()) == scored.sum_rank_unclipped
     assert float(surprisals.astype(np.float64).sum()) == scored.sum_surprisal
     assert f"{scored.sum_surprisal!r}" in page and f"{scored.rsr!r}" in page
+    # Each token's entropy beside its rank and surprisal (issue 29), summing to the score's entropy, and on hover.
+    entropies = np.array([float(t["data-entropy"]) for t in toks], dtype=np.float32)
+    assert float(entropies.astype(np.float64).sum()) == scored.sum_entropy and (entropies >= 0).all()
+    assert all(", entropy " in t["title"] for t in toks) and f"{scored.mean_entropy!r}" in page
 
 
 def test_multi_turn_chat_tells_context_from_the_two_scored_assistant_bodies(smollm):
