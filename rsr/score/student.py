@@ -11,7 +11,8 @@ header, not the end-of-turn marker). Every other turn is context. A template tha
 re-renders `<think>` reasoning: R1-Distill, QwQ, Qwen3) is scored as the student generates: the prompt with the
 generation prompt, then the final response verbatim (`render_mode` "generation"; see `Student.render_note`).
 
-Exact and reproducible: ranks and surprisals are computed in float32 arithmetic from the final hidden state and the
+Exact and reproducible: ranks and surprisals (and, from the same logits, the student's entropy at each scored
+position: the companion metrics of rsr.metric) are computed in float32 arithmetic from the final hidden state and the
 LM head weights as the model holds them (the body may run in bfloat16, but no logit is ever rounded to bfloat16),
 with the model's own logit scaling/softcapping applied in float32. Each trajectory goes through the model alone
 (no padding, no batch-mates), so its score depends on the student and the trajectory, never on what else is scored.
@@ -224,8 +225,9 @@ class Prepared:
 
 @dataclass
 class TokenScores:
-    """Per scored token, as the scorer computed it: its position in the sequence, its id, its rank (unclipped) and
-    surprisal (float32); the trajectory's sums are made from exactly these (TrajectoryStats.from_tokens)."""
+    """Per scored token, as the scorer computed it: its position in the sequence, its id, its rank (unclipped),
+    surprisal and the student's entropy there (float32); the trajectory's sums are made from exactly these
+    (TrajectoryStats.from_tokens)."""
 
     positions: list[int]
     ids: list[int]

@@ -147,3 +147,13 @@ def test_a_state_from_before_the_companion_metrics_migrates_and_keeps_its_rows(t
         assert len(s.missing_metrics(HAND_STUDENT, "rsr-v1", 100, dtype="float32")) == n
         _, rows = s.query("SELECT teacher, dataset_rsr, rsr_length_spearman FROM teacher_selection ORDER BY rank")
     assert [t for t, _, _ in rows] == ["alpha-teacher", "beta-teacher"] and all(r is not None for _, r, _ in rows)
+
+
+def test_the_report_shows_settled_orders_and_rsr_against_length(state: StateDir, tmp_path: Path) -> None:
+    from rsr.report.page import build_report
+
+    res = build_report(state, STUDENT_REF, tmp_path / "report", log_to_mlflow=False)
+    html = res.html.read_text()
+    assert (tmp_path / "report" / "rsr_vs_length.png").stat().st_size > 10_000
+    assert "above the next in" in html and "100% settled" in html and "not settled" in html
+    assert "<b>RSR goes with length</b> for verbose" in html and "--baseline random" in html
