@@ -88,22 +88,27 @@ def token_ranks_surprisals(logits: torch.Tensor, targets: torch.Tensor) -> tuple
 def token_ranks_surprisals_entropies(
     logits: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """As token_ranks_surprisals (the same bits), plus each row's full-vocabulary entropy in nats, in float32.
+    """As token_ranks_surprisals (the same bits), plus each row's full-vocabulary entropy in nats, in float32."""
+    return ranks_surprisals_entropies_(logits.to(torch.float32, copy=True), targets)
+
+
+def ranks_surprisals_entropies_(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """token_ranks_surprisals_entropies on float32 logits it may overwrite (the head's own temporary): in place, the
+    entropy costs one multiply and one sum over the row more than RSR alone, and no more memory.
 
     logsumexp is written out as torch computes it (max, exp of the shifted row, sum, log + max), so its
     exponentials serve the entropy too: H = log(s) - sum(e * z) / s with z = logits - max, e = exp(z), s = sum(e),
     every term of the sum <= 0, so nothing cancels for a sure token.
     """
-    logits = logits.float()
     target_logit = logits.gather(1, targets.view(-1, 1))
     ranks = 1 + (logits > target_logit).sum(dim=1, dtype=torch.int32).long()
     top = logits.amax(dim=1, keepdim=True)
-    shifted = logits - top
-    e = shifted.exp()
+    z = logits.sub_(top)
+    e = z.exp()
     s = e.sum(dim=1)
     log_s = s.log()
     surprisals = (log_s + top.squeeze(1)) - target_logit.squeeze(1)
-    entropies = log_s - e.mul_(shifted).sum(dim=1) / s
+    entropies = log_s - e.mul_(z).sum(dim=1) / s
     return ranks, surprisals, entropies
 
 
@@ -159,7 +164,7 @@ class ExactHead:
             pad = -n % self.chunk
             hidden = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
             targets = torch.nn.functional.pad(targets, (0, pad))
-        per_chunk = token_ranks_surprisals_entropies if self.entropy else token_ranks_surprisals
+        per_chunk = ranks_surprisals_entropies_ if self.entropy else token_ranks_surprisals  # logits: fresh each chunk
         with exact_fp32_matmul(self.bf16_valued and hidden.dtype == torch.bfloat16, hidden.device):
             chunks = zip(hidden.split(self.chunk), targets.split(self.chunk), strict=True)
             parts = list(zip(*(per_chunk(self.logits(h), t) for h, t in chunks), strict=True))

@@ -157,3 +157,15 @@ def test_the_report_shows_settled_orders_and_rsr_against_length(state: StateDir,
     assert (tmp_path / "report" / "rsr_vs_length.png").stat().st_size > 10_000
     assert "above the next in" in html and "100% settled" in html and "not settled" in html
     assert "<b>RSR goes with length</b> for verbose" in html and "--baseline random" in html
+
+
+def test_rsr_publish_with_a_random_baseline_from_the_command_line(state: StateDir) -> None:
+    args = ["publish", "--student", STUDENT_REF, "--dtype", "float32", "--name", "cli-sft", "--metric", "length"]
+    out = CliRunner().invoke(app, [*args, "--baseline", "random", "--baseline-seed", "3", "--state", str(state.root)])
+    assert out.exit_code == 0, out.output
+    assert "and its random baseline (seed 3, the same response tokens within 2%)" in out.output
+    with Reader.open(state.duckdb) as reader:
+        _, rows = reader.query(
+            "SELECT name, params->>'$.baseline.seed', params->>'$.policy.metric' FROM publications ORDER BY name"
+        )
+    assert rows == [("cli-sft", "3", "length"), ("cli-sft-random", "3", "length")]
