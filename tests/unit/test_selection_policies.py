@@ -13,6 +13,7 @@ from rsr.metric import METRIC_VERSION
 from rsr.records import Duplicate, Message, Score, Trajectory, Verdict
 from rsr.select import (
     TOKEN_TOLERANCE,
+    Baseline,
     SelectionPolicy,
     eligible,
     rank_teachers,
@@ -229,3 +230,17 @@ def test_candidates_from_store(state_dir: Path) -> None:
     assert (got[a.trajectory_id].teacher, got[a.trajectory_id].rsr, got[a.trajectory_id].mean_rank) == ("A", 2.0, 2.0)
     assert ids(select(list(got.values()), SelectionPolicy(name="per_problem_min_rsr"))) == [a.trajectory_id]
     assert [(x.trajectory_id, x.rsr) for x in bf16] == [(a.trajectory_id, 1.0)]
+
+
+def test_the_baseline_is_a_config_key_of_the_pipeline_and_of_each_student() -> None:
+    from rsr.config import PipelineConfig, StudentSpec
+
+    config = PipelineConfig.model_validate(
+        {"teachers": [{"name": "t", "path": "x.jsonl"}], "baseline": "random",
+         "students": ["smollm2-135m", {"ref": "gemma3-270m", "baseline": {"kind": "random", "seed": 5}}]}
+    )  # fmt: skip
+    assert config.baseline == Baseline(kind="random", seed=0)
+    assert [s.baseline for s in config.students] == [None, Baseline(seed=5)]
+    assert StudentSpec(policy={"name": "top_teachers", "metric": "mean_entropy"}).policy.metric == "mean_entropy"
+    with pytest.raises(ValidationError):
+        StudentSpec(baseline="shortest")
