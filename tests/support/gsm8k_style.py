@@ -33,18 +33,6 @@ RECORDS = [
         "answer": "On Tuesday she reads 25 + 10 = <<25+10=35>>35 pages.\nSo far she has read 25 + 35 = "
         "<<25+35=60>>60 pages.\nShe still has 120 - 60 = <<120-60=60>>60 pages to read.\n#### 60",
     },
-    {
-        "question": "A box holds 8 pencils. A teacher needs one pencil for each of her 29 students. How many boxes "
-        "must she buy?",
-        "answer": "Three boxes hold 3 * 8 = <<3*8=24>>24 pencils, which is not enough.\nFour boxes hold 4 * 8 = "
-        "<<4*8=32>>32 pencils, enough for 29 students.\nShe must buy 4 boxes.\n#### 4",
-    },
-    {
-        "question": "Tom earns $15 an hour. He works 6 hours on Saturday and half as many hours on Sunday. How much "
-        "does he earn over the weekend?",
-        "answer": "On Sunday he works 6 / 2 = <<6/2=3>>3 hours.\nHe works 6 + 3 = <<6+3=9>>9 hours in all.\nHe earns "
-        "9 * 15 = $<<9*15=135>>135.\n#### 135",
-    },
 ]
 
 
