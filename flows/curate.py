@@ -9,6 +9,7 @@ from prefect import flow
 from rsr.config import RaySpec, ScoringSpec, StudentSpec
 from rsr.curate.dedup import DEFAULT_THRESHOLD
 from rsr.curate.verify import DEFAULT_TIMEOUT_S
+from rsr_flows._artifacts import show_run
 from rsr_flows._entry import TeacherAdded, data_scope, parse_payload, student_input, teacher_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_flows.rescore import registered_students, score_and_publish
@@ -65,4 +66,5 @@ def curate_teacher(
         verify = verify_answers.submit(home.duckdb, run_id, verify_timeout_s, wait_for=[dedup])
         specs = (students or registered_students(home.duckdb)) if score else []
         scores = score_and_publish(home, run_id, specs, scoring, ray, publish)
+        show_run(home, [s.student_id for s in scores], [s.published.publication for s in scores if s.published])
         return Curated(ingested, dedup.result(), verify.result(), scores)

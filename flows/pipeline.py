@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prefect import flow
 
 from rsr.config import PipelineConfig, RaySpec
+from rsr_flows._artifacts import show_run
 from rsr_flows._run import recorded_run, state_dir
 from rsr_flows.curate import Curated, curate_teacher
 from rsr_flows.publish import Published, publish_dataset
@@ -51,11 +52,15 @@ def pipeline(
             name = spec.dataset_name(config.output) if len(config.students) > 1 else spec.output or config.output
             policy = spec.policy or config.policy
             published.append(publish_dataset(spec, policy, name, mlflow_uri=uri, state=str(home.root)))
+        show_run(home, [s.student_id for s in scores], [p.publication for p in published], uri)
         return PipelineResult(teachers, scores, published)
 
 
 def ray_for(config: PipelineConfig, given: RaySpec | None) -> RaySpec | None:
-    """The config's Ray settings with the command line's address (and its GPU share only if the config has none)."""
+    """The config's `ray:` with what the command line gave laid over it (only the flags given: --ray-address alone
+    keeps the config's shares)."""
     if given is None:
         return config.ray
-    return config.ray.model_copy(update={"address": given.address}) if config.ray else given
+    if config.ray is None and "address" not in given.model_fields_set:
+        raise ValueError("--ray-gpus-per-task/--ray-cpus-per-task: the config has no `ray:`; give --ray-address too")
+    return config.ray.model_copy(update=given.model_dump(include=given.model_fields_set)) if config.ray else given

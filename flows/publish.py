@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from rsr.config import StudentSpec
 from rsr.publish.manifest import Publication
 from rsr.select import SelectionPolicy
+from rsr_flows._artifacts import show_run
 from rsr_flows._entry import data_scope, student_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_tasks.publish import publish, push, select_trajectories
@@ -48,4 +49,6 @@ def publish_dataset(
         selection = select_trajectories(home, found, policy)  # each task's result is the next one's argument: an edge
         pub = publish(home, run_id, selection, name, flow_run.get_id(), mlflow_uri)
         hub = push(home, pub, push_to_hub, mlflow_uri) if push_to_hub else None
-        return Published(pub, found.student.student_id, selection.ranking, hub)
+        published = Published(pub, found.student.student_id, selection.ranking, hub)
+        show_run(home, [published.student_id], [pub], mlflow_uri)  # run alone (a deployment, `rsr publish`)
+        return published

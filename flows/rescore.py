@@ -15,6 +15,7 @@ from prefect import flow
 from rsr.config import RaySpec, ScoringSpec, StudentSpec
 from rsr.settings import StateDir
 from rsr.store.queries import Reader
+from rsr_flows._artifacts import show_run
 from rsr_flows._entry import StudentAdded, data_scope, parse_payload, student_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_flows.publish import publish_dataset
@@ -32,7 +33,7 @@ def rescore_student(
     student = student_input(data_scope(), student)
     home = state_dir(state)
     with recorded_run(home, {"students": [student.ref]}) as run_id:
-        return score_and_publish(home, run_id, [student], scoring, ray, publish)[0]
+        return shown(home, score_and_publish(home, run_id, [student], scoring, ray, publish))[0]
 
 
 @flow(name="rescore-students")
@@ -53,7 +54,7 @@ def rescore_students(
     home = state_dir(state)
     specs = students or registered_students(home.duckdb)
     with recorded_run(home, {"students": [s.ref for s in specs]}) as run_id:
-        return score_and_publish(home, run_id, specs, scoring, ray, publish)
+        return shown(home, score_and_publish(home, run_id, specs, scoring, ray, publish))
 
 
 def score_and_publish(
@@ -68,6 +69,12 @@ def score_and_publish(
             scored = dataclasses.replace(scored, published=publish_dataset(spec, state=str(home.root)))
         out.append(scored)
     return out
+
+
+def shown(home: StateDir, scores: list[Scored]) -> list[Scored]:
+    """`scores`, once this run's artifacts show them (flows/_artifacts.py)."""
+    show_run(home, [s.student_id for s in scores], [s.published.publication for s in scores if s.published])
+    return scores
 
 
 def registered_students(db: Path) -> list[StudentSpec]:

@@ -139,14 +139,14 @@ def _one_line(err: BaseException) -> tuple[str, int]:
             return f"cannot write: {text}", 2
         if "Could not set lock on file" in str(e) or "Conflicting lock" in str(e):
             return f"the database is locked by another process: {text}", 2
-        if isinstance(e, DatabaseCorrupt | StateBusy | OutsideData | FileNotFoundError | ValueError):
+        if isinstance(e, DatabaseCorrupt | StateBusy | OutsideData | FileNotFoundError | ValueError | ConnectionError):
             return text, 2
     return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}", 1
 
 
 def main() -> None:
     """`rsr`: no library's traceback in front of an error: one line, the traceback in the log file it names."""
-    if sys.argv[1:2] != ["serve"]:  # `rsr serve` and its runs' subprocesses keep Prefect's console
+    if sys.argv[1:2] != ["serve"]:  # `rsr serve` and its runs' subprocesses: one line a record (its logging.yml)
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
     _LOG["main"] = Path()
@@ -266,9 +266,22 @@ RayAddressOpt = Annotated[
     str | None,
     typer.Option(
         "--ray-address",
-        help="score on Ray: ray://HEAD:10001, auto (a cluster on this host) or local (a fresh instance); one GPU "
-        "per task unless the YAML's `ray:` says otherwise; overrides the YAML's ray.address (docs/scaling.md)",
+        help="score on Ray: ray://HEAD:10001, auto (a cluster on this host) or local (a fresh instance); "
+        "overrides the YAML's ray.address (docs/scaling.md)",
     ),
+]
+RayGpusOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--ray-gpus-per-task",
+        min=0,
+        help="GPUs each scoring task asks of a Ray node [default: 1, or the YAML's ray.num_gpus_per_task]; "
+        "0 scores on CPUs, 0.5 puts two tasks on one GPU",
+    ),
+]
+RayCpusOpt = Annotated[
+    float | None,
+    typer.Option("--ray-cpus-per-task", min=0, help="CPUs each scoring task asks [default: 1, or the YAML's]"),
 ]
 MlflowOpt = Annotated[
     str | None,
@@ -280,15 +293,21 @@ MlflowOpt = Annotated[
 ]
 
 
-def _ray(address: str | None, run_async: bool = False):
-    """--ray-address as the flows' `ray` parameter: one GPU per scoring task unless the YAML's `ray:` says more."""
-    if not address:
+def _ray(address: str | None, gpus: float | None = None, cpus: float | None = None, run_async: bool = False,
+         config: bool = False):  # fmt: skip
+    """The --ray-* flags as the flows' `ray` parameter, holding only what was given (`rsr run` lays it over the
+    YAML's `ray:`, so there a share alone is allowed; elsewhere a share needs --ray-address)."""
+    given = {"address": address, "num_gpus_per_task": gpus, "num_cpus_per_task": cpus}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
         return None
     if run_async:
-        _fail("--ray-address applies to a run in this process; with --async give `rsr serve --ray-address`")
+        _fail("--ray-* apply to a run in this process; with --async give them to `rsr serve`")
+    if not address and not config:
+        _fail("--ray-gpus-per-task and --ray-cpus-per-task go with --ray-address (where the tasks run)")
     from rsr.config import RaySpec
 
-    return RaySpec(address=address, num_gpus_per_task=1)
+    return RaySpec(**given)
 
 
 # Our own progress and report are what a user reads; libraries' per-step bars and INFO lines are noise. Read by
@@ -362,10 +381,12 @@ def run(
     config: Annotated[Path, typer.Argument(help="pipeline YAML")],
     state: StateOpt = None,
     ray_address: RayAddressOpt = None,
+    ray_gpus_per_task: RayGpusOpt = None,
+    ray_cpus_per_task: RayCpusOpt = None,
     mlflow_uri: MlflowOpt = None,
 ) -> None:
     """The whole DAG from a config: teachers -> dedup -> verify -> score -> select -> publish."""
-    ray = _ray(ray_address)
+    ray = _ray(ray_address, ray_gpus_per_task, ray_cpus_per_task, config=True)
     home = _state(state)
     from rsr_flows.pipeline import pipeline
 
@@ -410,6 +431,14 @@ def _emit_async(event: str, name: str, payload: dict, state: str | None) -> None
     except OSError as err:
         _fail(f"could not send {event} to the Prefect server: {err}")
     typer.echo(f"emitted {event} ({event_id}): {json.dumps(payload)}")
+    from rsr_deployments.runs import RUN_WAIT_S, run_link, run_started_by
+
+    with _user_errors(RuntimeError):
+        run = run_started_by(event_id, RUN_WAIT_S)
+    if run is None:
+        _fail(f"no flow run was started for it within {RUN_WAIT_S:.0f}s: is `rsr serve` (or `prefect deploy`) "
+              "registered on this Prefect server? (docs/deployments.md)")  # fmt: skip
+    typer.echo(f"flow run {run.name} ({run.id}): {run_link(run.id)}")
 
 
 @app.command("add-teacher", context_settings=MAP_PAIRS)
@@ -428,9 +457,11 @@ def add_teacher(
     state: StateOpt = None,
     run_async: Annotated[bool, typer.Option("--async", help="emit rsr.teacher.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
+    ray_gpus_per_task: RayGpusOpt = None,
+    ray_cpus_per_task: RayCpusOpt = None,
 ) -> None:
     """Curate a new teacher: ingest -> dedup -> verify -> score for every registered student."""
-    ray = _ray(ray_address, run_async)
+    ray = _ray(ray_address, ray_gpus_per_task, ray_cpus_per_task, run_async)
     p = str(Path(path).resolve()) if Path(path).exists() else path
     # The same keywords for the event's payload (with `name` and `file`: prefect.yaml's trigger) and the flow.
     given = {
@@ -498,9 +529,11 @@ def add_student(
     state: StateOpt = None,
     run_async: Annotated[bool, typer.Option("--async", help="emit rsr.student.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
+    ray_gpus_per_task: RayGpusOpt = None,
+    ray_cpus_per_task: RayCpusOpt = None,
 ) -> None:
     """Register a student and score every stored trajectory for it."""
-    ray = _ray(ray_address, run_async)
+    ray = _ray(ray_address, ray_gpus_per_task, ray_cpus_per_task, run_async)
     options = _template_kwargs(chat_template_kwargs)
     if run_async:
         payload = {"ref": ref, "dtype": dtype.value, "chat_template": chat_template}
@@ -564,23 +597,30 @@ def publish(
 @app.command()
 def serve(
     rescore_cron: Annotated[
-        str, typer.Option(help='cron for the rescore of every registered student; "" disables')
-    ] = "0 2 * * *",
+        str | None,
+        typer.Option(
+            help='cron of rsr\'s nightly rescore of every registered student; "" removes it [default: keep the '
+            "server's schedules; a new deployment gets prefect.yaml's 0 2 * * *]"
+        ),
+    ] = None,
     timezone: Annotated[str, typer.Option(help="time zone of --rescore-cron")] = "UTC",
     limit: Annotated[int, typer.Option(min=1, help="flow runs at a time (they share one DuckDB writer)")] = 1,
     state: StateOpt = None,
     ray_address: RayAddressOpt = None,
+    ray_gpus_per_task: RayGpusOpt = None,
+    ray_cpus_per_task: RayCpusOpt = None,
 ) -> None:
     """Serve the deployments from this process: curate on rsr.teacher.added, rescore nightly and on
-    rsr.student.added (then publish for each re-scored student), publish on demand. Needs PREFECT_API_URL (a
-    running `prefect server start`)."""
-    ray = _ray(ray_address)
+    rsr.student.added (then publish for each re-scored student), publish on demand; a run whose process died is
+    retried. Needs PREFECT_API_URL (a running `prefect server start`)."""
+    ray = _ray(ray_address, ray_gpus_per_task, ray_cpus_per_task)
     home = _state(state, server=False)  # it needs the real server: PREFECT_API_URL
-    from prefect import serve as prefect_serve
+    from rsr_deployments.serve import Served, serve_log
 
+    log = _LOG["path"] = serve_log(home)  # before Prefect is imported: its logging reads it
     from rsr.settings import DataScope
     from rsr_deployments.events import NoPrefectApi, require_api
-    from rsr_deployments.serve import build_deployments
+    from rsr_deployments.serve import serve as serve_forever
 
     with _user_errors(NoPrefectApi):
         url = require_api()
@@ -589,8 +629,13 @@ def serve(
     roots = os.pathsep.join(map(str, scope.roots or ())) or "nothing (set RSR_DATA_ROOTS)"
     hub = ", ".join(scope.hub_allow) or "none (RSR_HUB_ALLOW)"
     typer.echo(f"runs read only {roots} and hub ids {hub}: docs/deployments.md", err=True)
+    typer.echo(f"each run's start and end below; tracebacks in {log}", err=True)
+
+    def say(line: str) -> None:
+        typer.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
+
     # Each flow run is a subprocess, at most `limit` at a time, until interrupted.
-    prefect_serve(*build_deployments(home, rescore_cron or None, timezone, ray), limit=limit)
+    serve_forever(home, Served(rescore_cron, timezone, limit, ray), say)
 
 
 def _console():  # noqa: ANN202 (rich is imported lazily: `rsr --help` stays fast)

@@ -53,8 +53,11 @@ class ScoringSpec(_Strict):
 
 
 class RaySpec(_Strict):
+    """Where the scoring tasks run and what each asks of a node: one GPU and one CPU unless told (the YAML's `ray:`,
+    a deployment's `ray` parameter, or the --ray-* flags of every command that takes --ray-address)."""
+
     address: str | None = None  # ray://host:10001, "auto", or None for a local instance
-    num_gpus_per_task: float = Field(default=0, ge=0)
+    num_gpus_per_task: float = Field(default=1, ge=0)  # 0: score on CPUs; 0.5: two tasks share a GPU
     num_cpus_per_task: float = Field(default=1, ge=0)
 
 

@@ -139,12 +139,16 @@ class Store(Reader):
             [status, _now(), mlflow_run_id, run_id],
         )
 
-    def mark_interrupted_runs(self) -> int:
+    def mark_interrupted_runs(self) -> list[str]:
         """Runs left "running" by a process that died (SIGKILL, OOM, power loss) become "interrupted".
 
         Call only while holding the state folder's writer lock as its outermost holder: then no other flow can
-        be running, so every "running" row is stale. Returns how many rows were marked."""
-        return self._count("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        be running, so every "running" row is stale. Returns the Prefect flow-run ids of the rows marked (those
+        that have one), so that the same runs can be marked crashed in Prefect (rsr_deployments.recovery)."""
+        rows = self._con.execute(
+            "UPDATE runs SET status = 'interrupted' WHERE status = 'running' RETURNING prefect_flow_run_id"
+        ).fetchall()
+        return [r[0] for r in rows if r[0]]
 
     def set_run_mlflow(self, run_id: str, mlflow_run_id: str) -> None:
         self._con.execute("UPDATE runs SET mlflow_run_id = ? WHERE run_id = ?", [mlflow_run_id, run_id])

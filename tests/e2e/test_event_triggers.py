@@ -107,8 +107,8 @@ def test_prefect_yaml_declares_the_served_deployments(tmp_path):
         assert served[name].parameters["state"] == str(tmp_path)
         yaml_triggers = [DeploymentEventTrigger.model_validate(t).model_dump() for t in d.get("triggers", [])]
         assert yaml_triggers == [t.model_dump() for t in triggers().get(name, [])], name
+        assert served[name].schedules is None and "rsr-serve" in served[name].tags  # schedules: the server's
     assert [s["cron"] for s in declared["rescore-students"]["schedules"]] == [DEFAULT_RESCORE_CRON]
-    assert [s.schedule.cron for s in served["rescore-students"].schedules] == [DEFAULT_RESCORE_CRON]
     assert "triggers" not in declared["publish"]  # the rescore flows publish for each student they re-scored
 
 
