@@ -20,9 +20,10 @@ class OneLineConsole(PrefectConsoleHandler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.ERROR and (record.name.startswith(RUN_LOGGERS) or record.name == "rsr"):
             return  # a run's failure, or the command's: each is said once, in one line, by `rsr serve` itself
-        if record.exc_info or record.exc_text or record.stack_info:
+        traceback = record.exc_info or record.exc_text or record.stack_info
+        if traceback or "\n" in record.getMessage():  # a warning's message ends with its source line, for one
             record = copy.copy(record)  # the file handler still gets the original, traceback and all
-            where = os.environ.get(SERVE_LOG)
+            where = os.environ.get(SERVE_LOG) if traceback else None
             record.msg = one_line(record.getMessage()) + (f" (traceback: {where})" if where else "")
             record.args, record.exc_info, record.exc_text, record.stack_info = (), None, None, None
         super().emit(record)
