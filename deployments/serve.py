@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
 LOGGING_YML = Path(__file__).with_name("logging.yml")
-NIGHTLY = "rsr-nightly"  # the slug of rsr's own schedule: the only one `rsr serve --rescore-cron` changes
 
 
 @cache
@@ -42,6 +41,7 @@ def declared() -> dict[str, dict]:
 
 
 DEFAULT_RESCORE_CRON = declared()["rescore-students"]["schedules"][0]["cron"]
+NIGHTLY = declared()["rescore-students"]["schedules"][0]["slug"]  # rsr's own schedule: what --rescore-cron changes
 # Deployment-trigger parameters are Jinja over the triggering event (and the Prefect objects it names). A value that
 # is one `{{ expression }}` keeps its JSON type (null, bool, list, object), so optional keys default to null.
 CURATE_PARAMETERS = declared()["curate-teacher"]["triggers"][0]["parameters"]

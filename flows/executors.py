@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -214,17 +215,24 @@ def shipped_code(ray: RaySpec) -> Iterator[dict]:
 
 
 def check_placement(ray: RaySpec, where: str) -> None:
-    """Refuse at once a share that no node of the cluster can give (it would wait for ever), naming what exists."""
+    """Refuse at once a share that no node of the cluster can give (it would wait for ever), naming what exists; an
+    autoscaling cluster gets `wait_for_nodes_s` to add a node that fits."""
     import ray as ray_api
 
-    nodes = [n.get("Resources", {}) for n in ray_api.nodes() if n.get("Alive")]
-    fits = [n for n in nodes if n.get("GPU", 0) >= ray.num_gpus_per_task and n.get("CPU", 0) >= ray.num_cpus_per_task]
-    if fits:
-        return
+    deadline = time.monotonic() + ray.wait_for_nodes_s
+    while True:
+        nodes = [n.get("Resources", {}) for n in ray_api.nodes() if n.get("Alive")]
+        need = {"GPU": ray.num_gpus_per_task, "CPU": ray.num_cpus_per_task}
+        if any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
     best = ", ".join(f"{n.get('CPU', 0):g} CPU + {n.get('GPU', 0):g} GPU" for n in nodes) or "no live node"
     hint = "--ray-gpus-per-task 0 (ray.num_gpus_per_task: 0) to score on CPUs" if ray.num_gpus_per_task else ""
+    waited = f" (waited {ray.wait_for_nodes_s:g}s)" if ray.wait_for_nodes_s else ""
     raise RayUnavailable(
-        f"no node of {where} can run a scoring task: each asks {ray.num_cpus_per_task:g} CPU + "
+        f"no node of {where} can run a scoring task{waited}: each asks {ray.num_cpus_per_task:g} CPU + "
         f"{ray.num_gpus_per_task:g} GPU, the nodes have {best}; give {hint or 'a smaller share'} or add a node "
         "that has it (docs/scaling.md)"
     )

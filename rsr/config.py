@@ -59,6 +59,7 @@ class RaySpec(_Strict):
     address: str | None = None  # ray://host:10001, "auto", or None for a local instance
     num_gpus_per_task: float = Field(default=1, ge=0)  # 0: score on CPUs; 0.5: two tasks share a GPU
     num_cpus_per_task: float = Field(default=1, ge=0)
+    wait_for_nodes_s: float = Field(default=0, ge=0)  # an autoscaling cluster: wait for a node that fits; 0: refuse
 
 
 class PipelineConfig(_Strict):

@@ -1,4 +1,5 @@
-"""`rsr add-student --ray-address` on a real Ray cluster of two CPU nodes on this host (tests/support/servers.py).
+"""`rsr add-student --ray-address` on a real Ray cluster of two CPU nodes on this host (tests/support/servers.py),
+joined with token authentication as docs/scaling.md says.
 
 One cluster for the module, used in order: a task that no node can place is refused at once, in one line; the
 shares given as flags score every trajectory, once; then the head is killed mid-run: the command ends with one line
@@ -57,10 +58,11 @@ def home(tmp_path_factory) -> Path:
     return state.root
 
 
-def _rsr(home: Path, tmp: Path, *args: str) -> subprocess.Popen:
-    """`rsr` in its own session (its own Prefect server, as at a person's shell), with a private TMPDIR."""
+def _rsr(home: Path, tmp: Path, *args: str, auth: dict | None = None) -> subprocess.Popen:
+    """`rsr` in its own session (its own Prefect server, as at a person's shell), with a private TMPDIR and the
+    cluster's token (`auth`)."""
     (tmp / "tmp").mkdir(exist_ok=True)
-    env = child_env(None, RSR_HOME=str(home), TMPDIR=str(tmp / "tmp"), RAY_AUTH_MODE="disabled")
+    env = child_env(None, RSR_HOME=str(home), TMPDIR=str(tmp / "tmp"), **(auth or {}))
     env.pop("PREFECT_API_URL", None)
     env["RAY_CLIENT_RECONNECT_GRACE_PERIOD"] = "5"  # Ray's default 30 s before a client calls a head lost
     out = open(tmp / "rsr.out", "wb")  # noqa: SIM115 - closed with the process, in _done
@@ -122,24 +124,26 @@ def _scoring_on_the_cluster(home: Path) -> bool:
 
 def test_add_student_scores_on_cpu_nodes_with_the_shares_given(cluster, home, tmp_path):
     # The default share (one GPU a task) fits no CPU node: said at once, in one line.
-    rc, out = _done(_rsr(home, tmp_path, "add-student", "smollm2-135m", "--ray-address", cluster["address"]), tmp_path)
+    address, auth = cluster["address"], cluster["auth"]
+    rc, out = _done(_rsr(home, tmp_path, "add-student", "smollm2-135m", "--ray-address", address, auth=auth), tmp_path)
     assert rc == 2 and len(out) == 1, out
     assert out[0].startswith(f"error: no node of {cluster['address']} can run a scoring task: each asks 1 CPU + 1 GPU")
     assert "--ray-gpus-per-task 0" in out[0]
 
     args = ["add-student", "smollm2-135m", "--chat-template", "chatml", "--ray-address", cluster["address"]]
-    rc, out = _done(_rsr(home, tmp_path, *args, "--ray-gpus-per-task", "0"), tmp_path)
+    rc, out = _done(_rsr(home, tmp_path, *args, "--ray-gpus-per-task", "0", auth=auth), tmp_path)
     assert rc == 0, out
     assert f"scored {N_TRAJECTORIES} trajectories for smollm2-135m@" in "\n".join(out), out  # after any progress bar
     assert _scores(home, "chatml") == (N_TRAJECTORIES, N_TRAJECTORIES)
-    assert not list((tmp_path / "tmp").iterdir())  # no temporary folder left (the code shipped to the cluster)
+    assert not list((tmp_path / "tmp").glob("rsr-ray-*"))  # no folder left of the code shipped to the cluster
 
 
 def test_a_lost_head_is_one_line_and_a_rerun_completes_once(cluster, home, tmp_path):
     auth_token = Path.home() / ".ray" / "auth_token"
     had_token = auth_token.exists()
     args = ["add-student", "smollm2-135m", "--chat-template", "llama3"]
-    proc = _rsr(home, tmp_path, *args, "--ray-address", cluster["address"], "--ray-gpus-per-task", "0")
+    proc = _rsr(home, tmp_path, *args, "--ray-address", cluster["address"], "--ray-gpus-per-task", "0",
+                auth=cluster["auth"])  # fmt: skip
     try:
         assert wait_for(lambda: _scoring_on_the_cluster(home), RUN_S, proc), (tmp_path / "rsr.out").read_text()
         os.killpg(cluster["head"], signal.SIGKILL)  # the head and everything it ran
