@@ -275,13 +275,13 @@ RayGpusOpt = Annotated[
     typer.Option(
         "--ray-gpus-per-task",
         min=0,
-        help="GPUs each scoring task asks of a Ray node [default: 1, or the YAML's ray.num_gpus_per_task]; "
+        help="GPUs each scoring task asks of a Ray node (default 1, or the YAML's ray.num_gpus_per_task); "
         "0 scores on CPUs, 0.5 puts two tasks on one GPU",
     ),
 ]
 RayCpusOpt = Annotated[
     float | None,
-    typer.Option("--ray-cpus-per-task", min=0, help="CPUs each scoring task asks [default: 1, or the YAML's]"),
+    typer.Option("--ray-cpus-per-task", min=0, help="CPUs each scoring task asks (default 1, or the YAML's)"),
 ]
 MlflowOpt = Annotated[
     str | None,
@@ -599,8 +599,8 @@ def serve(
     rescore_cron: Annotated[
         str | None,
         typer.Option(
-            help='cron of rsr\'s nightly rescore of every registered student; "" removes it [default: keep the '
-            "server's schedules; a new deployment gets prefect.yaml's 0 2 * * *]"
+            help='cron of rsr\'s nightly rescore of every registered student; "" removes it (default: keep the '
+            "server's schedules; a new deployment gets prefect.yaml's 0 2 * * *)"
         ),
     ] = None,
     timezone: Annotated[str, typer.Option(help="time zone of --rescore-cron")] = "UTC",
