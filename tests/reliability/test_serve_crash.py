@@ -1,11 +1,11 @@
 """`rsr serve` killed mid-run, then started again: its run is marked Crashed, retried, and completes; the store ends
-with every score exactly once and no run is left Running on the Prefect server.
+with every score exactly once and no run is left Running on the Prefect server; the run shows its artifacts.
 
 A real Prefect server (the reliability session's), a real `rsr serve` on a scored demo state. The run is started
-through the API, as `prefect deployment run` would, re-scoring 12 trajectories for a new student in 3 shards that
+through the API, as `prefect deployment run` would: it re-scores 12 trajectories for a new student in 3 shards that
 each take at least SHARD_S (tests/support/hooked_python: the flow-run processes that `rsr serve` starts mark each
-shard). Once one shard is stored, serve's whole process group is SIGKILLed, as a host or container loss would: the
-flow-run process dies with it.
+shard), then publishes the student's dataset. Once one shard is stored, serve's whole process group is SIGKILLed,
+as a host or container loss would: the flow-run process dies with it.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_a_run_killed_with_serve_is_retried_when_serve_starts_again(scored_state
     try:
         with SyncPrefectClient(prefect_api_url) as client:
             deployment = _registered(client, state, serve, log)
-            parameters = {"students": [{"ref": "smollm2-135m", "chat_template": "llama3"}], "publish": False}
+            parameters = {"students": [{"ref": "smollm2-135m", "chat_template": "llama3"}], "publish": True}
             run = client.create_flow_run_from_deployment(
                 deployment.id, parameters=parameters | {"scoring": {"shard_size": SHARD}}
             )
@@ -93,6 +93,9 @@ def test_a_run_killed_with_serve_is_retried_when_serve_starts_again(scored_state
             left = client.read_flow_runs(
                 flow_run_filter=f.FlowRunFilter(start_time=f.FlowRunFilterStartTime(after_=since), state=live)
             )
+            shown = client.read_artifacts(
+                artifact_filter=f.ArtifactFilter(flow_run_id=f.ArtifactFilterFlowRunId(any_=[run.id]))
+            )
     finally:
         servers.stop(serve)
     assert final.state.is_completed() and final.run_count == 2, (final.state, servers.tail(log))
@@ -107,3 +110,11 @@ def test_a_run_killed_with_serve_is_retried_when_serve_starts_again(scored_state
     assert f"run {run.name} (rescore-students) crashed: its process died while Running" in said
     assert "retrying it (retry 1 of 2)" in said and f"run {run.name} (rescore-students) completed" in said
     assert "Traceback" not in said  # the serve log: one line a record
+
+    # What the run shows in the UI: the student's teacher board, the dataset it published and its MLflow run.
+    by_key = {a.key: a for a in shown if a.key}
+    (board,) = [a for k, a in by_key.items() if k.startswith("teacher-board-smollm2-135m-")]
+    teachers = sorted(row["teacher"] for row in json.loads(board.data))
+    assert teachers == ["careful-tutor", "rambling-model", "terse-solver"]
+    assert {"dataset-sft-smollm2-135m-llama3", "mlflow-sft-smollm2-135m-llama3"} <= set(by_key)
+    assert "load_from_disk" in by_key["dataset-sft-smollm2-135m-llama3"].data
