@@ -15,9 +15,8 @@ from typing import Any, Literal, TypeVar
 from prefect.runtime import deployment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rsr.config import StudentSpec
-from rsr.score.load import CHAT_TEMPLATES, EMBEDDED
 from rsr.settings import DataScope
+from rsr.spec import CHAT_TEMPLATES, EMBEDDED_NAMES, StudentSpec
 
 PREFECT_KIND = "__prefect_kind"
 
@@ -47,11 +46,14 @@ class TeacherAdded(_Payload):
 
 
 class StudentAdded(_Payload):
-    """rsr.student.added."""
+    """rsr.student.added: a student spec's identity (rsr.spec.StudentSpec); `rsr add-student --async` sends the
+    template's content, so the flow reads the same template whichever folder or host it runs in."""
 
     ref: str = Field(min_length=1)
+    revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     chat_template: str | None = None
+    chat_template_text: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None  # the template's options, as in a config's student
 
 
@@ -96,10 +98,13 @@ def teacher_input(scope: DataScope, path: str, fmt: str | None, problems: str | 
 
 
 def student_input(scope: DataScope, spec: StudentSpec) -> StudentSpec:
-    """A student's model and chat template as they may be read: an embedded name, a folder, or a hub id."""
-    if spec.ref not in EMBEDDED:
+    """A student's model and chat template as they may be read (an embedded name, a folder, or a hub id; a
+    template file under the data roots), then resolved: absolute paths, the template read (rsr.spec)."""
+    if spec.student_id:  # a registration: it was read when it was registered
+        return spec
+    if spec.ref not in EMBEDDED_NAMES:
         local = Path(spec.ref).expanduser().is_dir()  # the loader's own rule (rsr.score.load.model_folder)
         spec = spec.model_copy(update={"ref": scope.source(spec.ref, not local, "student model")})
-    if spec.chat_template and spec.chat_template not in CHAT_TEMPLATES:
+    if spec.chat_template and spec.chat_template not in CHAT_TEMPLATES and spec.chat_template_text is None:
         spec = spec.model_copy(update={"chat_template": scope.source(spec.chat_template, False, "chat template")})
-    return spec
+    return spec.resolved()

@@ -46,11 +46,12 @@ def pipeline(
         scores = [run_score_student(home, run_id, s, config.scoring, ray) for s in config.students]
         published = []
         uri = mlflow_uri or config.mlflow_uri
-        for spec in config.students:
+        for spec, scored in zip(config.students, scores, strict=True):
             # One student: the config's output name (unless it names its own); several: each named by its student.
             name = spec.dataset_name(config.output) if len(config.students) > 1 else spec.output or config.output
-            policy = spec.policy or config.policy
-            published.append(publish_dataset(spec, policy, name, mlflow_uri=uri, state=str(home.root)))
+            policy = config.policy_of(spec)
+            registered = spec.model_copy(update={"ref": scored.student_id})  # the one just scored, by its id
+            published.append(publish_dataset(registered, policy, name, mlflow_uri=uri, state=str(home.root)))
         return PipelineResult(teachers, scores, published)
 
 

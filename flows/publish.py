@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from prefect import flow
 from prefect.runtime import flow_run
 
-from rsr.config import StudentSpec
 from rsr.publish.manifest import Publication
 from rsr.select import SelectionPolicy
+from rsr.spec import StudentSpec
+from rsr.store.writer import Store
 from rsr_flows._entry import data_scope, student_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_tasks.publish import publish, push, select_trajectories
@@ -35,17 +36,25 @@ def publish_dataset(
     push_to_hub: str | None = None,
     state: str | None = None,
 ) -> Published:
-    """`name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own;
+    """`student`: a spec naming a registered student (rsr.spec: its id, or its ref and what tells it apart);
+    `name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own;
     `mlflow_uri` to $MLFLOW_TRACKING_URI, then the state folder's MLflow store; `push_to_hub`: also upload the
     dataset to this Hugging Face dataset repo."""
     student = student_input(data_scope(), student or StudentSpec())
     home = state_dir(state)
-    policy = policy or student.policy or DEFAULT_POLICY
-    name = name or student.dataset_name()
-    params = {"student": student.ref, "policy": policy.model_dump(), "name": name}
-    with recorded_run(home, params) as run_id:
+    with recorded_run(home, {"student": student.ref}) as run_id:
         found = find_student(home.duckdb, student)
+        registered = found.student.spec()
+        policy = policy or _policy(student.policy or registered.policy)
+        name = name or student.output or registered.dataset_name()
+        with Store.open(home.duckdb) as store:
+            store.merge_run_params(run_id, {"student_id": found.student.student_id, "policy": policy.model_dump(),
+                                            "name": name})  # fmt: skip
         selection = select_trajectories(home, found, policy)  # each task's result is the next one's argument: an edge
         pub = publish(home, run_id, selection, name, flow_run.get_id(), mlflow_uri)
         hub = push(home, pub, push_to_hub, mlflow_uri) if push_to_hub else None
         return Published(pub, found.student.student_id, selection.ranking, hub)
+
+
+def _policy(configured: dict | None) -> SelectionPolicy:
+    return SelectionPolicy.model_validate(configured) if configured else DEFAULT_POLICY

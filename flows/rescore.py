@@ -12,8 +12,9 @@ from pathlib import Path
 
 from prefect import flow
 
-from rsr.config import RaySpec, ScoringSpec, StudentSpec
+from rsr.config import RaySpec, ScoringSpec
 from rsr.settings import StateDir
+from rsr.spec import StudentSpec
 from rsr.store.queries import Reader
 from rsr_flows._entry import StudentAdded, data_scope, parse_payload, student_input
 from rsr_flows._run import recorded_run, state_dir
@@ -65,21 +66,20 @@ def score_and_publish(
     for spec in specs:
         scored = run_score_student(home, run_id, spec, scoring, ray)
         if publish and scored.scored:
-            scored = dataclasses.replace(scored, published=publish_dataset(spec, state=str(home.root)))
+            registered = spec.model_copy(update={"ref": scored.student_id})  # the one just scored, by its id
+            published = publish_dataset(registered, name=spec.dataset_name(), state=str(home.root))
+            scored = dataclasses.replace(scored, published=published)
         out.append(scored)
     return out
 
 
 def registered_students(db: Path) -> list[StudentSpec]:
-    """Every student scored before (so a new teacher is scored for all of them), else the embedded default."""
+    """Every student scored before, as registered (so a new teacher is scored for each of them), else the
+    embedded default."""
     with Reader.open(db) as reader:
         rows = reader.students()
-    specs = []
+    specs: list[StudentSpec] = []
     for row in rows:
-        info = row.info or {}
-        keys = ("dtype", "chat_template", "chat_template_kwargs", "policy", "output")
-        kept = {k: info[k] for k in keys if info.get(k) is not None}
-        spec = StudentSpec(ref=row.ref, **kept)
-        if spec not in specs:
+        if (spec := row.spec()) not in specs:
             specs.append(spec)
     return specs or [StudentSpec()]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rsr.curate.dedup import DEFAULT_THRESHOLD
 from rsr.curate.verify import DEFAULT_TIMEOUT_S
 from rsr.select import SelectionPolicy
+from rsr.spec import StudentSpec
+
+__all__ = ["PipelineConfig", "RaySpec", "ScoringSpec", "StudentSpec", "TeacherSpec"]
 
 
 class _Strict(BaseModel):
@@ -25,25 +27,6 @@ class TeacherSpec(_Strict):
     format: Literal["messages", "sharegpt", "generations", "zeroeval", "table", "hf"] | None = None
     mapping: dict[str, str] | None = None
     hf_options: dict[str, str] | None = None  # a hub dataset's {config, split, revision}
-
-
-class StudentSpec(_Strict):
-    ref: str = "smollm2-135m"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    device: str = "auto"
-    chat_template: str | None = None
-    # The template's options, as vLLM's `chat_template_kwargs` (e.g. {enable_thinking: true}); part of the digest.
-    chat_template_kwargs: dict[str, Any] | None = None
-    policy: SelectionPolicy | None = None  # how this student's dataset is selected after a (re-)score
-    output: str | None = None  # its dataset's name; default: sft-<model name>
-
-    def dataset_name(self, base: str = "sft") -> str:
-        """Outputs are named by student, so several students' datasets are told apart at a glance."""
-        if self.output:
-            return self.output
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.ref.rstrip("/")).name).strip("-.") or "student"
-        template = Path(self.chat_template).stem if self.chat_template else None
-        return f"{base}-{name}" + (f"-{template}" if template else "")
 
 
 class ScoringSpec(_Strict):
@@ -77,6 +60,19 @@ class PipelineConfig(_Strict):
         if isinstance(value, list):
             return [{"ref": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @field_validator("students")
+    @classmethod
+    def _policies_checked(cls, students: list[StudentSpec]) -> list[StudentSpec]:
+        # A student's own policy is checked here, at load, not when its dataset is published at the end.
+        for s in students:
+            if s.policy is not None:
+                SelectionPolicy.model_validate(s.policy)
+        return students
+
+    def policy_of(self, student: StudentSpec) -> SelectionPolicy:
+        """The student's own policy, else the config's."""
+        return SelectionPolicy.model_validate(student.policy) if student.policy else self.policy
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PipelineConfig:
@@ -112,4 +108,6 @@ class PipelineConfig(_Strict):
         problems = None if self.problems is None else local(self.problems)
         if problems is not None and not problems.is_file():
             raise FileNotFoundError(f"{config_path}: problems file {problems} does not exist ({where})")
-        return self.model_copy(update={"teachers": teachers, "problems": None if problems is None else str(problems)})
+        students = [s.resolved(base) for s in self.students]  # model folders and template files, from the config
+        update = {"teachers": teachers, "students": students, "problems": None if problems is None else str(problems)}
+        return self.model_copy(update=update)

@@ -416,7 +416,7 @@ def reencodes_json_arguments(chat_template: str | None, options: Mapping[str, An
     """Whether this template encodes tool-call arguments given as JSON text again and so is given mappings (see
     probe_tool_calls). Tokenizer-free (transformers' own Jinja renderer; special tokens play no part in how
     arguments render), for the student's digest: scores of tool calls under such a template changed when rsr
-    began giving it mappings (rsr/score/load.py folder_digest)."""
+    began giving it mappings (rsr.spec.student_digest)."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
     source, clock = _pinned_clock(chat_template)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from rsr.metric import METRIC_VERSION, R_MAX
 from rsr.records import Score, Trajectory
+from rsr.spec import Registration, StudentSpec, pick_registration
 from rsr.store import connect as db
 
 
@@ -43,20 +44,11 @@ class ScoreKey:
 
 
 @dataclass(frozen=True)
-class StudentRow:
-    student_id: str
-    ref: str
-    digest: str | None
-    info: dict[str, Any]
-    registered_at: datetime | None = None
-
-
-@dataclass(frozen=True)
 class ScoreSetting:
     """A row of the ``score_settings`` view: how many of a student's current scores were made one way."""
 
     student_id: str
-    student: str | None
+    student_label: str | None
     key: ScoreKey
     n_scored: int
     n_truncated: int
@@ -231,8 +223,8 @@ class Reader:
         """Named rows of the ingest_log view (teacher, source, records, stored, repeats, near_duplicates,
         quarantined, run_id, format, fields), of one run or all, in the order they were written."""
         return self._named(
-            'SELECT * EXCLUDE ("at") FROM ingest_log WHERE CAST(? AS VARCHAR) IS NULL OR run_id = ? '
-            'ORDER BY "at", source',
+            "SELECT * EXCLUDE (logged_at) FROM ingest_log WHERE CAST(? AS VARCHAR) IS NULL OR run_id = ? "
+            "ORDER BY logged_at, source",
             [run_id, run_id],
             "IngestLog",
         )
@@ -266,33 +258,30 @@ class Reader:
             "Unverified",
         )
 
-    def students(self) -> list[StudentRow]:
-        rows = self._con.execute("SELECT * FROM students ORDER BY registered_at, student_id").fetchall()
-        return [StudentRow(sid, ref, dig, json.loads(info) if info else {}, at) for sid, ref, dig, info, at in rows]
+    def registrations(self) -> list[Registration]:
+        """Every registered student, newest first, as the `registrations` view names it (its label) with its
+        template's text when one was given (kept by content)."""
+        cur = self._con.execute(
+            """SELECT g.student_id, g.ref, g.digest, g.label, g.revision, g.dtype, g.template_name, g.template_digest,
+                   CASE WHEN g.template_name IS NOT NULL THEN c.text END, g.chat_template_kwargs, s.info,
+                   g.registered_at
+            FROM registrations g JOIN students s USING (student_id)
+            LEFT JOIN chat_templates c ON c.template_digest = g.template_digest
+            ORDER BY g.registered_at DESC, g.student_id DESC"""
+        )
+        return [
+            Registration(*r[:9], chat_template_kwargs=_loads(r[9]), info=_loads(r[10]) or {}, registered_at=r[11])
+            for r in cur.fetchall()
+        ]
 
-    def registrations(
-        self, ref: str, chat_template: str | None | bool = True, chat_template_kwargs: dict | None | bool = True
-    ) -> list[StudentRow]:
-        """The one rule for finding a registered student: ``ref`` is a student_id (taken as given, first) or a
-        model reference, newest registration first. ``chat_template``: only registrations rendering with it (None:
-        the model's own); ``chat_template_kwargs``: only those with these template options (None or {}: none; two
-        registrations of one model with thinking on and off are two students); True: any. Raises ValueError,
-        naming the registered refs and options, when none matches."""
-        rows = sorted(reversed(self.students()), key=lambda r: r.student_id != ref)  # stable: newest first
-        rows = [r for r in rows if ref in (r.ref, r.student_id)]
-        if chat_template is not True:
-            rows = [r for r in rows if r.info.get("chat_template") == chat_template]
-        if chat_template_kwargs is not True:
-            rows = [r for r in rows if (r.info.get("chat_template_kwargs") or {}) == (chat_template_kwargs or {})]
-        if not rows:
-            raise ValueError(self._no_registration(ref, chat_template, chat_template_kwargs))
-        return rows
+    def students(self) -> list[Registration]:
+        """Every registered student, first registered first (the order flows score them in)."""
+        return self.registrations()[::-1]
 
-    def _no_registration(self, ref: str, chat_template: str | None | bool, options: dict | None | bool) -> str:
-        known = ", ".join(sorted({registration_name(r) for r in self.students()})) or "none"
-        which = "" if chat_template is True else f" with template {chat_template}"
-        which += "" if options is True else f" with chat_template_kwargs {json.dumps(options or {}, sort_keys=True)}"
-        return f"no student {ref!r}{which} in the store (registered: {known}); `rsr add-student {ref}`"
+    def find_student(self, spec: StudentSpec) -> Registration:
+        """The registration `spec` names (rsr.spec.pick_registration: the one rule), or a ValueError that lists
+        the registrations with how to name each."""
+        return pick_registration(spec, self.registrations())
 
     def current_setting(self, student_id: str, dtype: str | None = None) -> ScoreKey | None:
         """How the student's most recent scores (in ``dtype``, when given) were made; None if never scored so."""
@@ -331,7 +320,7 @@ class Reader:
         """How a student's current scores were made (dtype, max_tokens, r_max), with counts (truncated ones too);
         the most recently scored setting first (on a tie, the one with more rows)."""
         cur = self._con.execute(
-            """SELECT student_id, student, dtype, max_tokens, r_max, n_scored, n_truncated, last_scored_at
+            """SELECT student_id, student_label, dtype, max_tokens, r_max, n_scored, n_truncated, last_scored_at
             FROM score_settings WHERE CAST(? AS VARCHAR) IS NULL OR student_id = ?
             ORDER BY student_id, last_scored_at DESC, n_scored DESC, dtype, max_tokens NULLS LAST, r_max""",
             [student_id, student_id],
@@ -487,10 +476,3 @@ class Reader:
         for r in out:
             r["messages"] = whole_messages(r["messages"], r.pop("response"))
         return out
-
-
-def registration_name(r: StudentRow, name: str | None = None) -> str:
-    """A registered student as a user tells it apart: its ref (or `name`), and its template options if it has any."""
-    options = r.info.get("chat_template_kwargs")
-    name = r.ref if name is None else name
-    return f"{name} (chat_template_kwargs {json.dumps(options, sort_keys=True)})" if options else name

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from rsr.records import Duplicate, Problem, Rejected, Score, Trajectory, Verdict, _digest
+from rsr.spec import StudentSpec, options_text, template_digest
 from rsr.store import connect as db
 from rsr.store.queries import IngestCounts, Reader, SourceFile, check_dtype, stored_messages
 
@@ -176,7 +177,8 @@ class Store(Reader):
         """Quarantine rejected records; the same (file, line, reason, raw) twice is a no-op. Returns # new."""
         now = _now()
         rows = {
-            quarantine_id_for(r): {"quarantine_id": quarantine_id_for(r), **r.model_dump(), "run_id": run_id, "at": now}
+            quarantine_id_for(r): {"quarantine_id": quarantine_id_for(r), **r.model_dump(), "run_id": run_id}
+            | {"quarantined_at": now}
             for r in rejected
         }
         return self._insert("quarantine", rows.values(), "ON CONFLICT DO NOTHING")
@@ -184,7 +186,7 @@ class Store(Reader):
     def add_ingest_counts(self, run_id: str, teacher: str, counts: IngestCounts) -> None:
         """How one source's records were accounted for in this run (ingest_log): records = stored + repeats +
         quarantined. The same run, teacher and source again replaces its row."""
-        row = asdict(counts) | {"run_id": run_id, "teacher": teacher, "at": _now()}
+        row = asdict(counts) | {"run_id": run_id, "teacher": teacher, "logged_at": _now()}
         row["fields"] = _json(row["fields"])
         self._insert("ingest_counts", [row], verb="INSERT OR REPLACE")
 
@@ -213,19 +215,38 @@ class Store(Reader):
     def set_verdicts(self, verdicts: Sequence[Verdict], run_id: str | None) -> None:
         """Store verdicts; the latest write per trajectory wins (e.g. re-verification once gold arrives)."""
         now = _now()
-        rows = {v.trajectory_id: {**v.model_dump(), "run_id": run_id, "at": now} for v in verdicts}
+        rows = {v.trajectory_id: {**v.model_dump(), "run_id": run_id, "verified_at": now} for v in verdicts}
         self._insert("verdicts", rows.values(), verb="INSERT OR REPLACE")
 
     def register_student(
-        self, student_id: str, ref: str, digest: str | None, info: dict[str, Any] | None = None
+        self,
+        student_id: str,
+        ref: str,
+        digest: str | None,
+        info: dict[str, Any] | None = None,
+        spec: StudentSpec | None = None,
+        template: str | None = None,
     ) -> None:
-        """Register (or refresh the ref/info of) a student; registered_at keeps the first registration time."""
+        """Register (or refresh) a student: its id, ref and digest, what Student.info() said (`info`), and from
+        `spec` how it is named (revision, template name, options); `template` is the effective template's text,
+        kept once by content. registered_at keeps the first registration time."""
+        info = info or {}
+        spec = spec or StudentSpec(ref=ref)
+        digest_of = template_digest(template) if template is not None else None
+        if template is not None:
+            self._con.execute(
+                "INSERT INTO chat_templates VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [digest_of, template, _now()]
+            )
         self._con.execute(
-            """INSERT INTO students VALUES (?, ?, ?, ?, ?)
+            """INSERT INTO students (student_id, ref, digest, info, registered_at, revision, dtype, template_name,
+                   template_digest, chat_template_kwargs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (student_id) DO UPDATE SET ref = excluded.ref, digest = excluded.digest,
-                info = excluded.info""",
-            [student_id, ref, digest, _json(info or {}), _now()],
-        )
+                info = excluded.info, revision = excluded.revision, dtype = excluded.dtype,
+                template_name = excluded.template_name, template_digest = excluded.template_digest,
+                chat_template_kwargs = excluded.chat_template_kwargs""",
+            [student_id, ref, digest, _json(info), _now(), spec.revision, info.get("dtype"), spec.template_name,
+             digest_of, options_text(spec.chat_template_kwargs)],
+        )  # fmt: skip
 
     def add_scores(self, scores: Sequence[Score], run_id: str | None) -> int:
         """Append scores whose key has no successful row yet (and whose score_id is new). Returns # inserted.

@@ -58,7 +58,7 @@ def test_ray_options_ask_for_the_gpu_share_and_forward_the_env(monkeypatch):
 
 
 def test_ray_address_reaches_the_flows_as_their_ray_parameter(tmp_path):
-    from rsr.cli import _ray
+    from rsr.cli.options import ray as _ray
     from rsr.config import PipelineConfig, RaySpec
 
     assert _ray(None) is None

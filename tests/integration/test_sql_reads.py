@@ -54,7 +54,7 @@ def test_run_query_reads_the_views(db: Path) -> None:
 
 def test_params_max_rows_and_read_only_statements(db: Path) -> None:
     res = run_query(
-        db, "SELECT teacher FROM latest_scores WHERE student = ? AND rsr > ? ORDER BY rsr", [STUDENT_REF, 1.5]
+        db, "SELECT teacher FROM latest_scores WHERE student_ref = ? AND rsr > ? ORDER BY rsr", [STUDENT_REF, 1.5]
     )
     assert [r[0] for r in res.rows] == ["alpha-teacher", "beta-teacher", "beta-teacher"]  # 2.0, 4.0, 6.0
     res = run_query(db, "FROM trajectories ORDER BY teacher", max_rows=2)

@@ -161,8 +161,9 @@ def test_trajectories_roundtrip_and_reingest_adds_nothing(store: Store) -> None:
     assert len(store.get_trajectories()) == 3
     assert store.query("SELECT DISTINCT run_id FROM trajectories")[1] == [("r1",)]
 
+
 def test_the_response_is_stored_once_and_every_read_gives_the_whole_chat(store: Store) -> None:
-    trace = "<think>\n" + "a long trace, " * 500 + "\n</think>\n\n$\\boxed{2}$ \"quoted\" é"
+    trace = "<think>\n" + "a long trace, " * 500 + '\n</think>\n\n$\\boxed{2}$ "quoted" é'
     t = Trajectory.build(
         teacher="A",
         problem="1+1?",
@@ -295,7 +296,7 @@ def test_score_settings_count_truncated(store: Store) -> None:
     store.add_trajectories(ts, "r")
     store.add_scores([score(ts[0], 2, 1), score(ts[1], 2, 1, truncated=True), score(ts[2], 0, 0, n=0, error="x")], "r")
     store.add_scores([score(ts[0], 2, 1, dtype="bfloat16", max_tokens=64, truncated=True)], "r")
-    settings = [(s.key, s.student, s.n_scored, s.n_truncated) for s in store.score_settings("stu")]
+    settings = [(s.key, s.student_label, s.n_scored, s.n_truncated) for s in store.score_settings("stu")]
     # The most recent setting first.
     assert settings == [(ScoreKey("bfloat16", 64), "tiny", 1, 1), (ScoreKey("float32"), "tiny", 2, 1)]
     assert store.score_settings("nobody") == []

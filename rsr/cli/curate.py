@@ -1,0 +1,219 @@
+"""The DAG's commands: `rsr run` (a whole config), `rsr demo`, `rsr add-teacher`, `rsr add-student`. Flows are
+imported lazily: Prefect must see this state folder's settings first."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from rsr.cli.app import app
+from rsr.cli.errors import fail, user_errors
+from rsr.cli.options import (
+    MAP_HELP,
+    MAP_PAIRS,
+    ChatTemplateOpt,
+    DeviceOpt,
+    Dtype,
+    DtypeOpt,
+    Format,
+    MlflowOpt,
+    RayAddressOpt,
+    RevisionOpt,
+    StateOpt,
+    TemplateKwargsOpt,
+    mapping,
+    ray,
+    state,
+    student_spec,
+)
+from rsr.cli.status import status
+
+if TYPE_CHECKING:
+    from rsr_tasks.curate import Ingested
+
+AsyncOpt = "--async"
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="pipeline YAML")],
+    state_folder: StateOpt = None,
+    ray_address: RayAddressOpt = None,
+    mlflow_uri: MlflowOpt = None,
+) -> None:
+    """The whole DAG from a config: teachers -> dedup -> verify -> score -> select -> publish."""
+    ray_spec = ray(ray_address)
+    home = state(state_folder)
+    from rsr_flows.pipeline import pipeline
+
+    with user_errors():
+        result = pipeline(str(config.resolve()), state=str(home.root), ray=ray_spec, mlflow_uri=mlflow_uri)
+    for curated in result.teachers:
+        got = curated.ingested
+        typer.echo(
+            f"teacher {got.teacher}: {got.records} records = {got.read} read + {got.repeats} repeats + "
+            f"{got.quarantined} quarantined"
+        )
+        _ingest_notes(got)
+    for s in result.scores:
+        for note in s.notes:
+            typer.echo(f"note: {note}")
+    status(state_folder)
+
+
+@app.command()
+def demo(state_folder: StateOpt = None) -> None:
+    """Write our demo data (3 teachers x 36 problems) and run the whole DAG on it with the embedded student."""
+    started = time.perf_counter()
+    home = state(state_folder)
+    from rsr.demo import write_demo_data
+
+    config = write_demo_data(home.root / "demo")
+    typer.echo(f"demo data and config written to {config.parent}")
+    run(config, state_folder=state_folder)
+    typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
+
+
+def _emit_async(event: str, name: str, payload: dict, state_folder: str | None) -> None:
+    """--async: send the event to the configured Prefect server for `rsr serve` (or a gpu worker) to act on."""
+    from rsr_deployments.events import NoPrefectApi, emit
+
+    if state_folder:
+        typer.echo("note: --state is not sent; the flow writes to the state folder its server side uses", err=True)
+    try:
+        event_id = emit(event, name, payload)
+    except NoPrefectApi as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"could not send {event} to the Prefect server: {err}")
+    shown = {k: (f"<{len(v)} characters>" if k == "chat_template_text" and v else v) for k, v in payload.items()}
+    typer.echo(f"emitted {event} ({event_id}): {json.dumps(shown)}")
+
+
+@app.command("add-teacher", context_settings=MAP_PAIRS)
+def add_teacher(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="teacher name")],
+    path: Annotated[str, typer.Argument(help="file or dataset folder with the teacher's outputs")],
+    format: Annotated[
+        Format | None, typer.Option("--format", metavar="FMT", help="input format [default: detected]")
+    ] = None,
+    pairs: Annotated[list[str] | None, typer.Option("--map", metavar="FIELD=COLUMN", help=MAP_HELP)] = None,
+    problems: Annotated[str | None, typer.Option(metavar="FILE", help="JSONL of problems with gold answers")] = None,
+    config: Annotated[str | None, typer.Option(metavar="NAME", help="a hub dataset's config (subset) name")] = None,
+    split: Annotated[str | None, typer.Option(help="one split of a hub or saved dataset (default: all)")] = None,
+    revision: Annotated[
+        str | None, typer.Option(metavar="REV", help="a hub dataset's revision (branch, tag, commit)")
+    ] = None,
+    no_score: Annotated[bool, typer.Option("--no-score", help="ingest, dedup, verify only")] = False,
+    publish: Annotated[bool, typer.Option("--publish", help="then publish for each student scored")] = False,
+    state_folder: StateOpt = None,
+    run_async: Annotated[bool, typer.Option(AsyncOpt, help="emit rsr.teacher.added for `rsr serve`")] = False,
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """Curate a new teacher: ingest -> dedup -> verify -> score for every registered student."""
+    ray_spec = ray(ray_address, run_async)
+    p = str(Path(path).resolve()) if Path(path).exists() else path
+    # The same keywords for the event's payload (with `name` and `file`: prefect.yaml's trigger) and the flow.
+    given = {
+        "format": format.value if format else None,
+        "mapping": mapping(pairs, ctx.args),
+        "problems": str(Path(problems).resolve()) if problems else None,
+        "hf_options": {k: v for k, v in (("config", config), ("split", split), ("revision", revision)) if v} or None,
+        "score": not no_score,
+        "publish": publish,
+    }
+    if run_async:
+        _emit_async("rsr.teacher.added", name, {"name": name, "file": p, **given}, state_folder)
+        return
+    home = state(state_folder)
+    from rsr_flows.curate import curate_teacher
+
+    with user_errors():
+        result = curate_teacher(name, p, **given, ray=ray_spec, state=str(home.root))
+    got = result.ingested
+    typer.echo(
+        f"teacher {name}: {got.records} records = {got.read} read + {got.repeats} repeats + {got.quarantined} "
+        f"quarantined; {got.new} new, {result.duplicates} duplicates, {result.verified} verified"
+    )
+    _ingest_notes(got)
+    for s in result.scores:
+        typer.echo(f"  scored {s.scored} for {s.student_id} ({s.errors} errors)")
+        for note in s.notes:
+            typer.echo(f"  note: {note}")
+
+
+def _ingest_notes(result: Ingested) -> None:
+    """What a user must know after an ingest: how each source was read (format, the column of each field; its
+    counts when there are several), why records were quarantined, and what missing golds mean."""
+    for plan, src in zip(result.plans, result.sources, strict=True):
+        typer.echo(f"  read {plan}")
+        if len(result.sources) > 1:
+            counts = f"{src.stored} read + {src.repeats} repeats + {src.quarantined} quarantined"
+            typer.echo(f"    {src.records} records = {counts}")
+    for reason, n in result.top_reasons:
+        typer.echo(f"  quarantined {n} x, e.g. {reason}")
+    if result.quarantined:
+        typer.echo('  all of them: rsr sql "SELECT source_file, source_line, reason FROM quarantine"')
+    if result.no_gold:
+        typer.echo(
+            f"  {result.no_gold} of {result.read} trajectories have no gold answer: they are verified `no_gold`, "
+            "and publishing (verified_only by default) selects none of them until a gold arrives (--problems FILE, "
+            "--map answer=COLUMN) or you publish with --include-unverified"
+        )
+
+
+@app.command("add-student")
+def add_student(
+    ref: Annotated[
+        str, typer.Argument(metavar="REF|ID", help="a model (smollm2-135m, a folder, a hub id) or a student_id")
+    ],
+    revision: RevisionOpt = None,
+    chat_template: ChatTemplateOpt = None,
+    chat_template_kwargs: TemplateKwargsOpt = None,
+    dtype: DtypeOpt = Dtype.auto,
+    device: DeviceOpt = "auto",
+    publish: Annotated[bool, typer.Option("--publish", help="then publish its dataset (sft-<model name>)")] = False,
+    state_folder: StateOpt = None,
+    run_async: Annotated[bool, typer.Option(AsyncOpt, help="emit rsr.student.added for `rsr serve`")] = False,
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """Register a student and score every stored trajectory for it (a student_id: score what that registration
+    lacks)."""
+    ray_spec = ray(ray_address, run_async)
+    spec = student_spec(ref, revision, chat_template, chat_template_kwargs, dtype, device)
+    if run_async:  # the template travels by content: the flow may run in another folder or on another host
+        payload = spec.model_dump(include={"ref", "revision", "dtype", "chat_template", "chat_template_text",
+                                           "chat_template_kwargs"}, exclude_none=True)  # fmt: skip
+        _emit_async("rsr.student.added", spec.ref, payload, state_folder)
+        return
+    home = state(state_folder)
+    from rsr_flows.rescore import rescore_student
+
+    with user_errors():
+        if spec.student_id:
+            spec = _registered(home, spec)
+        s = rescore_student(spec, ray=ray_spec, publish=publish, state=str(home.root))
+    typer.echo(f"scored {s.scored} trajectories for {s.student_id} ({s.errors} errors)")
+    for note in s.notes:
+        typer.echo(f"note: {note}")
+    if publish and s.published:
+        pub = s.published.publication
+        typer.echo(f"published {pub.n_rows} rows to {pub.path} (MLflow run {pub.mlflow_run_id})")
+    elif publish:
+        typer.echo(f"nothing new was scored for {s.student_id}: no dataset published "
+                   f"(publish its current scores with `rsr publish --student {s.student_id}`)")  # fmt: skip
+
+
+def _registered(home, spec):
+    """A student_id given to add-student: the registration's own spec (its template by content, its options)."""
+    from rsr.store.queries import Reader
+
+    with Reader.open(home.duckdb) as reader:
+        registration = reader.find_student(spec)
+    dtype = registration.dtype if spec.dtype == "auto" else spec.dtype
+    return registration.spec(dtype).model_copy(update={"device": spec.device})
