@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from prefect import flow
 
-from rsr.config import RaySpec, ScoringSpec, StudentSpec
+from rsr.config import RaySpec, ScoringSpec
 from rsr.curate.dedup import DEFAULT_THRESHOLD
 from rsr.curate.verify import DEFAULT_TIMEOUT_S
+from rsr.spec import StudentSpec
 from rsr_flows._entry import TeacherAdded, data_scope, parse_payload, student_input, teacher_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_flows.rescore import registered_students, score_and_publish

@@ -18,9 +18,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import rsr.metric
 import rsr_tasks.score
-from rsr.config import RaySpec, ScoringSpec, StudentSpec
+from rsr.config import RaySpec, ScoringSpec
 from rsr.metric import METRIC_VERSION, R_MAX
 from rsr.settings import StateDir
+from rsr.spec import StudentSpec
 from rsr.store.writer import Store
 from rsr_flows.publish import Published
 from rsr_tasks.score import register_student, score_shard

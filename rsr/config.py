@@ -14,7 +14,7 @@ from rsr.curate.verify import DEFAULT_TIMEOUT_S
 from rsr.select import SelectionPolicy
 from rsr.spec import StudentSpec
 
-__all__ = ["PipelineConfig", "RaySpec", "ScoringSpec", "StudentSpec", "TeacherSpec"]
+__all__ = ["PipelineConfig", "RaySpec", "ScoringSpec", "TeacherSpec"]
 
 
 class _Strict(BaseModel):

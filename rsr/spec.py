@@ -206,11 +206,10 @@ class Registration:
 
 def pick_registration(spec: StudentSpec, registrations: list[Registration]) -> Registration:
     """The registration a spec names (the rule in the module's docstring). `registrations` newest first."""
+    if exact := [r for r in registrations if r.student_id == spec.ref]:  # an id is taken as given, first
+        return exact[0]
     if spec.student_id:
-        found = [r for r in registrations if r.student_id == spec.student_id]
-        if not found:
-            raise UnknownStudent(_unknown(spec, registrations))
-        return found[0]
+        raise UnknownStudent(_unknown(spec, registrations))
     found = [r for r in registrations if r.ref == spec.ref and spec.revision in (None, r.revision)]
     if spec.chat_template is not None or spec.chat_template_text is not None:
         digest = template_digest(spec.template_source() or "")

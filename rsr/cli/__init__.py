@@ -18,7 +18,10 @@ from pathlib import Path
 
 import typer
 
-from rsr.cli import curate, publish, read, score, serve, status  # noqa: F401 (each registers its commands)
+# isort: off
+from rsr.cli import curate, score, publish, status, read, serve  # noqa: F401 (each registers its commands, in this order)
+
+# isort: on
 from rsr.cli.app import app
 from rsr.cli.errors import LOG, log_to, one_line
 

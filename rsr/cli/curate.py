@@ -13,13 +13,13 @@ import typer
 from rsr.cli.app import app
 from rsr.cli.errors import fail, user_errors
 from rsr.cli.options import (
-    MAP_HELP,
     MAP_PAIRS,
     ChatTemplateOpt,
     DeviceOpt,
     Dtype,
     DtypeOpt,
-    Format,
+    FormatOpt,
+    MapOpt,
     MlflowOpt,
     RayAddressOpt,
     RevisionOpt,
@@ -30,7 +30,6 @@ from rsr.cli.options import (
     state,
     student_spec,
 )
-from rsr.cli.status import status
 
 if TYPE_CHECKING:
     from rsr_tasks.curate import Ingested
@@ -45,7 +44,7 @@ def run(
     ray_address: RayAddressOpt = None,
     mlflow_uri: MlflowOpt = None,
 ) -> None:
-    """The whole DAG from a config: teachers -> dedup -> verify -> score -> select -> publish."""
+    """The whole DAG from a config, ingest to publish."""
     ray_spec = ray(ray_address)
     home = state(state_folder)
     from rsr_flows.pipeline import pipeline
@@ -62,12 +61,16 @@ def run(
     for s in result.scores:
         for note in s.notes:
             typer.echo(f"note: {note}")
+    from rsr.cli.status import status
+
     status(state_folder)
 
 
 @app.command()
 def demo(state_folder: StateOpt = None) -> None:
-    """Write our demo data (3 teachers x 36 problems) and run the whole DAG on it with the embedded student."""
+    """The whole DAG on our demo data with the embedded student.
+
+    Writes 3 teachers x 36 problems, then runs it as `rsr run` does."""
     started = time.perf_counter()
     home = state(state_folder)
     from rsr.demo import write_demo_data
@@ -99,10 +102,8 @@ def add_teacher(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="teacher name")],
     path: Annotated[str, typer.Argument(help="file or dataset folder with the teacher's outputs")],
-    format: Annotated[
-        Format | None, typer.Option("--format", metavar="FMT", help="input format [default: detected]")
-    ] = None,
-    pairs: Annotated[list[str] | None, typer.Option("--map", metavar="FIELD=COLUMN", help=MAP_HELP)] = None,
+    format: FormatOpt = None,
+    pairs: MapOpt = None,
     problems: Annotated[str | None, typer.Option(metavar="FILE", help="JSONL of problems with gold answers")] = None,
     config: Annotated[str | None, typer.Option(metavar="NAME", help="a hub dataset's config (subset) name")] = None,
     split: Annotated[str | None, typer.Option(help="one split of a hub or saved dataset (default: all)")] = None,
@@ -115,7 +116,9 @@ def add_teacher(
     run_async: Annotated[bool, typer.Option(AsyncOpt, help="emit rsr.teacher.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
 ) -> None:
-    """Curate a new teacher: ingest -> dedup -> verify -> score for every registered student."""
+    """Curate a new teacher and score it for every student.
+
+    Ingest, dedup, verify, then score (and with --publish, publish) for each registered student."""
     ray_spec = ray(ray_address, run_async)
     p = str(Path(path).resolve()) if Path(path).exists() else path
     # The same keywords for the event's payload (with `name` and `file`: prefect.yaml's trigger) and the flow.
@@ -182,8 +185,9 @@ def add_student(
     run_async: Annotated[bool, typer.Option(AsyncOpt, help="emit rsr.student.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
 ) -> None:
-    """Register a student and score every stored trajectory for it (a student_id: score what that registration
-    lacks)."""
+    """Register a student and score every stored trajectory for it.
+
+    Given a student_id: score what that registration lacks."""
     ray_spec = ray(ray_address, run_async)
     spec = student_spec(ref, revision, chat_template, chat_template_kwargs, dtype, device)
     if run_async:  # the template travels by content: the flow may run in another folder or on another host

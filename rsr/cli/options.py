@@ -23,12 +23,19 @@ Dtype = StrEnum("Dtype", ["auto", "float32", "bfloat16"])
 Format = StrEnum("Format", ["messages", "sharegpt", "generations", "zeroeval", "table", "hf"])
 Policy = StrEnum("Policy", ["per_problem_min_rsr", "top_teachers", "rsr_threshold"])
 OutputFormat = StrEnum("OutputFormat", ["table", "csv", "json"])
+FormatOpt = Annotated[
+    Format | None,
+    typer.Option(
+        "--format", metavar="FMT", help="messages | sharegpt | generations | zeroeval | table | hf (default: detected)"
+    ),
+]
 MAP_PAIRS = {"allow_extra_args": True}  # --map a=b c=d: the pairs after the first reach the command as extra args
 MAP_HELP = (
     "FIELD=COLUMN ... (several pairs, or repeat --map): problem, response, reasoning, answer, correctness, teacher, "
     "id, system, problem_id, messages, prompt, tools; COLUMN may be a dotted path (info.reference_answer, "
     "messages.0.info.x); a list column gives one trajectory per element (docs/formats.md)"
 )
+MapOpt = Annotated[list[str] | None, typer.Option("--map", metavar="FIELD=COLUMN", help=MAP_HELP)]
 
 # ---- the student option set: every command that names a student takes these (docs/students.md) ------------
 STUDENT_HELP = "a student_id, or a model: smollm2-135m, gemma3-270m, a model folder, a hub id"

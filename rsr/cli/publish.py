@@ -51,8 +51,10 @@ def publish(
     ] = None,
     state_folder: StateOpt = None,
 ) -> None:
-    """Select by policy and publish an SFT dataset (datasets + Parquet + JSONL + card) with MLflow lineage. The
-    student is a registered one: its id, or its ref and what tells it apart (docs/students.md)."""
+    """Select by policy and publish an SFT dataset with lineage.
+
+    datasets + Parquet + JSONL + card. The student is a registered one: its id, or its ref and what tells it
+    apart (docs/students.md)."""
     spec = student_spec(student, revision, chat_template, chat_template_kwargs, dtype)
     home = state(state_folder)
     from rsr.select import SelectionPolicy

@@ -67,7 +67,9 @@ def sql(
     max_rows: Annotated[int | None, typer.Option(help="keep at most this many rows")] = None,
     state_folder: StateOpt = None,
 ) -> None:
-    """Run a read-only SQL query on the state's DuckDB. Writes are refused; works while a flow is writing."""
+    """A read-only SQL query on the state's DuckDB.
+
+    Writes are refused; works while a flow is writing."""
     from rsr.settings import StateDir
     from rsr.store.sql import SqlError, run_query, to_csv, to_json
 
@@ -125,8 +127,9 @@ def report(
     ] = False,
     state_folder: StateOpt = None,
 ) -> None:
-    """Plots + one HTML page for a registered student: RSR per teacher, RSR vs accuracy, selection, score
-    history."""
+    """Plots and one HTML page for a registered student.
+
+    RSR per teacher, RSR vs accuracy, selection, score history."""
     from rsr.cli.score import load_named
     from rsr.report.page import build_report
     from rsr.settings import StateDir

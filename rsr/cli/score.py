@@ -12,13 +12,13 @@ import typer
 from rsr.cli.app import app
 from rsr.cli.errors import fail, user_errors
 from rsr.cli.options import (
-    MAP_HELP,
     MAP_PAIRS,
     ChatTemplateOpt,
     DeviceOpt,
     Dtype,
     DtypeOpt,
-    Format,
+    FormatOpt,
+    MapOpt,
     RevisionOpt,
     StateOpt,
     StudentOpt,
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from rsr.score.student import Student
     from rsr.settings import StateDir
     from rsr.spec import StudentSpec
-
-FormatOpt = Annotated[Format | None, typer.Option("--format", metavar="FMT", help="input format [default: detected]")]
-MapOpt = Annotated[list[str] | None, typer.Option("--map", metavar="FIELD=COLUMN", help=MAP_HELP)]
 
 
 def load_named(spec: StudentSpec, home: StateDir, stored: bool) -> Student:
@@ -80,8 +77,10 @@ def score(
     ] = None,
     state: StateOpt = None,
 ) -> None:
-    """Score trajectories with a student: per-record RSR statistics, then the dataset RSR. A student_id (or a
-    registered student's name) loads it from the state folder as registered."""
+    """Score a file's trajectories with a student (no store needed).
+
+    Per-record RSR statistics, then the dataset RSR. A student_id (or a registered student's name) is loaded
+    from the state folder as registered."""
     from rsr.score.io import read_score_input
     from rsr.settings import StateDir
 
@@ -151,9 +150,10 @@ def explain(
     out: Annotated[Path, typer.Option("--out", help="the page (.html) or a folder for it")] = Path("."),
     state: StateOpt = None,
 ) -> None:
-    """One trajectory token by token, as the student scored it: a self-contained HTML page (context greyed, each
-    scored token coloured by surprisal, rank on hover, totals checked against the stored score). A stored
-    trajectory is explained with the registered student the options name (its template and options as scored)."""
+    """One trajectory token by token, as the student scored it.
+
+    Context greyed, each scored token coloured by surprisal, rank on hover, totals checked against the stored
+    score. A stored trajectory is explained with the registered student the options name, as it was scored."""
     from rsr.cli.options import state as state_of
     from rsr.report.explain import explain_record, explain_trajectory
 

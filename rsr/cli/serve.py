@@ -22,9 +22,10 @@ def serve(
     state_folder: StateOpt = None,
     ray_address: RayAddressOpt = None,
 ) -> None:
-    """Serve the deployments from this process: curate on rsr.teacher.added, rescore nightly and on
-    rsr.student.added (then publish for each re-scored student), publish on demand. Needs PREFECT_API_URL (a
-    running `prefect server start`)."""
+    """Serve the deployments on a Prefect server (PREFECT_API_URL).
+
+    Curate on rsr.teacher.added, rescore nightly and on rsr.student.added (then publish for each re-scored
+    student), publish on demand."""
     ray_spec = ray(ray_address)
     home = state(state_folder, server=False)  # it needs the real server: PREFECT_API_URL
     from prefect import serve as prefect_serve

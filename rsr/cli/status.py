@@ -52,7 +52,7 @@ def _teacher_table(store, registration):  # noqa: ANN202 (rich is imported lazil
 
 @app.command()
 def status(state_folder: StateOpt = None) -> None:
-    """What the state folder holds: teachers, students, scores, publications, recent runs."""
+    """What the state folder holds: teachers, students, scores."""
     home = state(state_folder, writes=False)
     if not home.duckdb.exists():
         typer.echo(f"{home.duckdb} does not exist yet: run `rsr demo` or `rsr add-teacher`")

@@ -26,8 +26,8 @@ def test_what_travels_to_a_worker_pickles():
     """A scoring task, its arguments and its result cross process (and host) boundaries by cloudpickle."""
     import cloudpickle
 
-    from rsr.config import StudentSpec
     from rsr.records import Score
+    from rsr.spec import StudentSpec
     from rsr_tasks.score import score_shard
 
     spec = StudentSpec(ref="smollm2-135m", dtype="bfloat16")
@@ -178,7 +178,8 @@ def _assert_one_load_on_the_gpu_worker(log: Path, remote) -> None:
 @pytest.mark.slow
 @requires_ray
 def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypatch):
-    from rsr.config import ScoringSpec, StudentSpec
+    from rsr.config import ScoringSpec
+    from rsr.spec import StudentSpec
     from rsr_flows.score import run_score_student
 
     trajectories = _demo_trajectories(tmp_path)

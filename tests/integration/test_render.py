@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rsr.config import StudentSpec
 from rsr.records import RecordError, join_reasoning
 from rsr.score.load import weights_manifest
 from rsr.score.render import MAX_RENDER_CHARS, TEMPLATE_DATE, Renderer
 from rsr.score.student import Student
-from rsr.spec import student_digest
+from rsr.spec import StudentSpec, student_digest
 
 CHAT = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": join_reasoning("R", "A")}]
 # A template with an option, a clock and tool schemas: everything the renderer must pass through.

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from rsr.config import StudentSpec
 from rsr.settings import DataScope, OutsideData
+from rsr.spec import StudentSpec
 from rsr_flows._entry import BadPayload, StudentAdded, TeacherAdded, parse_payload, student_input, teacher_input
 
 
