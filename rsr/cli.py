@@ -378,6 +378,7 @@ def run(
             f"{got.quarantined} quarantined"
         )
         _ingest_notes(got)
+        _decontamination_notes(curated.decontaminated)
     for s in result.scores:
         for note in s.notes:
             typer.echo(f"note: {note}")
@@ -455,6 +456,7 @@ def add_teacher(
         f"quarantined; {got.new} new, {result.duplicates} duplicates, {result.verified} verified"
     )
     _ingest_notes(got)
+    _decontamination_notes(result.decontaminated)
     for s in result.scores:
         typer.echo(f"  scored {s.scored} for {s.student_id} ({s.errors} errors)")
         for note in s.notes:
@@ -488,6 +490,80 @@ def _ingest_notes(result: Ingested) -> None:
         )
 
 
+# ---- Benchmark decontamination (issue 28): `rsr add-benchmark`, the flag to let flagged trajectories in, the notes.
+ContaminatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-contaminated",
+        help="also score and select trajectories that hold a registered benchmark's problem (left out by default)",
+    ),
+]
+
+
+@app.command("add-benchmark")
+def add_benchmark(
+    name: Annotated[str, typer.Argument(help="its name; given alone, a preset: aime24, math500, gsm8k, ... (docs)")],
+    source: Annotated[
+        str | None, typer.Argument(help="a file (JSONL, JSON, CSV, Parquet, compressed), a saved dataset or a hub id")
+    ] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="problem=COLUMN (default: found)")] = None,
+    split: Annotated[str | None, typer.Option(help="a dataset's split")] = None,
+    config: Annotated[str | None, typer.Option(help="a hub dataset's config (subset)")] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="a hub dataset's branch, tag or commit [default: the newest]")
+    ] = None,
+    ngram: Annotated[int, typer.Option(min=3, max=64, help="n of the word n-grams")] = 8,
+    state: StateOpt = None,
+    run_async: Annotated[bool, typer.Option("--async", help="emit rsr.benchmark.added for `rsr serve`")] = False,
+) -> None:
+    """Register a benchmark and flag every stored trajectory that holds one of its problems (docs/decontamination.md).
+    Flagged trajectories stay in the store but are not scored, selected or published (unless --include-contaminated)."""
+    pairs = dict(p.partition("=")[::2] for p in mapping or [])
+    if set(pairs) - {"problem"} or not all(pairs.values()):
+        _fail(f"--map takes problem=COLUMN only (the column holding the problem), not {' '.join(mapping or [])}")
+    local = source is not None and Path(source).exists()
+    given = {"name": name, "source": str(Path(source).resolve()) if local else source, "problem": pairs.get("problem"),
+             "split": split, "config": config, "revision": revision, "ngram": ngram}  # fmt: skip
+    if run_async:
+        _emit_async("rsr.benchmark.added", name, {k: v for k, v in given.items() if v is not None}, state)
+        return
+    home = _state(state)
+    from rsr.config import BenchmarkSpec
+    from rsr_flows.benchmark import add_benchmark as add_benchmark_flow
+
+    with _user_errors():
+        done = add_benchmark_flow(BenchmarkSpec(**given), state=str(home.root))
+    b, checked = done.registered.benchmark, done.checked
+    how = "added" if done.registered.new else "already registered with this content: nothing changed"
+    where = f"{b.source}" + (f" at revision {b.revision}" if b.revision else "") + (f" [{b.split}]" if b.split else "")
+    typer.echo(f"benchmark {b.name}: {b.n_problems} problems from {where} (column {b.problem_column}, "
+               f"digest {b.digest[:12]}, n {b.ngram}): {how}")  # fmt: skip
+    if done.registered.skipped:
+        typer.echo(f"  skipped {b.n_skipped} rows without a problem text, e.g. {done.registered.skipped[0]}")
+    typer.echo(f"checked {checked.checked} trajectories ({checked.prompts} distinct prompts)")
+    _decontamination_notes(checked, every=True)
+    from rsr.store.queries import Reader
+
+    with Reader.open(home.duckdb) as reader:
+        for dataset, dataset_id, n in reader.contaminated_publications():
+            typer.echo(f"  note: {n} of them are in the published dataset {dataset} ({dataset_id}), published before: "
+                       "publish it again (rsr publish) to leave them out")  # fmt: skip
+
+
+def _decontamination_notes(got, every: bool = False) -> None:  # noqa: ANN001 (rsr_tasks is imported lazily)
+    """What the decontaminate stage found: per teacher and benchmark, the trajectories holding its problems."""
+    if got is None or not got.benchmarks:
+        return
+    if not got.flagged:
+        if every or got.checked:
+            typer.echo(f"  decontaminate: no trajectory holds a problem of {', '.join(got.benchmarks)}")
+        return
+    for teacher, found in sorted(got.found.items()):
+        per = ", ".join(f"{benchmark}: {n}" for benchmark, n in sorted(found.items()))
+        typer.echo(f"  decontaminate: {teacher}: trajectories holding a benchmark problem ({per})")
+    typer.echo('  they stay in the store, not scored nor selected: rsr sql "SELECT * FROM contamination"')
+
+
 @app.command("add-student")
 def add_student(
     ref: Annotated[str, typer.Argument(help=STUDENT_HELP)],
@@ -498,8 +574,9 @@ def add_student(
     state: StateOpt = None,
     run_async: Annotated[bool, typer.Option("--async", help="emit rsr.student.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
+    include_contaminated: ContaminatedOpt = False,
 ) -> None:
-    """Register a student and score every stored trajectory for it."""
+    """Register a student and score every stored trajectory for it (but those holding a benchmark problem)."""
     ray = _ray(ray_address, run_async)
     options = _template_kwargs(chat_template_kwargs)
     if run_async:
@@ -513,7 +590,8 @@ def add_student(
 
     spec = StudentSpec(ref=ref, dtype=dtype.value, chat_template=chat_template, chat_template_kwargs=options)
     with _user_errors():
-        s = rescore_student(spec, ray=ray, publish=publish, state=str(home.root))
+        s = rescore_student(spec, ray=ray, publish=publish, state=str(home.root),
+                            include_contaminated=include_contaminated)  # fmt: skip
     typer.echo(f"scored {s.scored} trajectories for {s.student_id} ({s.errors} errors)")
     for note in s.notes:
         typer.echo(f"note: {note}")
@@ -537,6 +615,7 @@ def publish(
         typer.Option(metavar="REPO", help="also upload to this HF dataset repo (datasets' push; token: HF_TOKEN)"),
     ] = None,
     state: StateOpt = None,
+    include_contaminated: ContaminatedOpt = False,
 ) -> None:
     """Select by policy and publish an SFT dataset (datasets + Parquet + JSONL + card) with MLflow lineage."""
     home = _state(state)
@@ -554,7 +633,8 @@ def publish(
             exclude_duplicates=not include_duplicates,
             include_truncated=include_truncated,
         )
-        result = publish_dataset(spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root))
+        result = publish_dataset(spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root),
+                                 include_contaminated=include_contaminated)  # fmt: skip
     pub = result.publication
     typer.echo(f"published {pub.n_rows} rows to {pub.path} (MLflow run {pub.mlflow_run_id})")
     if result.hub_commit_url:
@@ -612,8 +692,11 @@ def _teacher_table(store, student_id: str):  # noqa: ANN202 (rich is imported la
     table = Table(title=f"teachers for student {student_id} (lowest dataset RSR first)",
                   box=None, title_justify="left", pad_edge=False, header_style="bold underline")  # fmt: skip
     board = teacher_board(store, student_id).to_dict("records")
-    # "scored" is scored of ingested; failed, truncated and dropped tool calls get a column when any teacher has some.
-    extra = [c for c in ("n_failed", "n_truncated", "n_dropped_tool_calls") if any(r[c] for r in board)]
+    # "scored" is scored of ingested; failed, truncated, dropped tool calls and contaminated (holding a benchmark
+    # problem: not scored by default) get a column when any teacher has some.
+    extra = [
+        c for c in ("n_failed", "n_truncated", "n_dropped_tool_calls", "n_contaminated") if any(r[c] for r in board)
+    ]
     headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval")
     for col in (*headers, "selected"):  # a long name folds onto a second line; no number is ever cut
         wrap = col == "teacher"
@@ -652,7 +735,7 @@ def status(state: StateOpt = None) -> None:
             console.print(table)
             if subset:
                 console.print(
-                    "  * dataset RSR on a subset: failed, truncated or unscored trajectories are left out "
+                    "  * dataset RSR on a subset: failed, truncated, contaminated or unscored trajectories left out "
                     '(rsr sql "SELECT * FROM teacher_coverage"; failed ones: SELECT error FROM score_history)'
                 )
             for setting in store.score_settings(student.student_id):
@@ -662,7 +745,13 @@ def status(state: StateOpt = None) -> None:
                     f"{setting.n_truncated} truncated (left out of selection unless --include-truncated)"
                 )
         n_quarantined, pub = store.n_quarantined(), store.latest_publication()
+        benchmarks, found = store.benchmarks(), store.contamination_counts()
     console.print(f"quarantined records: {n_quarantined} (rsr sql: SELECT * FROM quarantine)")
+    for b in benchmarks:  # what every trajectory is checked against (rsr add-benchmark)
+        pinned = f" at {b.revision[:12]}" if b.revision else ""
+        console.print(f"benchmark {b.name}: {b.n_problems} problems from {b.source}{pinned}, digest {b.digest[:12]}, "
+                      f"added {b.added_at:%Y-%m-%d %H:%M}; trajectories holding one: {found[b.name][0]} "
+                      f"(rsr sql: SELECT * FROM contamination_log)")  # fmt: skip
     if pub:
         console.print(f"dataset:  {pub['path']}  ({pub['n_rows']} rows; datasets.load_from_disk)")
         console.print(f"MLflow run {pub['mlflow_run_id']}")

@@ -23,6 +23,7 @@ rolling pass, the look-up one searchsorted over the sorted index.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -239,3 +240,46 @@ def prompt_segments(problem: str | None, user_turns: Iterable[str | None]) -> li
     if problem and problem.strip() and problem not in turns:
         turns.insert(0, problem)
     return turns
+
+
+def benchmark_label(name: str, digest: str, n: int) -> str:
+    """What a trajectory is checked against, per benchmark: its name, content, n and the matcher's rule."""
+    return f"{name}@{digest[:16]}/n{n}/{MATCHER_VERSION}"
+
+
+def check_set_name(labels: Iterable[str]) -> str:
+    """The name of a set of benchmark labels (what contamination_checks rows hold)."""
+    return "cs-" + hashlib.sha256("\n".join(sorted(labels)).encode()).hexdigest()[:16]
+
+
+class DistinctPrompts:
+    """A matcher that checks each distinct prompt once: trajectories share problems (a teacher per problem, several
+    generations per row). A clean prompt is remembered by a 64-bit digest of its segments (~60 bytes each, so a
+    million distinct prompts stay within ~100 MB); a contaminated one with its hits."""
+
+    def __init__(self, matcher: Matcher) -> None:
+        self.matcher = matcher
+        self.clean: set[int] = set()
+        self.found: dict[int, list[Hit]] = {}
+        self.matched = 0  # distinct prompts matched so far
+
+    def match(self, prompts: Sequence[Sequence[str]]) -> list[list[Hit]]:
+        keys = [_digest64(p) for p in prompts]
+        todo: dict[int, Sequence[str]] = {}
+        for key, prompt in zip(keys, prompts, strict=True):
+            if key not in self.clean and key not in self.found:
+                todo.setdefault(key, prompt)
+        for key, hits in zip(todo, self.matcher.match(list(todo.values())), strict=True):
+            if hits:
+                self.found[key] = hits
+            else:
+                self.clean.add(key)
+        self.matched += len(todo)
+        return [self.found.get(key, []) for key in keys]
+
+
+def _digest64(segments: Sequence[str]) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    for s in segments:
+        h.update(s.encode("utf-8", "surrogatepass") + b"\x00")
+    return int.from_bytes(h.digest(), "little")

@@ -117,6 +117,29 @@ class SourceFile:
 
 
 @dataclass(frozen=True)
+class BenchmarkRow:
+    """A registered benchmark (the benchmarks table): where its problems came from, how many, their digest."""
+
+    name: str
+    source: str
+    kind: str  # file | hf_dir | hub
+    config: str | None
+    split: str | None
+    revision: str | None
+    problem_column: str
+    ngram: int
+    digest: str
+    n_problems: int
+    n_skipped: int = 0
+    run_id: str | None = None
+    added_at: datetime | None = None
+
+
+# Trajectories with a contamination hit; `? OR NOT EXISTS ...` with the include flag first.
+_CLEAN = "(? OR NOT EXISTS (SELECT 1 FROM contamination_hits h WHERE h.trajectory_id = {t}.trajectory_id))"
+
+
+@dataclass(frozen=True)
 class Candidate:
     trajectory_id: str
     score_id: str
@@ -308,9 +331,11 @@ class Reader:
         max_tokens: int | None = None,
         teacher: str | None = None,
         retry_errors: bool = True,
+        include_contaminated: bool = False,
     ) -> list[str]:
         """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors), a
-        problem's trajectories side by side (shards keep them together, so their prompt is computed once).
+        problem's trajectories side by side (shards keep them together, so their prompt is computed once). A
+        trajectory holding a benchmark problem (contamination) is left out unless `include_contaminated`.
 
         ``dtype`` is the compute dtype (never "auto"); ``max_tokens`` the effective truncation limit (the
         student's context length when none is set); None only matches rows whose limit was not recorded."""
@@ -322,8 +347,9 @@ class Reader:
                 SELECT 1 FROM scores s
                 WHERE s.trajectory_id = t.trajectory_id AND s.student_id = ? AND s.metric_version = ?
                   AND s.r_max = ? AND s.dtype = ? AND s.max_tokens IS NOT DISTINCT FROM ? {error_cond})
+              AND {_CLEAN.format(t="t")}
             ORDER BY t.problem_id, t.trajectory_id""",
-            [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens],
+            [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens, include_contaminated],
         )
         return [r[0] for r in cur.fetchall()]
 
@@ -371,10 +397,13 @@ class Reader:
     def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         return self._con.execute(sql, params).df()
 
-    def candidates(self, student_id: str, key: ScoreKey | None = None) -> list[Candidate]:
+    def candidates(
+        self, student_id: str, key: ScoreKey | None = None, include_contaminated: bool = False
+    ) -> list[Candidate]:
         """Every trajectory with a current (non-error) score for this student made as ``key`` says (dtype, max_tokens,
         r_max), with its verdict and duplicate flag. Without ``key``: the student's only scoring setting; a student
-        scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix."""
+        scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix.
+        Trajectories holding a benchmark problem (contamination) are no candidates unless `include_contaminated`."""
         if key is None:
             settings = self.score_settings(student_id)
             if not settings:
@@ -384,14 +413,15 @@ class Reader:
                 raise ValueError(f"student {student_id} has scores made in several settings ({found}): pick one (key=)")
             key = settings[0].key
         _, rows = self.query(
-            """SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
+            f"""SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
                       v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate, l.truncated
                FROM latest_scores l
                LEFT JOIN trajectory_verdicts v ON v.trajectory_id = l.trajectory_id
                LEFT JOIN duplicates d ON d.trajectory_id = l.trajectory_id
                WHERE l.student_id = ? AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?
+                 AND {_CLEAN.format(t="l")}
                ORDER BY l.trajectory_id""",
-            [student_id, key.dtype, key.max_tokens, key.r_max],
+            [student_id, key.dtype, key.max_tokens, key.r_max, include_contaminated],
         )
         return [Candidate(*row) for row in rows]
 
@@ -410,15 +440,24 @@ class Reader:
     def teacher_board(self, student_id: str, key: ScoreKey | None, dataset_id: str | None) -> pd.DataFrame:
         """One row per known teacher, best first (lowest dataset RSR, unscored last): teacher, rank, dataset_rsr,
         n, accuracy, mean_response_tokens, n_trajectories, all_accuracy, n_scored, n_failed, n_truncated,
-        on_subset, n_dropped_tool_calls (of the used rows: the template rendered no text for them), selected (its
+        on_subset (the dataset RSR rests on fewer trajectories than the teacher has, contaminated ones left out of
+        scoring aside), n_dropped_tool_calls (of the used rows: the template rendered no text for them),
+        n_contaminated (trajectories holding a benchmark problem: not scored nor selected by default), selected (its
         rows in publication ``dataset_id``)."""
         params = _used_params(student_id, key)[:4]
         return self.query_df(
             """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
                        s.n_trajectories, s.accuracy AS all_accuracy,
                        coalesce(c.n_scored, 0) AS n_scored, coalesce(c.n_failed, 0) AS n_failed,
-                       coalesce(c.n_truncated, 0) AS n_truncated, coalesce(v.n, 0) < s.n_trajectories AS on_subset,
+                       coalesce(c.n_truncated, 0) AS n_truncated,
+                       coalesce(v.n, 0) + (SELECT count(DISTINCT h.trajectory_id) FROM contamination_hits h
+                         JOIN trajectories t USING (trajectory_id) WHERE t.teacher = s.teacher AND NOT EXISTS (
+                           SELECT 1 FROM latest_scores l WHERE l.trajectory_id = h.trajectory_id AND l.student_id = ?
+                             AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?))
+                         < s.n_trajectories AS on_subset,
                        coalesce(v.dropped_tool_calls, 0) AS n_dropped_tool_calls,
+                       (SELECT count(DISTINCT h.trajectory_id) FROM contamination_hits h
+                         JOIN trajectories t USING (trajectory_id) WHERE t.teacher = s.teacher) AS n_contaminated,
                        (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
                          WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
                 FROM teacher_summary s
@@ -427,7 +466,7 @@ class Reader:
                 LEFT JOIN teacher_coverage c ON c.teacher = s.teacher AND c.student_id = ?
                      AND c.dtype = ? AND c.max_tokens IS NOT DISTINCT FROM ? AND c.r_max = ?
                 ORDER BY v.rank NULLS LAST, s.teacher""",
-            [dataset_id, *params, *params],
+            [*params, dataset_id, *params, *params],
         )
 
     def score_history(self, student_id: str, key: ScoreKey | None) -> pd.DataFrame:
@@ -487,6 +526,79 @@ class Reader:
         for r in out:
             r["messages"] = whole_messages(r["messages"], r.pop("response"))
         return out
+
+    # ---- decontamination: the benchmarks, what each trajectory was checked against, what was found ----------
+
+    def benchmarks(self) -> list[BenchmarkRow]:
+        """Every registered benchmark, in the order they were added."""
+        cur = self._con.execute(
+            f"SELECT {', '.join(BenchmarkRow.__dataclass_fields__)} FROM benchmarks ORDER BY added_at, name"
+        )
+        return [BenchmarkRow(*row) for row in cur.fetchall()]
+
+    def benchmark_problems(self, names: Sequence[str]) -> list[tuple[str, int, str]]:
+        """(benchmark, row, text) of these benchmarks' problems, in row order."""
+        return self._con.execute(
+            """SELECT benchmark, benchmark_row, text FROM benchmark_problems
+            WHERE list_contains(CAST(? AS VARCHAR[]), benchmark) ORDER BY benchmark, benchmark_row""",
+            [list(names)],
+        ).fetchall()
+
+    def check_sets(self) -> dict[str, list[str]]:
+        """Each set of benchmark labels trajectories were checked against, by its name (contamination_checks)."""
+        return dict(self._con.execute("SELECT checked, labels FROM contamination_check_sets").fetchall())
+
+    def n_unchecked(self, checked: str) -> int:
+        """Trajectories not checked against exactly the benchmark set `checked` (new ones, or checked before a
+        benchmark was added)."""
+        return int(
+            self._con.execute(
+                """SELECT count(*) FROM trajectories t
+                LEFT JOIN contamination_checks c ON c.trajectory_id = t.trajectory_id
+                WHERE c.checked IS DISTINCT FROM ?""",
+                [checked],
+            ).fetchall()[0][0]
+        )
+
+    def unchecked(self, rows: range, checked: str) -> list[tuple]:
+        """Named rows (trajectory_id, teacher, problem, users: the user turns' texts, checked: the set it was checked
+        against, None if none) at these row positions that were not checked against the set `checked`."""
+        return self._named(
+            """SELECT t.trajectory_id, t.teacher, t.problem,
+                [m.content FOR m IN from_json(t.messages, '[{"role": "VARCHAR", "content": "VARCHAR"}]')
+                 IF m.role = 'user'] AS users, c.checked
+            FROM trajectories t
+            LEFT JOIN contamination_checks c ON c.trajectory_id = t.trajectory_id
+            WHERE t.rowid >= ? AND t.rowid < ? AND c.checked IS DISTINCT FROM ?""",
+            [rows.start, rows.stop, checked],
+            "Unchecked",
+        )
+
+    def contamination_counts(self) -> dict[str, tuple[int, int]]:
+        """Per registered benchmark: (trajectories, problems) found to hold one of its problems, every teacher."""
+        found = dict.fromkeys((b.name for b in self.benchmarks()), (0, 0))
+        rows = self._con.execute(
+            """SELECT benchmark, count(DISTINCT trajectory_id), count(DISTINCT problem_id) FROM contamination
+            GROUP BY benchmark"""
+        ).fetchall()
+        return found | {name: (int(n), int(p)) for name, n, p in rows}
+
+    def contaminated_publications(self) -> list[tuple[str, str, int]]:
+        """(name, dataset_id, trajectories holding a benchmark problem) of each dataset's newest publication (per name
+        and student) that holds any: published before the benchmark was registered."""
+        return self._con.execute(
+            """SELECT p.name, p.dataset_id, count(DISTINCT i.trajectory_id)
+            FROM publications p
+            JOIN publication_items i ON i.dataset_id = p.dataset_id
+            JOIN contamination_hits h ON h.trajectory_id = i.trajectory_id
+            WHERE p.created_at = (SELECT max(q.created_at) FROM publications q
+                                  WHERE q.name = p.name AND q.student_id = p.student_id)
+            GROUP BY p.name, p.dataset_id ORDER BY p.name"""
+        ).fetchall()
+
+    def n_contaminated(self) -> int:
+        """Trajectories holding a problem of any benchmark."""
+        return int(self._con.execute("SELECT count(DISTINCT trajectory_id) FROM contamination_hits").fetchall()[0][0])
 
 
 def registration_name(r: StudentRow, name: str | None = None) -> str:
