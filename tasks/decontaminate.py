@@ -26,9 +26,12 @@ from rsr.curate.decontaminate import (
 )
 from rsr.store.queries import BenchmarkRow
 from rsr.store.writer import Store
-from rsr_tasks.curate import DB_CHECKPOINT, DB_MEMORY
 
 CHECK_PAGE = 20_000  # trajectories read, checked and stored per transaction at most (their user turns: a few MB)
+# DuckDB's cache here: pages read only user turns and a check table, so a small cache costs nothing, and it leaves
+# room for the matcher's index (~100 MB for 20,000 problems) within the stage's 1 GB (benchmarks/README.md).
+DB_MEMORY = "128MB"
+DB_CHECKPOINT = "64MB"  # as the other CPU stages (rsr_tasks.curate, whose verifier this stage does not import)
 
 
 def _open(db: Path) -> Store:
@@ -120,22 +123,23 @@ class _Stage:
         return self.matchers[before]
 
     def page(self, rows: list[tuple], target: str) -> None:
+        """One page of Reader.unchecked rows (trajectory_id, teacher, problem, users, checked): matched, stored."""
         groups: dict[str | None, list[tuple]] = defaultdict(list)
         for r in rows:
-            groups[r.checked].append(r)
+            groups[r[4]].append(r)
         hits, rechecked = [], []
         for before, group in groups.items():
             matcher = self.matcher(before)
-            found = matcher.match([prompt_segments(r.problem, r.users) for r in group]) if matcher else []
-            for r, got in zip(group, found, strict=True):
-                hits += [{"trajectory_id": r.trajectory_id, "benchmark": h.benchmark, "benchmark_row": h.row,
+            found = matcher.match([prompt_segments(r[2], r[3]) for r in group]) if matcher else [[]] * len(group)
+            for (trajectory_id, teacher, *_), got in zip(group, found, strict=True):
+                hits += [{"trajectory_id": trajectory_id, "benchmark": h.benchmark, "benchmark_row": h.row,
                           "method": h.method, "share": h.share, "evidence": h.evidence} for h in got]  # fmt: skip
                 for benchmark in sorted({h.benchmark for h in got}):
-                    per = self.out.found.setdefault(r.teacher, {})
+                    per = self.out.found.setdefault(teacher, {})
                     per[benchmark] = per.get(benchmark, 0) + 1
                 self.out.flagged += bool(got)
             if before is not None:
-                rechecked += [(r.trajectory_id, b.name) for r in group for b in self.missing(before)]
-        self.store.record_checks(target, [r.trajectory_id for r in rows], hits, rechecked, self.run_id,
+                rechecked += [(r[0], b.name) for r in group for b in self.missing(before)]
+        self.store.record_checks(target, [r[0] for r in rows], hits, rechecked, self.run_id,
                                  had_checks=any(before is not None for before in groups))  # fmt: skip
         self.out.checked += len(rows)

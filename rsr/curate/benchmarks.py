@@ -59,7 +59,11 @@ PRESETS: dict[str, Preset] = {
     ),  # fmt: skip
     "gsm8k": Preset("openai/gsm8k", "test", "question", "main", note="GSM8K test, 1,319 problems"),
     "olympiadbench": Preset(
-        "Hothan/OlympiadBench", "train", "question", "OE_TO_maths_en_COMP", note="text-only English maths, 674"
+        "Hothan/OlympiadBench",
+        "train",
+        "question",
+        "OE_TO_maths_en_COMP",
+        note="OlympiadBench, text-only English competition maths",
     ),
 }
 
@@ -88,10 +92,11 @@ class LoadedBenchmark:
 
 
 def content_digest(problems: list[tuple[int, str]]) -> str:
-    """sha256 of the problems (row and text, in order): what re-adding a benchmark compares."""
+    """sha256 of the problems' texts, in order (not of the file: the same problems as JSONL or Parquet are the
+    same benchmark): what re-adding a benchmark compares."""
     h = hashlib.sha256()
-    for row, text in problems:
-        h.update(json.dumps([row, text], ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
+    for _, text in problems:
+        h.update(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
     return h.hexdigest()
 
 

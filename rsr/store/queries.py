@@ -560,10 +560,11 @@ class Reader:
             ).fetchall()[0][0]
         )
 
-    def unchecked(self, rows: range, checked: str) -> list[tuple]:
-        """Named rows (trajectory_id, teacher, problem, users: the user turns' texts, checked: the set it was checked
-        against, None if none) at these row positions that were not checked against the set `checked`."""
-        return self._named(
+    def unchecked(self, rows: range, checked: str) -> list[tuple[str, str, str, list[str | None], str | None]]:
+        """(trajectory_id, teacher, problem, user turns' texts, the set it was checked against or None) of the
+        trajectories at these row positions not checked against the set `checked`. Plain tuples: a page is tens of
+        thousands of rows."""
+        return self._con.execute(
             """SELECT t.trajectory_id, t.teacher, t.problem,
                 [m.content FOR m IN from_json(t.messages, '[{"role": "VARCHAR", "content": "VARCHAR"}]')
                  IF m.role = 'user'] AS users, c.checked
@@ -571,8 +572,7 @@ class Reader:
             LEFT JOIN contamination_checks c ON c.trajectory_id = t.trajectory_id
             WHERE t.rowid >= ? AND t.rowid < ? AND c.checked IS DISTINCT FROM ?""",
             [rows.start, rows.stop, checked],
-            "Unchecked",
-        )
+        ).fetchall()
 
     def contamination_counts(self) -> dict[str, tuple[int, int]]:
         """Per registered benchmark: (trajectories, problems) found to hold one of its problems, every teacher."""

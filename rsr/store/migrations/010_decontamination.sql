@@ -11,7 +11,7 @@ CREATE TABLE benchmarks (
     revision VARCHAR,               -- a hub dataset's commit, resolved when it was read (pinned from then on)
     problem_column VARCHAR NOT NULL,
     ngram INTEGER NOT NULL,         -- n of its word n-grams
-    digest VARCHAR NOT NULL,        -- sha256 of its problems (row and text, in order): the content
+    digest VARCHAR NOT NULL,        -- sha256 of its problems' texts, in order: its content
     n_problems BIGINT NOT NULL,
     n_skipped BIGINT NOT NULL,      -- rows without a problem text
     run_id VARCHAR,
