@@ -68,8 +68,8 @@ def test_a_named_column_a_chat_prompt_and_rows_without_a_problem(tmp_path: Path)
 def test_bad_benchmarks_are_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
     src = tmp_path / "b.jsonl"
     src.write_text(json.dumps({"q": "What is 1 + 1?", "answer": "2"}) + "\n")
-    with pytest.raises(ValueError, match=r"no problem column \(looked for problem, question, .*its records have answer, q; "
-                       r"name one: --map problem=COLUMN"):  # fmt: skip
+    wanted = r"no problem column \(looked for problem, question, .*its records have answer, q; name one: --map problem="
+    with pytest.raises(ValueError, match=wanted):
         load_benchmark("b", str(src))
     with pytest.raises(ValueError, match="no column 'nope'; its records have answer, q"):
         load_benchmark("b", str(src), column="nope")

@@ -60,7 +60,8 @@ def test_real_leaks_are_found_with_their_row_method_and_evidence() -> None:
     ]  # fmt: skip
     assert all(h.benchmark == "ours" and 0 < h.share <= 1 for hs in hits for h in hs)
     inside = hits[1][0]
-    assert inside.share == 1.0 and inside.evidence.startswith("MARIA READS 25 PAGES") and "Please" not in inside.evidence
+    assert inside.share == 1.0 and inside.evidence.startswith("MARIA READS 25 PAGES")
+    assert "Please" not in inside.evidence
     assert hits[2][0].evidence.startswith("A farmer has 90 sheep")
 
 
