@@ -30,6 +30,11 @@ TABLES = {
     "source_files",
     "ingest_counts",
     "schema_version",
+    "benchmarks",  # issue 28: decontamination
+    "benchmark_problems",
+    "contamination_hits",
+    "contamination_checks",
+    "contamination_check_sets",
 }
 VIEWS = {
     "teacher_summary",
@@ -41,6 +46,8 @@ VIEWS = {
     "teacher_coverage",
     "dataset_lineage",
     "ingest_log",
+    "contamination",  # issue 28
+    "contamination_log",
 }
 
 
