@@ -156,3 +156,46 @@ def test_a_zeroeval_teacher_against_shared_math500_flags_every_leaked_problem(tm
     # n-grams find 6 more: MATH-500 problems with numbers or a figure's size changed, one sibling of the same
     # template, one that shares only a long boilerplate reminder (docs/decontamination.md)
     assert found.flagged == len(methods) == 80
+
+
+def test_a_hub_benchmark_is_read_at_the_revision_resolved_then_pinned(tmp_path: Path, monkeypatch) -> None:
+    """The hub cannot be reached here: its two calls are replaced (the commit a branch points at, the dataset read
+    at a revision); everything else is real. A preset is read at the commit resolved when it is added, that commit
+    is recorded, and adding it again reads nothing (no network needed); a named revision is read as named."""
+    import datasets
+    import huggingface_hub
+
+    calls: list[tuple] = []
+
+    class Info:
+        sha = "c0ffee" * 6 + "abcd"  # the main branch's commit
+
+    def dataset_info(self, repo_id, revision=None, **kw):
+        calls.append(("info", repo_id, revision))
+        return type("Info", (), {"sha": Info.sha if revision is None else f"{revision}-commit"})()
+
+    def load_dataset(path, name=None, split=None, revision=None, **kw):
+        calls.append(("load", path, name, split, revision))
+        rows = BENCH[:2] if revision == Info.sha else BENCH[1:]  # another commit, other problems
+        return datasets.Dataset.from_list([{"question": q} for q in rows])
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    db = tmp_path / "rsr.duckdb"
+    got = register_benchmark.fn(db, "r-1", BenchmarkSpec(name="gsm8k"))
+    assert (got.new, got.benchmark.kind, got.benchmark.source, got.benchmark.revision) == (
+        True, "hub", "openai/gsm8k", Info.sha
+    )  # fmt: skip
+    assert calls == [("info", "openai/gsm8k", None), ("load", "openai/gsm8k", "main", "test", Info.sha)]
+    calls.clear()
+    assert not register_benchmark.fn(db, "r-2", BenchmarkSpec(name="gsm8k")).new and calls == []  # pinned
+    with pytest.raises(ValueError, match="'gsm8k' is registered with other content"):  # another revision, named
+        register_benchmark.fn(db, "r-3", BenchmarkSpec(name="gsm8k", revision="v2"))
+    assert calls == [("info", "openai/gsm8k", "v2"), ("load", "openai/gsm8k", "main", "test", "v2-commit")]
+    assert (
+        register_benchmark.fn(
+            db, "r-3", BenchmarkSpec(name="gsm8k-v2", source="openai/gsm8k", revision="v2", split="test", config="main")
+        ).benchmark.n_problems
+        == 2
+    )
