@@ -371,6 +371,10 @@ def run(
 
     with _user_errors():
         result = pipeline(str(config.resolve()), state=str(home.root), ray=ray, mlflow_uri=mlflow_uri)
+    for checked in result.benchmarks:  # decontamination (issue 28)
+        b = checked.registered.benchmark
+        typer.echo(f"benchmark {b.name}: {b.n_problems} problems, digest {b.digest[:12]} "
+                   f"({'added' if checked.registered.new else 'registered before'})")  # fmt: skip
     for curated in result.teachers:
         got = curated.ingested
         typer.echo(
