@@ -1,6 +1,6 @@
 """`rsr add-benchmark` after `rsr add-teacher --no-score`, in process: every stored trajectory is checked, the flagged
-one is counted per teacher and benchmark, `rsr status` lists the benchmark, a student scores all but the flagged one
-(unless asked), and bad input is one line each."""
+one is counted per teacher and benchmark, `rsr status` lists the benchmark, a student scores all but the flagged one,
+and bad input is one line each."""
 
 from __future__ import annotations
 
@@ -40,9 +40,7 @@ def test_add_benchmark_flags_stored_trajectories_and_refuses_bad_input(tmp_path,
             ("tutor", "mine", 1, "ngram_numbers")
         ]
     scored = runner.invoke(app, ["add-student", "smollm2-135m", "--dtype", "float32"])
-    assert "scored 2 trajectories" in scored.output, scored.output  # the flagged one is not scored
-    scored = runner.invoke(app, ["add-student", "smollm2-135m", "--dtype", "float32", "--include-contaminated"])
-    assert "scored 1 trajectories" in scored.output, scored.output
+    assert "scored 2 trajectories" in scored.output, scored.output  # not the flagged one (queries: integration test)
 
     no_column = tmp_path / "q.jsonl"
     no_column.write_text(json.dumps({"q": LEAKED, "solution": "x"}) + "\n")
