@@ -27,7 +27,8 @@ from rsr.curate.decontaminate import (
 from rsr.store.queries import BenchmarkRow
 from rsr.store.writer import Store
 
-CHECK_PAGE = 20_000  # trajectories read, checked and stored per transaction at most (their user turns: a few MB)
+CHECK_PAGE = 20_000  # trajectories read, checked and stored per transaction at most ...
+PAGE_CHARS = 16 * 1024 * 1024  # ... and their chats' characters at the mean length (long prompts: fewer rows a page)
 # DuckDB's cache here: pages read only user turns and a check table, so a small cache costs nothing, and it leaves
 # room for the matcher's index (~100 MB for 20,000 problems) within the stage's 1 GB (benchmarks/README.md).
 DB_MEMORY = "128MB"
@@ -96,8 +97,9 @@ def decontaminate(db: Path, run_id: str) -> Decontaminated:
             return out
         store.add_check_set(target, sorted(registered))
         stage = _Stage(store, registered, store.check_sets(), run_id, out)
-        for start in range(0, store.trajectory_rows(), CHECK_PAGE):
-            if rows := store.unchecked(range(start, start + CHECK_PAGE), target):
+        page = max(100, min(CHECK_PAGE, int(PAGE_CHARS // max(store.mean_prompt_chars(), 1.0))))
+        for start in range(0, store.trajectory_rows(), page):
+            if rows := store.unchecked(range(start, start + page), target):
                 stage.page(rows, target)
         out.prompts = sum(m.matched for m in stage.matchers.values() if m)
     return out

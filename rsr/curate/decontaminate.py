@@ -41,6 +41,7 @@ NUMBERS_MIN_NGRAMS = 6
 MAX_OWNERS = 32
 EVIDENCE_CHARS = 600
 BATCH = 2000  # texts tokenised and hashed at once: numpy's calls amortised, few small strings alive at a time
+BATCH_CHARS = 4_000_000  # ... and their characters at most (each word becomes a string and 8-byte ids and hashes)
 METHODS = ("exact", "ngram", "ngram_numbers")
 
 # LaTeX that changes spacing or style (or, like \\frac, only spells a slash), not content: blanked (to spaces of
@@ -268,8 +269,17 @@ class Matcher:
         return (ids, ids <= _SEP), ((masked), (masked == _UNKNOWN) | (masked == _SEP))
 
     def match(self, prompts: Sequence[Sequence[str]]) -> list[list[Hit]]:
-        """Each prompt (its segments: user turns, problem field) with the benchmark problems it holds."""
-        return [hits for start in range(0, len(prompts), BATCH) for hits in self._match(prompts[start : start + BATCH])]
+        """Each prompt (its segments: user turns, problem field) with the benchmark problems it holds; BATCH prompts
+        or BATCH_CHARS of text at a time (a long prompt alone)."""
+        out: list[list[Hit]] = []
+        start = chars = 0
+        for end, prompt in enumerate(prompts):
+            size = sum(map(len, prompt))
+            if end > start and (end - start >= BATCH or chars + size > BATCH_CHARS):
+                out += self._match(prompts[start:end])
+                start, chars = end, 0
+            chars += size
+        return out + (self._match(prompts[start:]) if start < len(prompts) else [])
 
     def _match(self, prompts: Sequence[Sequence[str]]) -> list[list[Hit]]:
         found: dict[int, dict[int, Hit]] = defaultdict(dict)  # prompt -> benchmark problem -> its hit

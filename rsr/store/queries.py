@@ -560,6 +560,11 @@ class Reader:
             ).fetchall()[0][0]
         )
 
+    def mean_prompt_chars(self) -> float:
+        """The mean length of a stored chat less its response (the response is kept apart): what sizes the
+        decontaminate stage's pages by bytes."""
+        return float(self._con.execute("SELECT coalesce(avg(length(messages)), 0) FROM trajectories").fetchall()[0][0])
+
     def unchecked(self, rows: range, checked: str) -> list[tuple[str, str, str, list[str | None], str | None]]:
         """(trajectory_id, teacher, problem, user turns' texts, the set it was checked against or None) of the
         trajectories at these row positions not checked against the set `checked`. Plain tuples: a page is tens of
