@@ -24,7 +24,7 @@ from rsr.curate.decontaminate import (
     check_set_name,
     prompt_segments,
 )
-from rsr.store.queries import BenchmarkRow
+from rsr.store.contamination import BenchmarkRow
 from rsr.store.writer import Store
 
 CHECK_PAGE = 20_000  # trajectories read, checked and stored per transaction at most ...

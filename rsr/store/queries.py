@@ -21,6 +21,7 @@ import pandas as pd
 from rsr.metric import METRIC_VERSION, R_MAX
 from rsr.records import Score, Trajectory
 from rsr.store import connect as db
+from rsr.store.contamination import ContaminationReads, not_contaminated
 
 
 def check_dtype(dtype: str | None) -> str:
@@ -117,29 +118,6 @@ class SourceFile:
 
 
 @dataclass(frozen=True)
-class BenchmarkRow:
-    """A registered benchmark (the benchmarks table): where its problems came from, how many, their digest."""
-
-    name: str
-    source: str
-    kind: str  # file | hf_dir | hub
-    config: str | None
-    split: str | None
-    revision: str | None
-    problem_column: str
-    ngram: int
-    digest: str
-    n_problems: int
-    n_skipped: int = 0
-    run_id: str | None = None
-    added_at: datetime | None = None
-
-
-# Trajectories with a contamination hit; `? OR NOT EXISTS ...` with the include flag first.
-_CLEAN = "(? OR NOT EXISTS (SELECT 1 FROM contamination_hits h WHERE h.trajectory_id = {t}.trajectory_id))"
-
-
-@dataclass(frozen=True)
 class Candidate:
     trajectory_id: str
     score_id: str
@@ -170,7 +148,7 @@ def _used_params(student_id: str, setting: ScoreKey | None) -> list[Any]:
     return [student_id, *(astuple(setting) if setting else [None] * 4)]
 
 
-class Reader:
+class Reader(ContaminationReads):
     """The DuckDB state, read. Any number of readers may be open (read-only ones read a snapshot while a flow
     writes); use as a context manager."""
 
@@ -347,7 +325,7 @@ class Reader:
                 SELECT 1 FROM scores s
                 WHERE s.trajectory_id = t.trajectory_id AND s.student_id = ? AND s.metric_version = ?
                   AND s.r_max = ? AND s.dtype = ? AND s.max_tokens IS NOT DISTINCT FROM ? {error_cond})
-              AND {_CLEAN.format(t="t")}
+              AND {not_contaminated("t")}
             ORDER BY t.problem_id, t.trajectory_id""",
             [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens, include_contaminated],
         )
@@ -419,7 +397,7 @@ class Reader:
                LEFT JOIN trajectory_verdicts v ON v.trajectory_id = l.trajectory_id
                LEFT JOIN duplicates d ON d.trajectory_id = l.trajectory_id
                WHERE l.student_id = ? AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?
-                 AND {_CLEAN.format(t="l")}
+                 AND {not_contaminated("l")}
                ORDER BY l.trajectory_id""",
             [student_id, key.dtype, key.max_tokens, key.r_max, include_contaminated],
         )
@@ -526,84 +504,6 @@ class Reader:
         for r in out:
             r["messages"] = whole_messages(r["messages"], r.pop("response"))
         return out
-
-    # ---- decontamination: the benchmarks, what each trajectory was checked against, what was found ----------
-
-    def benchmarks(self) -> list[BenchmarkRow]:
-        """Every registered benchmark, in the order they were added."""
-        cur = self._con.execute(
-            f"SELECT {', '.join(BenchmarkRow.__dataclass_fields__)} FROM benchmarks ORDER BY added_at, name"
-        )
-        return [BenchmarkRow(*row) for row in cur.fetchall()]
-
-    def benchmark_problems(self, names: Sequence[str]) -> list[tuple[str, int, str]]:
-        """(benchmark, row, text) of these benchmarks' problems, in row order."""
-        return self._con.execute(
-            """SELECT benchmark, benchmark_row, text FROM benchmark_problems
-            WHERE list_contains(CAST(? AS VARCHAR[]), benchmark) ORDER BY benchmark, benchmark_row""",
-            [list(names)],
-        ).fetchall()
-
-    def check_sets(self) -> dict[str, list[str]]:
-        """Each set of benchmark labels trajectories were checked against, by its name (contamination_checks)."""
-        return dict(self._con.execute("SELECT checked, labels FROM contamination_check_sets").fetchall())
-
-    def n_unchecked(self, checked: str) -> int:
-        """Trajectories not checked against exactly the benchmark set `checked` (new ones, or checked before a
-        benchmark was added)."""
-        return int(
-            self._con.execute(
-                """SELECT count(*) FROM trajectories t
-                LEFT JOIN contamination_checks c ON c.trajectory_id = t.trajectory_id
-                WHERE c.checked IS DISTINCT FROM ?""",
-                [checked],
-            ).fetchall()[0][0]
-        )
-
-    def mean_prompt_chars(self) -> float:
-        """The mean length of a stored chat less its response (the response is kept apart): what sizes the
-        decontaminate stage's pages by bytes."""
-        return float(self._con.execute("SELECT coalesce(avg(length(messages)), 0) FROM trajectories").fetchall()[0][0])
-
-    def unchecked(self, rows: range, checked: str) -> list[tuple[str, str, str, list[str | None], str | None]]:
-        """(trajectory_id, teacher, problem, user turns' texts, the set it was checked against or None) of the
-        trajectories at these row positions not checked against the set `checked`. Plain tuples: a page is tens of
-        thousands of rows."""
-        return self._con.execute(
-            """SELECT t.trajectory_id, t.teacher, t.problem,
-                [m.content FOR m IN from_json(t.messages, '[{"role": "VARCHAR", "content": "VARCHAR"}]')
-                 IF m.role = 'user'] AS users, c.checked
-            FROM trajectories t
-            LEFT JOIN contamination_checks c ON c.trajectory_id = t.trajectory_id
-            WHERE t.rowid >= ? AND t.rowid < ? AND c.checked IS DISTINCT FROM ?""",
-            [rows.start, rows.stop, checked],
-        ).fetchall()
-
-    def contamination_counts(self) -> dict[str, tuple[int, int]]:
-        """Per registered benchmark: (trajectories, problems) found to hold one of its problems, every teacher."""
-        found = dict.fromkeys((b.name for b in self.benchmarks()), (0, 0))
-        rows = self._con.execute(
-            """SELECT benchmark, count(DISTINCT trajectory_id), count(DISTINCT problem_id) FROM contamination
-            GROUP BY benchmark"""
-        ).fetchall()
-        return found | {name: (int(n), int(p)) for name, n, p in rows}
-
-    def contaminated_publications(self) -> list[tuple[str, str, int]]:
-        """(name, dataset_id, trajectories holding a benchmark problem) of each dataset's newest publication (per name
-        and student) that holds any: published before the benchmark was registered."""
-        return self._con.execute(
-            """SELECT p.name, p.dataset_id, count(DISTINCT i.trajectory_id)
-            FROM publications p
-            JOIN publication_items i ON i.dataset_id = p.dataset_id
-            JOIN contamination_hits h ON h.trajectory_id = i.trajectory_id
-            WHERE p.created_at = (SELECT max(q.created_at) FROM publications q
-                                  WHERE q.name = p.name AND q.student_id = p.student_id)
-            GROUP BY p.name, p.dataset_id ORDER BY p.name"""
-        ).fetchall()
-
-    def n_contaminated(self) -> int:
-        """Trajectories holding a problem of any benchmark."""
-        return int(self._con.execute("SELECT count(DISTINCT trajectory_id) FROM contamination_hits").fetchall()[0][0])
 
 
 def registration_name(r: StudentRow, name: str | None = None) -> str:

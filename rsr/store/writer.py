@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from rsr.records import Duplicate, Problem, Rejected, Score, Trajectory, Verdict, _digest
 from rsr.store import connect as db
-from rsr.store.queries import BenchmarkRow, IngestCounts, Reader, SourceFile, check_dtype, stored_messages
+from rsr.store.contamination import BenchmarkRow
+from rsr.store.queries import IngestCounts, Reader, SourceFile, check_dtype, stored_messages
 
 
 def _now() -> datetime:
