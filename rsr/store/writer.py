@@ -327,14 +327,14 @@ class Store(Reader):
     ) -> int:
         """One page of the decontaminate stage, in one transaction: these trajectories are now checked against the set
         `checked` (`had_checks`: some were checked against another set before), with the hits found
-        (contamination_hits columns but run_id and at); a trajectory checked again against a benchmark
+        (contamination_hits columns but run_id and found_at); a trajectory checked again against a benchmark
         (`rechecked`: (trajectory_id, benchmark)) has its earlier hits of that benchmark replaced. Returns how many
         hits were inserted."""
         now = _now()
         pairs = pa.schema([("trajectory_id", pa.string()), ("benchmark", pa.string())])
         again = pa.Table.from_pylist([{"trajectory_id": t, "benchmark": b} for t, b in rechecked], schema=pairs)
         page = pa.table({"trajectory_id": pa.array(list(ids), pa.string())})
-        found = self._arrow("contamination_hits", [h | {"run_id": run_id, "at": now} for h in hits])
+        found = self._arrow("contamination_hits", [h | {"run_id": run_id, "found_at": now} for h in hits])
         with ExitStack() as names:
             ids_name, again_name, hits_name = (names.enter_context(self._batch(b)) for b in (page, again, found))
             with self._tx():

@@ -33,7 +33,7 @@ CREATE TABLE contamination_hits (
     share DOUBLE NOT NULL,
     evidence VARCHAR,
     run_id VARCHAR,
-    "at" TIMESTAMP NOT NULL,
+    found_at TIMESTAMP NOT NULL,   -- no reserved word as a column name
     PRIMARY KEY (trajectory_id, benchmark, benchmark_row)
 );
 -- What each trajectory was last checked against: `checked` names a set of benchmark labels (name@digest/n/matcher)
@@ -49,7 +49,7 @@ CREATE TABLE contamination_check_sets (
 );
 CREATE OR REPLACE VIEW contamination AS
     SELECT h.trajectory_id, t.teacher, h.benchmark, h.benchmark_row, h.method, h.evidence, h.share,
-           t.problem_id, h.run_id, h."at"
+           t.problem_id, h.run_id, h.found_at
     FROM contamination_hits h
     JOIN trajectories t ON t.trajectory_id = h.trajectory_id;
 -- Per teacher and benchmark: the trajectories (and their problems) found to hold one of its problems, by method (a
