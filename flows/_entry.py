@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 from prefect.runtime import deployment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rsr.config import BenchmarkSpec
+from rsr.curate.benchmarks import is_local, with_preset
 from rsr.settings import DataScope
 from rsr.spec import CHAT_TEMPLATES, EMBEDDED_NAMES, StudentSpec
 
@@ -55,6 +57,18 @@ class StudentAdded(_Payload):
     chat_template: str | None = None
     chat_template_text: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None  # the template's options, as in a config's student
+
+
+class BenchmarkAdded(_Payload):
+    """rsr.benchmark.added: a benchmark to register and check every stored trajectory against."""
+
+    name: str = Field(min_length=1)
+    source: str | None = None  # a file or folder where the flow runs, or a hub id; None: the preset `name`
+    problem: str | None = None
+    split: str | None = None
+    config: str | None = None
+    revision: str | None = None
+    ngram: int | None = None
 
 
 def _template_object(value: Any, where: str = "payload") -> str | None:
@@ -108,3 +122,11 @@ def student_input(scope: DataScope, spec: StudentSpec) -> StudentSpec:
     if spec.chat_template and spec.chat_template not in CHAT_TEMPLATES and spec.chat_template_text is None:
         spec = spec.model_copy(update={"chat_template": scope.source(spec.chat_template, False, "chat template")})
     return spec.resolved()
+
+
+def benchmark_input(scope: DataScope, spec: BenchmarkSpec) -> BenchmarkSpec:
+    """A benchmark's source as it may be read: a file or folder under the data roots, else a hub id (a preset's
+    too) that the hub allow-list names."""
+    source = with_preset(spec.name, spec.source, spec.problem, spec.split, spec.config)[0]
+    checked = scope.source(source, not is_local(source), f"benchmark {spec.name!r}")
+    return spec if spec.source is None and checked == source else spec.model_copy(update={"source": checked})

@@ -35,14 +35,17 @@ def publish_dataset(
     mlflow_uri: str | None = None,
     push_to_hub: str | None = None,
     state: str | None = None,
+    include_contaminated: bool = False,
 ) -> Published:
     """`student`: a spec naming a registered student (rsr.spec: its id, or its ref and what tells it apart);
     `name` defaults to the student's configured output (sft-<model name>); `policy` to the student's own;
     `mlflow_uri` to $MLFLOW_TRACKING_URI, then the state folder's MLflow store; `push_to_hub`: also upload the
-    dataset to this Hugging Face dataset repo."""
+    dataset to this Hugging Face dataset repo; `include_contaminated`: let in (scored) trajectories that hold a
+    benchmark problem (left out by default)."""
     student = student_input(data_scope(), student or StudentSpec())
     home = state_dir(state)
-    with recorded_run(home, {"student": student.ref}) as run_id:
+    params = {"student": student.ref} | ({"include_contaminated": True} if include_contaminated else {})
+    with recorded_run(home, params) as run_id:
         found = find_student(home.duckdb, student)
         registered = found.student.spec()
         policy = policy or _policy(student.policy or registered.policy)
@@ -50,7 +53,7 @@ def publish_dataset(
         with Store.open(home.duckdb) as store:
             store.merge_run_params(run_id, {"student_id": found.student.student_id, "policy": policy.model_dump(),
                                             "name": name})  # fmt: skip
-        selection = select_trajectories(home, found, policy)  # each task's result is the next one's argument: an edge
+        selection = select_trajectories(home, found, policy, include_contaminated)  # each result the next's argument
         pub = publish(home, run_id, selection, name, flow_run.get_id(), mlflow_uri)
         hub = push(home, pub, push_to_hub, mlflow_uri) if push_to_hub else None
         return Published(pub, found.student.student_id, selection.ranking, hub)

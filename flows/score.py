@@ -119,10 +119,12 @@ def score_student(
     student: StudentSpec,
     scoring: ScoringSpec | None = None,
     ray: RaySpec | None = None,
+    include_contaminated: bool = False,
 ) -> Scored:
     """Only keys (trajectory, student digest, dtype, max_tokens, r_max, metric version) without a score are
     computed, shard by shard: the driver holds one shard's trajectories at a time, and a re-run after a crash
-    redoes at most the shards that were in flight."""
+    redoes at most the shards that were in flight. Trajectories holding a benchmark problem (decontaminate) are
+    not scored unless `include_contaminated`."""
     scoring = scoring or ScoringSpec()
     registered = register_student(home.duckdb, student)
     info = registered.info
@@ -137,7 +139,9 @@ def score_student(
     for note in notes:
         get_run_logger().warning(note)
     with Store.open(home.duckdb) as store:
-        todo = store.unscored(registered.student_id, METRIC_VERSION, R_MAX, **key)
+        todo = store.unscored(
+            registered.student_id, METRIC_VERSION, R_MAX, **key, include_contaminated=include_contaminated
+        )
     size = scoring.shard_size
     task = score_shard.with_options(retries=scoring.retries)
     shard_args = (
@@ -181,7 +185,9 @@ def _finished_shards(task, shard_args: Iterator[tuple], ray: RaySpec | None) -> 
         yield future.result()
 
 
-def run_score_student(home: StateDir, run_id: str, student: StudentSpec, scoring, ray) -> Scored:
+def run_score_student(
+    home: StateDir, run_id: str, student: StudentSpec, scoring, ray, include_contaminated: bool = False
+) -> Scored:
     """score_student on its task runner: in-process one shard at a time (torch already uses every core for each
     batch), or Ray."""
     if ray is None:
@@ -190,4 +196,4 @@ def run_score_student(home: StateDir, run_id: str, student: StudentSpec, scoring
         from prefect_ray import RayTaskRunner
 
         runner = RayTaskRunner(address=ray.address, init_kwargs=ray_init_kwargs(ray))
-    return score_student.with_options(task_runner=runner)(home, run_id, student, scoring, ray)
+    return score_student.with_options(task_runner=runner)(home, run_id, student, scoring, ray, include_contaminated)

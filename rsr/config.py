@@ -9,6 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rsr.curate.decontaminate import DEFAULT_NGRAM
 from rsr.curate.dedup import DEFAULT_THRESHOLD
 from rsr.curate.verify import DEFAULT_TIMEOUT_S
 from rsr.select import SelectionPolicy
@@ -41,6 +42,19 @@ class RaySpec(_Strict):
     num_cpus_per_task: float = Field(default=1, ge=0)
 
 
+class BenchmarkSpec(_Strict):
+    """A benchmark to decontaminate against (docs/decontamination.md): a preset by name (`aime24`, `math500`, ...),
+    or a local file / saved dataset folder / hub dataset id with its problem column."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.+-]*$", max_length=100)
+    source: str | None = None  # None: the preset called `name`
+    problem: str | None = None  # the problem column (a dotted path too); default: problem, question, prompt, ...
+    split: str | None = None
+    config: str | None = None  # a hub dataset's config (subset)
+    revision: str | None = None  # a hub dataset's branch, tag or commit; default: the newest, then pinned
+    ngram: int = Field(default=DEFAULT_NGRAM, ge=3, le=64)  # n of the word n-grams
+
+
 class PipelineConfig(_Strict):
     teachers: list[TeacherSpec] = Field(min_length=1)
     problems: str | None = None
@@ -52,6 +66,9 @@ class PipelineConfig(_Strict):
     ray: RaySpec | None = None
     output: str = "sft"
     mlflow_uri: str | None = None  # the team's tracking server; default $MLFLOW_TRACKING_URI, then the state's SQLite
+    # Benchmarks to decontaminate against: registered before the teachers, then every trajectory is checked.
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=list)
+    include_contaminated: bool = False  # score and publish trajectories that hold a benchmark problem too
 
     @field_validator("students", mode="before")
     @classmethod
@@ -73,6 +90,14 @@ class PipelineConfig(_Strict):
     def policy_of(self, student: StudentSpec) -> SelectionPolicy:
         """The student's own policy, else the config's."""
         return SelectionPolicy.model_validate(student.policy) if student.policy else self.policy
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _benchmarks_as_names(cls, value: object) -> object:
+        # `benchmarks: [aime24, math500]` names presets; objects give a source and its problem column.
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PipelineConfig:
@@ -109,5 +134,10 @@ class PipelineConfig(_Strict):
         if problems is not None and not problems.is_file():
             raise FileNotFoundError(f"{config_path}: problems file {problems} does not exist ({where})")
         students = [s.resolved(base) for s in self.students]  # model folders and template files, from the config
-        update = {"teachers": teachers, "students": students, "problems": None if problems is None else str(problems)}
+        benchmarks = [  # a source that is a path from the config's folder; else a hub id, as the loader reads it
+            b.model_copy(update={"source": str(local(b.source))}) if b.source and local(b.source).exists() else b
+            for b in self.benchmarks
+        ]
+        problems = None if problems is None else str(problems)
+        update = {"teachers": teachers, "students": students, "problems": problems, "benchmarks": benchmarks}
         return self.model_copy(update=update)

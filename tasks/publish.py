@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import task
 
 from rsr.publish.files import publish_selection, source_files
 from rsr.publish.hub import push_to_hub
 from rsr.publish.lineage import Tracking
-from rsr.publish.manifest import Publication, Request
+from rsr.publish.manifest import BenchmarkUse, Publication, Request
 from rsr.select import SelectionPolicy, rank_teachers, select, selection_counts
 from rsr.settings import StateDir
 from rsr.spec import Registration
@@ -28,15 +28,26 @@ class Selection:
     chosen: list[Candidate]
     counts: dict[str, int]  # rsr.select.selection_counts
     ranking: list[tuple[str, float, int]]  # (teacher, dataset RSR, n) best first, over all candidates
+    benchmarks: list[BenchmarkUse] = field(default_factory=list)  # what every trajectory was checked against
+    include_contaminated: bool = False  # trajectories holding a benchmark problem were candidates too
 
 
 @task(name="select")
-def select_trajectories(state: StateDir, found: FoundStudent, policy: SelectionPolicy) -> Selection:
-    """Apply the policy to the student's current scores made as ``found.key`` says (dtype, max_tokens, r_max)."""
+def select_trajectories(
+    state: StateDir, found: FoundStudent, policy: SelectionPolicy, include_contaminated: bool = False
+) -> Selection:
+    """Apply the policy to the student's current scores made as ``found.key`` says (dtype, max_tokens, r_max),
+    without the trajectories holding a benchmark problem unless `include_contaminated`."""
     with Reader.open(state.duckdb) as reader:
-        cands = reader.candidates(found.student.student_id, found.key)
+        cands = reader.candidates(found.student.student_id, found.key, include_contaminated)
+        removed = reader.contamination_counts()
+        benchmarks = [
+            BenchmarkUse(b.name, b.source, b.kind, b.revision, b.digest, b.n_problems, b.ngram, removed[b.name][0])
+            for b in reader.benchmarks()
+        ]
     chosen = select(cands, policy)
-    return Selection(found.student, policy, chosen, selection_counts(cands, chosen, policy), rank_teachers(cands))
+    counts, ranking = selection_counts(cands, chosen, policy), rank_teachers(cands)
+    return Selection(found.student, policy, chosen, counts, ranking, benchmarks, include_contaminated)
 
 
 def training_split(registration: Registration) -> Callable[[list[dict], list[dict] | None], dict[str, str]]:
@@ -92,6 +103,8 @@ def publish(
             tracking=Tracking.resolve(state, mlflow_uri),
             sources=source_files(store, selection.chosen),
             counts=selection.counts,
+            benchmarks=selection.benchmarks,
+            include_contaminated=selection.include_contaminated,
         )
         store.set_run_mlflow(run_id, pub.mlflow_run_id)
     return pub

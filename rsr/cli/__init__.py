@@ -3,6 +3,7 @@ errors.py). The one package in rsr/ that reaches up to flows/ and deployments/, 
 
 score.py    score, explain            (a student and a file, no store needed)
 curate.py   run, demo, add-teacher, add-student
+benchmarks.py  add-benchmark
 publish.py  publish
 serve.py    serve
 status.py   status
@@ -19,7 +20,7 @@ from pathlib import Path
 import typer
 
 # isort: off
-from rsr.cli import curate, score, publish, status, read, serve  # noqa: F401 (each registers its commands, in this order)
+from rsr.cli import curate, benchmarks, score, publish, status, read, serve  # noqa: F401 (each registers its commands, in this order)
 
 # isort: on
 from rsr.cli.app import app

@@ -15,6 +15,7 @@ from rsr.cli.errors import fail, user_errors
 from rsr.cli.options import (
     MAP_PAIRS,
     ChatTemplateOpt,
+    ContaminatedOpt,
     DeviceOpt,
     Dtype,
     DtypeOpt,
@@ -51,6 +52,10 @@ def run(
 
     with user_errors():
         result = pipeline(str(config.resolve()), state=str(home.root), ray=ray_spec, mlflow_uri=mlflow_uri)
+    for checked in result.benchmarks:
+        b = checked.registered.benchmark
+        typer.echo(f"benchmark {b.name}: {b.n_problems} problems, digest {b.digest[:12]} "
+                   f"({'added' if checked.registered.new else 'registered before'})")  # fmt: skip
     for curated in result.teachers:
         got = curated.ingested
         typer.echo(
@@ -58,6 +63,7 @@ def run(
             f"{got.quarantined} quarantined"
         )
         _ingest_notes(got)
+        decontamination_notes(curated.decontaminated)
     for s in result.scores:
         for note in s.notes:
             typer.echo(f"note: {note}")
@@ -81,7 +87,7 @@ def demo(state_folder: StateOpt = None) -> None:
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
 
 
-def _emit_async(event: str, name: str, payload: dict, state_folder: str | None) -> None:
+def emit_async(event: str, name: str, payload: dict, state_folder: str | None) -> None:
     """--async: send the event to the configured Prefect server for `rsr serve` (or a gpu worker) to act on."""
     from rsr_deployments.events import NoPrefectApi, emit
 
@@ -131,7 +137,7 @@ def add_teacher(
         "publish": publish,
     }
     if run_async:
-        _emit_async("rsr.teacher.added", name, {"name": name, "file": p, **given}, state_folder)
+        emit_async("rsr.teacher.added", name, {"name": name, "file": p, **given}, state_folder)
         return
     home = state(state_folder)
     from rsr_flows.curate import curate_teacher
@@ -144,6 +150,7 @@ def add_teacher(
         f"quarantined; {got.new} new, {result.duplicates} duplicates, {result.verified} verified"
     )
     _ingest_notes(got)
+    decontamination_notes(result.decontaminated)
     for s in result.scores:
         typer.echo(f"  scored {s.scored} for {s.student_id} ({s.errors} errors)")
         for note in s.notes:
@@ -184,16 +191,18 @@ def add_student(
     state_folder: StateOpt = None,
     run_async: Annotated[bool, typer.Option(AsyncOpt, help="emit rsr.student.added for `rsr serve`")] = False,
     ray_address: RayAddressOpt = None,
+    include_contaminated: ContaminatedOpt = False,
 ) -> None:
-    """Register a student and score every stored trajectory for it.
+    """Register a student; score every stored trajectory for it.
 
-    Given a student_id: score what that registration lacks."""
+    But those holding a benchmark problem (unless --include-contaminated). Given a student_id: score what that
+    registration lacks."""
     ray_spec = ray(ray_address, run_async)
     spec = student_spec(ref, revision, chat_template, chat_template_kwargs, dtype, device)
     if run_async:  # the template travels by content: the flow may run in another folder or on another host
         payload = spec.model_dump(include={"ref", "revision", "dtype", "chat_template", "chat_template_text",
                                            "chat_template_kwargs"}, exclude_none=True)  # fmt: skip
-        _emit_async("rsr.student.added", spec.ref, payload, state_folder)
+        emit_async("rsr.student.added", spec.ref, payload, state_folder)
         return
     home = state(state_folder)
     from rsr_flows.rescore import rescore_student
@@ -201,7 +210,8 @@ def add_student(
     with user_errors():
         if spec.student_id:
             spec = _registered(home, spec)
-        s = rescore_student(spec, ray=ray_spec, publish=publish, state=str(home.root))
+        s = rescore_student(spec, ray=ray_spec, publish=publish, state=str(home.root),
+                            include_contaminated=include_contaminated)  # fmt: skip
     typer.echo(f"scored {s.scored} trajectories for {s.student_id} ({s.errors} errors)")
     for note in s.notes:
         typer.echo(f"note: {note}")
@@ -221,3 +231,17 @@ def _registered(home, spec):
         registration = reader.find_student(spec)
     dtype = registration.dtype if spec.dtype == "auto" else spec.dtype
     return registration.spec(dtype).model_copy(update={"device": spec.device})
+
+
+def decontamination_notes(got, every: bool = False) -> None:  # noqa: ANN001 (rsr_tasks is imported lazily)
+    """What the decontaminate stage found: per teacher and benchmark, the trajectories holding its problems."""
+    if got is None or not got.benchmarks:
+        return
+    if not got.flagged:
+        if every or got.checked:
+            typer.echo(f"  decontaminate: no trajectory holds a problem of {', '.join(got.benchmarks)}")
+        return
+    for teacher, found in sorted(got.found.items()):
+        per = ", ".join(f"{benchmark}: {n}" for benchmark, n in sorted(found.items()))
+        typer.echo(f"  decontaminate: {teacher}: trajectories holding a benchmark problem ({per})")
+    typer.echo('  they stay in the store, not scored nor selected: rsr sql "SELECT * FROM contamination"')

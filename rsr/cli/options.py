@@ -58,6 +58,13 @@ DtypeOpt = Annotated[Dtype, typer.Option("--dtype", metavar="DTYPE", help="auto 
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEV", help="auto | cpu | cuda[:N]")]
 
 # ---- the DAG's options ---------------------------------------------------------------------------------------
+ContaminatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-contaminated",
+        help="also score and select trajectories that hold a registered benchmark's problem (left out by default)",
+    ),
+]
 StateOpt = Annotated[
     str | None, typer.Option("--state", metavar="DIR", help="state folder (default: $RSR_HOME or ./.rsr)")
 ]

@@ -10,6 +10,7 @@ from rsr.cli.app import app
 from rsr.cli.errors import user_errors
 from rsr.cli.options import (
     ChatTemplateOpt,
+    ContaminatedOpt,
     Dtype,
     MlflowOpt,
     Policy,
@@ -50,6 +51,7 @@ def publish(
         typer.Option(metavar="REPO", help="also upload to this HF dataset repo (datasets' push; token: HF_TOKEN)"),
     ] = None,
     state_folder: StateOpt = None,
+    include_contaminated: ContaminatedOpt = False,
 ) -> None:
     """Select by policy and publish an SFT dataset with lineage.
 
@@ -69,7 +71,8 @@ def publish(
             exclude_duplicates=not include_duplicates,
             include_truncated=include_truncated,
         )
-        result = publish_dataset(spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root))
+        result = publish_dataset(spec, pol, name, mlflow_uri=mlflow_uri, push_to_hub=push_to_hub, state=str(home.root),
+                                 include_contaminated=include_contaminated)  # fmt: skip
     pub = result.publication
     typer.echo(f"published {pub.n_rows} rows of {result.student_id} to {pub.path} (MLflow run {pub.mlflow_run_id})")
     if result.hub_commit_url:

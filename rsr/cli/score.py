@@ -77,7 +77,7 @@ def score(
     ] = None,
     state: StateOpt = None,
 ) -> None:
-    """Score a file's trajectories with a student (no store needed).
+    """Score a file's trajectories with a student (no store).
 
     Per-record RSR statistics, then the dataset RSR. A student_id (or a registered student's name) is loaded
     from the state folder as registered."""

@@ -22,7 +22,7 @@ def serve(
     state_folder: StateOpt = None,
     ray_address: RayAddressOpt = None,
 ) -> None:
-    """Serve the deployments on a Prefect server (PREFECT_API_URL).
+    """Serve the deployments on a Prefect server.
 
     Curate on rsr.teacher.added, rescore nightly and on rsr.student.added (then publish for each re-scored
     student), publish on demand."""

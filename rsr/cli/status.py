@@ -27,8 +27,10 @@ def _teacher_table(store, registration):  # noqa: ANN202 (rich is imported lazil
     title = f"teachers for student {registration.label} ({registration.student_id}), lowest dataset RSR first"
     table = Table(title=title, box=None, title_justify="left", pad_edge=False, header_style="bold underline")
     board = teacher_board(store, registration.student_id).to_dict("records")
-    # "scored" is scored of ingested; failed, truncated and dropped tool calls get a column when any teacher has some.
-    extra = [c for c in ("n_failed", "n_truncated", "n_dropped_tool_calls") if any(r[c] for r in board)]
+    # "scored" is scored of ingested; failed, truncated, dropped tool calls and contaminated (holding a benchmark
+    # problem: not scored by default) get a column when any teacher has some.
+    columns = ("n_failed", "n_truncated", "n_dropped_tool_calls", "n_contaminated")
+    extra = [c for c in columns if any(r[c] for r in board)]
     headers = ("rank", "teacher", "scored", *(c[2:] for c in extra), "accuracy", "dataset RSR", "95% interval")
     for col in (*headers, "selected"):  # a long name folds onto a second line; no number is ever cut
         wrap = col == "teacher"
@@ -67,7 +69,7 @@ def status(state_folder: StateOpt = None) -> None:
             out.print(table)
             if subset:
                 out.print(
-                    "  * dataset RSR on a subset: failed, truncated or unscored trajectories are left out "
+                    "  * dataset RSR on a subset: failed, truncated, contaminated or unscored trajectories left out "
                     '(rsr sql "SELECT * FROM teacher_coverage"; failed ones: SELECT error FROM score_history)'
                 )
             for setting in store.score_settings(registration.student_id):
@@ -77,7 +79,13 @@ def status(state_folder: StateOpt = None) -> None:
                     f"{setting.n_truncated} truncated (left out of selection unless --include-truncated)"
                 )
         n_quarantined, pub = store.n_quarantined(), store.latest_publication()
+        benchmarks, found = store.benchmarks(), store.contamination_counts()
     out.print(f"quarantined records: {n_quarantined} (rsr sql: SELECT * FROM quarantine)")
+    for b in benchmarks:  # what every trajectory is checked against (rsr add-benchmark)
+        pinned = f" at {b.revision[:12]}" if b.revision else ""
+        out.print(f"benchmark {b.name}: {b.n_problems} problems from {b.source}{pinned}, digest {b.digest[:12]}, "
+                  f"added {b.added_at:%Y-%m-%d %H:%M}; trajectories holding one: {found[b.name][0]} "
+                  f"(rsr sql: SELECT * FROM contamination_log)")  # fmt: skip
     if pub:
         out.print(f"dataset:  {pub['path']}  ({pub['n_rows']} rows; datasets.load_from_disk)")
         out.print(f"MLflow run {pub['mlflow_run_id']}")

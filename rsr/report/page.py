@@ -101,7 +101,7 @@ def teacher_board(reader: Reader, student_id: str, setting: ScoreKey | None = No
     """One row per known teacher, best first (the paper's rule: lowest dataset RSR first, unscored last):
     teacher, rank, dataset_rsr, n (rows used), accuracy (over those rows), mean_response_tokens, n_trajectories,
     all_accuracy (over all its trajectories), n_scored, n_failed, n_truncated, on_subset (n < n_trajectories),
-    selected (rows in the student's latest publication), and the
+    n_contaminated (holding a benchmark problem), selected (rows in the student's latest publication), and the
     dataset RSR's interval ci_low, ci_high. ``setting`` defaults to the student's current one."""
     setting = setting or reader.current_setting(student_id)
     pub = reader.latest_publication(student_id)
@@ -288,7 +288,8 @@ def _table(board: pd.DataFrame) -> str:
     headers = {"rank": "rank", "teacher": "teacher", "dataset_rsr": "dataset RSR", "interval": "95% interval",
                "accuracy": "accuracy", "mean_response_tokens": "mean response tokens", "n": "used for RSR",
                "n_trajectories": "trajectories", "n_scored": "scored", "n_failed": "failed",
-               "n_truncated": "truncated", "subset": "RSR on a subset", "selected": "selected"}  # fmt: skip
+               "n_truncated": "truncated", "n_contaminated": "contaminated", "subset": "RSR on a subset",
+               "selected": "selected"}  # fmt: skip
     b["subset"] = b["on_subset"].map({True: "yes", False: "no"}).where(b["dataset_rsr"].notna())
     formats = {"rank": "{:.0f}", "dataset_rsr": "{:.4f}", "accuracy": "{:.1%}", "mean_response_tokens": "{:.0f}"}
     shown = b[list(headers)].rename(columns=headers)

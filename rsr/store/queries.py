@@ -22,6 +22,7 @@ from rsr.metric import METRIC_VERSION, R_MAX
 from rsr.records import Score, Trajectory
 from rsr.spec import Registration, StudentSpec, pick_registration
 from rsr.store import connect as db
+from rsr.store.contamination import ContaminationReads, not_contaminated
 
 
 def check_dtype(dtype: str | None) -> str:
@@ -139,7 +140,7 @@ def _used_params(student_id: str, setting: ScoreKey | None) -> list[Any]:
     return [student_id, *(astuple(setting) if setting else [None] * 4)]
 
 
-class Reader:
+class Reader(ContaminationReads):
     """The DuckDB state, read. Any number of readers may be open (read-only ones read a snapshot while a flow
     writes); use as a context manager."""
 
@@ -297,9 +298,11 @@ class Reader:
         max_tokens: int | None = None,
         teacher: str | None = None,
         retry_errors: bool = True,
+        include_contaminated: bool = False,
     ) -> list[str]:
         """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors), a
-        problem's trajectories side by side (shards keep them together, so their prompt is computed once).
+        problem's trajectories side by side (shards keep them together, so their prompt is computed once). A
+        trajectory holding a benchmark problem (contamination) is left out unless `include_contaminated`.
 
         ``dtype`` is the compute dtype (never "auto"); ``max_tokens`` the effective truncation limit (the
         student's context length when none is set); None only matches rows whose limit was not recorded."""
@@ -311,8 +314,9 @@ class Reader:
                 SELECT 1 FROM scores s
                 WHERE s.trajectory_id = t.trajectory_id AND s.student_id = ? AND s.metric_version = ?
                   AND s.r_max = ? AND s.dtype = ? AND s.max_tokens IS NOT DISTINCT FROM ? {error_cond})
+              AND {not_contaminated("t")}
             ORDER BY t.problem_id, t.trajectory_id""",
-            [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens],
+            [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens, include_contaminated],
         )
         return [r[0] for r in cur.fetchall()]
 
@@ -360,10 +364,13 @@ class Reader:
     def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         return self._con.execute(sql, params).df()
 
-    def candidates(self, student_id: str, key: ScoreKey | None = None) -> list[Candidate]:
+    def candidates(
+        self, student_id: str, key: ScoreKey | None = None, include_contaminated: bool = False
+    ) -> list[Candidate]:
         """Every trajectory with a current (non-error) score for this student made as ``key`` says (dtype, max_tokens,
         r_max), with its verdict and duplicate flag. Without ``key``: the student's only scoring setting; a student
-        scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix."""
+        scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix.
+        Trajectories holding a benchmark problem (contamination) are no candidates unless `include_contaminated`."""
         if key is None:
             settings = self.score_settings(student_id)
             if not settings:
@@ -373,14 +380,15 @@ class Reader:
                 raise ValueError(f"student {student_id} has scores made in several settings ({found}): pick one (key=)")
             key = settings[0].key
         _, rows = self.query(
-            """SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
+            f"""SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
                       v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate, l.truncated
                FROM latest_scores l
                LEFT JOIN trajectory_verdicts v ON v.trajectory_id = l.trajectory_id
                LEFT JOIN duplicates d ON d.trajectory_id = l.trajectory_id
                WHERE l.student_id = ? AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?
+                 AND {not_contaminated("l")}
                ORDER BY l.trajectory_id""",
-            [student_id, key.dtype, key.max_tokens, key.r_max],
+            [student_id, key.dtype, key.max_tokens, key.r_max, include_contaminated],
         )
         return [Candidate(*row) for row in rows]
 
@@ -399,15 +407,24 @@ class Reader:
     def teacher_board(self, student_id: str, key: ScoreKey | None, dataset_id: str | None) -> pd.DataFrame:
         """One row per known teacher, best first (lowest dataset RSR, unscored last): teacher, rank, dataset_rsr,
         n, accuracy, mean_response_tokens, n_trajectories, all_accuracy, n_scored, n_failed, n_truncated,
-        on_subset, n_dropped_tool_calls (of the used rows: the template rendered no text for them), selected (its
+        on_subset (the dataset RSR rests on fewer trajectories than the teacher has, contaminated ones left out of
+        scoring aside), n_dropped_tool_calls (of the used rows: the template rendered no text for them),
+        n_contaminated (trajectories holding a benchmark problem: not scored nor selected by default), selected (its
         rows in publication ``dataset_id``)."""
         params = _used_params(student_id, key)[:4]
         return self.query_df(
             """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
                        s.n_trajectories, s.accuracy AS all_accuracy,
                        coalesce(c.n_scored, 0) AS n_scored, coalesce(c.n_failed, 0) AS n_failed,
-                       coalesce(c.n_truncated, 0) AS n_truncated, coalesce(v.n, 0) < s.n_trajectories AS on_subset,
+                       coalesce(c.n_truncated, 0) AS n_truncated,
+                       coalesce(v.n, 0) + (SELECT count(DISTINCT h.trajectory_id) FROM contamination_hits h
+                         JOIN trajectories t USING (trajectory_id) WHERE t.teacher = s.teacher AND NOT EXISTS (
+                           SELECT 1 FROM latest_scores l WHERE l.trajectory_id = h.trajectory_id AND l.student_id = ?
+                             AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?))
+                         < s.n_trajectories AS on_subset,
                        coalesce(v.dropped_tool_calls, 0) AS n_dropped_tool_calls,
+                       (SELECT count(DISTINCT h.trajectory_id) FROM contamination_hits h
+                         JOIN trajectories t USING (trajectory_id) WHERE t.teacher = s.teacher) AS n_contaminated,
                        (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
                          WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
                 FROM teacher_summary s
@@ -416,7 +433,7 @@ class Reader:
                 LEFT JOIN teacher_coverage c ON c.teacher = s.teacher AND c.student_id = ?
                      AND c.dtype = ? AND c.max_tokens IS NOT DISTINCT FROM ? AND c.r_max = ?
                 ORDER BY v.rank NULLS LAST, s.teacher""",
-            [dataset_id, *params, *params],
+            [*params, dataset_id, *params, *params],
         )
 
     def score_history(self, student_id: str, key: ScoreKey | None) -> pd.DataFrame:

@@ -42,6 +42,10 @@ VIEW_DOCS: dict[str, str] = {
     "dataset_lineage": "each published row -> its score row, scoring run, publishing run, MLflow run",
     "ingest_log": "per ingest run and source file: records = stored + repeats + quarantined, near duplicates, "
     "the format read and the column of each field",
+    "contamination": "each trajectory holding a registered benchmark's problem: the benchmark, its row, the method "
+    "(exact, ngram, ngram_numbers), the text that matched and the share of the problem's n-grams found",
+    "contamination_log": "per teacher and benchmark: trajectories (and problems) holding one of its problems, "
+    "by method",
 }
 
 

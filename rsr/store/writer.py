@@ -27,6 +27,7 @@ import pyarrow as pa
 from rsr.records import Duplicate, Problem, Rejected, Score, Trajectory, Verdict, _digest
 from rsr.spec import StudentSpec, options_text, template_digest
 from rsr.store import connect as db
+from rsr.store.contamination import BenchmarkRow
 from rsr.store.queries import IngestCounts, Reader, SourceFile, check_dtype, stored_messages
 
 
@@ -306,3 +307,63 @@ class Store(Reader):
                 return False
             self._con.execute(f"INSERT INTO publication_items SELECT * FROM {batch}")
         return True
+
+    # ---- decontamination ------------------------------------------------------------------------------------
+
+    def register_benchmark(self, row: BenchmarkRow, problems: Sequence[tuple[int, str]]) -> bool:
+        """Register a benchmark and its problems in one transaction; returns False if it was registered already. The
+        same name with the same content (digest) and n is a no-op; with other content or another n it is refused
+        (ValueError, nothing written): a name means one set of problems, so every hit stays explainable."""
+        old = next((b for b in self.benchmarks() if b.name == row.name), None)
+        if old is not None:
+            if (old.digest, old.ngram) == (row.digest, row.ngram):
+                return False
+            what = "other content" if old.digest != row.digest else f"n = {old.ngram} (not {row.ngram})"
+            raise ValueError(
+                f"benchmark {row.name!r} is registered with {what}: {old.n_problems} problems from {old.source} "
+                f"(digest {old.digest[:12]}), this one {row.n_problems} from {row.source} (digest {row.digest[:12]}); "
+                "refused: add it under another name"
+            )
+        values = asdict(row) | {"added_at": row.added_at or _now()}
+        batch = pa.table({"benchmark_row": [r for r, _ in problems], "text": [t for _, t in problems]})
+        with self._batch(batch) as name, self._tx():
+            self._con.execute(f"INSERT INTO benchmarks BY NAME SELECT {', '.join(f'? AS {c}' for c in values)}",
+                              list(values.values()))  # fmt: skip
+            self._con.execute(f"INSERT INTO benchmark_problems SELECT ?, benchmark_row, text FROM {name}", [row.name])
+        return True
+
+    def add_check_set(self, checked: str, labels: Sequence[str]) -> None:
+        self._con.execute(
+            "INSERT INTO contamination_check_sets VALUES (?, ?) ON CONFLICT DO NOTHING", [checked, list(labels)]
+        )
+
+    def record_checks(
+        self,
+        checked: str,
+        ids: Sequence[str],
+        hits: Sequence[dict[str, Any]],
+        rechecked: Sequence[tuple[str, str]] = (),
+        run_id: str | None = None,
+        had_checks: bool = False,
+    ) -> int:
+        """One page of the decontaminate stage, in one transaction: these trajectories are now checked against the set
+        `checked` (`had_checks`: some were checked against another set before), with the hits found
+        (contamination_hits columns but run_id and found_at); a trajectory checked again against a benchmark
+        (`rechecked`: (trajectory_id, benchmark)) has its earlier hits of that benchmark replaced. Returns how many
+        hits were inserted."""
+        now = _now()
+        pairs = pa.schema([("trajectory_id", pa.string()), ("benchmark", pa.string())])
+        again = pa.Table.from_pylist([{"trajectory_id": t, "benchmark": b} for t, b in rechecked], schema=pairs)
+        page = pa.table({"trajectory_id": pa.array(list(ids), pa.string())})
+        found = self._arrow("contamination_hits", [h | {"run_id": run_id, "found_at": now} for h in hits])
+        with ExitStack() as names:
+            ids_name, again_name, hits_name = (names.enter_context(self._batch(b)) for b in (page, again, found))
+            with self._tx():
+                if rechecked:
+                    self._con.execute(f"""DELETE FROM contamination_hits h USING {again_name} r
+                        WHERE h.trajectory_id = r.trajectory_id AND h.benchmark = r.benchmark""")  # fmt: skip
+                if had_checks:
+                    self._con.execute(f"DELETE FROM contamination_checks WHERE trajectory_id IN (FROM {ids_name})")
+                insert = f"INSERT INTO contamination_checks SELECT trajectory_id, ? FROM {ids_name}"
+                self._con.execute(insert, [checked])
+                return self._count(f"INSERT INTO contamination_hits FROM {hits_name} ON CONFLICT DO NOTHING")

@@ -31,6 +31,11 @@ TABLES = {
     "source_files",
     "ingest_counts",
     "schema_version",
+    "benchmarks",  # issue 28: decontamination
+    "benchmark_problems",
+    "contamination_hits",
+    "contamination_checks",
+    "contamination_check_sets",
 }
 VIEWS = {
     "registrations",
@@ -43,6 +48,8 @@ VIEWS = {
     "teacher_coverage",
     "dataset_lineage",
     "ingest_log",
+    "contamination",  # issue 28
+    "contamination_log",
 }
 
 
