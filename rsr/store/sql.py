@@ -40,7 +40,7 @@ VIEW_DOCS: dict[str, str] = {
     "teacher_coverage": "per student, setting and teacher: trajectories ingested, scored, failed, truncated, unscored",
     "dataset_lineage": "each published row -> its score row, scoring run, publishing run, MLflow run",
     "ingest_log": "per ingest run and source file: records = stored + repeats + quarantined, near duplicates, "
-    "the format read and the column of each field",
+    "the format read, the column of each field and the turns dropped after the last assistant turn",
 }
 
 
