@@ -466,6 +466,9 @@ def _said_read(path: Path, items) -> None:
     typer.echo(f"read {path}: {items.plan}", err=True)
     typer.echo(f"{items.records} records = {len(items.trajectories)} read + {items.repeats} repeats (scored once) + "
                f"{len(items.rejected)} rejected", err=True)  # fmt: skip
+    if dropped := sum(t.dropped_turns for t in items.trajectories):  # issue 31: per record in the output's rows
+        typer.echo(f"{dropped} turns after the last assistant turn of their records dropped (nothing to score)",
+                   err=True)  # fmt: skip
 
 
 def _ingest_notes(result: Ingested) -> None:
@@ -480,6 +483,10 @@ def _ingest_notes(result: Ingested) -> None:
         typer.echo(f"  quarantined {n} x, e.g. {reason}")
     if result.quarantined:
         typer.echo('  all of them: rsr sql "SELECT source_file, source_line, reason FROM quarantine"')
+    if result.dropped_turns:  # issue 31: agent trajectories end after their last assistant turn
+        sql = 'rsr sql "SELECT source_line, dropped_turns FROM trajectories"'
+        typer.echo(f"  {result.dropped_turns} turns after the last assistant turn of their records dropped (nothing "
+                   f"to score there); per record: {sql}")  # fmt: skip
     if result.no_gold:
         typer.echo(
             f"  {result.no_gold} of {result.read} trajectories have no gold answer: they are verified `no_gold`, "
