@@ -81,7 +81,7 @@ def test_no_scored_turn_holds_doubled_or_foreign_reasoning_markup(smollm, path):
         except RecordError:
             continue  # refused with its reason (a template that takes no tool turn): never scored
         turns = [i for i, m in enumerate(chat) if m["role"] == "assistant"]
-        for i, (a, b) in zip(turns[-len(r.spans) :], r.spans, strict=True):
+        for i, (_, b) in zip(turns[-len(r.spans) :], r.spans, strict=True):
             # the scored body and its turn's header (a generation prompt's opened tag): what the turn adds to the
             # render of the turns before it
             start = native.common_prefix(student.renderer.apply(student.renderer.native(chat[:i]), False), r.text)
