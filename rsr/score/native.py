@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from rsr.records import RecordError
 from rsr.score.markup import MARKUPS, Markup
 
-__all__ = ["FieldUse", "common_prefix", "field_use", "format_problem", "preamble", "unknown_reasoning_tags"]
+__all__ = [
+    "FieldUse",
+    "closes_reasoning",
+    "common_prefix",
+    "field_use",
+    "format_problem",
+    "preamble",
+    "unknown_reasoning_tags",
+]
 
 Render = Callable[[list[dict], bool], str]
 SENTINEL = "RSR-SENTINEL-7f3a"  # probe text no template rewrites: what follows it is the end-of-turn marker
@@ -107,7 +115,16 @@ def preamble(render: Render) -> str:
     k = common_prefix(prompt, turn)
     if prompt.rfind("<", 0, k) > prompt.rfind(">", 0, k):  # never split a tag: `<|Assistant|><think>` vs `</think>`
         k = prompt.rfind("<", 0, k)
-    return prompt[k:]
+    # a generation prompt that closes a block (`<think></think>`: thinking off) opens nothing to continue from
+    return "" if closes_reasoning(prompt[k:]) else prompt[k:]
+
+
+_CLOSE = re.compile(r"</[^<>]*(?:think|thought|reason)[^<>]*>|\[/THINK\]|<channel\|>", re.IGNORECASE)
+
+
+def closes_reasoning(text: str) -> bool:
+    """Whether text holds a reasoning block's close tag, in any family's markup or one rsr does not know."""
+    return bool(_CLOSE.search(text)) or any(m.close.strip() in text for m in MARKUPS if m.open)
 
 
 def common_prefix(a: str, b: str) -> int:

@@ -420,7 +420,8 @@ class Renderer:
     def _check_reasoning_shown(self, prompt: str, last: int) -> None:
         """A generation prompt that closes the reasoning block (thinking switched off) cannot show reasoning."""
         close = self.markup.close.strip()
-        if close and prompt.rstrip().endswith(close):
+        tail = prompt.rstrip()[-40:]
+        if (close and prompt.rstrip().endswith(close)) or native.closes_reasoning(tail[tail.rfind("<") :]):
             raise RecordError(
                 f"assistant message {last} has reasoning, but this student's chat template closes the reasoning "
                 f"block in its generation prompt (thinking off: {prompt[-40:]!r}); turn thinking on with "
