@@ -57,9 +57,18 @@ AGENT = [
     {"role": "assistant", "content": "<think>\nThe tool says 156.\n</think>\n\n12 times 13 is 156."},
 ]
 TAU = [*AGENT[:3], {"role": "assistant", "content": "It is 156."}, {"role": "user", "content": "Thanks! ###STOP###"}]
+# LLaMA-Factory's own reasoning + tool-use form: typed `value` parts, the call as JSON text, the schemas as JSON text
+CALL_PART = {"type": "tool_call", "value": json.dumps({"name": "multiply", "arguments": {"a": 12, "b": 13}})}
+FACTORY = [
+    {"role": "user", "content": [{"type": "text", "value": "What is 12 times 13?"}]},
+    {"role": "assistant", "content": [{"type": "reasoning", "value": "I should multiply."}, CALL_PART]},
+    {"role": "tool", "content": [{"type": "text", "value": "156"}]},
+    {"role": "assistant", "content": [{"type": "reasoning", "value": "It says 156."}, {"type": "text", "value": "1"}]},
+]
 RECORDS = [
     {"id": "agent", "messages": AGENT, "tools": TOOLS},
     {"id": "tau", "messages": TAU, "tools": json.dumps(TOOLS)},  # tools as JSON text, as tau-bench exports hold them
+    {"id": "factory", "messages": FACTORY, "tools": json.dumps(TOOLS)},
 ]
 
 
@@ -84,12 +93,13 @@ def stored_rows(tmp_path_factory):
 
 def test_an_agent_trajectory_ending_on_a_user_turn_is_stored_with_its_dropped_turn_counted(stored_rows):
     path, home, ids, got, log = stored_rows
-    assert (got.records, got.read, got.quarantined, got.dropped_turns) == (2, 2, 0, 1)
-    assert (log.records, log.stored, log.repeats, log.dropped_turns) == (2, 2, 0, 1)
+    assert (got.records, got.read, got.quarantined, got.dropped_turns) == (3, 3, 0, 1)
+    assert (log.records, log.stored, log.repeats, log.dropped_turns) == (3, 3, 0, 1)
     with Reader.open(home.duckdb) as store:
-        agent, tau = store.get_trajectories(ids)
+        agent, tau, factory = store.get_trajectories(ids)
         _, rows = store.query("SELECT tools, dropped_turns FROM trajectories ORDER BY source_line")
-    assert [r[1] for r in rows] == [0, 1] and tau.response == "It is 156." and tau.messages[-1].role == "assistant"
+    assert [r[1] for r in rows] == [0, 1, 0] and tau.response == "It is 156." and tau.messages[-1].role == "assistant"
+    assert factory.response == "<think>\nIt says 156.\n</think>\n\n1" and factory.messages[1].tool_calls
     assert agent.tools == tau.tools == TOOLS and list(json.loads(rows[0][0])[0]) == ["type", "function"]  # file order
 
 
@@ -125,7 +135,9 @@ def test_every_path_gives_the_scorer_the_same_tokens(smollm, stored_rows, templa
     with Reader.open(home.duckdb) as store:
         kept = {t.trajectory_id: _prepared(student, t.messages, t.tools) for t in store.get_trajectories(ids)}
     read = {t.trajectory_id: _prepared(student, t.messages, t.tools) for t in read_score_input(path).trajectories}
-    assert shard == kept == read and len(read) == 2
+    assert shard == kept == read and len(read) == 3
+    factory = read[ids[2]]
+    assert factory[0] == "refused" or "reasoning" in factory[2]  # LLaMA-Factory's reasoning parts, scored as reasoning
 
 
 def test_stored_score_tokens_and_explain_agree_bit_for_bit(smollm, stored_rows, tmp_path):
@@ -134,13 +146,14 @@ def test_stored_score_tokens_and_explain_agree_bit_for_bit(smollm, stored_rows, 
     path, home, ids, _, _ = stored_rows
     template = SHARED_DATA / "chat-templates" / "Qwen2.5-7B-Instruct.jinja"
     student = _student(smollm, template.read_text(), template.stem)
-    items = _shard(home, ids[:1])  # the agent row, as the score flow reads it back and its shard task scores it
+    items = _shard(home, ids[1:2])  # the tau row (its closing user turn dropped at ingest), as the score flow reads
+    # it back from DuckDB and its shard task scores it
     results = student.score([i[1] for i in items], progress=False, tools=[i[2] for i in items])
     with Store.open(home.duckdb) as store:
         store.add_scores([r.to_score(i[0], student.student_id) for i, r in zip(items, results, strict=True)], None)
-        stored = store.stored_score(ids[0], student.student_id, "float32", student.context_length)
-        [kept] = store.get_trajectories(ids[:1])
-    [t] = [t for t in read_score_input(path).trajectories if t.trajectory_id == ids[0]]
+        stored = store.stored_score(ids[1], student.student_id, "float32", student.context_length)
+        [kept] = store.get_trajectories(ids[1:2])
+    [t] = [t for t in read_score_input(path).trajectories if t.trajectory_id == ids[1]]
     tokens = tmp_path / "tokens.parquet"
     [scored] = score_stream(student, [t], None, tokens)  # `rsr score FILE --tokens tokens.parquet`
     rows = pq.read_table(tokens).to_pylist()
