@@ -164,6 +164,12 @@ class Renderer:
         )
 
     def _reasoning_note(self) -> str:
+        if self.reasoning_field and self.final_turn_drops_reasoning:
+            shown = f"`{self.markup.open}...{self.markup.close.strip()}`"
+            return (
+                f"; reasoning given in the template's `{self.reasoning_field}` field, which it shows only in the turns "
+                f"after its last plain one: the final response is scored as it writes it there, {shown}"
+            )
         if self.reasoning_field:
             return f"; reasoning given in the template's `{self.reasoning_field}` field"
         return f"; reasoning written inline as `{self.markup.open}...{self.markup.close.strip()}`"
