@@ -92,6 +92,7 @@ def publish(
         render_mode=info.get("render_mode", "template"),
         render_note=info.get("render_note"),
         chat_template=info.get("chat_template"),
+        end_of_turn=info.get("end_of_turn"),  # registrations before issue 31 lack it: the card says it in words
         split=training_split(row) if info.get("render_mode") == "generation" else native_split(row),
     )
     with Store.open(state.duckdb) as store:

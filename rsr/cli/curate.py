@@ -169,6 +169,10 @@ def _ingest_notes(result: Ingested) -> None:
         typer.echo(f"  quarantined {n} x, e.g. {reason}")
     if result.quarantined:
         typer.echo('  all of them: rsr sql "SELECT source_file, source_line, reason FROM quarantine"')
+    if result.dropped_turns:  # agent trajectories end after their last assistant turn
+        sql = 'rsr sql "SELECT source_line, dropped_turns FROM trajectories"'
+        typer.echo(f"  {result.dropped_turns} turns after the last assistant turn of their records dropped (nothing "
+                   f"to score there); per record: {sql}")  # fmt: skip
     if result.no_gold:
         typer.echo(
             f"  {result.no_gold} of {result.read} trajectories have no gold answer: they are verified `no_gold`, "

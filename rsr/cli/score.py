@@ -94,6 +94,9 @@ def score(
     typer.echo(f"read {input}: {items.plan}", err=True)
     typer.echo(f"{items.records} records = {len(items.trajectories)} read + {items.repeats} repeats (scored once) + "
                f"{len(items.rejected)} rejected", err=True)  # fmt: skip
+    if dropped := sum(t.dropped_turns for t in items.trajectories):  # per record in the output's rows
+        typer.echo(f"{dropped} turns after the last assistant turn of their records dropped (nothing to score)",
+                   err=True)  # fmt: skip
     _score_file(model, items, input, out, max_tokens, tokens_out)
 
 

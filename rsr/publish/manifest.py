@@ -57,6 +57,7 @@ class Request:
     render_mode: str = "template"
     render_note: str | None = None
     chat_template: str | None = None  # the template asked for (a name or file); None: the model's own
+    end_of_turn: str | None = None  # what ends an assistant turn under the student's template (trained, not scored)
     # (messages, tools) -> the student's columns: its own form of messages, or the prompt/completion text scored
     split: Callable[[list[dict], list[dict] | None], dict[str, Any]] | None = field(
         default=None, compare=False, repr=False

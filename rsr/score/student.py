@@ -366,6 +366,7 @@ class Student:
             "reasoning_field": self.renderer.reasoning_field,
             "reasoning_markup": self.renderer.markup.name,
             "native_form": self.renderer.rewrites_records,
+            "end_of_turn": self.eot,  # what a trainer trains after each scored turn (the card names it)
         } | ({"chat_template_kwargs": dict(self.chat_template_kwargs)} if self.chat_template_kwargs else {})
 
     # -- rendering (rsr/score/render.py) ---------------------------------------------------------------------

@@ -68,6 +68,7 @@ class IngestCounts:
     quarantined: int
     format: str = ""
     fields: dict[str, str] | None = None
+    dropped_turns: int = 0  # turns after the last assistant turn of its records (agent trajectories), dropped
 
 
 def _loads(text: str | None) -> Any:
@@ -191,6 +192,7 @@ class Reader(ContaminationReads):
             Trajectory(
                 **r
                 | {"messages": json.loads(whole_messages(r["messages"], r["response"])), "tools": _loads(r["tools"])}
+                | {"dropped_turns": r["dropped_turns"] or 0}  # NULL: ingested before schema v9
             )
             for r in rows
         ]
@@ -222,7 +224,7 @@ class Reader(ContaminationReads):
 
     def ingest_log(self, run_id: str | None = None) -> list[tuple]:
         """Named rows of the ingest_log view (teacher, source, records, stored, repeats, near_duplicates,
-        quarantined, run_id, format, fields), of one run or all, in the order they were written."""
+        quarantined, run_id, format, fields, dropped_turns), of one run or all, in the order they were written."""
         return self._named(
             "SELECT * EXCLUDE (logged_at) FROM ingest_log WHERE CAST(? AS VARCHAR) IS NULL OR run_id = ? "
             "ORDER BY logged_at, source",

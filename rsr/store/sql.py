@@ -41,7 +41,7 @@ VIEW_DOCS: dict[str, str] = {
     "teacher_coverage": "per student, setting and teacher: trajectories ingested, scored, failed, truncated, unscored",
     "dataset_lineage": "each published row -> its score row, scoring run, publishing run, MLflow run",
     "ingest_log": "per ingest run and source file: records = stored + repeats + quarantined, near duplicates, "
-    "the format read and the column of each field",
+    "the format read, the column of each field and the turns dropped after the last assistant turn",
     "contamination": "each trajectory holding a registered benchmark's problem: the benchmark, its row, the method "
     "(exact, ngram, ngram_numbers), the text that matched and the share of the problem's n-grams found",
     "contamination_log": "per teacher and benchmark: trajectories (and problems) holding one of its problems, "

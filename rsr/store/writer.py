@@ -171,7 +171,9 @@ class Store(Reader):
             if t.trajectory_id not in rows:  # first one wins within a batch, as across batches
                 row = rows[t.trajectory_id] = t.model_dump() | {"run_id": run_id, "ingested_at": now}
                 row["messages"] = _json(stored_messages(row["messages"], row["response"]))  # the response once
-                row["tools"] = None if row["tools"] is None else _json(row["tools"])
+                # the schemas in the file's key order: templates print them (`tools | tojson`), so a sorted copy would
+                # render, score and publish another text than `rsr score` reads from the file (the id sorts them)
+                row["tools"] = None if row["tools"] is None else json.dumps(row["tools"], ensure_ascii=False)
         return self._insert("trajectories", rows.values(), "ON CONFLICT DO NOTHING")
 
     def add_rejected(self, rejected: Sequence[Rejected], run_id: str | None) -> int:
