@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
-from rsr.config import RaySpec, ScoringSpec, StudentSpec
+from rsr.config import RaySpec, ScoringSpec
 from rsr.metric import METRIC_VERSION, R_MAX
 from rsr.settings import StateDir
+from rsr.spec import StudentSpec
 from rsr.store.writer import Store
 from rsr_flows.executors import executor_for, finished
 from rsr_flows.publish import Published
@@ -38,10 +39,12 @@ def score_student(
     student: StudentSpec,
     scoring: ScoringSpec | None = None,
     ray: RaySpec | None = None,
+    include_contaminated: bool = False,
 ) -> Scored:
     """Only keys (trajectory, student digest, dtype, max_tokens, r_max, metric version) without a score are
     computed, shard by shard: the driver holds one shard's trajectories at a time, and a re-run after a crash
-    redoes at most the shards that were in flight."""
+    redoes at most the shards that were in flight. Trajectories holding a benchmark problem (decontaminate) are
+    not scored unless `include_contaminated`."""
     scoring = scoring or ScoringSpec()
     registered = register_student(home.duckdb, student)
     info = registered.info
@@ -56,7 +59,9 @@ def score_student(
     for note in notes:
         get_run_logger().warning(note)
     with Store.open(home.duckdb) as store:
-        todo = store.unscored(registered.student_id, METRIC_VERSION, R_MAX, **key)
+        todo = store.unscored(
+            registered.student_id, METRIC_VERSION, R_MAX, **key, include_contaminated=include_contaminated
+        )
     size = scoring.shard_size
     task = score_shard.with_options(retries=scoring.retries)
     shard_args = (
@@ -77,8 +82,11 @@ def _shard(home: StateDir, ids: list[str]) -> list[tuple[str, list[dict], list[d
         return [(t.trajectory_id, [m.model_dump() for m in t.messages], t.tools) for t in store.get_trajectories(ids)]
 
 
-def run_score_student(home: StateDir, run_id: str, student: StudentSpec, scoring, ray) -> Scored:
+def run_score_student(
+    home: StateDir, run_id: str, student: StudentSpec, scoring, ray, include_contaminated: bool = False
+) -> Scored:
     """score_student where `ray` says its shards run (flows/executors.py): in this process, or on Ray."""
     executor = executor_for(ray)
     with executor.session():
-        return score_student.with_options(task_runner=executor.task_runner())(home, run_id, student, scoring, ray)
+        runner = executor.task_runner()
+        return score_student.with_options(task_runner=runner)(home, run_id, student, scoring, ray, include_contaminated)

@@ -106,6 +106,9 @@ class Trajectory(BaseModel):
     generation: int | None = None  # which of a row's several generations (OpenR1's `generations`), 0-based
     teacher_correct: bool | None = None  # the input's own correctness flag (e.g. correctness_math_verify), kept
     tools: list[dict] | None = None  # the function schemas offered (a chat template's `tools`), as the data gives them
+    # Turns after the last assistant turn (an agent trajectory's closing user turn or tool result), dropped at ingest
+    # and counted: the chat ends with the response. Not part of the id (trailing turns add nothing to a response).
+    dropped_turns: int = 0
 
     @classmethod
     def build(cls, *, teacher: str, problem: str, messages: list[Message], **kw) -> Trajectory:

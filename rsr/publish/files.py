@@ -33,6 +33,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,15 @@ import pandas as pd
 
 from rsr.publish import card, lineage
 from rsr.publish.lineage import Tracking
-from rsr.publish.manifest import Manifest, Publication, Request, content_digest, dataset_id_for, rsr_stats
+from rsr.publish.manifest import (
+    BenchmarkUse,
+    Manifest,
+    Publication,
+    Request,
+    content_digest,
+    dataset_id_for,
+    rsr_stats,
+)
 from rsr.records import Message
 from rsr.store.queries import Candidate, SourceFile
 from rsr.store.writer import Store
@@ -89,21 +98,30 @@ def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
 
 
 def manifest_for(
-    store: Store, selected: Sequence[Candidate], req: Request, sources: Sequence[SourceFile], counts: dict
+    store: Store,
+    selected: Sequence[Candidate],
+    req: Request,
+    sources: Sequence[SourceFile],
+    counts: dict,
+    benchmarks: Sequence[BenchmarkUse] = (),
+    include_contaminated: bool = False,
 ) -> Manifest:
     rows = build_rows(store, selected, req.split)
     digest = content_digest(rows)
+    checked = [f"{b.name}@{b.digest}" for b in benchmarks]
     frame = pd.DataFrame(rows, columns=["teacher", "problem_id", "rsr", "mean_rank", "mean_surprisal"])
     return Manifest(
         **vars(req),
         rows=rows,
         content_digest=digest,
-        dataset_id=dataset_id_for(req.name, req.student_id, req.policy, digest),
+        dataset_id=dataset_id_for(req.name, req.student_id, req.policy, digest, checked, include_contaminated),
         sources=list(sources),
         stats=rsr_stats(frame),
         teachers={str(t): rsr_stats(g) for t, g in frame.groupby("teacher", sort=True)},
         n_problems=frame["problem_id"].nunique(),
         counts=dict(counts),
+        benchmarks=list(benchmarks),
+        include_contaminated=include_contaminated,
     )
 
 
@@ -198,6 +216,8 @@ def _register(store: Store, m: Manifest, final: Path, mlflow_run_id: str, tracki
         "sources": [{"path": s.path, "sha256": s.sha256, "kind": s.kind} for s in m.sources],
         "selection": m.counts,
         "mlflow_uri": lineage.redact(tracking.uri),  # where its run lives (`rsr report` logs there too)
+        "benchmarks": [asdict(b) for b in m.benchmarks],  # what every trajectory was checked against
+        "include_contaminated": m.include_contaminated,
     }
     publication = {k: getattr(m, k) for k in ("dataset_id", "name", "student_id", "content_digest", "run_id")}
     publication |= {"path": final, "policy": m.policy.name, "params": params, "n_rows": len(m.rows)}
@@ -214,15 +234,18 @@ def publish_selection(
     tracking: Tracking,
     sources: Sequence[SourceFile] = (),
     counts: dict[str, int] | None = None,
+    benchmarks: Sequence[BenchmarkUse] = (),
+    include_contaminated: bool = False,
 ) -> Publication:
-    """Write the selection under ``out_root/name/dataset_id``, log it to MLflow, register it in DuckDB."""
+    """Write the selection under ``out_root/name/dataset_id``, log it to MLflow, register it in DuckDB.
+    ``benchmarks``: what the trajectories were checked against (the card and the MLflow run name them)."""
     if not selected:
         raise ValueError(
             f"publish {req.name!r}: nothing selected for {req.student_ref}; relax the policy or score more"
         )
     if not re.fullmatch(r"[\w][\w.\-]*", req.name):
         raise ValueError(f"dataset name {req.name!r}: use letters, digits, '.', '-', '_' (it becomes a folder name)")
-    m = manifest_for(store, selected, req, sources, counts or {})
+    m = manifest_for(store, selected, req, sources, counts or {}, benchmarks, include_contaminated)
     final = Path(out_root) / m.name / m.dataset_id
     existing = store.get_publication(m.dataset_id)
     client = tracking.client()

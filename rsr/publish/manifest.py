@@ -29,6 +29,21 @@ class Publication:
 
 
 @dataclass(frozen=True)
+class BenchmarkUse:
+    """A benchmark every trajectory was checked against, and how many trajectories (of every teacher) hold one of
+    its problems: left out of scoring and selection, unless the publication includes contaminated ones."""
+
+    name: str
+    source: str
+    kind: str  # file | hf_dir | hub
+    revision: str | None
+    digest: str  # sha256 of its problems
+    n_problems: int
+    ngram: int
+    removed: int
+
+
+@dataclass(frozen=True)
 class Request:
     """What is published, for whom, by which run."""
 
@@ -42,6 +57,7 @@ class Request:
     render_mode: str = "template"
     render_note: str | None = None
     chat_template: str | None = None  # the template asked for (a name or file); None: the model's own
+    end_of_turn: str | None = None  # what ends an assistant turn under the student's template (trained, not scored)
     # (messages, tools) -> the student's columns: its own form of messages, or the prompt/completion text scored
     split: Callable[[list[dict], list[dict] | None], dict[str, Any]] | None = field(
         default=None, compare=False, repr=False
@@ -71,6 +87,8 @@ class Manifest(Request):
     teachers: dict[str, dict[str, float]]  # rsr_stats per teacher, sorted by name
     n_problems: int
     counts: dict[str, int] = field(default_factory=dict)  # the selection in numbers (selection_counts)
+    benchmarks: list[BenchmarkUse] = field(default_factory=list)  # what the trajectories were checked against
+    include_contaminated: bool = False  # trajectories holding a benchmark problem were let in
 
 
 def content_digest(rows: Sequence[dict[str, Any]]) -> str:
@@ -82,6 +100,13 @@ def content_digest(rows: Sequence[dict[str, Any]]) -> str:
     return h.hexdigest()[:DIGEST_LEN]
 
 
-def dataset_id_for(name: str, student_id: str, policy: SelectionPolicy, digest: str) -> str:
-    key = json.dumps([name, student_id, policy.model_dump(mode="json"), digest], sort_keys=True)
+def dataset_id_for(
+    name: str, student_id: str, policy: SelectionPolicy, digest: str, checked: Sequence[str] = (), flagged: bool = False
+) -> str:
+    """The publication's id. `checked`: the benchmarks (name@digest) its trajectories were checked against, and
+    `flagged`: contaminated ones let in; both count only when given, so a publication without benchmarks keeps the
+    id it had before decontamination existed, and one checked against another set of benchmarks is another one."""
+    parts = [name, student_id, policy.model_dump(mode="json"), digest]
+    parts += [sorted(checked), flagged] if checked or flagged else []
+    key = json.dumps(parts, sort_keys=True)
     return "d-" + hashlib.sha256(key.encode()).hexdigest()[:DIGEST_LEN]

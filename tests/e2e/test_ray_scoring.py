@@ -26,8 +26,8 @@ def test_what_travels_to_a_worker_pickles():
     """A scoring task, its arguments and its result cross process (and host) boundaries by cloudpickle."""
     import cloudpickle
 
-    from rsr.config import StudentSpec
     from rsr.records import Score
+    from rsr.spec import StudentSpec
     from rsr_tasks.score import score_shard
 
     spec = StudentSpec(ref="smollm2-135m", dtype="bfloat16")
@@ -64,7 +64,7 @@ def test_ray_flags_reach_the_flows_as_their_ray_parameter(tmp_path):
     config's `ray:` (a share alone is enough there); elsewhere a share needs an address."""
     import typer
 
-    from rsr.cli import _ray
+    from rsr.cli.options import ray as _ray
     from rsr.config import PipelineConfig, RaySpec
     from rsr_flows.pipeline import ray_for
 
@@ -101,7 +101,7 @@ def _worker_setup(log: str):
             raise RuntimeError(f"a Ray worker (pid {os.getpid()}) opened DuckDB; only the flow may write it")
 
         duckdb.connect = refuse
-        load = Student.load.__func__
+        load = Student.from_spec.__func__  # every load of a named student goes through it
 
         def logged_load(cls, *args, **kwargs):
             with open(log, "a", encoding="utf-8") as fh:
@@ -109,7 +109,7 @@ def _worker_setup(log: str):
                 fh.write("\t".join([str(os.getpid()), *env]) + "\n")
             return load(cls, *args, **kwargs)
 
-        Student.load = classmethod(logged_load)
+        Student.from_spec = classmethod(logged_load)
 
     return setup
 
@@ -192,7 +192,8 @@ def _assert_one_load_on_the_gpu_worker(log: Path, remote) -> None:
 @pytest.mark.slow
 @requires_ray
 def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypatch):
-    from rsr.config import ScoringSpec, StudentSpec
+    from rsr.config import ScoringSpec
+    from rsr.spec import StudentSpec
     from rsr_flows.score import run_score_student
 
     trajectories = _demo_trajectories(tmp_path)
