@@ -1,4 +1,4 @@
-"""The events that start the curation flows, and how `rsr add-teacher/add-student --async` send them.
+"""The events that start the curation flows, and how `rsr add-teacher/add-student/add-benchmark --async` send them.
 
 An event goes to a Prefect server; an automation there (a deployment trigger, see serve.py and prefect.yaml) turns it
 into a flow run that `rsr serve` or a `gpu` work-pool worker executes. The temporary server that each `rsr` command
@@ -12,6 +12,7 @@ from typing import Any
 
 TEACHER_ADDED = "rsr.teacher.added"
 STUDENT_ADDED = "rsr.student.added"
+BENCHMARK_ADDED = "rsr.benchmark.added"
 
 NO_API = (
     "no Prefect server is configured (PREFECT_API_URL is unset). `rsr serve` and `--async` need a running one: "

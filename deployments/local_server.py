@@ -81,9 +81,11 @@ def start(log: Path, timeout_s: float = 120.0) -> str:
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]  # fmt: skip
         with open(log, "ab") as out:
+            # Its own session: Ctrl-C at the terminal reaches the command's group, and a server stopped first
+            # would leave the command to retry its Prefect calls for minutes before it could stop.
             proc = subprocess.Popen(  # noqa: PLW1509 (preexec_fn: the one way to ask for PR_SET_PDEATHSIG)
                 cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with(os.getpid()),
+                preexec_fn=_die_with(os.getpid()), start_new_session=True,
             )  # fmt: skip
         atexit.register(_stop, proc)
         url = f"http://127.0.0.1:{port}/api"

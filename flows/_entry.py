@@ -15,9 +15,10 @@ from typing import Any, Literal, TypeVar
 from prefect.runtime import deployment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rsr.config import StudentSpec
-from rsr.score.load import CHAT_TEMPLATES, EMBEDDED
+from rsr.config import BenchmarkSpec
+from rsr.curate.benchmarks import is_local, with_preset
 from rsr.settings import DataScope
+from rsr.spec import CHAT_TEMPLATES, EMBEDDED_NAMES, StudentSpec
 
 PREFECT_KIND = "__prefect_kind"
 
@@ -47,12 +48,27 @@ class TeacherAdded(_Payload):
 
 
 class StudentAdded(_Payload):
-    """rsr.student.added."""
+    """rsr.student.added: a student spec's identity (rsr.spec.StudentSpec); `rsr add-student --async` sends the
+    template's content, so the flow reads the same template whichever folder or host it runs in."""
 
     ref: str = Field(min_length=1)
+    revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     chat_template: str | None = None
+    chat_template_text: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None  # the template's options, as in a config's student
+
+
+class BenchmarkAdded(_Payload):
+    """rsr.benchmark.added: a benchmark to register and check every stored trajectory against."""
+
+    name: str = Field(min_length=1)
+    source: str | None = None  # a file or folder where the flow runs, or a hub id; None: the preset `name`
+    problem: str | None = None
+    split: str | None = None
+    config: str | None = None
+    revision: str | None = None
+    ngram: int | None = None
 
 
 def _template_object(value: Any, where: str = "payload") -> str | None:
@@ -96,10 +112,21 @@ def teacher_input(scope: DataScope, path: str, fmt: str | None, problems: str | 
 
 
 def student_input(scope: DataScope, spec: StudentSpec) -> StudentSpec:
-    """A student's model and chat template as they may be read: an embedded name, a folder, or a hub id."""
-    if spec.ref not in EMBEDDED:
+    """A student's model and chat template as they may be read (an embedded name, a folder, or a hub id; a
+    template file under the data roots), then resolved: absolute paths, the template read (rsr.spec)."""
+    if spec.student_id:  # a registration: it was read when it was registered
+        return spec
+    if spec.ref not in EMBEDDED_NAMES:
         local = Path(spec.ref).expanduser().is_dir()  # the loader's own rule (rsr.score.load.model_folder)
         spec = spec.model_copy(update={"ref": scope.source(spec.ref, not local, "student model")})
-    if spec.chat_template and spec.chat_template not in CHAT_TEMPLATES:
+    if spec.chat_template and spec.chat_template not in CHAT_TEMPLATES and spec.chat_template_text is None:
         spec = spec.model_copy(update={"chat_template": scope.source(spec.chat_template, False, "chat template")})
-    return spec
+    return spec.resolved()
+
+
+def benchmark_input(scope: DataScope, spec: BenchmarkSpec) -> BenchmarkSpec:
+    """A benchmark's source as it may be read: a file or folder under the data roots, else a hub id (a preset's
+    too) that the hub allow-list names."""
+    source = with_preset(spec.name, spec.source, spec.problem, spec.split, spec.config)[0]
+    checked = scope.source(source, not is_local(source), f"benchmark {spec.name!r}")
+    return spec if spec.source is None and checked == source else spec.model_copy(update={"source": checked})

@@ -1,14 +1,17 @@
-"""pipeline: the whole DAG from a YAML config. Teachers -> (ingest, dedup, verify) -> score per student ->
-select -> publish, each stage re-runnable alone and a no-op when its inputs are unchanged."""
+"""pipeline: the whole DAG from a YAML config. Benchmarks registered -> teachers (ingest, dedup, verify,
+decontaminate) -> score per student -> select -> publish, each stage re-runnable alone and a no-op when its inputs
+are unchanged."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import flow
 
 from rsr.config import PipelineConfig, RaySpec
+from rsr_flows._artifacts import show_run
 from rsr_flows._run import recorded_run, state_dir
+from rsr_flows.benchmark import BenchmarkChecked, add_benchmark
 from rsr_flows.curate import Curated, curate_teacher
 from rsr_flows.publish import Published, publish_dataset
 from rsr_flows.score import Scored, run_score_student
@@ -19,6 +22,7 @@ class PipelineResult:
     teachers: list[Curated]
     scores: list[Scored]
     published: list[Published]
+    benchmarks: list[BenchmarkChecked] = field(default_factory=list)
 
 
 @flow(name="pipeline")
@@ -30,6 +34,9 @@ def pipeline(
     home = state_dir(state)
     ray = ray_for(config, ray)
     with recorded_run(home, {"config": config_path}) as run_id:
+        # Registered first: each teacher's decontaminate stage then checks its trajectories against all of them.
+        benchmarks = [add_benchmark(b, state=str(home.root)) for b in config.benchmarks]
+        flagged = config.include_contaminated
         teachers = [
             curate_teacher(
                 t.name,
@@ -40,23 +47,38 @@ def pipeline(
                 dedup_threshold=config.dedup_threshold,
                 verify_timeout_s=config.verify_timeout_s,
                 state=str(home.root),
+                include_contaminated=flagged,
             )
             for t in config.teachers
         ]
-        scores = [run_score_student(home, run_id, s, config.scoring, ray) for s in config.students]
+        scores = [run_score_student(home, run_id, s, config.scoring, ray, flagged) for s in config.students]
         published = []
         uri = mlflow_uri or config.mlflow_uri
-        for spec in config.students:
+        for spec, scored in zip(config.students, scores, strict=True):
             # One student: the config's output name (unless it names its own); several: each named by its student.
             name = spec.dataset_name(config.output) if len(config.students) > 1 else spec.output or config.output
-            policy, baseline = spec.policy or config.policy, spec.baseline or config.baseline
-            pub = publish_dataset(spec, policy, name, mlflow_uri=uri, state=str(home.root), baseline=baseline)
-            published.append(pub)
-        return PipelineResult(teachers, scores, published)
+            policy, baseline = config.policy_of(spec), config.baseline_of(spec)
+            registered = spec.model_copy(update={"ref": scored.student_id})  # the one just scored, by its id
+            published.append(
+                publish_dataset(
+                    registered,
+                    policy,
+                    name,
+                    mlflow_uri=uri,
+                    state=str(home.root),
+                    include_contaminated=flagged,
+                    baseline=baseline,
+                )  # fmt: skip
+            )
+        show_run(home, [s.student_id for s in scores], [p.publication for p in published], uri)
+        return PipelineResult(teachers, scores, published, benchmarks)
 
 
 def ray_for(config: PipelineConfig, given: RaySpec | None) -> RaySpec | None:
-    """The config's Ray settings with the command line's address (and its GPU share only if the config has none)."""
+    """The config's `ray:` with what the command line gave laid over it (only the flags given: --ray-address alone
+    keeps the config's shares)."""
     if given is None:
         return config.ray
-    return config.ray.model_copy(update={"address": given.address}) if config.ray else given
+    if config.ray is None and "address" not in given.model_fields_set:
+        raise ValueError("--ray-gpus-per-task/--ray-cpus-per-task: the config has no `ray:`; give --ray-address too")
+    return config.ray.model_copy(update=given.model_dump(include=given.model_fields_set)) if config.ray else given

@@ -12,13 +12,16 @@ from pathlib import Path
 
 from prefect import flow
 
-from rsr.config import RaySpec, ScoringSpec, StudentSpec
+from rsr.config import RaySpec, ScoringSpec
 from rsr.settings import StateDir
+from rsr.spec import StudentSpec
 from rsr.store.queries import Reader
+from rsr_flows._artifacts import show_run
 from rsr_flows._entry import StudentAdded, data_scope, parse_payload, student_input
 from rsr_flows._run import recorded_run, state_dir
 from rsr_flows.publish import publish_dataset
 from rsr_flows.score import Scored, run_score_student
+from rsr_tasks.decontaminate import decontaminate
 
 
 @flow(name="rescore-student")
@@ -28,11 +31,14 @@ def rescore_student(
     ray: RaySpec | None = None,
     publish: bool = False,
     state: str | None = None,
+    include_contaminated: bool = False,
 ) -> Scored:
+    """`include_contaminated`: score (and publish) trajectories holding a benchmark problem too."""
     student = student_input(data_scope(), student)
     home = state_dir(state)
     with recorded_run(home, {"students": [student.ref]}) as run_id:
-        return score_and_publish(home, run_id, [student], scoring, ray, publish)[0]
+        decontaminate(home.duckdb, run_id)  # whatever a benchmark holds is known before anything is scored
+        return shown(home, score_and_publish(home, run_id, [student], scoring, ray, publish, include_contaminated))[0]
 
 
 @flow(name="rescore-students")
@@ -53,33 +59,41 @@ def rescore_students(
     home = state_dir(state)
     specs = students or registered_students(home.duckdb)
     with recorded_run(home, {"students": [s.ref for s in specs]}) as run_id:
-        return score_and_publish(home, run_id, specs, scoring, ray, publish)
+        decontaminate(home.duckdb, run_id)  # whatever a benchmark holds is known before anything is scored
+        return shown(home, score_and_publish(home, run_id, specs, scoring, ray, publish))
 
 
 def score_and_publish(
-    home: StateDir, run_id: str, specs: list[StudentSpec], scoring, ray, publish: bool
+    home: StateDir, run_id: str, specs: list[StudentSpec], scoring, ray, publish: bool, include_contaminated=False
 ) -> list[Scored]:
     """Score each student; with `publish`, then publish (its result's `published`) each one that got new scores,
-    under its own policy and name."""
+    under its own policy and name. Trajectories holding a benchmark problem are left out unless
+    `include_contaminated`."""
     out = []
     for spec in specs:
-        scored = run_score_student(home, run_id, spec, scoring, ray)
+        scored = run_score_student(home, run_id, spec, scoring, ray, include_contaminated)
         if publish and scored.scored:
-            scored = dataclasses.replace(scored, published=publish_dataset(spec, state=str(home.root)))
+            registered = spec.model_copy(update={"ref": scored.student_id})  # the one just scored, by its id
+            published = publish_dataset(registered, name=spec.dataset_name(), state=str(home.root),
+                                        include_contaminated=include_contaminated)  # fmt: skip
+            scored = dataclasses.replace(scored, published=published)
         out.append(scored)
     return out
 
 
+def shown(home: StateDir, scores: list[Scored]) -> list[Scored]:
+    """`scores`, once this run's artifacts show them (flows/_artifacts.py)."""
+    show_run(home, [s.student_id for s in scores], [s.published.publication for s in scores if s.published])
+    return scores
+
+
 def registered_students(db: Path) -> list[StudentSpec]:
-    """Every student scored before (so a new teacher is scored for all of them), else the embedded default."""
+    """Every student scored before, as registered (so a new teacher is scored for each of them), else the
+    embedded default."""
     with Reader.open(db) as reader:
         rows = reader.students()
-    specs = []
+    specs: list[StudentSpec] = []
     for row in rows:
-        info = row.info or {}
-        keys = ("dtype", "chat_template", "chat_template_kwargs", "policy", "output", "baseline")
-        kept = {k: info[k] for k in keys if info.get(k) is not None}
-        spec = StudentSpec(ref=row.ref, **kept)
-        if spec not in specs:
+        if (spec := row.spec()) not in specs:
             specs.append(spec)
     return specs or [StudentSpec()]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rsr.curate.decontaminate import DEFAULT_NGRAM
 from rsr.curate.dedup import DEFAULT_THRESHOLD
 from rsr.curate.verify import DEFAULT_TIMEOUT_S
 from rsr.select import Baseline, SelectionPolicy
+from rsr.spec import StudentSpec
+
+__all__ = ["PipelineConfig", "RaySpec", "ScoringSpec", "TeacherSpec"]
 
 
 class _Strict(BaseModel):
@@ -27,27 +30,6 @@ class TeacherSpec(_Strict):
     hf_options: dict[str, str] | None = None  # a hub dataset's {config, split, revision}
 
 
-class StudentSpec(_Strict):
-    ref: str = "smollm2-135m"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    device: str = "auto"
-    chat_template: str | None = None
-    # The template's options, as vLLM's `chat_template_kwargs` (e.g. {enable_thinking: true}); part of the digest.
-    chat_template_kwargs: dict[str, Any] | None = None
-    policy: SelectionPolicy | None = None  # how this student's dataset is selected after a (re-)score
-    output: str | None = None  # its dataset's name; default: sft-<model name>
-    # Also publish `<output>-random`, a seeded random pick matching the selection's response tokens (rsr.select).
-    baseline: Baseline | None = None
-
-    def dataset_name(self, base: str = "sft") -> str:
-        """Outputs are named by student, so several students' datasets are told apart at a glance."""
-        if self.output:
-            return self.output
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.ref.rstrip("/")).name).strip("-.") or "student"
-        template = Path(self.chat_template).stem if self.chat_template else None
-        return f"{base}-{name}" + (f"-{template}" if template else "")
-
-
 class ScoringSpec(_Strict):
     shard_size: int = Field(default=64, ge=1)  # trajectories per scoring task: the unit of retry and of loss
     max_tokens: int | None = Field(default=None, ge=8)
@@ -58,9 +40,26 @@ class ScoringSpec(_Strict):
 
 
 class RaySpec(_Strict):
+    """Where the scoring tasks run and what each asks of a node: one GPU and one CPU unless told (the YAML's `ray:`,
+    a deployment's `ray` parameter, or the --ray-* flags of every command that takes --ray-address)."""
+
     address: str | None = None  # ray://host:10001, "auto", or None for a local instance
-    num_gpus_per_task: float = Field(default=0, ge=0)
+    num_gpus_per_task: float = Field(default=1, ge=0)  # 0: score on CPUs; 0.5: two tasks share a GPU
     num_cpus_per_task: float = Field(default=1, ge=0)
+    wait_for_nodes_s: float = Field(default=0, ge=0)  # an autoscaling cluster: wait for a node that fits; 0: refuse
+
+
+class BenchmarkSpec(_Strict):
+    """A benchmark to decontaminate against (docs/decontamination.md): a preset by name (`aime24`, `math500`, ...),
+    or a local file / saved dataset folder / hub dataset id with its problem column."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.+-]*$", max_length=100)
+    source: str | None = None  # None: the preset called `name`
+    problem: str | None = None  # the problem column (a dotted path too); default: problem, question, prompt, ...
+    split: str | None = None
+    config: str | None = None  # a hub dataset's config (subset)
+    revision: str | None = None  # a hub dataset's branch, tag or commit; default: the newest, then pinned
+    ngram: int = Field(default=DEFAULT_NGRAM, ge=3, le=64)  # n of the word n-grams
 
 
 class PipelineConfig(_Strict):
@@ -75,6 +74,9 @@ class PipelineConfig(_Strict):
     ray: RaySpec | None = None
     output: str = "sft"
     mlflow_uri: str | None = None  # the team's tracking server; default $MLFLOW_TRACKING_URI, then the state's SQLite
+    # Benchmarks to decontaminate against: registered before the teachers, then every trajectory is checked.
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=list)
+    include_contaminated: bool = False  # score and publish trajectories that hold a benchmark problem too
 
     @field_validator("students", mode="before")
     @classmethod
@@ -82,6 +84,33 @@ class PipelineConfig(_Strict):
         # `students: [smollm2-135m]` is the common case; objects give dtype / template.
         if isinstance(value, list):
             return [{"ref": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("students")
+    @classmethod
+    def _policies_checked(cls, students: list[StudentSpec]) -> list[StudentSpec]:
+        # A student's own policy and baseline are checked here, at load, not when its dataset is published.
+        for s in students:
+            if s.policy is not None:
+                SelectionPolicy.model_validate(s.policy)
+            if s.baseline is not None:
+                Baseline.model_validate(s.baseline)
+        return students
+
+    def policy_of(self, student: StudentSpec) -> SelectionPolicy:
+        """The student's own policy, else the config's."""
+        return SelectionPolicy.model_validate(student.policy) if student.policy else self.policy
+
+    def baseline_of(self, student: StudentSpec) -> Baseline | None:
+        """The student's own baseline, else the config's."""
+        return Baseline.model_validate(student.baseline) if student.baseline else self.baseline
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _benchmarks_as_names(cls, value: object) -> object:
+        # `benchmarks: [aime24, math500]` names presets; objects give a source and its problem column.
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
     @classmethod
@@ -118,4 +147,11 @@ class PipelineConfig(_Strict):
         problems = None if self.problems is None else local(self.problems)
         if problems is not None and not problems.is_file():
             raise FileNotFoundError(f"{config_path}: problems file {problems} does not exist ({where})")
-        return self.model_copy(update={"teachers": teachers, "problems": None if problems is None else str(problems)})
+        students = [s.resolved(base) for s in self.students]  # model folders and template files, from the config
+        benchmarks = [  # a source that is a path from the config's folder; else a hub id, as the loader reads it
+            b.model_copy(update={"source": str(local(b.source))}) if b.source and local(b.source).exists() else b
+            for b in self.benchmarks
+        ]
+        problems = None if problems is None else str(problems)
+        update = {"teachers": teachers, "students": students, "problems": problems, "benchmarks": benchmarks}
+        return self.model_copy(update=update)

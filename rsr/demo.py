@@ -1,7 +1,9 @@
 """Demo data, authored here: three teachers with different styles on the same generated math problems.
 
 It exercises every stage: gold answers from a problems file, a teacher that is sometimes wrong, one that skips
-the final answer, a near duplicate across teachers, and a malformed line that goes to quarantine.
+the final answer, a near duplicate across teachers, a malformed line that goes to quarantine, and a small benchmark
+of our own (BENCHMARK) three of whose problems the teachers also answered, with their numbers changed, reworded or
+inside a longer request: the decontaminate stage flags them, so they are not scored nor published.
 """
 
 from __future__ import annotations
@@ -15,6 +17,36 @@ from pathlib import Path
 import yaml
 
 N_PROBLEMS = 36
+# Our demo benchmark: word problems with their answers (registered as `demo-bench`, its problems in `question`).
+BENCHMARK = [
+    ("A baker makes 48 muffins in the morning and sells 3 boxes of 12 muffins before noon. In the afternoon she "
+     "bakes 24 more muffins. How many muffins does she have at the end of the day?", "36"),
+    ("A cyclist rides 18 kilometres to the library, then 7 kilometres to the park, and finally rides straight home "
+     "along a road that is 15 kilometres long. How many kilometres does she ride in total?", "40"),
+    ("Tom has 5 red marbles and twice as many blue marbles. He gives away 4 blue marbles and buys 9 green marbles. "
+     "How many marbles does Tom have now?", "20"),
+    ("A rectangular garden is 12 metres long and 8 metres wide. A path 1 metre wide runs all the way around the "
+     "outside of the garden. What is the area of the path in square metres?", "44"),
+    ("The average of five numbers is 14. When a sixth number is added, the average becomes 15. What is the sixth "
+     "number?", "20"),
+    ("A shop sells pencils at 3 for 45 cents and erasers at 2 for 70 cents. How many cents do 9 pencils and 4 "
+     "erasers cost together?", "275"),
+]  # fmt: skip
+# The benchmark's problems 0, 2 and 3 as the demo teachers met them: numbers changed, reworded, inside a request.
+LEAKED = [
+    ("A baker makes 60 muffins in the morning and sells 4 boxes of 12 muffins before noon. In the afternoon she "
+     "bakes 30 more muffins. How many muffins does she have at the end of the day?", "42",
+     "She sells $4 \\times 12 = 48$ muffins, so $60 - 48 = 12$ are left.\n"
+     "After baking 30 more she has $12 + 30 = 42$."),
+    ("Tom owns 5 red marbles and twice as many blue marbles. He gives away 4 blue marbles and buys 9 green "
+     "marbles. How many marbles does he have altogether now?", "20",
+     "Tom has $2 \\times 5 = 10$ blue marbles; after giving 4 away, 6 are left.\nIn all: $5 + 6 + 9 = 20$."),
+    ("Please help me with my homework, I am stuck on this one: A rectangular garden is 10 metres long and 6 metres "
+     "wide. A path 1 metre wide runs all the way around the outside of the garden. What is the area of the path "
+     "in square metres? Explain each step.", "36",
+     "With the path the garden is $12 \\times 8 = 96$ square metres.\nThe garden alone is $10 \\times 6 = 60$, so "
+     "the path is $96 - 60 = 36$."),
+]  # fmt: skip
 
 
 def _problem(kind: int, rng: random.Random) -> tuple[str, str, str]:
@@ -65,6 +97,9 @@ def _problems(rng: random.Random) -> list[dict]:
         if all(o["problem"] != problem for o in out):  # the same problem twice would merge into one problem id
             careful = f"{steps}\n\nThe answer is $\\boxed{{{answer}}}$."
             out.append({"problem": problem, "answer": answer, "careful": careful})
+    for problem, answer, steps in LEAKED:  # last: a demo trimmed to its first problems has none of them
+        careful = f"{steps}\n\nThe answer is $\\boxed{{{answer}}}$."
+        out.append({"problem": problem, "answer": answer, "careful": careful})
     return out
 
 
@@ -125,7 +160,11 @@ def write_demo_data(folder: Path, seed: int = 7) -> Path:
             if name == "terse-solver":
                 fh.write('{"id": "terse-solver-broken", "messages": [{"role": "user", "content": "unterminated\n')
 
+    with open(folder / "benchmark.jsonl", "w", encoding="utf-8") as fh:
+        for i, (question, answer) in enumerate(BENCHMARK):
+            fh.write(json.dumps({"id": f"bench-{i}", "question": question, "answer": answer}) + "\n")
     config = {
+        "benchmarks": [{"name": "demo-bench", "source": "benchmark.jsonl"}],
         "teachers": [{"name": name, "path": f"{name}.jsonl", "format": "messages"} for name in teachers],
         "problems": "problems.jsonl",
         "students": ["smollm2-135m"],

@@ -106,6 +106,9 @@ class Trajectory(BaseModel):
     generation: int | None = None  # which of a row's several generations (OpenR1's `generations`), 0-based
     teacher_correct: bool | None = None  # the input's own correctness flag (e.g. correctness_math_verify), kept
     tools: list[dict] | None = None  # the function schemas offered (a chat template's `tools`), as the data gives them
+    # Turns after the last assistant turn (an agent trajectory's closing user turn or tool result), dropped at ingest
+    # and counted: the chat ends with the response. Not part of the id (trailing turns add nothing to a response).
+    dropped_turns: int = 0
 
     @classmethod
     def build(cls, *, teacher: str, problem: str, messages: list[Message], **kw) -> Trajectory:
@@ -191,7 +194,7 @@ class Score(BaseModel):
     render: str | None = None
     dropped_tool_calls: int = 0  # tool calls of scored turns the template renders no text for (none scored)
     surprisal_profile: list[float] | None = None  # share of the surprisal in each tenth of the response (metric.py)
-    # Companion metrics from the same pass (rsr.metric); None on rows scored before they were stored (schema v9).
+    # Companion metrics from the same pass (rsr.metric); None on rows scored before they were stored (schema v10).
     sum_entropy: float | None = None
     mean_entropy: float | None = None  # the student's full-vocabulary entropy per scored position, averaged (nats)
     n_top1: int | None = None

@@ -55,6 +55,7 @@ class Ingested:
     quarantined: int = 0
     quarantined_new: int = 0
     no_gold: int = 0
+    dropped_turns: int = 0  # turns after the last assistant turn of their records (agent trajectories), dropped
     sources: list[IngestCounts] = field(default_factory=list)
     plans: list[str] = field(default_factory=list)  # "<source>: format F; field <- column, ..."
     top_reasons: list[tuple[str, int]] = field(default_factory=list)
@@ -119,6 +120,7 @@ class _Tally:
     stored: int = 0
     repeats: int = 0
     quarantined: int = 0
+    dropped_turns: int = 0
     chunk: IngestResult | None = None  # its latest chunk: the format, fields and plan
 
 
@@ -128,6 +130,7 @@ def _account(by_source: dict[str, _Tally], chunk: IngestResult) -> None:
     tally.stored += len(chunk.trajectories)
     tally.repeats += chunk.duplicates_skipped
     tally.quarantined += len(chunk.rejected)
+    tally.dropped_turns += chunk.dropped_turns
     tally.chunk = IngestResult(source=chunk.source, format=chunk.format, fields=chunk.fields, plan=chunk.plan)
 
 
@@ -137,7 +140,9 @@ def _log_sources(store: Store, run_id: str, out: Ingested, by_source: dict[str, 
     for source, t in by_source.items():
         how = t.chunk or IngestResult()
         records = t.stored + t.repeats + t.quarantined
-        counts = IngestCounts(source, records, t.stored, t.repeats, t.quarantined, how.format, how.fields)
+        counts = IngestCounts(
+            source, records, t.stored, t.repeats, t.quarantined, how.format, how.fields, t.dropped_turns
+        )
         store.add_ingest_counts(run_id, out.teacher, counts)
         out.sources.append(counts)
         out.plans.append(f"{source}: {how.plan}")
@@ -146,6 +151,7 @@ def _log_sources(store: Store, run_id: str, out: Ingested, by_source: dict[str, 
         out.read += t.stored
         out.repeats += t.repeats
         out.quarantined += t.quarantined
+        out.dropped_turns += t.dropped_turns
     store.merge_run_params(run_id, {"read_as": read_as})
 
 

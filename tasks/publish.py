@@ -2,49 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from prefect import task
 
-from rsr.config import StudentSpec
 from rsr.publish.baseline import Pick, publish_with_baseline
 from rsr.publish.files import publish_selection, source_files
 from rsr.publish.hub import push_to_hub
 from rsr.publish.lineage import Tracking
-from rsr.publish.manifest import Publication, Request
+from rsr.publish.manifest import BenchmarkUse, Publication, Request
 from rsr.select import Baseline, SelectionPolicy, rank_teachers, select, selection_counts, token_matched_random
 from rsr.settings import StateDir
-from rsr.store.queries import Candidate, Reader, StudentRow
+from rsr.spec import Registration
+from rsr.store.queries import Candidate, Reader
 from rsr.store.writer import Store
-from rsr_tasks.score import FoundStudent, load_student
-
-if TYPE_CHECKING:  # a type only: torch (~235 MB) loads with the student, not with the CPU stages
-    from rsr.score.student import Student
+from rsr_tasks.score import FoundStudent, load_registered
 
 
 @dataclass(frozen=True)
 class Selection:
     """What a policy chose among a student's scored trajectories, and the numbers the card and MLflow show."""
 
-    student: StudentRow
+    student: Registration
     policy: SelectionPolicy
     chosen: list[Candidate]
     counts: dict[str, int]  # rsr.select.selection_counts
     ranking: list[tuple[str, float, int]]  # (teacher, dataset RSR, n) best first, over all candidates
+    benchmarks: list[BenchmarkUse] = field(default_factory=list)  # what every trajectory was checked against
+    include_contaminated: bool = False  # trajectories holding a benchmark problem were candidates too
     candidates: list[Candidate] = field(default_factory=list, repr=False)  # what it was chosen from
     seed: int | None = None  # a random baseline's seed (None: the policy chose)
 
 
 @task(name="select")
-def select_trajectories(state: StateDir, found: FoundStudent, policy: SelectionPolicy) -> Selection:
-    """Apply the policy to the student's current scores made as ``found.key`` says (dtype, max_tokens, r_max)."""
+def select_trajectories(
+    state: StateDir, found: FoundStudent, policy: SelectionPolicy, include_contaminated: bool = False
+) -> Selection:
+    """Apply the policy to the student's current scores made as ``found.key`` says (dtype, max_tokens, r_max),
+    without the trajectories holding a benchmark problem unless `include_contaminated`."""
     with Reader.open(state.duckdb) as reader:
-        cands = reader.candidates(found.student.student_id, found.key)
+        cands = reader.candidates(found.student.student_id, found.key, include_contaminated)
+        removed = reader.contamination_counts()
+        benchmarks = [
+            BenchmarkUse(b.name, b.source, b.kind, b.revision, b.digest, b.n_problems, b.ngram, removed[b.name][0])
+            for b in reader.benchmarks()
+        ]
     chosen = select(cands, policy)
-    counts = selection_counts(cands, chosen, policy)
-    return Selection(found.student, policy, chosen, counts, rank_teachers(cands), cands)
+    counts, ranking = selection_counts(cands, chosen, policy), rank_teachers(cands)
+    return Selection(found.student, policy, chosen, counts, ranking, benchmarks, include_contaminated, cands)
 
 
 @task(name="random-baseline")
@@ -53,36 +60,23 @@ def random_baseline(selection: Selection, baseline: Baseline) -> Selection:
     cands, policy = selection.candidates, selection.policy
     chosen = token_matched_random(cands, selection.chosen, policy, baseline.seed)
     counts = selection_counts(cands, chosen, policy)
-    return Selection(selection.student, policy, chosen, counts, selection.ranking, cands, baseline.seed)
+    return dataclasses.replace(selection, chosen=chosen, counts=counts, seed=baseline.seed)
 
 
-def training_split(info: dict) -> Callable[[list[dict], list[dict] | None], dict[str, str]]:
+def training_split(registration: Registration) -> Callable[[list[dict], list[dict] | None], dict[str, str]]:
     """For a student whose template rewrites assistant text: the prompt/completion split its scores were made on.
     Rendering needs the student's tokenizer and template, so the student is loaded (once per process, shared with
     scoring); it must be the registered one."""
-    return _registered(info).training_example
+    return load_registered(registration).training_example
 
 
-def _registered(info: dict) -> Student:
-    spec = StudentSpec(
-        ref=info["ref"],
-        dtype=info["dtype"],
-        chat_template=info.get("chat_template"),
-        chat_template_kwargs=info.get("chat_template_kwargs"),
-    )
-    student = load_student(spec)
-    if student.student_id != info["student_id"]:
-        raise ValueError(f"student {info['ref']!r} is now {student.student_id}, scored as {info['student_id']}")
-    return student
-
-
-def native_split(info: dict) -> Callable[[list[dict], list[dict] | None], dict] | None:
+def native_split(registration: Registration) -> Callable[[list[dict], list[dict] | None], dict] | None:
     """For a student whose template reads reasoning in its own field or tags (or tool arguments as mappings): each
     row's `messages` in that form, as they were scored, so a trainer feeds its template what it reads. None when
     the records' form is the student's own (nothing is loaded then)."""
-    if not info.get("native_form"):
+    if not registration.info.get("native_form"):
         return None
-    student = _registered(info)  # loaded once per process, shared with scoring
+    student = load_registered(registration)  # loaded once per process, shared with scoring
     return lambda messages, tools: {"messages": student.renderer.native(messages)}
 
 
@@ -101,7 +95,8 @@ def publish(
 
     ``mlflow_uri``: the --mlflow-uri flag or the config's; None falls back to $MLFLOW_TRACKING_URI, then the
     state folder's store."""
-    info, row = selection.student.info, selection.student
+    row = selection.student
+    info = row.info
     request = Request(
         name,
         row.student_id,
@@ -112,10 +107,12 @@ def publish(
         render_mode=info.get("render_mode", "template"),
         render_note=info.get("render_note"),
         chat_template=info.get("chat_template"),
-        split=training_split(info) if info.get("render_mode") == "generation" else native_split(info),
+        end_of_turn=info.get("end_of_turn"),  # registrations before issue 31 lack it: the card says it in words
+        split=training_split(row) if info.get("render_mode") == "generation" else native_split(row),
     )
     tracking = Tracking.resolve(state, mlflow_uri)
     with Store.open(state.duckdb) as store:
+        checked = {"benchmarks": selection.benchmarks, "include_contaminated": selection.include_contaminated}
         if baseline is None:
             pub = publish_selection(
                 store,
@@ -125,11 +122,13 @@ def publish(
                 tracking=tracking,
                 sources=source_files(store, selection.chosen),
                 counts=selection.counts,
+                **checked,
             )
         else:
             picks = [Pick(s.chosen, source_files(store, s.chosen), s.counts) for s in (selection, baseline)]
             seed = baseline.seed or 0
-            pub = publish_with_baseline(store, *picks, request, seed, out_root=state.datasets, tracking=tracking)
+            pub = publish_with_baseline(store, *picks, request, seed, out_root=state.datasets, tracking=tracking,
+                                        **checked)  # fmt: skip
         store.set_run_mlflow(run_id, pub.mlflow_run_id)
     return pub
 

@@ -3,7 +3,6 @@ on a Ray GPU node, and returns Score records that the flow, the only writer, sto
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -11,10 +10,10 @@ from typing import TYPE_CHECKING
 
 from prefect import task
 
-from rsr.config import StudentSpec
 from rsr.records import Score
 from rsr.score.load import auto_device, dtype_name, parse_dtype
-from rsr.store.queries import Reader, ScoreKey, StudentRow
+from rsr.spec import Registration, StudentSpec
+from rsr.store.queries import Reader, ScoreKey
 from rsr.store.writer import Store
 
 if TYPE_CHECKING:
@@ -22,49 +21,63 @@ if TYPE_CHECKING:
 
 
 @lru_cache(maxsize=2)
-def _student(ref: str, dtype: str, device: str, chat_template: str | None, options: str) -> Student:
+def _student(key: str) -> Student:
     # One load per process: a worker scoring many shards keeps the model in memory.
     from rsr.score.student import Student  # here: torch (~235 MB) only where a student runs, not in the CPU stages
 
-    kwargs = json.loads(options)  # the template's options, as JSON text: hashable for the cache
-    return Student.load(ref, dtype=dtype, device=device, chat_template=chat_template, chat_template_kwargs=kwargs)
+    return Student.from_spec(StudentSpec.model_validate_json(key))
 
 
 def load_student(spec: StudentSpec) -> Student:
-    options = json.dumps(spec.chat_template_kwargs or {}, sort_keys=True)
-    return _student(spec.ref, spec.dtype, spec.device, spec.chat_template, options)
+    return _student(spec.key())
+
+
+def load_registered(registration: Registration) -> Student:
+    """A registered student, loaded as it was registered (its template by content, its options); refused if the
+    model is not the one scored (its weights changed since)."""
+    student = load_student(registration.spec())
+    if student.student_id != registration.student_id:
+        raise ValueError(
+            f"student {registration.label!r} is now {student.student_id}, scored as {registration.student_id}: "
+            f"its weights or template changed since; register it again (rsr add-student)"
+        )
+    return student
 
 
 @task(name="register-student")
-def register_student(db: Path, spec: StudentSpec) -> StudentRow:
-    """Load the student (converting an embedded GGUF once) and record its identity and its publishing settings."""
+def register_student(db: Path, spec: StudentSpec) -> Registration:
+    """Load the student (converting an embedded GGUF once) and record its identity: how it was named, its template
+    by content, its options, and its publishing settings."""
     student = load_student(spec)
     if student.chat_template is None:
         raise ValueError(f"student {spec.ref!r} has no chat template: set chat_template (chatml, llama3 or a file)")
     info = student.info() | spec.model_dump(mode="json", include={"chat_template", "policy", "output", "baseline"})
     with Store.open(db) as store:
-        store.register_student(student.student_id, spec.ref, student.digest, info)
-    return StudentRow(student.student_id, spec.ref, student.digest, info)
+        store.register_student(student.student_id, spec.ref, student.digest, info, spec, student.chat_template)
+        return store.find_student(StudentSpec(ref=student.student_id))
 
 
 @dataclass(frozen=True)
 class FoundStudent:
-    student: StudentRow
+    student: Registration
     key: ScoreKey  # which of its scores to select by
 
 
 @task(name="find-student")
 def find_student(db: Path, spec: StudentSpec) -> FoundStudent:
-    """The registered student for this spec (by the one rule: Reader.registrations) and which of its scores to
+    """The registered student this spec names (rsr.spec.pick_registration: the one rule) and which of its scores to
     select by: the most recent setting in the spec's dtype ("auto": this machine's), so a bf16 score never answers
-    a float32 request. Nothing is loaded: the students table knows the id."""
+    a float32 request. Nothing is loaded: the store knows the registration."""
     dtype = dtype_name(parse_dtype(spec.dtype, auto_device()))
     with Reader.open(db) as reader:
-        row = reader.registrations(spec.ref, spec.chat_template, spec.chat_template_kwargs)[0]  # options too
-        key = reader.current_setting(row.student_id, dtype)
+        registration = reader.find_student(spec)
+        key = reader.current_setting(registration.student_id, dtype)
     if key is None:
-        raise ValueError(f"student {spec.ref!r} has no {dtype} scores: `rsr add-student {spec.ref} --dtype {dtype}`")
-    return FoundStudent(row, key)
+        raise ValueError(
+            f"student {registration.label} ({registration.student_id}) has no {dtype} scores: "
+            f"`rsr add-student {registration.student_id} --dtype {dtype}`"
+        )
+    return FoundStudent(registration, key)
 
 
 @task(name="score-shard", retries=2, retry_delay_seconds=2)

@@ -19,7 +19,7 @@ from pathlib import Path
 from rsr.publish import lineage
 from rsr.publish.files import manifest_for, publish_manifest
 from rsr.publish.lineage import Tracking
-from rsr.publish.manifest import Companion, Manifest, Publication, Request
+from rsr.publish.manifest import BenchmarkUse, Companion, Manifest, Publication, Request
 from rsr.store.queries import Candidate, SourceFile
 from rsr.store.writer import Store
 
@@ -40,15 +40,25 @@ def baseline_name(name: str) -> str:
 
 
 def publish_with_baseline(
-    store: Store, selection: Pick, baseline: Pick, req: Request, seed: int, *, out_root: Path, tracking: Tracking
+    store: Store,
+    selection: Pick,
+    baseline: Pick,
+    req: Request,
+    seed: int,
+    *,
+    out_root: Path,
+    tracking: Tracking,
+    benchmarks: Sequence[BenchmarkUse] = (),
+    include_contaminated: bool = False,
 ) -> Publication:
     """Publish the selection as ``req.name`` and the random pick as ``<name>-random``; returns the selection's
-    Publication with the baseline's as its ``baseline``."""
+    Publication with the baseline's as its ``baseline``. Both were checked against the same ``benchmarks``."""
     names = {"seed": seed, "selection": req.name, "random": baseline_name(req.name)}
     req_sel = dataclasses.replace(req, companion=Companion("selection", **names))
     req_base = dataclasses.replace(req, name=names["random"], companion=Companion("baseline", **names))
-    m_sel = manifest_for(store, selection.chosen, req_sel, selection.sources, selection.counts)
-    m_base = manifest_for(store, baseline.chosen, req_base, baseline.sources, baseline.counts)
+    checked = (benchmarks, include_contaminated)
+    m_sel = manifest_for(store, selection.chosen, req_sel, selection.sources, selection.counts, *checked)
+    m_base = manifest_for(store, baseline.chosen, req_base, baseline.sources, baseline.counts, *checked)
     m_sel = _naming(m_sel, m_base.dataset_id, m_base.response_tokens)
     pub = publish_manifest(store, m_sel, out_root, tracking)
     m_base = _naming(m_base, m_sel.dataset_id, m_sel.response_tokens, pub.mlflow_run_id)

@@ -33,9 +33,11 @@ def text(value: object) -> str:
     return re.sub(r"([\\`*_\[\]{}|~$#!])", r"\\\1", escaped)
 
 
-def code(value: object) -> str:
-    """Any text as one Markdown code span (shown verbatim, never HTML), safe in a table cell."""
-    inner = " ".join(str(value).split()).replace("|", "\\|")
+def code(value: object, in_table: bool = True) -> str:
+    """Any text as one Markdown code span (shown verbatim, never HTML); `|` escaped for a table cell (in_table), kept
+    as is in running text, where a code span shows a backslash verbatim."""
+    inner = " ".join(str(value).split())
+    inner = inner.replace("|", "\\|") if in_table else inner
     fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", inner)), default=0))
     pad = " " if inner.startswith("`") or inner.endswith("`") else ""
     return f"{fence}{pad}{inner}{pad}{fence}"

@@ -42,7 +42,15 @@ import pandas as pd
 
 from rsr.publish import card, lineage
 from rsr.publish.lineage import Tracking
-from rsr.publish.manifest import Manifest, Publication, Request, content_digest, dataset_id_for, rsr_stats
+from rsr.publish.manifest import (
+    BenchmarkUse,
+    Manifest,
+    Publication,
+    Request,
+    content_digest,
+    dataset_id_for,
+    rsr_stats,
+)
 from rsr.records import Message
 from rsr.select import TOKEN_TOLERANCE
 from rsr.store.queries import Candidate, SourceFile
@@ -91,7 +99,13 @@ def features(rows: Sequence[dict[str, Any]]) -> datasets.Features:
 
 
 def manifest_for(
-    store: Store, selected: Sequence[Candidate], req: Request, sources: Sequence[SourceFile], counts: dict
+    store: Store,
+    selected: Sequence[Candidate],
+    req: Request,
+    sources: Sequence[SourceFile],
+    counts: dict,
+    benchmarks: Sequence[BenchmarkUse] = (),
+    include_contaminated: bool = False,
 ) -> Manifest:
     """Everything the publication will say about itself, computed before anything is written. Raises ValueError
     for an empty selection or a name that cannot be a folder."""
@@ -103,18 +117,23 @@ def manifest_for(
         raise ValueError(f"dataset name {req.name!r}: use letters, digits, '.', '-', '_' (it becomes a folder name)")
     rows = build_rows(store, selected, req.split)
     digest = content_digest(rows)
+    checked = [f"{b.name}@{b.digest}" for b in benchmarks]
     frame = pd.DataFrame(rows, columns=["teacher", "problem_id", "rsr", "mean_rank", "mean_surprisal"])
     return Manifest(
         **vars(req),
         rows=rows,
         content_digest=digest,
-        dataset_id=dataset_id_for(req.name, req.student_id, req.policy, digest, req.companion),
+        dataset_id=dataset_id_for(
+            req.name, req.student_id, req.policy, digest, req.companion, checked, include_contaminated
+        ),
         sources=list(sources),
         stats=rsr_stats(frame),
         teachers={str(t): rsr_stats(g) for t, g in frame.groupby("teacher", sort=True)},
         n_problems=frame["problem_id"].nunique(),
         counts=dict(counts),
         response_tokens=sum(c.n_tokens for c in selected),
+        benchmarks=list(benchmarks),
+        include_contaminated=include_contaminated,
     )
 
 
@@ -210,6 +229,8 @@ def _register(store: Store, m: Manifest, final: Path, mlflow_run_id: str, tracki
         "selection": m.counts,
         "mlflow_uri": lineage.redact(tracking.uri),  # where its run lives (`rsr report` logs there too)
         "response_tokens": m.response_tokens,
+        "benchmarks": [asdict(b) for b in m.benchmarks],  # what every trajectory was checked against
+        "include_contaminated": m.include_contaminated,
     }
     if m.companion is not None:  # a selection and its random baseline name each other (Reader.latest_publication)
         params["baseline"] = asdict(m.companion) | {"tolerance": TOKEN_TOLERANCE}
@@ -228,9 +249,13 @@ def publish_selection(
     tracking: Tracking,
     sources: Sequence[SourceFile] = (),
     counts: dict[str, int] | None = None,
+    benchmarks: Sequence[BenchmarkUse] = (),
+    include_contaminated: bool = False,
 ) -> Publication:
-    """Write the selection under ``out_root/name/dataset_id``, log it to MLflow, register it in DuckDB."""
-    return publish_manifest(store, manifest_for(store, selected, req, sources, counts or {}), out_root, tracking)
+    """Write the selection under ``out_root/name/dataset_id``, log it to MLflow, register it in DuckDB.
+    ``benchmarks``: what the trajectories were checked against (the card and the MLflow run name them)."""
+    m = manifest_for(store, selected, req, sources, counts or {}, benchmarks, include_contaminated)
+    return publish_manifest(store, m, out_root, tracking)
 
 
 def publish_manifest(store: Store, m: Manifest, out_root: Path, tracking: Tracking) -> Publication:

@@ -124,7 +124,13 @@ def _params(m: Manifest) -> dict[str, Any]:
     pair = {}
     if m.companion is not None:  # the seed and the two names, on both runs
         pair = {f"baseline.{k}": getattr(m.companion, k) for k in ("role", "seed", "selection", "random")}
-    return {**ids, "policy": m.policy.name, **policy, "n_source_files": len(m.sources), **pair}
+    checked = {"decontamination.benchmarks": ",".join(b.name for b in m.benchmarks) or "none"}
+    checked["decontamination.include_contaminated"] = m.include_contaminated
+    for b in m.benchmarks:  # per benchmark: what it is (digest, revision, source) and what it removed
+        key = mlflow_key("benchmark", b.name)
+        checked |= {f"{key}.{k}": v for k, v in (("digest", b.digest), ("revision", b.revision or "-"),
+                                                   ("source", b.source), ("removed", b.removed))}  # fmt: skip
+    return {**ids, "policy": m.policy.name, **policy, "n_source_files": len(m.sources), **pair, **checked}
 
 
 KEY_LIMIT = 250  # MLflow's longest metric/param key
@@ -166,8 +172,15 @@ def _inputs(m: Manifest, final: Path) -> list[DatasetInput]:
     sample = mlflow.data.from_pandas(pd.DataFrame(m.rows[:100]), name=m.name, digest=m.content_digest).to_dict()
     profile = json.dumps({"num_rows": len(m.rows), "num_elements": len(m.rows) * len(m.rows[0])})
     published = {**local(m.name, m.content_digest, str(final)), "schema": sample.get("schema"), "profile": profile}
-    tags = {c: [InputTag(key=MLFLOW_DATASET_CONTEXT, value=c)] for c in ("source", "published")}
+    # The benchmarks every trajectory was checked against, by the digest of their problems (context "benchmark").
+    checked = [
+        {"name": b.name, "digest": b.digest[:DIGEST_LEN], "source_type": "hub" if b.kind == "hub" else "local",
+         "source": json.dumps({"uri": b.source, "revision": b.revision, "sha256": b.digest, "problems": b.n_problems})}
+        for b in m.benchmarks
+    ]  # fmt: skip
+    tags = {c: [InputTag(key=MLFLOW_DATASET_CONTEXT, value=c)] for c in ("source", "published", "benchmark")}
     inputs = [DatasetInput(DatasetEntity(**d), tags["source"]) for d in sources]
+    inputs += [DatasetInput(DatasetEntity(**d), tags["benchmark"]) for d in checked]
     return [*inputs, DatasetInput(DatasetEntity(**published), tags["published"])]
 
 

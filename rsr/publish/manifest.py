@@ -49,6 +49,21 @@ class Companion:
 
 
 @dataclass(frozen=True)
+class BenchmarkUse:
+    """A benchmark every trajectory was checked against, and how many trajectories (of every teacher) hold one of
+    its problems: left out of scoring and selection, unless the publication includes contaminated ones."""
+
+    name: str
+    source: str
+    kind: str  # file | hf_dir | hub
+    revision: str | None
+    digest: str  # sha256 of its problems
+    n_problems: int
+    ngram: int
+    removed: int
+
+
+@dataclass(frozen=True)
 class Request:
     """What is published, for whom, by which run."""
 
@@ -63,6 +78,7 @@ class Request:
     render_note: str | None = None
     chat_template: str | None = None  # the template asked for (a name or file); None: the model's own
     companion: Companion | None = None  # a selection with its random baseline, or the baseline itself
+    end_of_turn: str | None = None  # what ends an assistant turn under the student's template (trained, not scored)
     # (messages, tools) -> the student's columns: its own form of messages, or the prompt/completion text scored
     split: Callable[[list[dict], list[dict] | None], dict[str, Any]] | None = field(
         default=None, compare=False, repr=False
@@ -93,6 +109,8 @@ class Manifest(Request):
     n_problems: int
     counts: dict[str, int] = field(default_factory=dict)  # the selection in numbers (selection_counts)
     response_tokens: int = 0  # the rows' scored response tokens (what a token-matched baseline matches)
+    benchmarks: list[BenchmarkUse] = field(default_factory=list)  # what the trajectories were checked against
+    include_contaminated: bool = False  # trajectories holding a benchmark problem were let in
 
 
 def content_digest(rows: Sequence[dict[str, Any]]) -> str:
@@ -105,8 +123,18 @@ def content_digest(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def dataset_id_for(
-    name: str, student_id: str, policy: SelectionPolicy, digest: str, companion: Companion | None = None
+    name: str,
+    student_id: str,
+    policy: SelectionPolicy,
+    digest: str,
+    companion: Companion | None = None,
+    checked: Sequence[str] = (),
+    flagged: bool = False,
 ) -> str:
+    """The publication's id. `companion`: a selection with its random baseline, or the baseline itself;
+    `checked`: the benchmarks (name@digest) its trajectories were checked against, and `flagged`: contaminated
+    ones let in; each counts only when given, so a publication without them keeps the id it had before."""
     parts = [name, student_id, policy.identity(), digest, *([companion.identity()] if companion else [])]
+    parts += [sorted(checked), flagged] if checked or flagged else []
     key = json.dumps(parts, sort_keys=True)
     return "d-" + hashlib.sha256(key.encode()).hexdigest()[:DIGEST_LEN]

@@ -37,7 +37,8 @@ import pandas as pd
 from rsr.metric import METRIC_VERSION, dataset_rsr_of_means
 from rsr.report.bootstrap import N_RESAMPLES, SEED, SETTLED, bootstrap_ci, intervals, order_shares
 from rsr.settings import StateDir
-from rsr.store.queries import Reader, ScoreKey, registration_name
+from rsr.spec import StudentSpec
+from rsr.store.queries import Reader, ScoreKey
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -62,8 +63,8 @@ class ReportResult:
 @dataclass
 class _Data:
     student_id: str
-    student_ref: str
-    others: list[str]  # other registrations of the ref: id, and template options where it has any
+    student_ref: str  # the student's label (ref, template, options): how plots name it
+    others: list[str]  # the ref's other registrations, each with how to name it
     setting: ScoreKey | None  # the scoring setting the board is for (None: nothing scored yet)
     scores: pd.DataFrame  # the student's used rows in that setting: teacher, trajectory_id, rsr, surprisal_profile
     board: pd.DataFrame  # teacher_board
@@ -76,9 +77,10 @@ def teacher_board(reader: Reader, student_id: str, setting: ScoreKey | None = No
     """One row per known teacher, best first (the paper's rule: lowest dataset RSR first, unscored last):
     teacher, rank, dataset_rsr, n (rows used), accuracy (over those rows), mean_response_tokens, n_trajectories,
     all_accuracy (over all its trajectories), n_scored, n_failed, n_truncated, on_subset (n < n_trajectories),
-    selected (rows in the student's latest publication), rsr_length_spearman, the dataset RSR's interval ci_low,
-    ci_high, and ahead_share / settled: how often its place above the next teacher holds in paired resamples of
-    problems, and whether that is >= 95% (NaN / NA for the last). ``setting`` defaults to the student's current one."""
+    n_contaminated (holding a benchmark problem), selected (rows in the student's latest publication),
+    rsr_length_spearman, the dataset RSR's interval ci_low, ci_high, and ahead_share / settled: how often its place
+    above the next teacher holds in paired resamples of problems, and whether that is >= 95% (NaN / NA for the
+    last). ``setting`` defaults to the student's current one."""
     setting = setting or reader.current_setting(student_id)
     pub = reader.latest_publication(student_id)
     board = reader.teacher_board(student_id, setting, pub["dataset_id"] if pub else None)
@@ -99,16 +101,17 @@ def _history(reader: Reader, student_id: str, setting: ScoreKey | None) -> pd.Da
     return pd.DataFrame(points, columns=["run_id", "at", "teacher", "dataset_rsr"])
 
 
-def _load(state: StateDir, student_ref: str) -> _Data:
+def _load(state: StateDir, spec: StudentSpec) -> _Data:
     with Reader.open(state.duckdb) as reader:
-        student, *others = reader.registrations(student_ref)
+        student = reader.find_student(spec)
+        others = [r for r in reader.registrations() if r.ref == student.ref and r.student_id != student.student_id]
         setting = reader.current_setting(student.student_id)
         scores = reader.used_scores(student.student_id, setting, profile=True)
         board = teacher_board(reader, student.student_id, setting)
         history = _history(reader, student.student_id, setting)
         pub = reader.latest_publication(student.student_id)
-        named = [registration_name(o, o.student_id) for o in others]
-        return _Data(student.student_id, student.ref, named, setting, scores, board, pub, history, reader.note)
+        named = [o.naming() for o in others]
+        return _Data(student.student_id, student.label, named, setting, scores, board, pub, history, reader.note)
 
 
 # ---- plots --------------------------------------------------------------------------------------------------
@@ -291,7 +294,8 @@ def _table(board: pd.DataFrame) -> str:
                "order": "above the next in", "rsr_length_spearman": "Spearman(RSR, length)",
                "accuracy": "accuracy", "mean_response_tokens": "mean response tokens", "n": "used for RSR",
                "n_trajectories": "trajectories", "n_scored": "scored", "n_failed": "failed",
-               "n_truncated": "truncated", "subset": "RSR on a subset", "selected": "selected"}  # fmt: skip
+               "n_truncated": "truncated", "n_contaminated": "contaminated", "subset": "RSR on a subset",
+               "selected": "selected"}  # fmt: skip
     b["subset"] = b["on_subset"].map({True: "yes", False: "no"}).where(b["dataset_rsr"].notna())
     formats = {"rank": "{:.0f}", "dataset_rsr": "{:.4f}", "accuracy": "{:.1%}", "mean_response_tokens": "{:.0f}",
                "rsr_length_spearman": "{:+.2f}"}  # fmt: skip
@@ -363,7 +367,7 @@ def _log_to_mlflow(result: ReportResult, pub: dict[str, Any] | None, uri: str) -
 
 def build_report(
     state: StateDir,
-    student_ref: str,
+    student: StudentSpec | str,
     out: Path,
     *,
     log_to_mlflow: bool = True,
@@ -374,7 +378,7 @@ def build_report(
     ``mlflow_uri`` if given, else on the server the publication was logged to, else $MLFLOW_TRACKING_URI or the
     state folder's store. ``explain_with`` (the loaded student, as registered): also each teacher's lowest- and
     highest-RSR trajectory token by token under ``out/explain/``, linked from the page."""
-    data = _load(state, student_ref)
+    data = _load(state, StudentSpec(ref=student) if isinstance(student, str) else student)
     if explain_with is not None and explain_with.student_id != data.student_id:
         raise ValueError(f"the loaded student is {explain_with.student_id}, the report is for {data.student_id}")
     out = Path(out)

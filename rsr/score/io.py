@@ -74,6 +74,8 @@ def output_rows(items: ScoreInput, results: list[ScoredTrajectory], student_id: 
             row |= r.stats.as_dict() | made | {"dtype": r.dtype, "max_tokens": r.max_tokens}
             if r.dropped_tool_calls:  # the coverage says what was not scored: the template drops tool calls
                 row["dropped_tool_calls"] = r.dropped_tool_calls
+        if t.dropped_turns:  # turns after the last assistant turn, dropped at reading (an agent's closing turn)
+            row["dropped_turns"] = t.dropped_turns
         rows.append((t.source_line, t.generation or 0, row))
     return [row for *_, row in sorted(rows, key=lambda x: x[:2])]
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsr.score.render import TEMPLATE_DATE, reencodes_json_arguments
 from rsr.settings import StateDir
 
 if TYPE_CHECKING:
@@ -22,33 +21,6 @@ if TYPE_CHECKING:
 
 # Tokenizers' own thread pool fights torch for the same cores and warns after fork.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-# ---------------------------------------------------------------------------------------------------------------
-# Chat templates. Base students often ship without one; the paper's students are base models.
-# ---------------------------------------------------------------------------------------------------------------
-CHAT_TEMPLATES: dict[str, str] = {
-    "chatml": (
-        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-        "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-    ),
-    "llama3": (
-        "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
-        "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-    ),
-}
-
-
-def resolve_chat_template(name_or_file: str | None) -> str | None:
-    """A built-in template name, or a path to a Jinja file."""
-    if name_or_file is None or name_or_file in CHAT_TEMPLATES:
-        return CHAT_TEMPLATES.get(name_or_file)  # None when no template is asked for
-    path = Path(name_or_file)
-    if path.is_file():
-        return path.read_text(encoding="utf-8")
-    raise ValueError(
-        f"unknown chat template {name_or_file!r}: use one of {sorted(CHAT_TEMPLATES)} or a path to a Jinja file"
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -120,8 +92,9 @@ def convert_embedded(name: str, models_dir: Path) -> Path:
     return target
 
 
-def model_folder(ref: str, state: StateDir | None = None) -> Path:
-    """ref: an embedded name (converted once into the state's models folder), a local folder, or a hub id."""
+def model_folder(ref: str, state: StateDir | None = None, revision: str | None = None) -> Path:
+    """ref: an embedded name (converted once into the state's models folder), a local folder, or a hub id (at
+    `revision`: a branch, tag or commit)."""
     if ref in EMBEDDED:
         return convert_embedded(ref, (state or StateDir.from_env()).models)
     if Path(ref).expanduser().is_dir():
@@ -129,7 +102,7 @@ def model_folder(ref: str, state: StateDir | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     # Offline (tests, air-gapped GPU hosts) this resolves from the local cache or fails clearly.
-    return Path(snapshot_download(ref))
+    return Path(snapshot_download(ref, revision=revision))
 
 
 def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> tuple[torch.nn.Module, object, int | None]:
@@ -150,40 +123,28 @@ def load_model(folder: Path, dtype: torch.dtype, device: torch.device) -> tuple[
 _DIGEST_FILES = ("*.safetensors", "*.bin", "tokenizer.json", "tokenizer.model")
 
 
-def folder_digest(folder: Path, chat_template: str | None, chat_template_kwargs: dict | None = None) -> str:
-    """sha256 over weight + tokenizer files, the effective chat template, its options (chat_template_kwargs) and,
-    for a template that reads the clock, the pinned date it renders with; cached by (size, mtime) per file.
-    Options and date are folded in only when present, so a student without them keeps its digest. A template that
-    encodes JSON-text tool-call arguments again (Qwen2.5, Llama 3.1, DeepSeek-V3.1, gpt-oss) is given mappings
-    (issue 23), which changed its scores of tool calls: "tool_arguments=mapping" is folded into its digest, so
-    those scores get a new key (its scores of records without tool calls are the same numbers under it)."""
+def weights_manifest(folder: Path) -> str:
+    """`name=sha256` of each weight and tokenizer file, a line each: the model's part of its student's digest
+    (rsr.spec.student_digest); cached by (size, mtime) per file in the folder."""
     cache_file = folder / ".rsr_digest_cache.json"
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
-    h = hashlib.sha256()
-    known = len(cache)
+    lines, known = [], len(cache)
     for p in sorted({p for pattern in _DIGEST_FILES for p in folder.glob(pattern) if p.is_file()}):
         st = p.stat()
         key = f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
         if key not in cache:
             with open(p, "rb") as fh:
                 cache[key] = hashlib.file_digest(fh, "sha256").hexdigest()
-        h.update(f"{p.name}={cache[key]}\n".encode())
-    h.update((chat_template or "").encode())
-    if chat_template_kwargs:
-        h.update(b"\nchat_template_kwargs=" + json.dumps(chat_template_kwargs, sort_keys=True).encode())
-    if "strftime_now" in (chat_template or ""):
-        h.update(f"\ntemplate_date={TEMPLATE_DATE.date().isoformat()}".encode())
-    if reencodes_json_arguments(chat_template, chat_template_kwargs):  # its tool calls render otherwise since
-        h.update(b"\ntool_arguments=mapping")  # rsr gives it mappings: its digest changed with them
+        lines.append(f"{p.name}={cache[key]}\n")
     if len(cache) > known:  # a new or changed file
         try:
             cache_file.write_text(json.dumps(cache))
         except OSError:
             pass  # a read-only model folder (e.g. the hub cache) just hashes again next time
-    return h.hexdigest()
+    return "".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------------

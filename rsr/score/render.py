@@ -24,16 +24,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from rsr.records import Message, RecordError
-from rsr.score import markup
+from rsr.score import markup, native
 from rsr.score.markup import THINK, Markup, reasoning_spans
+from rsr.score.native import REASONING_FIELDS, REASONING_SENTINEL, SENTINEL
 
-__all__ = ["KINDS", "TEMPLATE_DATE", "Rendered", "Renderer", "reasoning_spans", "scored_tokens"]
+__all__ = ["KINDS", "REASONING_FIELDS", "TEMPLATE_DATE", "Rendered", "Renderer", "reasoning_spans", "scored_tokens"]
 
 KINDS = ("reasoning", "answer", "tool")  # what a scored token is, by its first scored character
 # The template clock: `strftime_now` returns this date in every render (gpt-oss writes "Current date: ..." into
 # every prompt), so the same chat renders the same text on any day. Recorded in the student's digest.
 TEMPLATE_DATE = datetime(2026, 1, 1)
-REASONING_FIELDS = ("reasoning_content", "thinking")  # the fields templates read reasoning from, in probe order
 _CALL_ENDS = ("<|call|>",)  # a tool-call turn may end with its own marker (gpt-oss) instead of the end of turn
 # The most characters one render may write (64 Mi, ~16M tokens: far beyond any trajectory a student can score): a
 # template writing more (a loop writing 10**8 characters) is that record's error, stopped while it writes, before
@@ -73,8 +73,6 @@ def scored_tokens(r: Rendered, offsets: Sequence[tuple[int, int]]) -> tuple[list
 # ---------------------------------------------------------------------------------------------------------------
 # Probes: chats whose rendering tells what the template does
 # ---------------------------------------------------------------------------------------------------------------
-_SENTINEL = "RSR-SENTINEL-7f3a"  # probe text no template rewrites: what follows it is the end-of-turn marker
-_REASONING_SENTINEL = "RSR-REASONING-7f3a"
 _TOOL_SENTINEL = "rsr_probe_tool"
 _OPENERS = tuple(x for m in markup.MARKUPS if m.open for x in (m.open + m.pad, m.open) if x)
 # Canonical reasoning chats (join_reasoning form): a template that keeps these verbatim keeps any trace verbatim.
@@ -103,6 +101,11 @@ class Renderer:
     markup: Markup = field(init=False, default=THINK)  # the student's own tags (inline reasoning, generation)
     arguments_as_mapping: bool = field(init=False, default=False)  # tool-call arguments the template needs as dicts
     drops_tool_calls: bool = field(init=False, default=False)  # the template renders no tool-call text
+    # The template reads `reasoning_field` but shows none in a final plain turn (Kimi-K2-Thinking): the completion
+    # is written in `markup` as learnt from the turns that show it (native.field_use).
+    final_turn_drops_reasoning: bool = field(init=False, default=False)
+    preamble: str = field(init=False, default="")  # what the generation prompt opens that a turn does not repeat
+    refusal: str = field(init=False, default="")  # why records with reasoning cannot be scored in its own format
     _source: str | None = field(init=False, default=None, repr=False)  # the template as rendered (clock pinned)
     _clock: dict = field(init=False, default_factory=dict, repr=False)  # the pinned clock's data
 
@@ -113,29 +116,26 @@ class Renderer:
             return
         self.markup = markup.markup_of_template(self.chat_template)
         self.eot = self._end_marker()
-        self.reasoning_field = self._reasoning_field()
+        use = native.field_use(self._render)
+        self.reasoning_field, self.final_turn_drops_reasoning = use.name, not use.in_final_turn
+        self.markup = use.written or self.markup
+        self.preamble = native.preamble(self._render)
         self.arguments_as_mapping, self.drops_tool_calls = self._tool_calls()
         self.mode, self.note = self._probe()
+        self.refusal = self._format_refusal()
+        if self.refusal:
+            self.note += f"; REFUSED for records with reasoning: {self.refusal}"
+
+    def _render(self, chat: list[dict], add_generation_prompt: bool) -> str:
+        return self.apply(chat, add_generation_prompt)
 
     # -- what the template does (learnt once) ----------------------------------------------------------------
     def _end_marker(self) -> str:
         try:
-            text = self.apply([{"role": "user", "content": "Q"}, {"role": "assistant", "content": _SENTINEL}], False)
+            text = self.apply([{"role": "user", "content": "Q"}, {"role": "assistant", "content": SENTINEL}], False)
         except RecordError:
             return ""
-        return text.rsplit(_SENTINEL, 1)[1] if _SENTINEL in text else ""
-
-    def _reasoning_field(self) -> str | None:
-        """The first field whose reasoning the template shows in a final assistant turn."""
-        for name in REASONING_FIELDS:
-            turn = {"role": "assistant", "content": _SENTINEL, name: _REASONING_SENTINEL}
-            try:
-                text = self.apply([{"role": "user", "content": "Q"}, turn], False)
-            except RecordError:
-                continue
-            if _REASONING_SENTINEL in text:
-                return name
-        return None
+        return text.rsplit(SENTINEL, 1)[1] if SENTINEL in text else ""
 
     def _tool_calls(self) -> tuple[bool, bool]:
         """(arguments as a mapping, tool calls dropped): see probe_tool_calls."""
@@ -164,6 +164,12 @@ class Renderer:
         )
 
     def _reasoning_note(self) -> str:
+        if self.reasoning_field and self.final_turn_drops_reasoning:
+            shown = f"`{self.markup.open}...{self.markup.close.strip()}`"
+            return (
+                f"; reasoning given in the template's `{self.reasoning_field}` field, which it shows only in the turns "
+                f"after its last plain one: the final response is scored as it writes it there, {shown}"
+            )
         if self.reasoning_field:
             return f"; reasoning given in the template's `{self.reasoning_field}` field"
         return f"; reasoning written inline as `{self.markup.open}...{self.markup.close.strip()}`"
@@ -185,6 +191,30 @@ class Renderer:
             except _Altered:
                 return which
         return None
+
+    def _format_refusal(self) -> str:
+        """Why this student cannot be given reasoning in its own format ("" when it can), checked on a canonical
+        reasoning chat as it will be scored: one block, one family's markup, the reasoning once (native.py)."""
+        unknown = native.unknown_reasoning_tags(self.chat_template)
+        if unknown and not self.reasoning_field and self.markup == THINK and THINK.open not in self.chat_template:
+            return (
+                f"its template writes reasoning as {', '.join(f'`{t}`' for t in unknown[:2])} (a markup rsr does not "
+                "know) and reads no reasoning field: rsr does not write another family's tags into it"
+            )
+        turn = {"role": "assistant", "content": THINK.join(REASONING_SENTINEL, SENTINEL)}
+        chat = [{"role": "user", "content": "Q"}, turn]
+        try:
+            r = self.layout(chat)
+            start = native.common_prefix(self.apply(chat[:1], False), r.text)
+        except RecordError:
+            return ""  # refused per record, with its own reason (thinking switched off, ...)
+        own = None if self.reasoning_field else self.markup
+        problem = native.format_problem(r.text[start : r.spans[-1][1]], own, REASONING_SENTINEL)
+        if not problem:
+            return ""
+        closes = self._generation_prompt().rstrip().endswith(tuple(m.close.strip() for m in markup.MARKUPS))
+        off = "; its generation prompt closes the reasoning block (thinking off): turn thinking on with "
+        return f"its render of a reasoning turn holds {problem}" + (off + "--chat-template-kwargs" if closes else "")
 
     def _generation_prompt(self) -> str:
         try:
@@ -228,6 +258,8 @@ class Renderer:
         turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
         if not turns:
             raise RecordError("no assistant turn to score")
+        if self.refusal and any(markup.split(msgs[i].content or "")[1] is not None for i in turns):
+            raise RecordError(f"student {self.name!r} cannot be given reasoning in its own format: {self.refusal}")
         if self.mode == "generation":
             return self._layout_generation(msgs, turns[-1], tools)
         return self._layout_template(msgs, turns, tools)
@@ -321,7 +353,7 @@ class Renderer:
         student writes it, then the end-of-turn marker. Only the final turn is scored; turns after it are dropped."""
         m = msgs[last]
         _check_response(m, last)
-        if m.tool_calls:
+        if m.tool_calls and not self.reasoning_field:
             raise RecordError(
                 f"assistant message {last} calls tools, but this student's chat template rewrites assistant turns "
                 "(render mode 'generation' scores a final text response only); use a template that keeps them"
@@ -331,8 +363,9 @@ class Renderer:
         found, reasoning, answer = markup.split(m.content or "")
         if reasoning is not None:
             self._check_reasoning_shown(prompt, last)
-            if self.reasoning_field:  # the template writes the reasoning itself: its own render of the turn
-                return self._rendered_final_turn(dicts, prompt, tools, last)
+        if self.reasoning_field and (reasoning is not None or m.tool_calls):
+            # the template writes the reasoning (and the calls) itself: its own render of the turn
+            return self._rendered_final_turn(dicts, prompt, tools, last)
         content = dicts[last]["content"] or ""
         opened = next((o for o in _OPENERS if prompt.endswith(o) and content.startswith(o)), "")
         text = prompt + content[len(opened) :] + self.eot
@@ -341,24 +374,60 @@ class Renderer:
         return Rendered(text, [body], content_span, _reasoning_in(text, [body], content_span))
 
     def _rendered_final_turn(self, dicts: list[dict], prompt: str, tools: list[dict] | None, last: int) -> Rendered:
+        """The final turn as the template renders it, after the generation prompt (and after a preamble that prompt
+        writes and the turn does not repeat: Apriel's); where the template drops the turn's reasoning (Kimi), the
+        reasoning and answer written in the markup it uses in the turns that show it."""
         turn = self.apply(dicts, False, tools)
-        if not (turn.startswith(prompt) and turn.endswith(self.eot)):
+        start, calls = self._completion_start(prompt, turn, last), bool(dicts[-1].get("tool_calls"))
+        end = _turn_end(turn, self.eot, calls) if self.eot or calls else len(turn)
+        if end is None or end < start:
             raise RecordError(
                 f"the chat template renders assistant message {last} other than after its generation prompt; "
                 "cannot score it as the student generates it"
             )
-        body = (len(prompt), len(turn) - len(self.eot))
-        reasoning = [(body[0] + a, body[0] + b) for a, b in reasoning_spans(turn[body[0] : body[1]])]
-        if not reasoning:  # reasoning in markup we do not know: up to where the answer starts
-            answer = dicts[-1]["content"] or ""
-            at = turn.rfind(answer, *body) if answer else body[1]
+        given, answer = dicts[-1].get(self.reasoning_field or ""), dicts[-1]["content"] or ""
+        if given and given not in turn[start:end]:
+            return self._written_final_turn(prompt, given, answer, last, calls)
+        text = prompt + turn[start:]  # the turn itself where the generation prompt is its prefix
+        body = (len(prompt), len(prompt) + end - start)
+        reasoning = [(body[0] + a, body[0] + b) for a, b in reasoning_spans(text[body[0] : body[1]])]
+        at = text.rfind(answer, *body) if answer else -1
+        if not reasoning and given:  # reasoning in markup we do not know: up to where the answer starts
             reasoning = [(body[0], at if at >= 0 else body[1])]
-        return Rendered(turn, [body], [body], reasoning)
+        if calls:  # the content is the answer, the rest of the body the calls (and their markup)
+            return Rendered(text, [body], [(at, at + len(answer))] if at >= 0 else [], reasoning, [body])
+        return Rendered(text, [body], [body], reasoning)
+
+    def _completion_start(self, prompt: str, turn: str, last: int) -> int:
+        """Where the student's completion starts in the template's render of the final turn."""
+        if turn.startswith(prompt):
+            return len(prompt)
+        cut = len(prompt) - len(self.preamble)
+        if self.preamble and prompt.endswith(self.preamble) and turn.startswith(prompt[:cut]):
+            return cut
+        raise RecordError(
+            f"the chat template renders assistant message {last} other than after its generation prompt; "
+            "cannot score it as the student generates it"
+        )
+
+    def _written_final_turn(self, prompt: str, reasoning: str, answer: str, last: int, calls: bool) -> Rendered:
+        """The completion in the template's own markup where its final turn drops the reasoning it reads."""
+        if not self.final_turn_drops_reasoning or calls:
+            raise RecordError(
+                f"the chat template drops the reasoning of assistant message {last} as it renders it"
+                + (" with tool calls" if calls else "")
+                + "; cannot score it as the student generates it"
+            )
+        head = self.markup.open + reasoning + self.markup.close
+        text = prompt + head + answer + self.eot
+        body = (len(prompt), len(prompt) + len(head) + len(answer))
+        return Rendered(text, [body], [body], [(body[0], body[0] + len(head))])
 
     def _check_reasoning_shown(self, prompt: str, last: int) -> None:
         """A generation prompt that closes the reasoning block (thinking switched off) cannot show reasoning."""
         close = self.markup.close.strip()
-        if close and prompt.rstrip().endswith(close):
+        tail = prompt.rstrip()[-40:]
+        if (close and prompt.rstrip().endswith(close)) or native.closes_reasoning(tail[tail.rfind("<") :]):
             raise RecordError(
                 f"assistant message {last} has reasoning, but this student's chat template closes the reasoning "
                 f"block in its generation prompt (thinking off: {prompt[-40:]!r}); turn thinking on with "
@@ -416,7 +485,7 @@ def reencodes_json_arguments(chat_template: str | None, options: Mapping[str, An
     """Whether this template encodes tool-call arguments given as JSON text again and so is given mappings (see
     probe_tool_calls). Tokenizer-free (transformers' own Jinja renderer; special tokens play no part in how
     arguments render), for the student's digest: scores of tool calls under such a template changed when rsr
-    began giving it mappings (rsr/score/load.py folder_digest)."""
+    began giving it mappings (rsr.spec.student_digest)."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
     source, clock = _pinned_clock(chat_template)

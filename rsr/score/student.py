@@ -37,8 +37,17 @@ from tqdm.auto import tqdm
 from rsr.metric import METRIC_VERSION, R_MAX, TrajectoryStats, surprisal_profile
 from rsr.records import RecordError, Score
 from rsr.score import load as models
-from rsr.score.render import KINDS, Rendered, Renderer, reasoning_spans, scored_tokens
+from rsr.score.render import (
+    KINDS,
+    TEMPLATE_DATE,
+    Rendered,
+    Renderer,
+    reasoning_spans,
+    reencodes_json_arguments,
+    scored_tokens,
+)
 from rsr.settings import StateDir
+from rsr.spec import StudentSpec, student_digest
 
 __all__ = [
     "KINDS",
@@ -297,6 +306,7 @@ class Student:
     bos: int | None = field(default=None, repr=False)  # prepended when the tokenizer adds it and the render lacks it
     r_max: int = R_MAX
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # the template's options (vLLM's name)
+    spec: StudentSpec | None = field(default=None, repr=False)  # how it was named (rsr.spec), when loaded by one
     # Learnt from the template (again after dataclasses.replace): how chats are rendered and what is scored.
     renderer: Renderer = field(init=False, repr=False)
 
@@ -345,34 +355,37 @@ class Student:
         chat_template_kwargs: Mapping[str, Any] | None = None,
         state: StateDir | None = None,
     ) -> Student:
-        """ref: an embedded name (smollm2-135m, gemma3-270m), a local model folder, or a hub id; chat_template_kwargs:
-        the template's options (e.g. {"enable_thinking": true}), part of the student's digest.
+        """ref: an embedded name (smollm2-135m, gemma3-270m), a local model folder, or a hub id; chat_template: a
+        built-in name (chatml, llama3) or a Jinja file; chat_template_kwargs: the template's options (e.g.
+        {"enable_thinking": true}), part of the student's digest. The same as Student.from_spec(StudentSpec(...)).
 
         Raises UnsupportedStudent for an architecture whose logits we cannot reproduce exactly.
         """
-        dev = models.auto_device() if device == "auto" else torch.device(device)
-        torch_dtype = models.parse_dtype(dtype, dev)
-        folder = models.model_folder(ref, state)
+        dtype_name = dtype if isinstance(dtype, str) else models.dtype_name(dtype)
+        options = dict(chat_template_kwargs) if chat_template_kwargs else None
+        spec = StudentSpec(ref=ref, dtype=dtype_name, device=device, chat_template=chat_template,
+                           chat_template_kwargs=options)  # fmt: skip
+        return cls.from_spec(spec.resolved(), state=state)
+
+    @classmethod
+    def from_spec(cls, spec: StudentSpec, state: StateDir | None = None) -> Student:
+        """The student a spec names, loaded (a Registration's spec loads it exactly as it was registered)."""
+        dev = models.auto_device() if spec.device == "auto" else torch.device(spec.device)
+        torch_dtype = models.parse_dtype(spec.dtype, dev)
+        folder = models.model_folder(spec.ref, state, spec.revision)
         model, tokenizer, bos = models.load_model(folder, torch_dtype, dev)
-        template = models.resolve_chat_template(chat_template) or getattr(tokenizer, "chat_template", None)
-        options = dict(chat_template_kwargs or {})
+        template = spec.template_source() or getattr(tokenizer, "chat_template", None)
+        options = dict(spec.chat_template_kwargs or {})
         head = ExactHead.of(model)
         probe = torch.tensor([[1 if bos is None else bos, *range(2, 10)]], device=dev) % model.config.vocab_size
         head.check_against(model, probe)  # refuse an unsupported student now, not in the middle of a run
-        student = cls(
-            ref=ref,
-            model=model,
-            tokenizer=tokenizer,
-            chat_template=template,
-            digest=models.folder_digest(folder, template, options),
-            device=dev,
-            dtype=torch_dtype,
-            head=head,
-            bos=bos,
-            chat_template_kwargs=options,
-        )
+        clock = TEMPLATE_DATE.date().isoformat() if "strftime_now" in (template or "") else None
+        digest = student_digest(models.weights_manifest(folder), template, options, clock,
+                                reencodes_json_arguments(template, options))  # fmt: skip
+        student = cls(spec.ref, model, tokenizer, template, digest, dev, torch_dtype, head, bos,
+                      chat_template_kwargs=options, spec=spec)  # fmt: skip
         if student.renderer.drops_tool_calls:  # README says tool calls are scored: not under this template
-            warnings.warn(f"student {ref!r}: {student.render_note}", UserWarning, stacklevel=2)
+            warnings.warn(f"student {spec.ref!r}: {student.render_note}", UserWarning, stacklevel=2)
         return student
 
     def info(self) -> dict:
@@ -392,6 +405,7 @@ class Student:
             "reasoning_field": self.renderer.reasoning_field,
             "reasoning_markup": self.renderer.markup.name,
             "native_form": self.renderer.rewrites_records,
+            "end_of_turn": self.eot,  # what a trainer trains after each scored turn (the card names it)
         } | ({"chat_template_kwargs": dict(self.chat_template_kwargs)} if self.chat_template_kwargs else {})
 
     # -- rendering (rsr/score/render.py) ---------------------------------------------------------------------

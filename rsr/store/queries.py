@@ -20,7 +20,9 @@ import pandas as pd
 
 from rsr.metric import METRIC_VERSION, R_MAX
 from rsr.records import Score, Trajectory
+from rsr.spec import Registration, StudentSpec, pick_registration
 from rsr.store import connect as db
+from rsr.store.contamination import ContaminationReads, not_contaminated
 
 
 def check_dtype(dtype: str | None) -> str:
@@ -43,20 +45,11 @@ class ScoreKey:
 
 
 @dataclass(frozen=True)
-class StudentRow:
-    student_id: str
-    ref: str
-    digest: str | None
-    info: dict[str, Any]
-    registered_at: datetime | None = None
-
-
-@dataclass(frozen=True)
 class ScoreSetting:
     """A row of the ``score_settings`` view: how many of a student's current scores were made one way."""
 
     student_id: str
-    student: str | None
+    student_label: str | None
     key: ScoreKey
     n_scored: int
     n_truncated: int
@@ -75,6 +68,7 @@ class IngestCounts:
     quarantined: int
     format: str = ""
     fields: dict[str, str] | None = None
+    dropped_turns: int = 0  # turns after the last assistant turn of its records (agent trajectories), dropped
 
 
 def _loads(text: str | None) -> Any:
@@ -150,7 +144,7 @@ def _used_params(student_id: str, setting: ScoreKey | None) -> list[Any]:
     return [student_id, *(astuple(setting) if setting else [None] * 4)]
 
 
-class Reader:
+class Reader(ContaminationReads):
     """The DuckDB state, read. Any number of readers may be open (read-only ones read a snapshot while a flow
     writes); use as a context manager."""
 
@@ -201,6 +195,7 @@ class Reader:
             Trajectory(
                 **r
                 | {"messages": json.loads(whole_messages(r["messages"], r["response"])), "tools": _loads(r["tools"])}
+                | {"dropped_turns": r["dropped_turns"] or 0}  # NULL: ingested before schema v9
             )
             for r in rows
         ]
@@ -232,10 +227,10 @@ class Reader:
 
     def ingest_log(self, run_id: str | None = None) -> list[tuple]:
         """Named rows of the ingest_log view (teacher, source, records, stored, repeats, near_duplicates,
-        quarantined, run_id, format, fields), of one run or all, in the order they were written."""
+        quarantined, run_id, format, fields, dropped_turns), of one run or all, in the order they were written."""
         return self._named(
-            'SELECT * EXCLUDE ("at") FROM ingest_log WHERE CAST(? AS VARCHAR) IS NULL OR run_id = ? '
-            'ORDER BY "at", source',
+            "SELECT * EXCLUDE (logged_at) FROM ingest_log WHERE CAST(? AS VARCHAR) IS NULL OR run_id = ? "
+            "ORDER BY logged_at, source",
             [run_id, run_id],
             "IngestLog",
         )
@@ -269,33 +264,30 @@ class Reader:
             "Unverified",
         )
 
-    def students(self) -> list[StudentRow]:
-        rows = self._con.execute("SELECT * FROM students ORDER BY registered_at, student_id").fetchall()
-        return [StudentRow(sid, ref, dig, json.loads(info) if info else {}, at) for sid, ref, dig, info, at in rows]
+    def registrations(self) -> list[Registration]:
+        """Every registered student, newest first, as the `registrations` view names it (its label) with its
+        template's text when one was given (kept by content)."""
+        cur = self._con.execute(
+            """SELECT g.student_id, g.ref, g.digest, g.label, g.revision, g.dtype, g.template_name, g.template_digest,
+                   CASE WHEN g.template_name IS NOT NULL THEN c.text END, g.chat_template_kwargs, s.info,
+                   g.registered_at
+            FROM registrations g JOIN students s USING (student_id)
+            LEFT JOIN chat_templates c ON c.template_digest = g.template_digest
+            ORDER BY g.registered_at DESC, g.student_id DESC"""
+        )
+        return [
+            Registration(*r[:9], chat_template_kwargs=_loads(r[9]), info=_loads(r[10]) or {}, registered_at=r[11])
+            for r in cur.fetchall()
+        ]
 
-    def registrations(
-        self, ref: str, chat_template: str | None | bool = True, chat_template_kwargs: dict | None | bool = True
-    ) -> list[StudentRow]:
-        """The one rule for finding a registered student: ``ref`` is a student_id (taken as given, first) or a
-        model reference, newest registration first. ``chat_template``: only registrations rendering with it (None:
-        the model's own); ``chat_template_kwargs``: only those with these template options (None or {}: none; two
-        registrations of one model with thinking on and off are two students); True: any. Raises ValueError,
-        naming the registered refs and options, when none matches."""
-        rows = sorted(reversed(self.students()), key=lambda r: r.student_id != ref)  # stable: newest first
-        rows = [r for r in rows if ref in (r.ref, r.student_id)]
-        if chat_template is not True:
-            rows = [r for r in rows if r.info.get("chat_template") == chat_template]
-        if chat_template_kwargs is not True:
-            rows = [r for r in rows if (r.info.get("chat_template_kwargs") or {}) == (chat_template_kwargs or {})]
-        if not rows:
-            raise ValueError(self._no_registration(ref, chat_template, chat_template_kwargs))
-        return rows
+    def students(self) -> list[Registration]:
+        """Every registered student, first registered first (the order flows score them in)."""
+        return self.registrations()[::-1]
 
-    def _no_registration(self, ref: str, chat_template: str | None | bool, options: dict | None | bool) -> str:
-        known = ", ".join(sorted({registration_name(r) for r in self.students()})) or "none"
-        which = "" if chat_template is True else f" with template {chat_template}"
-        which += "" if options is True else f" with chat_template_kwargs {json.dumps(options or {}, sort_keys=True)}"
-        return f"no student {ref!r}{which} in the store (registered: {known}); `rsr add-student {ref}`"
+    def find_student(self, spec: StudentSpec) -> Registration:
+        """The registration `spec` names (rsr.spec.pick_registration: the one rule), or a ValueError that lists
+        the registrations with how to name each."""
+        return pick_registration(spec, self.registrations())
 
     def current_setting(self, student_id: str, dtype: str | None = None) -> ScoreKey | None:
         """How the student's most recent scores (in ``dtype``, when given) were made; None if never scored so."""
@@ -311,9 +303,11 @@ class Reader:
         max_tokens: int | None = None,
         teacher: str | None = None,
         retry_errors: bool = True,
+        include_contaminated: bool = False,
     ) -> list[str]:
         """Trajectory ids with no successful score for this key (error rows count as scored if not retry_errors), a
-        problem's trajectories side by side (shards keep them together, so their prompt is computed once).
+        problem's trajectories side by side (shards keep them together, so their prompt is computed once). A
+        trajectory holding a benchmark problem (contamination) is left out unless `include_contaminated`.
 
         ``dtype`` is the compute dtype (never "auto"); ``max_tokens`` the effective truncation limit (the
         student's context length when none is set); None only matches rows whose limit was not recorded."""
@@ -325,8 +319,9 @@ class Reader:
                 SELECT 1 FROM scores s
                 WHERE s.trajectory_id = t.trajectory_id AND s.student_id = ? AND s.metric_version = ?
                   AND s.r_max = ? AND s.dtype = ? AND s.max_tokens IS NOT DISTINCT FROM ? {error_cond})
+              AND {not_contaminated("t")}
             ORDER BY t.problem_id, t.trajectory_id""",
-            [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens],
+            [teacher, teacher, student_id, metric_version, r_max, check_dtype(dtype), max_tokens, include_contaminated],
         )
         return [r[0] for r in cur.fetchall()]
 
@@ -348,7 +343,7 @@ class Reader:
         """How a student's current scores were made (dtype, max_tokens, r_max), with counts (truncated ones too);
         the most recently scored setting first (on a tie, the one with more rows)."""
         cur = self._con.execute(
-            """SELECT student_id, student, dtype, max_tokens, r_max, n_scored, n_truncated, last_scored_at
+            """SELECT student_id, student_label, dtype, max_tokens, r_max, n_scored, n_truncated, last_scored_at
             FROM score_settings WHERE CAST(? AS VARCHAR) IS NULL OR student_id = ?
             ORDER BY student_id, last_scored_at DESC, n_scored DESC, dtype, max_tokens NULLS LAST, r_max""",
             [student_id, student_id],
@@ -388,10 +383,13 @@ class Reader:
     def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         return self._con.execute(sql, params).df()
 
-    def candidates(self, student_id: str, key: ScoreKey | None = None) -> list[Candidate]:
+    def candidates(
+        self, student_id: str, key: ScoreKey | None = None, include_contaminated: bool = False
+    ) -> list[Candidate]:
         """Every trajectory with a current (non-error) score for this student made as ``key`` says (dtype, max_tokens,
         r_max), with its verdict and duplicate flag. Without ``key``: the student's only scoring setting; a student
-        scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix."""
+        scored in several settings (e.g. bfloat16 and float32) needs ``key``, so scores made differently never mix.
+        Trajectories holding a benchmark problem (contamination) are no candidates unless `include_contaminated`."""
         if key is None:
             settings = self.score_settings(student_id)
             if not settings:
@@ -401,15 +399,16 @@ class Reader:
                 raise ValueError(f"student {student_id} has scores made in several settings ({found}): pick one (key=)")
             key = settings[0].key
         _, rows = self.query(
-            """SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
+            f"""SELECT l.trajectory_id, l.score_id, l.teacher, l.problem_id, l.rsr, l.mean_rank, l.mean_surprisal,
                       v.verdict, d.trajectory_id IS NOT NULL AS is_duplicate, l.truncated, l.n_tokens,
                       l.mean_entropy
                FROM latest_scores l
                LEFT JOIN trajectory_verdicts v ON v.trajectory_id = l.trajectory_id
                LEFT JOIN duplicates d ON d.trajectory_id = l.trajectory_id
                WHERE l.student_id = ? AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?
+                 AND {not_contaminated("l")}
                ORDER BY l.trajectory_id""",
-            [student_id, key.dtype, key.max_tokens, key.r_max],
+            [student_id, key.dtype, key.max_tokens, key.r_max, include_contaminated],
         )
         return [Candidate(*row) for row in rows]
 
@@ -430,15 +429,24 @@ class Reader:
     def teacher_board(self, student_id: str, key: ScoreKey | None, dataset_id: str | None) -> pd.DataFrame:
         """One row per known teacher, best first (lowest dataset RSR, unscored last): teacher, rank, dataset_rsr,
         n, accuracy, mean_response_tokens, n_trajectories, all_accuracy, n_scored, n_failed, n_truncated,
-        on_subset, n_dropped_tool_calls (of the used rows: the template rendered no text for them),
-        rsr_length_spearman, selected (its rows in publication ``dataset_id``)."""
+        on_subset (the dataset RSR rests on fewer trajectories than the teacher has, contaminated ones left out of
+        scoring aside), n_dropped_tool_calls (of the used rows: the template rendered no text for them),
+        rsr_length_spearman, n_contaminated (trajectories holding a benchmark problem: not scored nor selected by
+        default), selected (its rows in publication ``dataset_id``)."""
         params = _used_params(student_id, key)[:4]
         return self.query_df(
             """SELECT s.teacher, v.rank, v.dataset_rsr, coalesce(v.n, 0) AS n, v.accuracy, v.mean_response_tokens,
                        s.n_trajectories, s.accuracy AS all_accuracy,
                        coalesce(c.n_scored, 0) AS n_scored, coalesce(c.n_failed, 0) AS n_failed,
-                       coalesce(c.n_truncated, 0) AS n_truncated, coalesce(v.n, 0) < s.n_trajectories AS on_subset,
+                       coalesce(c.n_truncated, 0) AS n_truncated,
+                       coalesce(v.n, 0) + (SELECT count(DISTINCT h.trajectory_id) FROM contamination_hits h
+                         JOIN trajectories t USING (trajectory_id) WHERE t.teacher = s.teacher AND NOT EXISTS (
+                           SELECT 1 FROM latest_scores l WHERE l.trajectory_id = h.trajectory_id AND l.student_id = ?
+                             AND l.dtype = ? AND l.max_tokens IS NOT DISTINCT FROM ? AND l.r_max = ?))
+                         < s.n_trajectories AS on_subset,
                        coalesce(v.dropped_tool_calls, 0) AS n_dropped_tool_calls, v.rsr_length_spearman,
+                       (SELECT count(DISTINCT h.trajectory_id) FROM contamination_hits h
+                         JOIN trajectories t USING (trajectory_id) WHERE t.teacher = s.teacher) AS n_contaminated,
                        (SELECT count(*) FROM publication_items i JOIN trajectories t USING (trajectory_id)
                          WHERE i.dataset_id = ? AND t.teacher = s.teacher) AS selected
                 FROM teacher_summary s
@@ -447,7 +455,7 @@ class Reader:
                 LEFT JOIN teacher_coverage c ON c.teacher = s.teacher AND c.student_id = ?
                      AND c.dtype = ? AND c.max_tokens IS NOT DISTINCT FROM ? AND c.r_max = ?
                 ORDER BY v.rank NULLS LAST, s.teacher""",
-            [dataset_id, *params, *params],
+            [*params, dataset_id, *params, *params],
         )
 
     def score_history(self, student_id: str, key: ScoreKey | None) -> pd.DataFrame:
@@ -509,10 +517,3 @@ class Reader:
         for r in out:
             r["messages"] = whole_messages(r["messages"], r.pop("response"))
         return out
-
-
-def registration_name(r: StudentRow, name: str | None = None) -> str:
-    """A registered student as a user tells it apart: its ref (or `name`), and its template options if it has any."""
-    options = r.info.get("chat_template_kwargs")
-    name = r.ref if name is None else name
-    return f"{name} (chat_template_kwargs {json.dumps(options, sort_keys=True)})" if options else name

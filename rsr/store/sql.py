@@ -30,9 +30,10 @@ from rsr.store.connect import open_read_only
 # The documented views, one line each; their columns are read from the migrations (rsr.store), so that
 # `rsr sql --help`, docs/sql.md (checked by a test) and the views cannot drift.
 VIEW_DOCS: dict[str, str] = {
+    "registrations": "every registered student: its id, model, label (ref, template, options), template digest",
     "teacher_summary": "per teacher: trajectories, unique ones, verdict counts, accuracy = correct / all",
     "trajectory_verdicts": "every trajectory with its verdict (NULL if unverified) and the gold answer used",
-    "score_history": "every score row (errors included) + teacher, problem, student ref, flow that wrote it",
+    "score_history": "every score row (errors included) + teacher, problem, student ref and label, flow that wrote it",
     "latest_scores": "the successful score per (trajectory, student, dtype, max_tokens, r_max), current metric, "
     "with the companion metrics of the same pass (mean_entropy, top1_share)",
     "score_settings": "per student and scoring setting (dtype, max_tokens, r_max): scored and truncated counts",
@@ -42,7 +43,11 @@ VIEW_DOCS: dict[str, str] = {
     "teacher_coverage": "per student, setting and teacher: trajectories ingested, scored, failed, truncated, unscored",
     "dataset_lineage": "each published row -> its score row, scoring run, publishing run, MLflow run",
     "ingest_log": "per ingest run and source file: records = stored + repeats + quarantined, near duplicates, "
-    "the format read and the column of each field",
+    "the format read, the column of each field and the turns dropped after the last assistant turn",
+    "contamination": "each trajectory holding a registered benchmark's problem: the benchmark, its row, the method "
+    "(exact, ngram, ngram_numbers), the text that matched and the share of the problem's n-grams found",
+    "contamination_log": "per teacher and benchmark: trajectories (and problems) holding one of its problems, "
+    "by method",
 }
 
 

@@ -25,7 +25,9 @@ import duckdb
 import pyarrow as pa
 
 from rsr.records import Duplicate, Problem, Rejected, Score, Trajectory, Verdict, _digest
+from rsr.spec import StudentSpec, options_text, template_digest
 from rsr.store import connect as db
+from rsr.store.contamination import BenchmarkRow
 from rsr.store.queries import IngestCounts, Reader, SourceFile, check_dtype, stored_messages
 
 
@@ -139,12 +141,16 @@ class Store(Reader):
             [status, _now(), mlflow_run_id, run_id],
         )
 
-    def mark_interrupted_runs(self) -> int:
+    def mark_interrupted_runs(self) -> list[str]:
         """Runs left "running" by a process that died (SIGKILL, OOM, power loss) become "interrupted".
 
         Call only while holding the state folder's writer lock as its outermost holder: then no other flow can
-        be running, so every "running" row is stale. Returns how many rows were marked."""
-        return self._count("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        be running, so every "running" row is stale. Returns the Prefect flow-run ids of the rows marked (those
+        that have one), so that the same runs can be marked crashed in Prefect (rsr_deployments.recovery)."""
+        rows = self._con.execute(
+            "UPDATE runs SET status = 'interrupted' WHERE status = 'running' RETURNING prefect_flow_run_id"
+        ).fetchall()
+        return [r[0] for r in rows if r[0]]
 
     def set_run_mlflow(self, run_id: str, mlflow_run_id: str) -> None:
         self._con.execute("UPDATE runs SET mlflow_run_id = ? WHERE run_id = ?", [mlflow_run_id, run_id])
@@ -169,14 +175,17 @@ class Store(Reader):
             if t.trajectory_id not in rows:  # first one wins within a batch, as across batches
                 row = rows[t.trajectory_id] = t.model_dump() | {"run_id": run_id, "ingested_at": now}
                 row["messages"] = _json(stored_messages(row["messages"], row["response"]))  # the response once
-                row["tools"] = None if row["tools"] is None else _json(row["tools"])
+                # the schemas in the file's key order: templates print them (`tools | tojson`), so a sorted copy would
+                # render, score and publish another text than `rsr score` reads from the file (the id sorts them)
+                row["tools"] = None if row["tools"] is None else json.dumps(row["tools"], ensure_ascii=False)
         return self._insert("trajectories", rows.values(), "ON CONFLICT DO NOTHING")
 
     def add_rejected(self, rejected: Sequence[Rejected], run_id: str | None) -> int:
         """Quarantine rejected records; the same (file, line, reason, raw) twice is a no-op. Returns # new."""
         now = _now()
         rows = {
-            quarantine_id_for(r): {"quarantine_id": quarantine_id_for(r), **r.model_dump(), "run_id": run_id, "at": now}
+            quarantine_id_for(r): {"quarantine_id": quarantine_id_for(r), **r.model_dump(), "run_id": run_id}
+            | {"quarantined_at": now}
             for r in rejected
         }
         return self._insert("quarantine", rows.values(), "ON CONFLICT DO NOTHING")
@@ -184,7 +193,7 @@ class Store(Reader):
     def add_ingest_counts(self, run_id: str, teacher: str, counts: IngestCounts) -> None:
         """How one source's records were accounted for in this run (ingest_log): records = stored + repeats +
         quarantined. The same run, teacher and source again replaces its row."""
-        row = asdict(counts) | {"run_id": run_id, "teacher": teacher, "at": _now()}
+        row = asdict(counts) | {"run_id": run_id, "teacher": teacher, "logged_at": _now()}
         row["fields"] = _json(row["fields"])
         self._insert("ingest_counts", [row], verb="INSERT OR REPLACE")
 
@@ -213,19 +222,38 @@ class Store(Reader):
     def set_verdicts(self, verdicts: Sequence[Verdict], run_id: str | None) -> None:
         """Store verdicts; the latest write per trajectory wins (e.g. re-verification once gold arrives)."""
         now = _now()
-        rows = {v.trajectory_id: {**v.model_dump(), "run_id": run_id, "at": now} for v in verdicts}
+        rows = {v.trajectory_id: {**v.model_dump(), "run_id": run_id, "verified_at": now} for v in verdicts}
         self._insert("verdicts", rows.values(), verb="INSERT OR REPLACE")
 
     def register_student(
-        self, student_id: str, ref: str, digest: str | None, info: dict[str, Any] | None = None
+        self,
+        student_id: str,
+        ref: str,
+        digest: str | None,
+        info: dict[str, Any] | None = None,
+        spec: StudentSpec | None = None,
+        template: str | None = None,
     ) -> None:
-        """Register (or refresh the ref/info of) a student; registered_at keeps the first registration time."""
+        """Register (or refresh) a student: its id, ref and digest, what Student.info() said (`info`), and from
+        `spec` how it is named (revision, template name, options); `template` is the effective template's text,
+        kept once by content. registered_at keeps the first registration time."""
+        info = info or {}
+        spec = spec or StudentSpec(ref=ref)
+        digest_of = template_digest(template) if template is not None else None
+        if template is not None:
+            self._con.execute(
+                "INSERT INTO chat_templates VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [digest_of, template, _now()]
+            )
         self._con.execute(
-            """INSERT INTO students VALUES (?, ?, ?, ?, ?)
+            """INSERT INTO students (student_id, ref, digest, info, registered_at, revision, dtype, template_name,
+                   template_digest, chat_template_kwargs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (student_id) DO UPDATE SET ref = excluded.ref, digest = excluded.digest,
-                info = excluded.info""",
-            [student_id, ref, digest, _json(info or {}), _now()],
-        )
+                info = excluded.info, revision = excluded.revision, dtype = excluded.dtype,
+                template_name = excluded.template_name, template_digest = excluded.template_digest,
+                chat_template_kwargs = excluded.chat_template_kwargs""",
+            [student_id, ref, digest, _json(info), _now(), spec.revision, info.get("dtype"), spec.template_name,
+             digest_of, options_text(spec.chat_template_kwargs)],
+        )  # fmt: skip
 
     def add_scores(self, scores: Sequence[Score], run_id: str | None) -> int:
         """Append scores whose key has no successful row yet (and whose score_id is new). Returns # inserted.
@@ -308,3 +336,63 @@ class Store(Reader):
                 return False
             self._con.execute(f"INSERT INTO publication_items SELECT * FROM {batch}")
         return True
+
+    # ---- decontamination ------------------------------------------------------------------------------------
+
+    def register_benchmark(self, row: BenchmarkRow, problems: Sequence[tuple[int, str]]) -> bool:
+        """Register a benchmark and its problems in one transaction; returns False if it was registered already. The
+        same name with the same content (digest) and n is a no-op; with other content or another n it is refused
+        (ValueError, nothing written): a name means one set of problems, so every hit stays explainable."""
+        old = next((b for b in self.benchmarks() if b.name == row.name), None)
+        if old is not None:
+            if (old.digest, old.ngram) == (row.digest, row.ngram):
+                return False
+            what = "other content" if old.digest != row.digest else f"n = {old.ngram} (not {row.ngram})"
+            raise ValueError(
+                f"benchmark {row.name!r} is registered with {what}: {old.n_problems} problems from {old.source} "
+                f"(digest {old.digest[:12]}), this one {row.n_problems} from {row.source} (digest {row.digest[:12]}); "
+                "refused: add it under another name"
+            )
+        values = asdict(row) | {"added_at": row.added_at or _now()}
+        batch = pa.table({"benchmark_row": [r for r, _ in problems], "text": [t for _, t in problems]})
+        with self._batch(batch) as name, self._tx():
+            self._con.execute(f"INSERT INTO benchmarks BY NAME SELECT {', '.join(f'? AS {c}' for c in values)}",
+                              list(values.values()))  # fmt: skip
+            self._con.execute(f"INSERT INTO benchmark_problems SELECT ?, benchmark_row, text FROM {name}", [row.name])
+        return True
+
+    def add_check_set(self, checked: str, labels: Sequence[str]) -> None:
+        self._con.execute(
+            "INSERT INTO contamination_check_sets VALUES (?, ?) ON CONFLICT DO NOTHING", [checked, list(labels)]
+        )
+
+    def record_checks(
+        self,
+        checked: str,
+        ids: Sequence[str],
+        hits: Sequence[dict[str, Any]],
+        rechecked: Sequence[tuple[str, str]] = (),
+        run_id: str | None = None,
+        had_checks: bool = False,
+    ) -> int:
+        """One page of the decontaminate stage, in one transaction: these trajectories are now checked against the set
+        `checked` (`had_checks`: some were checked against another set before), with the hits found
+        (contamination_hits columns but run_id and found_at); a trajectory checked again against a benchmark
+        (`rechecked`: (trajectory_id, benchmark)) has its earlier hits of that benchmark replaced. Returns how many
+        hits were inserted."""
+        now = _now()
+        pairs = pa.schema([("trajectory_id", pa.string()), ("benchmark", pa.string())])
+        again = pa.Table.from_pylist([{"trajectory_id": t, "benchmark": b} for t, b in rechecked], schema=pairs)
+        page = pa.table({"trajectory_id": pa.array(list(ids), pa.string())})
+        found = self._arrow("contamination_hits", [h | {"run_id": run_id, "found_at": now} for h in hits])
+        with ExitStack() as names:
+            ids_name, again_name, hits_name = (names.enter_context(self._batch(b)) for b in (page, again, found))
+            with self._tx():
+                if rechecked:
+                    self._con.execute(f"""DELETE FROM contamination_hits h USING {again_name} r
+                        WHERE h.trajectory_id = r.trajectory_id AND h.benchmark = r.benchmark""")  # fmt: skip
+                if had_checks:
+                    self._con.execute(f"DELETE FROM contamination_checks WHERE trajectory_id IN (FROM {ids_name})")
+                insert = f"INSERT INTO contamination_checks SELECT trajectory_id, ? FROM {ids_name}"
+                self._con.execute(insert, [checked])
+                return self._count(f"INSERT INTO contamination_hits FROM {hits_name} ON CONFLICT DO NOTHING")

@@ -43,7 +43,7 @@ def test_add_student_scores_every_stored_trajectory_once(tmp_path, state_dir):
         )
     assert (n, flows) == (3, 2)
 
-    # A row as scored before the companion metrics existed (schema v9) keeps NULL ... until asked to fill it in.
+    # A row as scored before the companion metrics existed (schema v10) keeps NULL ... until asked to fill it in.
     db = state_dir / "rsr.duckdb"
     with Store.open(db) as store:
         _, [(sid, rsr, entropy, top1)] = store.query(

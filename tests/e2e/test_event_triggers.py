@@ -107,9 +107,40 @@ def test_prefect_yaml_declares_the_served_deployments(tmp_path):
         assert served[name].parameters["state"] == str(tmp_path)
         yaml_triggers = [DeploymentEventTrigger.model_validate(t).model_dump() for t in d.get("triggers", [])]
         assert yaml_triggers == [t.model_dump() for t in triggers().get(name, [])], name
+        assert served[name].schedules is None and "rsr-serve" in served[name].tags  # schedules: the server's
     assert [s["cron"] for s in declared["rescore-students"]["schedules"]] == [DEFAULT_RESCORE_CRON]
-    assert [s.schedule.cron for s in served["rescore-students"].schedules] == [DEFAULT_RESCORE_CRON]
     assert "triggers" not in declared["publish"]  # the rescore flows publish for each student they re-scored
+
+
+def test_schedules_set_through_prefect_survive_a_restart_of_serve(tmp_path):
+    """`rsr serve` registers its deployments again at each start: a schedule added with `prefect deployment schedule
+    create` (or the UI) stays; --rescore-cron sets or removes only rsr's own (its slug). On the session's server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from rsr.settings import StateDir
+    from rsr_deployments.serve import NIGHTLY, build_deployments, nightly_schedule
+
+    def start_serve(cron: str | None) -> tuple:  # what `rsr serve` does with its deployments at start
+        (rescore,) = [d for d in build_deployments(StateDir(tmp_path)) if d.name == "rescore-students"]
+        rescore.name = f"rescore-students-{tmp_path.name}"[:60]  # this test's own deployment on the shared server
+        with get_client(sync_client=True) as client:
+            new = not [d for d in client.read_deployments() if d.name == rescore.name]
+            deployment_id = rescore.apply()
+            said = nightly_schedule(client, deployment_id, cron, "UTC", new)
+            crons = sorted((s.slug or "", s.schedule.cron) for s in client.read_deployment_schedules(deployment_id))
+        return deployment_id, said, crons
+
+    deployment_id, said, crons = start_serve(None)
+    assert (said, crons) == ("nightly rescore at 0 2 * * * (UTC)", [(NIGHTLY, "0 2 * * *")])  # a new deployment
+    with get_client(sync_client=True) as client:  # as `prefect deployment schedule create ... --cron "30 4 * * *"`
+        client.create_deployment_schedules(deployment_id, [(CronSchedule(cron="30 4 * * *"), True)])
+    theirs = ("", "30 4 * * *")
+    kept = "the schedules on the server are kept"
+    assert start_serve(None) == (deployment_id, kept, [theirs, (NIGHTLY, "0 2 * * *")])
+    assert start_serve("15 1 * * *")[2] == [theirs, (NIGHTLY, "15 1 * * *")]
+    assert start_serve(None)[2] == [theirs, (NIGHTLY, "15 1 * * *")]
+    assert start_serve("")[2] == [theirs]
 
 
 def test_async_needs_a_prefect_server():

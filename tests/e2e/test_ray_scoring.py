@@ -26,8 +26,8 @@ def test_what_travels_to_a_worker_pickles():
     """A scoring task, its arguments and its result cross process (and host) boundaries by cloudpickle."""
     import cloudpickle
 
-    from rsr.config import StudentSpec
     from rsr.records import Score
+    from rsr.spec import StudentSpec
     from rsr_tasks.score import score_shard
 
     spec = StudentSpec(ref="smollm2-135m", dtype="bfloat16")
@@ -40,7 +40,7 @@ def test_what_travels_to_a_worker_pickles():
 
 def test_ray_options_ask_for_the_gpu_share_and_forward_the_env(monkeypatch):
     from rsr.config import RaySpec
-    from rsr_flows.score import ray_init_kwargs, ray_remote_options
+    from rsr_flows.executors import ray_remote_options, shipped_code
 
     monkeypatch.setenv("RSR_MODELS", "/models")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -50,29 +50,43 @@ def test_ray_options_ask_for_the_gpu_share_and_forward_the_env(monkeypatch):
     assert env["RSR_MODELS"] == "/models" and env["HF_HUB_OFFLINE"] == "1"
     assert env["PREFECT_API_URL"] == "http://head:4200/api"
 
-    assert "runtime_env" not in ray_init_kwargs(RaySpec())  # a local instance imports the installed package
-    modules = ray_init_kwargs(RaySpec(address="ray://head:10001"))["runtime_env"]["py_modules"]
-    by_name = {Path(m).name: Path(m) for m in modules}  # rsr_tasks ships as a temporary copy so named
-    assert sorted(by_name) == ["rsr", "rsr_tasks"]
-    assert (by_name["rsr"] / "config.py").is_file() and (by_name["rsr_tasks"] / "score.py").is_file()
+    with shipped_code(RaySpec()) as local:
+        assert "runtime_env" not in local  # a local instance imports the installed package
+    with shipped_code(RaySpec(address="ray://head:10001")) as remote:
+        by_name = {Path(m).name: Path(m) for m in remote["runtime_env"]["py_modules"]}
+        assert sorted(by_name) == ["rsr", "rsr_tasks"]  # rsr_tasks ships as a copy so named
+        assert (by_name["rsr"] / "config.py").is_file() and (by_name["rsr_tasks"] / "score.py").is_file()
+    assert not by_name["rsr_tasks"].parent.exists()  # uploaded by ray.init, then removed: no folder left per run
 
 
-def test_ray_address_reaches_the_flows_as_their_ray_parameter(tmp_path):
-    from rsr.cli import _ray
+def test_ray_flags_reach_the_flows_as_their_ray_parameter(tmp_path):
+    """Every command with --ray-address takes the task's share as flags; `rsr run` lays the flags given over the
+    config's `ray:` (a share alone is enough there); elsewhere a share needs an address."""
+    import typer
+
+    from rsr.cli.options import ray as _ray
     from rsr.config import PipelineConfig, RaySpec
+    from rsr_flows.pipeline import ray_for
 
     assert _ray(None) is None
-    assert _ray("ray://head:10001") == RaySpec(address="ray://head:10001", num_gpus_per_task=1)
+    assert _ray("ray://head:10001") == RaySpec(address="ray://head:10001", num_gpus_per_task=1, num_cpus_per_task=1)
+    head = "ray://head:10001"
+    assert _ray(head, 0, 2) == RaySpec(address=head, num_gpus_per_task=0, num_cpus_per_task=2)
+    with pytest.raises(typer.Exit):
+        _ray(None, 0)  # add-student --ray-gpus-per-task 0 alone: where would the tasks run?
     config = tmp_path / "c.yaml"
     config.write_text(
         "teachers: [{name: t, path: t.jsonl}]\nray: {address: 'ray://old:10001', num_gpus_per_task: 0.25}\n"
     )
     (tmp_path / "t.jsonl").touch()
-    from rsr_flows.pipeline import ray_for
-
-    given = RaySpec(address="ray://head:10001", num_gpus_per_task=1)
-    assert ray_for(PipelineConfig.load(config), given) == RaySpec(address="ray://head:10001", num_gpus_per_task=0.25)
-    assert ray_for(PipelineConfig.load(config), None) == RaySpec(address="ray://old:10001", num_gpus_per_task=0.25)
+    loaded = PipelineConfig.load(config)
+    assert ray_for(loaded, _ray("ray://head:10001")) == RaySpec(address="ray://head:10001", num_gpus_per_task=0.25)
+    assert ray_for(loaded, None) == RaySpec(address="ray://old:10001", num_gpus_per_task=0.25)
+    assert ray_for(loaded, _ray(None, 0, config=True)) == RaySpec(address="ray://old:10001", num_gpus_per_task=0)
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("teachers: [{name: t, path: t.jsonl}]\n")
+    with pytest.raises(ValueError, match="no `ray:`"):
+        ray_for(PipelineConfig.load(bare), _ray(None, 0, config=True))
 
 
 def _worker_setup(log: str):
@@ -87,7 +101,7 @@ def _worker_setup(log: str):
             raise RuntimeError(f"a Ray worker (pid {os.getpid()}) opened DuckDB; only the flow may write it")
 
         duckdb.connect = refuse
-        load = Student.load.__func__
+        load = Student.from_spec.__func__  # every load of a named student goes through it
 
         def logged_load(cls, *args, **kwargs):
             with open(log, "a", encoding="utf-8") as fh:
@@ -95,7 +109,7 @@ def _worker_setup(log: str):
                 fh.write("\t".join([str(os.getpid()), *env]) + "\n")
             return load(cls, *args, **kwargs)
 
-        Student.load = classmethod(logged_load)
+        Student.from_spec = classmethod(logged_load)
 
     return setup
 
@@ -178,7 +192,8 @@ def _assert_one_load_on_the_gpu_worker(log: Path, remote) -> None:
 @pytest.mark.slow
 @requires_ray
 def test_ray_scores_match_in_process_and_only_the_flow_writes(tmp_path, monkeypatch):
-    from rsr.config import ScoringSpec, StudentSpec
+    from rsr.config import ScoringSpec
+    from rsr.spec import StudentSpec
     from rsr_flows.score import run_score_student
 
     trajectories = _demo_trajectories(tmp_path)

@@ -45,6 +45,7 @@ def _publish(env, student, name: str):
     store.add_scores([Score(trajectory_id=traj.trajectory_id, **made, **stats, mean_surprisal=1.0)], env["run"])
     selected = [c for c in store.candidates("stu") if c.trajectory_id == traj.trajectory_id]
     req = Request(name, "stu", "tiny/student", POLICY, env["run"], render_mode=student.render_mode,
+                  end_of_turn=student.info()["end_of_turn"],
                   split=lambda messages, tools: {"messages": student.renderer.native(messages)})  # fmt: skip
     out = env["home"] / "datasets"
     pub = publish_selection(
@@ -70,6 +71,11 @@ def test_the_card_names_the_form_the_rows_hold(env, smollm, name, says):
     assert "tool-call `arguments` as mappings (a `datasets` `Json` value" in " ".join(card.split())
     assert "`<think>` tags)" not in card  # the old fixed claim
     assert "`tools` (the function schemas the student's template was given" in " ".join(card.split())
+    # what was scored, what the trainer adds (the end-of-turn marker, EOS), and what to do when TRL refuses it
+    flat = " ".join(card.split())
+    assert "Scored: every assistant turn of each row" in flat
+    assert f"each assistant turn's end-of-turn marker (`{' '.join(student.eot.split())}`) and the EOS token" in flat
+    assert "is not training-compatible" in flat and "wrap each assistant turn's body in `{% generation %}" in flat
     final = messages[-1]
     if "reasoning_content" in says:
         assert final["reasoning_content"] == R3 and "<think>" not in final["content"]

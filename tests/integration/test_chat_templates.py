@@ -237,10 +237,21 @@ def test_a_trace_without_reasoning_is_not_refused_under_r1(base):
     assert student.prepare(plain).scored
 
 
-def test_a_final_tool_call_under_a_generation_mode_student_is_a_clear_error(base):
+def test_a_final_tool_call_under_a_generation_mode_student_is_scored_as_its_template_renders_it(base):
+    """An agent trajectory's last assistant turn is often a tool call. A rewriting template that writes reasoning
+    from its field (Qwen3) renders that turn itself: scored after the generation prompt, the calls as tool tokens.
+    One that reads reasoning inline only (DeepSeek-V3.1 with thinking) cannot: that record's clear error."""
     student = _student(base, QWEN3)
+    messages = student.renderer.native(AGENT[:2])
+    kw = {"chat_template": student.chat_template, "tokenize": False}
+    prompt = student.tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, **kw)
+    turn = student.tokenizer.apply_chat_template(messages, **kw)
+    text, [(a, b)] = student.render(AGENT[:2])
+    assert text == turn and text[:a] == prompt and text[b:] == student.eot and "<tool_call>" in text[a:b]
+    assert student.prepare(AGENT[:2]).coverage[2] > 0  # tool tokens
+    v31 = dataclasses.replace(_student(base, "deepseek-ai-DeepSeek-V3.1"), chat_template_kwargs={"thinking": True})
     with pytest.raises(RecordError, match="calls tools"):
-        student.prepare(AGENT[:2])
+        v31.prepare(AGENT[:2])
 
 
 def test_max_tokens_above_the_context_is_capped_with_a_message(base):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 from typer.testing import CliRunner
 
 from rsr.cli import app
@@ -37,17 +38,47 @@ def test_the_embedded_student_scores_a_dropped_call_and_its_row_says_so(smollm):
     assert score.n_tool_tokens == 0 and score.n_answer_tokens > 0
 
 
-def test_a_version_5_state_migrates_in_place(tmp_path: Path, monkeypatch) -> None:
-    with monkeypatch.context() as m:  # the state folder as rsr-curate left it before v6
-        m.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:5])
-        m.setattr(store_mod, "SCHEMA_VERSION", 5)
-        db = build_store(tmp_path / "home")
-        with Reader.open(db) as r:
-            assert "dropped_tool_calls" not in r.query_df("SELECT * FROM scores LIMIT 0").columns
+# Columns the writer now names otherwise than a v5 file did.
+_V5_NAMES = {
+    ("verdicts", "at"): "verified_at",
+    ("quarantine", "at"): "quarantined_at",
+    ("ingest_counts", "at"): "logged_at",
+}
+
+
+def _as_version_5(today: Path, old: Path) -> Path:
+    """The rows of a state written today, in a file made by the first five migrations: what rsr-curate left at v5."""
+    with duckdb.connect(str(old)) as con:
+        con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
+        for version, sql in enumerate(store_mod.MIGRATIONS[:5], start=1):
+            con.execute(sql)
+            con.execute("INSERT INTO schema_version VALUES (?, now())", [version])
+        con.execute(f"ATTACH '{today}' AS today (READ_ONLY)")
+        tables = con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()
+        for (table,) in tables:
+            if table == "schema_version":
+                continue
+            where = f"database_name = current_database() AND table_name = '{table}'"
+            found = con.execute(f"SELECT column_name FROM duckdb_columns() WHERE {where} ORDER BY column_index")
+            cols = [c for (c,) in found.fetchall()]
+            picked = ", ".join(f'"{_V5_NAMES.get((table, c), c)}"' for c in cols)
+            con.execute(f"INSERT INTO {table} SELECT {picked} FROM today.{table}")
+    return old
+
+
+def test_a_version_5_state_migrates_in_place(tmp_path: Path) -> None:
+    (tmp_path / "home").mkdir()
+    db = _as_version_5(build_store(tmp_path / "today"), tmp_path / "home" / "rsr.duckdb")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert "dropped_tool_calls" not in con.execute("SELECT * FROM scores LIMIT 0").df().columns
     with Store.open(db) as s:
-        assert s.schema_version == store_mod.SCHEMA_VERSION >= 6
+        assert s.schema_version == store_mod.SCHEMA_VERSION >= 7
         _, [(n, unknown)] = s.query("SELECT count(*), count(*) FILTER (dropped_tool_calls IS NULL) FROM scores")
         assert n == unknown == 5  # its rows kept, the count unknown for rows scored before v6
+        _, [(label, options)] = s.query("SELECT label, chat_template_kwargs FROM registrations")
+        assert (label, options) == ("tiny-student", None)  # a registration of v5 gets its label
     with Reader.open(db) as r:
         board = teacher_board(r, STUDENT_ID)
     assert board["n_dropped_tool_calls"].tolist() == [0, 0] and board["dataset_rsr"].notna().all()

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from huggingface_hub import DatasetCard
 
-from rsr.config import StudentSpec
 from rsr.publish import files as publish_mod
 from rsr.publish.lineage import EXPERIMENT, Tracking
 from rsr.publish.manifest import Publication
 from rsr.select import select
 from rsr.settings import StateDir
+from rsr.spec import StudentSpec
 from rsr.store.writer import Store
 from rsr_tasks.publish import publish as publish_task
 from rsr_tasks.publish import select_trajectories
@@ -159,7 +159,7 @@ def test_the_task_publishes_for_a_registered_student_without_loading_it(env, mon
     def no_loading(*a, **k):
         raise AssertionError("publishing must not load the student")
 
-    monkeypatch.setattr(rsr.score.student.Student, "load", no_loading)
+    monkeypatch.setattr(rsr.score.student.Student, "from_spec", no_loading)  # every load goes through it
     env["store"].close()  # the task opens the state's database itself
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{env['home'] / 'mlflow.db'}")
     state = StateDir(env["home"])
@@ -173,7 +173,7 @@ def test_the_task_publishes_for_a_registered_student_without_loading_it(env, mon
     pub = by("tiny/student")
     assert pub.n_rows == 2
     assert by("stu") == pub  # the exact student_id names the same student
-    with pytest.raises(ValueError, match="no student 'nobody'.*tiny/student"):
+    with pytest.raises(ValueError, match="no registered student matches --student nobody.*tiny/student: --student stu"):
         by("nobody")
     env["store"] = Store.open(env["home"] / "rsr.duckdb")  # for the fixture's teardown
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rsr.config import StudentSpec
 from rsr.records import RecordError, join_reasoning
-from rsr.score.load import folder_digest
+from rsr.score.load import weights_manifest
 from rsr.score.render import MAX_RENDER_CHARS, TEMPLATE_DATE, Renderer
 from rsr.score.student import Student
+from rsr.spec import StudentSpec, student_digest
 
 CHAT = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": join_reasoning("R", "A")}]
 # A template with an option, a clock and tool schemas: everything the renderer must pass through.
@@ -67,12 +67,13 @@ def test_tools_are_given_to_the_template_per_conversation(smollm):
 
 def test_options_and_clock_are_part_of_the_digest_and_absent_ones_change_nothing(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{}")
-    plain = folder_digest(tmp_path, "{{ x }}")
-    assert folder_digest(tmp_path, "{{ x }}", {}) == plain  # students without options keep their id
-    assert folder_digest(tmp_path, "{{ x }}", {"enable_thinking": False}) != plain
-    assert folder_digest(tmp_path, "{{ x }}", {"a": 1, "b": 2}) == folder_digest(tmp_path, "{{ x }}", {"b": 2, "a": 1})
-    clock = "{{ strftime_now('%Y') }}"
-    assert folder_digest(tmp_path, clock) != folder_digest(tmp_path, clock.replace("strftime_now", "strftime_x"))
+    weights = weights_manifest(tmp_path)
+    assert weights.startswith("tokenizer.json=")
+    plain = student_digest(weights, "{{ x }}", None)
+    assert student_digest(weights, "{{ x }}", {}) == plain  # students without options keep their id
+    assert student_digest(weights, "{{ x }}", {"enable_thinking": False}) != plain
+    assert student_digest(weights, "{{ x }}", {"a": 1, "b": 2}) == student_digest(weights, "{{ x }}", {"b": 2, "a": 1})
+    assert student_digest(weights, "{{ x }}", None, "2026-01-01") != plain  # a template reading the clock
 
 
 def test_a_sandbox_limit_is_a_per_record_error_also_at_load(smollm, tmp_path):

@@ -15,6 +15,7 @@ from rsr.cli import app
 from rsr.metric import dataset_rsr_of_means
 from rsr.report.page import PNG_NAMES, bootstrap_ci, build_report, teacher_board
 from rsr.settings import StateDir
+from rsr.spec import StudentSpec
 from rsr.store.connect import writer_lock
 from rsr.store.queries import Reader
 from rsr.store.writer import Store
@@ -88,7 +89,8 @@ def test_report_cli(published, tmp_path: Path) -> None:
     assert f"mlflow ui --backend-store-uri {state.mlflow_uri}\n" in narrow.output
 
     bad = CliRunner().invoke(app, ["report", "--student", "nobody", "--out", str(tmp_path), "--state", str(state.root)])
-    assert bad.exit_code == 2 and "no student 'nobody'" in bad.output and STUDENT_REF in bad.output
+    assert bad.exit_code == 2 and "no registered student matches --student nobody" in bad.output
+    assert f"{STUDENT_REF}: --student {STUDENT_ID}" in bad.output  # what there is, and how to name it
 
 
 def test_student_without_publication_and_newest_registration(tmp_path: Path) -> None:
@@ -97,13 +99,10 @@ def test_student_without_publication_and_newest_registration(tmp_path: Path) -> 
     with Store.open(db) as store:  # a later registration of the same ref (e.g. new weights): it wins
         store.register_student("tiny-student@fff999", STUDENT_REF, "fff999", {})
     with Reader.open(db) as store:
-        newest, *older = store.registrations(STUDENT_REF)
-        assert (newest.student_id, newest.ref, [o.student_id for o in older]) == (
-            "tiny-student@fff999",
-            STUDENT_REF,
-            [STUDENT_ID],
-        )
-        assert store.registrations(STUDENT_ID)[0].student_id == STUDENT_ID  # an exact id is taken as given
+        assert [r.student_id for r in store.registrations()] == ["tiny-student@fff999", STUDENT_ID]
+        # One model, template and option set: its newest weights; an exact id is taken as given.
+        assert store.find_student(StudentSpec(ref=STUDENT_REF)).student_id == "tiny-student@fff999"
+        assert store.find_student(StudentSpec(ref=STUDENT_ID)).student_id == STUDENT_ID
 
     state = StateDir(home)
     with writer_lock(home, "flow pipeline"):  # a flow is writing: the report reads a snapshot

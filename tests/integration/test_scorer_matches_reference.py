@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from benchmarks.baseline_scorer import reference
-from rsr.score.load import CHAT_TEMPLATES
 from rsr.score.student import Student, UnsupportedStudent
+from rsr.spec import CHAT_TEMPLATES
 from tests.support.shared_data import zeroeval_conversations
 
 REL = 1e-5

@@ -54,7 +54,7 @@ def test_run_query_reads_the_views(db: Path) -> None:
 
 def test_params_max_rows_and_read_only_statements(db: Path) -> None:
     res = run_query(
-        db, "SELECT teacher FROM latest_scores WHERE student = ? AND rsr > ? ORDER BY rsr", [STUDENT_REF, 1.5]
+        db, "SELECT teacher FROM latest_scores WHERE student_ref = ? AND rsr > ? ORDER BY rsr", [STUDENT_REF, 1.5]
     )
     assert [r[0] for r in res.rows] == ["alpha-teacher", "beta-teacher", "beta-teacher"]  # 2.0, 4.0, 6.0
     res = run_query(db, "FROM trajectories ORDER BY teacher", max_rows=2)
@@ -150,8 +150,8 @@ def test_help_lists_every_view_with_its_columns(tmp_path: Path) -> None:
         assert ",".join(c for c, _ in cols) in flat
         assert f"`{view}`" in docs  # and docs/sql.md documents it
     assert [c for c, _ in view_columns()["teacher_selection"]] == [
-        "student_id", "student", "teacher", "dtype", "max_tokens", "r_max", "dataset_rsr", "n", "accuracy",
-        "mean_response_tokens", "rank", "n_ingested", "n_scored", "n_failed", "n_truncated", "on_subset",
+        "student_id", "student_ref", "student_label", "teacher", "dtype", "max_tokens", "r_max", "dataset_rsr", "n",
+        "accuracy", "mean_response_tokens", "rank", "n_ingested", "n_scored", "n_failed", "n_truncated", "on_subset",
         "reasoning_tokens", "answer_tokens", "tool_tokens", "dropped_tool_calls", "rsr_length_spearman"]  # fmt: skip
 
 

@@ -24,14 +24,21 @@ TABLES = {
     "duplicates",
     "verdicts",
     "students",
+    "chat_templates",
     "scores",
     "publications",
     "publication_items",
     "source_files",
     "ingest_counts",
     "schema_version",
+    "benchmarks",  # issue 28: decontamination
+    "benchmark_problems",
+    "contamination_hits",
+    "contamination_checks",
+    "contamination_check_sets",
 }
 VIEWS = {
+    "registrations",
     "teacher_summary",
     "trajectory_verdicts",
     "score_history",
@@ -41,6 +48,8 @@ VIEWS = {
     "teacher_coverage",
     "dataset_lineage",
     "ingest_log",
+    "contamination",  # issue 28
+    "contamination_log",
 }
 
 
@@ -296,7 +305,7 @@ def test_score_settings_count_truncated(store: Store) -> None:
     store.add_trajectories(ts, "r")
     store.add_scores([score(ts[0], 2, 1), score(ts[1], 2, 1, truncated=True), score(ts[2], 0, 0, n=0, error="x")], "r")
     store.add_scores([score(ts[0], 2, 1, dtype="bfloat16", max_tokens=64, truncated=True)], "r")
-    settings = [(s.key, s.student, s.n_scored, s.n_truncated) for s in store.score_settings("stu")]
+    settings = [(s.key, s.student_label, s.n_scored, s.n_truncated) for s in store.score_settings("stu")]
     # The most recent setting first.
     assert settings == [(ScoreKey("bfloat16", 64), "tiny", 1, 1), (ScoreKey("float32"), "tiny", 2, 1)]
     assert store.score_settings("nobody") == []
@@ -366,10 +375,11 @@ def _hand_made_case(store: Store) -> tuple[list[Trajectory], str]:
 
 def _assert_teacher_selection_and_coverage(store: Store) -> None:
     cols, rows = store.query("SELECT * FROM teacher_selection ORDER BY r_max DESC, rank")
-    assert cols == ["student_id", "student", "teacher", "dtype", "max_tokens", "r_max", "dataset_rsr", "n",
-                    "accuracy", "mean_response_tokens", "rank", "n_ingested", "n_scored", "n_failed", "n_truncated",
-                    "on_subset", "reasoning_tokens", "answer_tokens", "tool_tokens", "dropped_tool_calls",
-                    "rsr_length_spearman"]  # fmt: skip
+    assert cols == ["student_id", "student_ref", "student_label", "teacher", "dtype", "max_tokens", "r_max",
+                    "dataset_rsr", "n", "accuracy", "mean_response_tokens", "rank", "n_ingested", "n_scored",
+                    "n_failed", "n_truncated", "on_subset", "reasoning_tokens", "answer_tokens", "tool_tokens",
+                    "dropped_tool_calls", "rsr_length_spearman"]  # fmt: skip
+    rows = [(r[0], r[1], *r[3:]) for r in rows]  # the label: registrations' own test
     # By hand: A = (2 + 4) / (1 + 4) = 1.2 (not the mean of RSRs, 1.5; a3 is truncated); B = (3 + 1) / (1 + 2).
     # Coverage: A's a3 failed once, then scored truncated: 3 scored, 1 truncated, so A's RSR rests on a subset;
     # at r_max 50 only b1 of B's two is scored.
@@ -408,7 +418,8 @@ def _assert_dataset_lineage(store: Store, b2: Trajectory, run: str) -> None:
         [(b2.trajectory_id, score_id_for(score(b2, 1, 2)))],
     )
     _, rows = store.query("SELECT * FROM dataset_lineage")
-    assert rows == [("d-1", "ds", b2.trajectory_id, "B", score_id_for(score(b2, 1, 2)), 0.5, run, "pub-run", "ml")]
+    sid = score_id_for(score(b2, 1, 2))
+    assert rows == [("d-1", "ds", "stu", "tiny-student", b2.trajectory_id, "B", sid, 0.5, run, "pub-run", "ml")]
 
 
 def test_views_on_a_hand_made_case(store: Store) -> None:
@@ -434,7 +445,7 @@ def test_views_on_a_hand_made_case(store: Store) -> None:
 
     _assert_teacher_selection_and_coverage(store)
 
-    _, rows = store.query("SELECT count(*), count(DISTINCT flow_name), any_value(student) FROM score_history")
+    _, rows = store.query("SELECT count(*), count(DISTINCT flow_name), any_value(student_ref) FROM score_history")
     assert rows == [(8, 1, "tiny-student")]
 
     _assert_dataset_lineage(store, b2, run)

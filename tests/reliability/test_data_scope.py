@@ -8,9 +8,19 @@ import os
 
 import pytest
 
-from rsr.config import StudentSpec
+from rsr.config import BenchmarkSpec
 from rsr.settings import DataScope, OutsideData
-from rsr_flows._entry import BadPayload, StudentAdded, TeacherAdded, parse_payload, student_input, teacher_input
+from rsr.spec import StudentSpec
+from rsr_flows._entry import (
+    BadPayload,
+    BenchmarkAdded,
+    StudentAdded,
+    TeacherAdded,
+    benchmark_input,
+    parse_payload,
+    student_input,
+    teacher_input,
+)
 
 
 @pytest.fixture
@@ -92,3 +102,19 @@ def test_a_plain_payload_is_read_as_sent():
     assert (got.name, got.mapping, got.score, got.publish) == (sent["name"], {"problem": "q"}, False, False)
     with pytest.raises(BadPayload, match="not JSON text"):
         parse_payload(StudentAdded, "{ref: x}", "rsr.student.added")
+
+
+def test_a_benchmark_is_read_only_under_the_roots_or_from_an_allowed_hub_id(roots, monkeypatch):
+    scope = DataScope.from_env(deployed=True)
+    inside = benchmark_input(scope, BenchmarkSpec(name="b", source=str(roots / "t.jsonl")))
+    assert inside.source == str((roots / "t.jsonl").resolve())
+    with pytest.raises(OutsideData, match="benchmark 'b' '/etc/passwd' is outside the data roots"):
+        benchmark_input(scope, BenchmarkSpec(name="b", source="/etc/passwd"))
+    with pytest.raises(OutsideData, match="benchmark 'aime24' 'HuggingFaceH4/aime_2024' is not in the allowed hub ids"):
+        benchmark_input(scope, BenchmarkSpec(name="aime24"))  # a preset is its hub id
+    monkeypatch.setenv("RSR_HUB_ALLOW", "HuggingFaceH4")
+    assert benchmark_input(DataScope.from_env(deployed=True), BenchmarkSpec(name="aime24")).source is None
+    sent = {"name": "b", "source": "org/set", "problem": "q", "ngram": 13}
+    assert parse_payload(BenchmarkAdded, json.dumps(sent), "rsr.benchmark.added").model_dump(exclude_none=True) == sent
+    with pytest.raises(BadPayload, match="payload.source is a Prefect template object"):
+        parse_payload(BenchmarkAdded, json.dumps({"name": "b", "source": {"__prefect_kind": "jinja"}}), "e")

@@ -99,7 +99,7 @@ def test_template_without_system_role_gives_a_per_record_error(smollm):
 
 def test_the_same_through_the_scoring_task(smollm, monkeypatch):
     """score_shard (what a worker runs) returns an error Score row for the refused record, not an exception."""
-    from rsr.config import StudentSpec
+    from rsr.spec import StudentSpec
     from rsr_tasks import score as score_task
 
     student = dataclasses.replace(smollm, chat_template=NO_SYSTEM_TEMPLATE)

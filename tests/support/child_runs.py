@@ -46,6 +46,7 @@ def small_demo(folder: Path, n_problems: int, *, shard_size: int = 64, output: s
     with open(folder / "terse-solver.jsonl", "a", encoding="utf-8") as fh:
         fh.write('{"id": "terse-solver-broken", "messages": [{"role": "user", "content": "unterminated\n')
     raw = yaml.safe_load(config.read_text())
+    raw.pop("benchmarks", None)  # decontamination has its own tests: these runs stay as short as they were
     raw["scoring"] = {"shard_size": shard_size}
     raw["output"] = output
     config.write_text(yaml.safe_dump(raw, sort_keys=False))

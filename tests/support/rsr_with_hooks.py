@@ -27,7 +27,7 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _install_marker(path: str, min_shard_s: float = 0.0) -> None:
+def install_marker(path: str, min_shard_s: float = 0.0) -> None:
     from rsr.score.student import Student
     from rsr.store.writer import Store
 
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> None:
         else:
             raise SystemExit(f"unknown option {flag}")
     if marker:
-        _install_marker(marker, min_shard_s)
+        install_marker(marker, min_shard_s)
     from rsr.cli import app
 
     app(rsr_args, prog_name="rsr")

@@ -1,13 +1,17 @@
-"""Background servers for tests (Prefect, MLflow): started in their own session on a port the OS chose, waited
-for with a generous deadline (a busy 2-core box), and stopped with their whole process group, even on failure."""
+"""Background servers for tests (Prefect, MLflow, a Ray cluster): started in their own session on a port the OS
+chose, waited for with a generous deadline (a busy 2-core box), and stopped with their whole process group, even on
+failure."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,3 +113,42 @@ def prefect_server(tmp: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/api"
     with http_server(cmd, env, tmp, f"{url}/health", "prefect-server"):
         yield url
+
+
+@contextmanager
+def ray_cluster(n_nodes: int = 2, cpus: int = 1) -> Iterator[dict]:
+    """A Ray cluster of CPU nodes on this host (`ray start --head`, then `ray start --address` for each other node),
+    each in its own session and temporary folder, with token authentication; yields {"address" (ray://...), "head"
+    (the head's process group), "auth" (the variables a client needs)}; every node's processes are killed at the
+    end, whatever happened.
+
+    On a loaded 2-core box: the head's client server gets 3 minutes to start a client's session (Ray's default 30 s
+    fails there), gRPC's fork handlers are off (a fork under load crashed the client proxy), and a node whose head
+    is gone stops after 5 s instead of 60 (RAY_gcs_rpc_server_reconnect_timeout_s)."""
+    temp = Path(tempfile.mkdtemp(prefix="rsr-ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    ray = Path(sys.executable).with_name("ray")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PREFECT_"))}
+    env |= {"RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180", "GRPC_ENABLE_FORK_SUPPORT": "0"}
+    env |= {"RAY_gcs_rpc_server_reconnect_timeout_s": "5", "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token authentication, as docs/scaling.md joins nodes (the token from the environment: ~/.ray is not touched).
+    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    port, client_port = free_port(), free_port()
+    common = [f"--num-cpus={cpus}", "--num-gpus=0", "--disable-usage-stats"]
+    head_cmd = [str(ray), "start", "--head", f"--port={port}", f"--ray-client-server-port={client_port}",
+                "--include-dashboard=false", f"--temp-dir={temp / 't'}", *common]  # fmt: skip
+    node_cmd = [str(ray), "start", f"--address=127.0.0.1:{port}", *common]
+    started: list[subprocess.Popen] = []
+    try:
+        for cmd in [head_cmd] + [node_cmd] * (n_nodes - 1):
+            started.append(start(cmd, env, temp / f"node{len(started)}.log", temp))
+            if started[-1].wait(timeout=START_S) != 0:  # `ray start` returns once its node has joined
+                pytest.fail(f"{' '.join(cmd)} failed\n{tail(temp / f'node{len(started) - 1}.log')}")
+        auth = {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        yield {"address": f"ray://127.0.0.1:{client_port}", "head": started[0].pid, "auth": auth}
+    finally:
+        for proc in started:  # each node's processes stayed in the session its `ray start` opened
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)

@@ -276,17 +276,28 @@ def test_agent_chat_keeps_tool_calls_null_content_and_tool_turns(tmp_path):
     assert calling.messages[-1].for_template() == {"role": "assistant", "content": None, "tool_calls": CALL}
 
 
-def test_agent_chats_ending_without_an_assistant_answer_are_rejected(tmp_path):
+def test_agent_trajectories_ending_after_the_last_assistant_turn_drop_and_count_those_turns(tmp_path):
+    """tau-bench's trajectories end with the simulated user's closing turn or a tool result: the turns after the last
+    assistant turn are dropped and counted, per record and per file; the record is kept. An empty last assistant
+    turn is still an error."""
     ends_in_tool = agent_chat()
     ends_in_tool["messages"] = ends_in_tool["messages"][:4]
+    ends_in_user = agent_chat()
+    ends_in_user["messages"] += [{"role": "user", "content": "Thanks!"}, {"role": "user", "content": "###STOP###"}]
     empty_final = agent_chat()
     empty_final["messages"][-1] = {"role": "assistant", "content": ""}
     null_final = agent_chat()
     null_final["messages"][-1] = {"role": "assistant", "content": None}
-    result = ingest_file(write_jsonl(tmp_path / "bad.jsonl", [ends_in_tool, empty_final, null_final]), teacher="t")
-    assert result.trajectories == []
+    records = [ends_in_tool, ends_in_user, empty_final, null_final]
+    result = ingest_file(write_jsonl(tmp_path / "agent.jsonl", records), teacher="t")
+    calling, answered = result.trajectories
+    assert [m.role for m in calling.messages] == ["system", "user", "assistant"] and calling.dropped_turns == 1
+    assert calling.messages[-1].tool_calls == CALL  # the response is the tool call
+    assert answered.response == "It is 7." and answered.dropped_turns == 2 and len(answered.messages) == 6
+    (alone,) = ingest_file(write_jsonl(tmp_path / "a.jsonl", [agent_chat()]), teacher="t").trajectories
+    assert answered.trajectory_id == alone.trajectory_id  # trailing turns are not part of a trajectory's id
+    assert result.dropped_turns == 3
     assert [r.reason for r in result.rejected] == [
-        "no assistant turn after the last tool turn (message 3): a chat must end with the response",
         "the last assistant turn (message 5) is empty",
         "message 5 (assistant) content must be a string or a list of text parts, got null",
     ]
@@ -310,6 +321,68 @@ def test_text_content_parts_are_joined_and_an_image_part_is_rejected(tmp_path):
     assert traj.problem == "What is 3*4-5?" and traj.response == "7"
     (rejected,) = result.rejected
     assert "message 0 (user) content part 1 has type 'image_url'" in rejected.reason
+
+
+def test_llamafactory_reasoning_and_tool_call_parts_are_reasoning_and_tool_calls(tmp_path):
+    """LLaMA-Factory's own reasoning + tool-use form (`value` parts of type text, reasoning, tool_call; a `tools`
+    column as JSON text): reasoning goes where a reasoning field goes, tool-call parts become tool calls."""
+    tools = [{"type": "function", "function": {"name": "multiply", "parameters": {"type": "object"}}}]
+    call = {"name": "multiply", "arguments": {"b": 13, "a": 12}}
+    record = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "value": "What is 12 times 13?"}]},
+            {"role": "assistant", "content": [
+                {"type": "reasoning", "value": "I should multiply."},
+                {"type": "tool_call", "value": json.dumps(call)},
+            ]},
+            {"role": "tool", "content": [{"type": "text", "value": "156"}]},
+            {"role": "assistant", "content": [
+                {"type": "reasoning", "value": "The tool says 156."}, {"type": "text", "value": "It is 156."},
+            ]},
+        ],
+        "tools": json.dumps(tools),
+    }  # fmt: skip
+    result = ingest_file(write_jsonl(tmp_path / "lf.jsonl", [record]), teacher="t")
+    assert result.rejected == []
+    (traj,) = result.trajectories
+    calling = traj.messages[1]
+    assert calling.content == join_reasoning("I should multiply.", "") and calling.tool_calls == [
+        {"type": "function", "function": {"name": "multiply", "arguments": '{"b": 13, "a": 12}'}}  # the file's order
+    ]
+    assert traj.response == join_reasoning("The tool says 156.", "It is 156.") and traj.tools == tools
+
+
+def test_anthropic_and_mistral_thinking_parts_are_reasoning_and_other_parts_are_counted(tmp_path):
+    anthropic = {"messages": [
+        {"role": "user", "content": "What is 12 times 13?"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "12 * 13 = 156.", "signature": "x"},
+            {"type": "tool_use", "id": "toolu_1", "name": "check", "input": {"n": 156}},
+        ]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "ok"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": [{"type": "text", "text": "Checked."}]}, {"type": "text", "text": "156"},
+        ]},
+    ]}  # fmt: skip
+    media = [{"type": "text", "text": "See"}, {"type": "image_url", "image_url": {"url": "x.png"}}]
+    images = {"messages": [
+        {"role": "user", "content": media},
+        {"role": "assistant", "content": [{"type": "text", "text": "a cat"}, {"type": "redacted_thinking"}]},
+        {"role": "user", "content": media},
+        {"role": "assistant", "content": "a dog"},
+    ]}  # fmt: skip
+    result = ingest_file(write_jsonl(tmp_path / "parts.jsonl", [anthropic, images]), teacher="t")
+    (traj,) = result.trajectories
+    assert traj.messages[1].content == join_reasoning("12 * 13 = 156.", "")
+    assert traj.messages[1].tool_calls == [
+        {"type": "function", "function": {"name": "check", "arguments": '{"n": 156}'}, "id": "toolu_1"}
+    ]
+    assert traj.response == join_reasoning("Checked.", "156")
+    (rejected,) = result.rejected  # never scored without them: every such part named and counted, per record
+    assert rejected.reason == (
+        "message 0 (user) content part 1 has type 'image_url': only text, reasoning and tool-call parts can be "
+        "scored (this record holds 2 x 'image_url', 1 x 'redacted_thinking')"
+    )
 
 
 # ---- multi-turn problems and their ids -------------------------------------------------------------------------------

@@ -233,14 +233,18 @@ def test_candidates_from_store(state_dir: Path) -> None:
 
 
 def test_the_baseline_is_a_config_key_of_the_pipeline_and_of_each_student() -> None:
-    from rsr.config import PipelineConfig, StudentSpec
+    from rsr.config import PipelineConfig
+    from rsr.spec import StudentSpec
 
     config = PipelineConfig.model_validate(
         {"teachers": [{"name": "t", "path": "x.jsonl"}], "baseline": "random",
          "students": ["smollm2-135m", {"ref": "gemma3-270m", "baseline": {"kind": "random", "seed": 5}}]}
     )  # fmt: skip
     assert config.baseline == Baseline(kind="random", seed=0)
-    assert [s.baseline for s in config.students] == [None, Baseline(seed=5)]
-    assert StudentSpec(policy={"name": "top_teachers", "metric": "mean_entropy"}).policy.metric == "mean_entropy"
-    with pytest.raises(ValidationError):
-        StudentSpec(baseline="shortest")
+    assert [config.baseline_of(s) for s in config.students] == [Baseline(seed=0), Baseline(seed=5)]
+    ranked = StudentSpec(policy={"name": "top_teachers", "metric": "mean_entropy"})
+    assert config.policy_of(ranked).metric == "mean_entropy"
+    with pytest.raises(ValidationError):  # checked when the config is read
+        PipelineConfig.model_validate(
+            {"teachers": [{"name": "t", "path": "x.jsonl"}], "students": [{"ref": "s", "baseline": "shortest"}]}
+        )

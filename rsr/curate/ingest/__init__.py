@@ -123,6 +123,7 @@ def ingest_file(
         trajectories += chunk.trajectories
         result.rejected += chunk.rejected
         result.duplicates_skipped += chunk.duplicates_skipped
+        result.dropped_turns += chunk.dropped_turns
     # golds joined over all chunks at once: each problem gets the first gold known for it in the whole input
     joined, result.problems = join_gold(trajectories, index)
     first: dict[str, Trajectory] = {}  # equal ids across chunks or splits are repeats, not errors

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rsr.curate.ingest._io import RawRecord, cut, dump_raw, parse_json_text
+from rsr.curate.ingest.parts import Parts, read_parts, refuse_unknown
 from rsr.records import (
     THINK_OPEN,
     Message,
@@ -47,6 +48,7 @@ class IngestResult:
     format: str = ""  # the row format its source was read in
     fields: dict[str, str] = field(default_factory=dict)  # field -> the column it came from
     plan: str = ""  # both, in words (ReadPlan.describe)
+    dropped_turns: int = 0  # turns after the last assistant turn, dropped from its records (repeats included)
 
     @property
     def records(self) -> int:
@@ -121,23 +123,26 @@ SHAREGPT_ROLES = {
 }  # fmt: skip
 _OPENAI_ROLES = {**{r: r for r in ROLES}, **ROLE_ALIASES}
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")  # DeepSeek API / vLLM, OpenAI-compatible / HF
-TEXT_PARTS = ("text", "input_text", "output_text")  # OpenAI chat / Responses API text parts
 
 
 def parse_messages(value: Any, what: str = "`messages`", roles: Mapping[str, str] | None = None) -> list[Message]:
     """A chat (HF/OpenAI `messages`, or ShareGPT `conversations` with roles=SHAREGPT_ROLES) -> Messages; strict
-    about shape, because a wrong role or type means a wrong training row. Reasoning held in its own key is joined
-    into the content (join_reasoning); text content parts are joined; tool calls are kept."""
+    about shape, because a wrong role or type means a wrong training row. Reasoning held in its own key or in
+    reasoning parts is joined into the content (join_reasoning); text parts are joined; tool calls are kept (also
+    from tool-call parts). Parts that cannot be scored as text refuse the record, counted by type."""
     if not isinstance(value, list):
         raise RecordError(f"{what} must be a list, got {type_name(value)}")
     if not value:
         raise RecordError(f"{what} is empty")
-    return [parse_turn(m, i, roles) for i, m in enumerate(value)]
+    turns = [parse_turn(m, i, roles) for i, m in enumerate(value)]
+    unknown = sum((parts.unknown for _, parts in turns), Counter())
+    refuse_unknown(unknown, next((p.first_unknown for _, p in turns if p.first_unknown), ""))
+    return [m for m, _ in turns]
 
 
-def parse_turn(m: Any, i: int, roles: Mapping[str, str] | None = None) -> Message:
-    """One turn. roles=None: the OpenAI roles (+ `function` -> tool); else a map of the data's names to ours, and
-    a turn may spell its keys ShareGPT's way (`from`/`value`)."""
+def parse_turn(m: Any, i: int, roles: Mapping[str, str] | None = None) -> tuple[Message, Parts]:
+    """One turn, and what its content parts held. roles=None: the OpenAI roles (+ `function` -> tool); else a map of
+    the data's names to ours, and a turn may spell its keys ShareGPT's way (`from`/`value`)."""
     if not isinstance(m, dict):
         raise RecordError(f"message {i} must be an object with role and content, got {type_name(m)}")
     role_key, content_key = (
@@ -152,41 +157,35 @@ def parse_turn(m: Any, i: int, roles: Mapping[str, str] | None = None) -> Messag
         raise RecordError(f"message {i} has unknown {role_key} {name[:40]!r} (expected one of {', '.join(known)})")
     where = f"message {i} ({role})"
     calls = _tool_calls(m, where, role)
-    content = content_text(m.get(content_key), where, null_ok=bool(calls))
-    reasoning = _reasoning(m, where)
+    parts = content_parts(m.get(content_key), where, null_ok=calls is not None)
+    if parts.calls and role != "assistant":
+        raise RecordError(f"{where} has tool-call parts: only an assistant turn calls tools")
+    calls = [*(calls or []), *parts.calls] or None
+    content = parts.text
+    reasoning = _reasoning(m, where, parts.reasoning)
     if reasoning is not None:
         if content is not None and THINK_OPEN in content:
             raise RecordError(f"{where} has both a reasoning field and a {THINK_OPEN} block in its content: ambiguous")
         content = join_reasoning(reasoning, content)
-    return Message(
+    message = Message(
         role=role,
         content=check_text(content, f"{where} content") if content is not None else None,
         tool_calls=calls,
         name=opt_str(m.get("name"), f"{where} `name`"),
         tool_call_id=opt_id(m.get("tool_call_id"), f"{where} `tool_call_id`"),
     )
+    return message, parts
 
 
-def content_text(value: Any, where: str, null_ok: bool = False) -> str | None:
-    """A turn's content: a string, OpenAI text parts joined in order, or None beside tool calls (null_ok)."""
+def content_parts(value: Any, where: str, null_ok: bool = False) -> Parts:
+    """A turn's content: a string, a list of typed parts (rsr/curate/ingest/parts.py), or None beside tool calls
+    (null_ok); `text` is None only then."""
     if isinstance(value, str) or (value is None and null_ok):
-        return value
+        return Parts(text=value)
     if not isinstance(value, list) or not value:
         got = "an empty list" if isinstance(value, list) else type_name(value)
         raise RecordError(f"{where} content must be a string or a list of text parts, got {got}")
-    texts = []
-    for j, part in enumerate(value):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if not isinstance(part, dict) or not isinstance(kind, str):
-            got = type_name(part) if not isinstance(part, dict) else "an object without a string `type`"
-            raise RecordError(f"{where} content must be a string or a list of text parts; part {j} is {got}")
-        if kind not in TEXT_PARTS:
-            raise RecordError(f"{where} content part {j} has type {kind[:40]!r}: only text parts can be scored")
-        text = part.get("text", part.get("value"))  # LLaMA-Factory's parts hold their text under `value`
-        if not isinstance(text, str):
-            raise RecordError(f"{where} content part {j} ({kind}) `text` must be a string, got {type_name(text)}")
-        texts.append(text)
-    return "".join(texts)  # OpenAI reads the parts as one text, concatenated
+    return read_parts(value, where)
 
 
 def parse_tools(value: Any, what: str = "`tools`") -> list[dict] | None:
@@ -250,9 +249,10 @@ def _tool_calls(m: dict, where: str, role: str) -> list[dict] | None:
     return calls
 
 
-def _reasoning(m: dict, where: str) -> str | None:
-    """The turn's reasoning from its own key (one of REASONING_KEYS); two keys that disagree are an error."""
-    found: dict[str, str] = {}
+def _reasoning(m: dict, where: str, from_parts: str | None = None) -> str | None:
+    """The turn's reasoning from its own key (one of REASONING_KEYS) or its reasoning parts; two that disagree are an
+    error."""
+    found: dict[str, str] = {} if from_parts is None or not from_parts.strip() else {"reasoning parts": from_parts}
     for key in REASONING_KEYS:
         value = m.get(key)
         if value is not None and not isinstance(value, str):
@@ -262,6 +262,16 @@ def _reasoning(m: dict, where: str) -> str | None:
     if len(set(found.values())) > 1:
         raise RecordError(f"{where} holds different reasoning in {' and '.join(f'`{k}`' for k in found)}")
     return next(iter(found.values()), None)
+
+
+def drop_trailing_turns(messages: list[Message]) -> tuple[list[Message], int]:
+    """The chat up to its last assistant turn, and how many turns after it were dropped: an agent trajectory (tau-bench)
+    ends with the simulated user's closing turn or a tool result, which no trainer trains and no score reads. A chat
+    without any assistant turn is left whole (chat_problem says what is wrong with it)."""
+    last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "assistant"), None)
+    if last is None:
+        return messages, 0
+    return messages[: last + 1], len(messages) - last - 1
 
 
 def chat_problem(messages: list[Message], problem: str | None = None) -> tuple[str, str]:
@@ -346,6 +356,7 @@ def collect(
                 result.rejected.append(reject)
                 continue
             key = int(outcome.trajectory_id[2:18], 16)
+            result.dropped_turns += outcome.dropped_turns
             if key in seen:
                 result.duplicates_skipped += 1
                 continue

@@ -6,8 +6,9 @@ Optional fields (plan.CHAT_FIELDS): `id` (-> source_id), `teacher` (else the tea
 `problem_id`, `declared_answer`, `problem` (else the opening user turn), `tools` (function schemas), `system` (a
 top-level system prompt: ShareGPT's), `reasoning` (a top-level reasoning beside the chat, joined into the last
 assistant turn; read only when mapped). Turns may hold their reasoning in its own key (`reasoning_content`,
-`reasoning`: joined into the content), text content parts, tool calls and tool turns. The response is the last
-message, which must be the assistant's.
+`reasoning`) or in reasoning parts (joined into the content), text parts, tool calls (or tool-call parts) and tool
+turns. The response is the last assistant turn: turns after it (an agent trajectory's closing user turn or tool
+result) are dropped and counted (Trajectory.dropped_turns).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rsr.curate.ingest._common import (
     answer_str,
     chat_problem,
     check_text,
+    drop_trailing_turns,
     lookup,
     opt_id,
     opt_str,
@@ -44,7 +46,7 @@ def record_to_trajectory(
     chat = lookup(rec, column)
     if chat is MISSING:
         raise RecordError(f"missing `{column}`")
-    messages = parse_messages(chat, f"`{column}`", SHAREGPT_ROLES if sharegpt else None)
+    messages, dropped = drop_trailing_turns(parse_messages(chat, f"`{column}`", SHAREGPT_ROLES if sharegpt else None))
     system = get("system")
     if opt_str(*system) and messages[0].role != "system":
         messages.insert(0, Message(role="system", content=check_text(*system)))
@@ -64,6 +66,7 @@ def record_to_trajectory(
         tools=parse_tools(*get("tools")),
         source_file=source_file,
         source_line=line,
+        dropped_turns=dropped,
     )
 
 

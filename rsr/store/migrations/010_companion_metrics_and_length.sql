@@ -1,26 +1,27 @@
--- v9 (issue 29): companion metrics from the scorer's same pass, and how RSR goes with length.
+-- v10 (issue 29): companion metrics from the scorer's same pass, and how RSR goes with length.
 -- scores: the student's full-vocabulary entropy per scored position (sum and mean, nats) and the tokens whose rank
--- is 1 (count and share). NULL on rows scored before v9: the score key is unchanged, so they stay NULL until
+-- is 1 (count and share). NULL on rows scored before v10: the score key is unchanged, so they stay NULL until
 -- re-scored on request (`rsr add-student REF --fill-metrics`, or `scoring: {fill_metrics: true}`).
 ALTER TABLE scores ADD COLUMN sum_entropy DOUBLE;
 ALTER TABLE scores ADD COLUMN mean_entropy DOUBLE;
 ALTER TABLE scores ADD COLUMN n_top1 INTEGER;
 ALTER TABLE scores ADD COLUMN top1_share DOUBLE;
--- latest_scores as in v6, plus mean_entropy and top1_share.
+-- latest_scores as in v7, plus mean_entropy and top1_share.
 CREATE OR REPLACE VIEW latest_scores AS
-    SELECT s.trajectory_id, t.teacher, t.problem_id, s.student_id, st.ref AS student, s.rsr,
+    SELECT s.trajectory_id, t.teacher, t.problem_id, s.student_id, st.ref AS student_ref,
+           st.label AS student_label, s.rsr,
            s.n_tokens, s.mean_rank, s.mean_surprisal, s.truncated, s.score_id, s.run_id, s.scored_at,
            s.r_max, s.dtype, s.max_tokens, s.sum_rank, s.sum_surprisal, s.metric_version,
            s.n_reasoning_tokens, s.n_answer_tokens, s.n_tool_tokens, s.render, s.dropped_tool_calls,
            s.mean_entropy, s.top1_share
     FROM scores s
     JOIN trajectories t ON t.trajectory_id = s.trajectory_id
-    LEFT JOIN students st ON st.student_id = s.student_id
+    LEFT JOIN registrations st ON st.student_id = s.student_id
     WHERE s.error IS NULL AND s.metric_version = 'rsr-v1'
     QUALIFY row_number() OVER (
         PARTITION BY s.trajectory_id, s.student_id, s.dtype, s.max_tokens, s.r_max
         ORDER BY s.scored_at DESC, s.score_id DESC) = 1;
--- teacher_selection as in v6, plus rsr_length_spearman: per student, setting and teacher, Spearman's rank
+-- teacher_selection as in v7, plus rsr_length_spearman: per student, setting and teacher, Spearman's rank
 -- correlation between trajectory RSR and response tokens (n_tokens) over the rows its dataset RSR uses (those
 -- with a finite RSR): Pearson's correlation of average ranks (ties share the mean of their ranks), as
 -- scipy.stats.spearmanr; NULL under 2 rows or when either side is constant. Summed in one order (the aggregate's
@@ -31,7 +32,8 @@ CREATE OR REPLACE VIEW teacher_selection AS
         LEFT JOIN verdicts v ON v.trajectory_id = l.trajectory_id
         WHERE NOT l.truncated AND l.n_tokens > 0 AND isfinite(l.mean_rank) AND isfinite(l.mean_surprisal)),
     per_teacher AS (
-        SELECT student_id, any_value(student) AS student, teacher, dtype, max_tokens, r_max,
+        SELECT student_id, any_value(student_ref) AS student_ref, any_value(student_label) AS student_label,
+               teacher, dtype, max_tokens, r_max,
                sum(mean_rank) / NULLIF(sum(mean_surprisal), 0) AS dataset_rsr,
                count(*) AS n,
                CAST(count(*) FILTER (WHERE verdict = 'correct') AS DOUBLE) / count(*) AS accuracy,
@@ -56,7 +58,8 @@ CREATE OR REPLACE VIEW teacher_selection AS
                corr(rsr_rank, length_rank ORDER BY rsr_rank, length_rank) AS rsr_length_spearman
         FROM ranked
         GROUP BY student_id, teacher, dtype, max_tokens, r_max)
-    SELECT p.student_id, p.student, p.teacher, p.dtype, p.max_tokens, p.r_max, p.dataset_rsr, p.n, p.accuracy,
+    SELECT p.student_id, p.student_ref, p.student_label, p.teacher, p.dtype, p.max_tokens, p.r_max, p.dataset_rsr,
+           p.n, p.accuracy,
            p.mean_response_tokens,
            row_number() OVER (
                PARTITION BY p.student_id, p.dtype, p.max_tokens, p.r_max

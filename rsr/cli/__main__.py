@@ -1,0 +1,3 @@
+from rsr.cli import main
+
+main()
