@@ -184,7 +184,7 @@ def ray_remote_options(ray: RaySpec, api_url: str | None = None) -> dict:
         "num_gpus": ray.num_gpus_per_task,
         "num_cpus": ray.num_cpus_per_task,
         # Ray ends a GPU task's worker after each call by default (max_calls=1): the model would be loaded
-        # again for every shard. 0 = unlimited, so the lru_cache in rsr_tasks.score keeps one model per worker.
+        # again for every shard. 0 = unlimited, so the lru_cache in rsr.stages.score keeps one model per worker.
         "max_calls": 0,
         # Merged with the job's runtime_env (its py_modules stay).
         "runtime_env": {"env_vars": env},

@@ -35,7 +35,7 @@ from rsr.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from rsr_tasks.curate import Ingested
+    from rsr.stages.curate import Ingested
 
 AsyncOpt = "--async"
 

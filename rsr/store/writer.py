@@ -58,8 +58,10 @@ class Store(Reader):
         self._schemas: dict[str, pa.Schema] = {}
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        """Open the database at ``path`` read-write, creating and migrating it; use as a context manager."""
+    def open(cls, path: str | Path, *, memory_limit: str | None = None, checkpoint: str | None = None) -> Store:
+        """Open the database at ``path`` read-write, creating and migrating it; use as a context manager. A stage
+        that streams large inputs caps DuckDB's cache (``memory_limit``) and checkpoints less often
+        (``checkpoint``): see limit_memory and checkpoint_every."""
         path, resources = Path(path), ExitStack()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,12 @@ class Store(Reader):
         except BaseException:
             resources.close()
             raise
-        return cls(con, path, resources)
+        store = cls(con, path, resources)
+        if memory_limit:
+            store.limit_memory(memory_limit)
+        if checkpoint:
+            store.checkpoint_every(checkpoint)
+        return store
 
     def limit_memory(self, size: str) -> None:
         """Cap DuckDB's block cache (default: 80% of RAM), so a large input's cache does not set the process size."""

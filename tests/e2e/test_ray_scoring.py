@@ -151,7 +151,7 @@ def _score_on_ray(tmp_path: Path, monkeypatch, trajectories, spec, scoring, log:
     """The same flow on a fresh local Ray instance whose workers log model loads: (state, run id, result)."""
     import ray
 
-    import rsr_tasks.score
+    import rsr.stages.score
     from rsr.config import RaySpec
     from rsr_flows.score import run_score_student
 
@@ -166,10 +166,10 @@ def _score_on_ray(tmp_path: Path, monkeypatch, trajectories, spec, scoring, log:
         remote, remote_run = _state(tmp_path / "ray", trajectories)
         # Set after Ray started, so a worker sees it only if the flow forwards it.
         monkeypatch.setenv("RSR_HOME", str(remote.root))
-        driver_loads = rsr_tasks.score._student.cache_info()
+        driver_loads = rsr.stages.score._student.cache_info()
         result = run_score_student(remote, remote_run, spec, scoring, RaySpec(num_gpus_per_task=1, num_cpus_per_task=1))
         # The driver loaded the student once more (register_student, a cache hit) and scored nothing itself.
-        after = rsr_tasks.score._student.cache_info()
+        after = rsr.stages.score._student.cache_info()
         assert (after.hits + after.misses) - (driver_loads.hits + driver_loads.misses) == 1
     finally:
         ray.shutdown()

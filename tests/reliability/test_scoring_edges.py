@@ -100,10 +100,11 @@ def test_template_without_system_role_gives_a_per_record_error(smollm):
 def test_the_same_through_the_scoring_task(smollm, monkeypatch):
     """score_shard (what a worker runs) returns an error Score row for the refused record, not an exception."""
     from rsr.spec import StudentSpec
+    from rsr.stages import score as stage
     from rsr_tasks import score as score_task
 
     student = dataclasses.replace(smollm, chat_template=NO_SYSTEM_TEMPLATE)
-    monkeypatch.setattr(score_task, "load_student", lambda spec: student)
+    monkeypatch.setattr(stage, "load_student", lambda spec: student)
     items = [("t-sys", [{"role": "system", "content": "x"}, USER, ANSWER]), ("t-ok", [USER, ANSWER])]
     rows = score_task.score_shard.fn(StudentSpec(), student.student_id, items)
     assert [r.trajectory_id for r in rows] == ["t-sys", "t-ok"]

@@ -1,9 +1,9 @@
-"""Dedup's pages (rsr_tasks.curate._pages): each problem whole, read by the row ranges that hold its rows."""
+"""Dedup's pages (rsr.stages.curate._pages): each problem whole, read by the row ranges that hold its rows."""
 
 from __future__ import annotations
 
-from rsr_tasks import curate
-from rsr_tasks.curate import _pages, _ranges
+from rsr.stages import curate
+from rsr.stages.curate import _pages, _ranges
 
 
 def test_ranges_cover_every_row_and_split_at_the_widest_gaps() -> None:

@@ -30,7 +30,7 @@ CHUNK = 5000  # records per chunk at most: what an adapter holds, and what the i
 # ... and text per chunk at most: chunks are sized by bytes, so 5,000 short answers or ~500 traces of 30 KB make a
 # chunk. Storing a chunk holds its text ~8x over for a moment (its str, the messages JSON, Arrow's copy, DuckDB's
 # vectors, overflow strings and index), so 8 MB of text (or one record of at most MAX_TEXT_BYTES, alone) fits the
-# CPU stages' DuckDB limit (rsr_tasks.curate.DB_MEMORY, 256 MB); 8 rather than 16 MB took ~100 MB off the peak.
+# CPU stages' DuckDB limit (rsr.stages.curate.DB_MEMORY, 256 MB); 8 rather than 16 MB took ~100 MB off the peak.
 CHUNK_BYTES = 8 * 1024 * 1024
 MAX_TEXT_BYTES = 16 * 1024 * 1024  # one trajectory's text at most; a larger one is quarantined with its size
 
