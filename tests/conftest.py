@@ -21,6 +21,12 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # In-process flows start Prefect's temporary server; on a busy box it needs more than Prefect's default 20 s.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")
 
+# One torch thread per test process. The suite runs on 2 cores while another process keeps one of them busy (CI,
+# test-under-load): two threads then wait on each other at every op (measured on this project's 2-core box with
+# one core loaded: tests/integration/test_prompt_reuse.py took 743 s with 2 threads, 130 s with 1). Set before
+# torch is imported; child processes (rsr in a subprocess, servers, Ray workers) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Converted students are shared by all tests (and kept between local runs); each test still gets its own RSR_HOME.
 os.environ.setdefault("RSR_MODELS", str(REPO / ".rsr-cache" / "models"))
 
