@@ -216,9 +216,9 @@ def _mb(n_bytes: int) -> str:
 
 
 def run(paths: list[Path], work: Path, timeout_s: float) -> list[dict]:
+    from rsr.stages.curate import deduplicate, ingest_teacher, verify_answers
     from rsr.store.queries import Reader
     from rsr.store.writer import Store
-    from rsr_tasks.curate import deduplicate, ingest_teacher, verify_answers
 
     db = work / "rsr.duckdb"
     rss, clock = TreeRss(), DbClock()
@@ -238,13 +238,13 @@ def run(paths: list[Path], work: Path, timeout_s: float) -> list[dict]:
 
     ingested = stage(
         "ingest",
-        lambda: [ingest_teacher.fn(db, run_id, t, str(p)) for t, p in zip(TEACHERS, paths, strict=True)],
+        lambda: [ingest_teacher(db, run_id, t, str(p)) for t, p in zip(TEACHERS, paths, strict=True)],
         lambda out: sum(o.read + o.quarantined for o in out),
     )
     problem_ids = sorted({pid for o in ingested for pid in o.problem_ids})
     read = sum(o.read for o in ingested)
-    stage("dedup", lambda: deduplicate.fn(db, run_id, problem_ids), lambda _: read)
-    stage("verify", lambda: verify_answers.fn(db, run_id, timeout_s), lambda n: n)
+    stage("dedup", lambda: deduplicate(db, run_id, problem_ids), lambda _: read)
+    stage("verify", lambda: verify_answers(db, run_id, timeout_s), lambda n: n)
     rss.stop()
     with Reader.open(db) as store:
         _, counts = store.query(
