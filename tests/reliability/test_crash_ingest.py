@@ -1,6 +1,6 @@
 """SIGKILL the ingest task mid-file, re-run it, and count: every record stored exactly once, nothing lost.
 
-Each killed run is a real child process running the product's ingest task (tasks.curate.ingest_teacher) on one
+Each killed run is a real child process running the product's ingest task (tasks/curate.py's ingest_teacher, whose work is rsr/stages/curate.py) on one
 JSONL file of good records, repeated records and malformed lines, in chunks of CHUNK records (each chunk stored
 in its own transactions). The kills land at two kinds of places:
 
@@ -38,12 +38,13 @@ CHILD = """
 import functools, json, os, signal, sys, time
 from pathlib import Path
 import rsr_tasks.curate as curate
+import rsr.stages.curate as stage
 from dataclasses import asdict
 from rsr.curate import ingest
 from rsr.store.writer import Store
 
 db, path, marker, kill_inside = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-curate.iter_ingest = functools.partial(ingest.iter_ingest, chunk_size=int(sys.argv[5]))
+stage.iter_ingest = functools.partial(ingest.iter_ingest, chunk_size=int(sys.argv[5]))
 add_trajectories, chunks = Store.add_trajectories, []
 
 def marked(self, trajectories, run_id):
