@@ -1,6 +1,6 @@
 """The baseline scorer, written the way the paper's authors score (their released code), without the product's
 machinery. It is the speed and memory baseline of bench_scorer.py and gpu/bench_long.py, and the test oracle of
-tests/test_student.py.
+tests/integration/test_scorer_matches_reference.py.
 
 - fixed batches of `batch_size` conversations in input order, right-padded, with an attention mask;
 - the model's full `[batch, seq, vocab]` logits from its own forward (its logit scaling / softcapping included),
