@@ -64,7 +64,7 @@ ContaminatedOpt = Annotated[
     bool,
     typer.Option(
         "--include-contaminated",
-        help="also score and select trajectories that hold a registered benchmark's problem (left out by default)",
+        help="let trajectories that hold a registered benchmark's problem in (left out by default)",
     ),
 ]
 StateOpt = Annotated[
