@@ -6,6 +6,14 @@ ALTER TABLE scores ADD COLUMN sum_entropy DOUBLE;
 ALTER TABLE scores ADD COLUMN mean_entropy DOUBLE;
 ALTER TABLE scores ADD COLUMN n_top1 INTEGER;
 ALTER TABLE scores ADD COLUMN top1_share DOUBLE;
+-- score_history as in v7, defined again so that the catalog (information_schema.columns) lists the new columns
+-- (its s.* was expanded when v7 created it; a query re-expands it either way).
+CREATE OR REPLACE VIEW score_history AS
+    SELECT s.*, t.teacher, t.problem_id, st.ref AS student_ref, st.label AS student_label, r.flow_name
+    FROM scores s
+    LEFT JOIN trajectories t ON t.trajectory_id = s.trajectory_id
+    LEFT JOIN registrations st ON st.student_id = s.student_id
+    LEFT JOIN runs r ON r.run_id = s.run_id;
 -- latest_scores as in v7, plus mean_entropy and top1_share.
 CREATE OR REPLACE VIEW latest_scores AS
     SELECT s.trajectory_id, t.teacher, t.problem_id, s.student_id, st.ref AS student_ref,
