@@ -425,7 +425,7 @@ def phase_e(run: Run, s: Scored) -> None:
 
 def largest_batch(run: Run, student: Student, prepared: list) -> tuple[int, dict]:
     """The baseline's largest batch size in 1, 2, 4, ... whose worst fixed batch (file order) does not OOM."""
-    cap = 4 if run.args.dry_run else 64  # a CPU never raises OutOfMemoryError: the dry run stops at 4
+    cap = 2 if run.args.dry_run else 64  # a CPU never raises OutOfMemoryError: the dry run stops at 2
     best, tried, b = 0, {}, 1
     while b <= min(cap, len(prepared)):
         chunks = [prepared[i : i + b] for i in range(0, len(prepared), b)]

@@ -269,7 +269,7 @@ class Workload:
         return [int(min(self.hi, max(self.lo, rng.lognormvariate(mu, self.sigma)))) for _ in range(self.n)]
 
 
-DRY_WORKLOAD = Workload(n=8, lo=64, hi=512, median=200, sigma=0.7, n_long=1, long=1024)
+DRY_WORKLOAD = Workload(n=8, lo=48, hi=256, median=100, sigma=0.6, n_long=1, long=512)
 
 WORDS = (
     "let x be the number of ways so that we get therefore since sum prime integer divide equation solve check "
