@@ -569,7 +569,8 @@ def phase_h(run: Run, s: Scored) -> None:
     # Local workers inherit the driver's environment: they import rsr and benchmarks.gpu.long_setup from here.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     # num_gpus given, not detected: a detection miss would leave the task waiting for a GPU until the timeout.
-    gpus = torch.cuda.device_count() if run.cuda else 1  # a CPU-only dry run declares one, as tests/e2e/test_ray_scoring.py does
+    # A CPU-only dry run declares one GPU, as tests/e2e/test_ray_scoring.py does.
+    gpus = torch.cuda.device_count() if run.cuda else 1
     ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, object_store_memory=256 << 20)
     try:
         remote = ray.remote(num_gpus=1)(ls.score_remote)

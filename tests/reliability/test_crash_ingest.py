@@ -1,8 +1,8 @@
 """SIGKILL the ingest task mid-file, re-run it, and count: every record stored exactly once, nothing lost.
 
-Each killed run is a real child process running the product's ingest task (tasks/curate.py's ingest_teacher, whose work is rsr/stages/curate.py) on one
-JSONL file of good records, repeated records and malformed lines, in chunks of CHUNK records (each chunk stored
-in its own transactions). The kills land at two kinds of places:
+Each killed run is a real child process running the product's ingest task (tasks/curate.py's ingest_teacher,
+whose work is rsr/stages/curate.py) on one JSONL file of good records, repeated records and malformed lines, in
+chunks of CHUNK records (each chunk stored in its own transactions). The kills land at two kinds of places:
 
 - inside a chunk (the child kills itself, as an OOM kill would, right after a chunk's trajectories committed and
   before its quarantine rows and lineage were written): the half-stored chunk is completed by the re-run;
