@@ -99,13 +99,14 @@ def sql(
 def _print_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_lines=False)
     numeric = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DOUBLE|FLOAT|REAL|DECIMAL)\b", re.IGNORECASE)
     for col, typ in zip(result.columns, result.types, strict=True):
-        table.add_column(col, overflow="fold", justify="right" if numeric.match(typ) else "left")
+        table.add_column(Text(col), overflow="fold", justify="right" if numeric.match(typ) else "left")
     for row in result.rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
+        table.add_row(*(Text("NULL" if v is None else str(v)) for v in row))  # values as typed, never markup
     console = Console()
     console.print(table)
     console.print(f"{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}", style="dim")

@@ -22,11 +22,13 @@ def _teacher_table(store, registration):  # noqa: ANN202 (rich is imported lazil
     length for some teacher (|Spearman| >= 0.3)."""
     import pandas as pd
     from rich.table import Table
+    from rich.text import Text
 
     from rsr.report.page import LENGTH_TIED, order_note, teacher_board
 
     title = f"teachers for student {registration.label} ({registration.student_id}), lowest dataset RSR first"
-    table = Table(title=title, box=None, title_justify="left", pad_edge=False, header_style="bold underline")
+    # Text, not a markup string: a label's "[template.jinja]" or a teacher named "[b]x" is shown as typed
+    table = Table(title=Text(title), box=None, title_justify="left", pad_edge=False, header_style="bold underline")
     board = teacher_board(store, registration.student_id).to_dict("records")
     # "scored" is scored of ingested; failed, truncated, dropped tool calls and contaminated (holding a benchmark
     # problem: not scored by default) get a column when any teacher has some.
@@ -48,7 +50,7 @@ def _teacher_table(store, registration):  # noqa: ANN202 (rich is imported lazil
         rho = f"{r['rsr_length_spearman']:+.2f}" if pd.notna(r["rsr_length_spearman"]) else "-"
         table.add_row(
             f"{r['rank']:.0f}" if scored else "-",
-            r["teacher"],
+            Text(r["teacher"]),
             f"{r['n_scored']}/{r['n_trajectories']}",
             *(str(r[c]) for c in extra),
             f"{r['all_accuracy']:.1%}" if r["all_accuracy"] is not None else "-",
